@@ -1,0 +1,15 @@
+"""keras-distill: knowledge distillation for Keras 3, from `fit` to the microcontroller."""
+
+from keras_distill import losses, schedules
+from keras_distill.callbacks import TemperatureScheduler
+from keras_distill.distiller import Distiller
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Distiller",
+    "TemperatureScheduler",
+    "__version__",
+    "losses",
+    "schedules",
+]

@@ -1,0 +1,7 @@
+"""`python -m keras_distill` runs the `keras-distill` command."""
+
+import sys
+
+from keras_distill.cli import main
+
+sys.exit(main())

@@ -1,0 +1,342 @@
+"""Distillation losses between teacher and student logits.
+
+Every loss comes as a function and as a thin `keras.losses.Loss` class, like
+`keras.losses.categorical_crossentropy` and `keras.losses.CategoricalCrossentropy`.
+
+The functions take `(teacher_logits, student_logits, temperature)` and return one
+value per position (the last axis, the classes, is reduced), so `(batch,)` for a
+classifier and `(batch, time)` for a sequence model. They always compute in
+float32, so students trained under `mixed_float16` get an exact loss.
+
+The softmax-based losses soften both distributions with the temperature `T` and
+multiply the result by `T**2` (Hinton et al., 2015), which keeps the size of
+their gradients independent of `T`, so `alpha` means the same thing at every
+temperature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+from keras import ops
+
+LossFn = Callable[[Any, Any, Any], Any]
+
+
+def _softened_log_probs(teacher_logits, student_logits, temperature):
+    temperature = ops.cast(temperature, "float32")
+    teacher = ops.log_softmax(ops.cast(teacher_logits, "float32") / temperature, -1)
+    student = ops.log_softmax(ops.cast(student_logits, "float32") / temperature, -1)
+    return teacher, student, ops.square(temperature)
+
+
+def _kl(log_p, log_q):
+    """KL(p || q) over the last axis from log-probabilities."""
+    return ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+def kl_divergence(teacher_logits, student_logits, temperature=1.0):
+    """`T**2 * KL(softmax(t / T) || softmax(s / T))`, the loss of Hinton et al.
+
+    Computed from `log_softmax` of both logits (no clipping, stable for logits
+    of any size). At `T = 1` its gradient with respect to the student logits is
+    that of cross-entropy with the teacher's probabilities as soft labels.
+
+    Args:
+        teacher_logits: Tensor `(..., classes)`, the teacher's logits.
+        student_logits: Tensor of the same shape, the student's logits.
+        temperature: Positive scalar (float or variable).
+
+    Returns:
+        Float32 tensor of shape `(...)`: the loss at each position.
+
+    Example:
+    >>> import numpy as np
+    >>> t = np.array([[2.0, 0.0, -1.0]])
+    >>> float(kl_divergence(t, t, temperature=4.0)[0])
+    0.0
+    """
+    teacher, student, scale = _softened_log_probs(teacher_logits, student_logits, temperature)
+    return scale * _kl(teacher, student)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+def reverse_kl_divergence(teacher_logits, student_logits, temperature=1.0):
+    """`T**2 * KL(softmax(s / T) || softmax(t / T))`, mode-seeking KL.
+
+    The student is pushed to put its mass where the teacher is confident rather
+    than to cover every class the teacher gives some probability to.
+
+    Args:
+        teacher_logits: Tensor `(..., classes)`, the teacher's logits.
+        student_logits: Tensor of the same shape, the student's logits.
+        temperature: Positive scalar (float or variable).
+
+    Returns:
+        Float32 tensor of shape `(...)`: the loss at each position.
+
+    Example:
+    >>> import numpy as np
+    >>> loss = reverse_kl_divergence(np.zeros((2, 3)), np.eye(2, 3), 2.0)
+    >>> tuple(loss.shape)
+    (2,)
+    """
+    teacher, student, scale = _softened_log_probs(teacher_logits, student_logits, temperature)
+    return scale * _kl(student, teacher)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+def jensen_shannon_divergence(teacher_logits, student_logits, temperature=1.0):
+    """`T**2 * JS(softmax(t / T), softmax(s / T))`, symmetric and bounded by log 2.
+
+    The mixture's log-probabilities are computed with `logaddexp`, so the loss
+    stays finite for any logits.
+
+    Args:
+        teacher_logits: Tensor `(..., classes)`, the teacher's logits.
+        student_logits: Tensor of the same shape, the student's logits.
+        temperature: Positive scalar (float or variable).
+
+    Returns:
+        Float32 tensor of shape `(...)`: the loss at each position.
+
+    Example:
+    >>> import numpy as np
+    >>> loss = jensen_shannon_divergence([[100.0, 0.0]], [[0.0, 100.0]])
+    >>> round(float(loss[0]), 4)  # log(2), the largest possible value
+    0.6931
+    """
+    teacher, student, scale = _softened_log_probs(teacher_logits, student_logits, temperature)
+    mixture = ops.logaddexp(teacher, student) - ops.log(2.0)
+    return scale * 0.5 * (_kl(teacher, mixture) + _kl(student, mixture))
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+def logit_mse(teacher_logits, student_logits, temperature=1.0):
+    """Mean squared error between the logits (Ba & Caruana, 2014).
+
+    Softening both logits by `T` and scaling by `T**2` cancels out exactly, so
+    the temperature has no effect on this loss; the argument exists so that all
+    distillation losses share one signature.
+
+    Args:
+        teacher_logits: Tensor `(..., classes)`, the teacher's logits.
+        student_logits: Tensor of the same shape, the student's logits.
+        temperature: Ignored.
+
+    Returns:
+        Float32 tensor of shape `(...)`: the mean over classes of the squared
+        difference.
+
+    Example:
+    >>> float(logit_mse([[1.0, 3.0]], [[0.0, 0.0]])[0])
+    5.0
+    """
+    del temperature
+    difference = ops.cast(teacher_logits, "float32") - ops.cast(student_logits, "float32")
+    return ops.mean(ops.square(difference), axis=-1)
+
+
+class DistillationLoss(keras.losses.Loss):
+    """A `keras.losses.Loss` that wraps a distillation loss function.
+
+    `y_true` holds the teacher's logits and `y_pred` the student's. Use it for
+    custom training loops or pass it to `Distiller(distillation_loss=...)`; the
+    distiller then uses the loss function with its own temperature variable.
+
+    Args:
+        fn: Callable `fn(teacher_logits, student_logits, temperature)` returning
+            one loss value per position (the last axis reduced).
+        temperature: Positive float (or a scalar variable) passed to `fn`.
+        reduction: As for `keras.losses.Loss`.
+        name: Optional name of the loss.
+        dtype: Dtype of the computation, float32 by default.
+
+    Raises:
+        TypeError: If `fn` is not callable.
+        ValueError: If `temperature` is not positive.
+
+    Example:
+    >>> import numpy as np
+    >>> loss = DistillationLoss(kl_divergence, temperature=2.0)
+    >>> float(loss(np.zeros((4, 3)), np.zeros((4, 3))))
+    0.0
+    """
+
+    def __init__(
+        self,
+        fn: LossFn,
+        temperature: float = 1.0,
+        reduction: str | None = "sum_over_batch_size",
+        name: str | None = None,
+        dtype: str | None = None,
+    ):
+        if not callable(fn):
+            raise TypeError(
+                "`fn` must be a callable fn(teacher_logits, student_logits, "
+                f"temperature); received fn={fn!r}."
+            )
+        if isinstance(temperature, (int, float)) and not temperature > 0:
+            raise ValueError(f"`temperature` must be > 0; received {temperature!r}.")
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.fn = fn
+        self.temperature = temperature
+
+    def call(self, y_true, y_pred):
+        """Returns `fn(y_true, y_pred, temperature)`, per position."""
+        return self.fn(y_true, y_pred, self.temperature)
+
+    def get_config(self) -> dict:
+        """Returns the loss configuration."""
+        return {
+            **super().get_config(),
+            "fn": keras.saving.serialize_keras_object(self.fn),
+            "temperature": float(ops.convert_to_numpy(self.temperature)),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> DistillationLoss:
+        """Creates the loss from `get_config()` output."""
+        config = dict(config)
+        if "fn" in config:
+            config["fn"] = keras.saving.deserialize_keras_object(config["fn"])
+        return cls(**config)
+
+
+class _NamedDistillationLoss(DistillationLoss):
+    """Base of the built-in loss classes, whose function is fixed."""
+
+    loss_fn: LossFn
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        reduction: str | None = "sum_over_batch_size",
+        name: str | None = None,
+        dtype: str | None = None,
+    ):
+        super().__init__(
+            type(self).loss_fn,
+            temperature=temperature,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+        )
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        del config["fn"]
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class KLDivergence(_NamedDistillationLoss):
+    """Loss class of `kl_divergence`, the default distillation loss.
+
+    Example:
+    >>> import numpy as np
+    >>> loss = KLDivergence(temperature=4.0)
+    >>> float(loss(np.zeros((2, 5)), np.zeros((2, 5))))
+    0.0
+    """
+
+    loss_fn = staticmethod(kl_divergence)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class ReverseKLDivergence(_NamedDistillationLoss):
+    """Loss class of `reverse_kl_divergence`.
+
+    Example:
+    >>> import numpy as np
+    >>> loss = ReverseKLDivergence(temperature=2.0)
+    >>> float(loss(np.ones((2, 5)), np.ones((2, 5))))
+    0.0
+    """
+
+    loss_fn = staticmethod(reverse_kl_divergence)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class JensenShannonDivergence(_NamedDistillationLoss):
+    """Loss class of `jensen_shannon_divergence`.
+
+    Example:
+    >>> import numpy as np
+    >>> loss = JensenShannonDivergence()
+    >>> float(loss(np.zeros((2, 5)), np.zeros((2, 5))))
+    0.0
+    """
+
+    loss_fn = staticmethod(jensen_shannon_divergence)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class LogitMSE(_NamedDistillationLoss):
+    """Loss class of `logit_mse`.
+
+    Example:
+    >>> loss = LogitMSE()
+    >>> float(loss([[1.0, 3.0]], [[0.0, 0.0]]))
+    5.0
+    """
+
+    loss_fn = staticmethod(logit_mse)
+
+
+_BY_NAME: dict[str, LossFn] = {
+    "kl_divergence": kl_divergence,
+    "kl": kl_divergence,
+    "reverse_kl_divergence": reverse_kl_divergence,
+    "reverse_kl": reverse_kl_divergence,
+    "jensen_shannon_divergence": jensen_shannon_divergence,
+    "jensen_shannon": jensen_shannon_divergence,
+    "js": jensen_shannon_divergence,
+    "logit_mse": logit_mse,
+    "mse": logit_mse,
+}
+
+
+def get(identifier: str | DistillationLoss | LossFn) -> LossFn:
+    """Returns the distillation loss function an identifier names.
+
+    Args:
+        identifier: A name (`"kl_divergence"`/`"kl"`, `"reverse_kl_divergence"`/
+            `"reverse_kl"`, `"jensen_shannon_divergence"`/`"js"`,
+            `"logit_mse"`/`"mse"`), a `DistillationLoss` instance (its function
+            is returned), or a callable
+            `fn(teacher_logits, student_logits, temperature)`.
+
+    Returns:
+        The loss function.
+
+    Raises:
+        ValueError: If a name is unknown.
+        TypeError: If the identifier is neither a name nor a callable.
+
+    Example:
+    >>> get("kl") is kl_divergence
+    True
+    """
+    if isinstance(identifier, str):
+        try:
+            return _BY_NAME[identifier]
+        except KeyError:
+            raise ValueError(
+                f"Unknown distillation loss {identifier!r}; expected one of "
+                f"{sorted(_BY_NAME)}, a DistillationLoss instance or a callable "
+                "fn(teacher_logits, student_logits, temperature)."
+            ) from None
+    if isinstance(identifier, DistillationLoss):
+        return identifier.fn
+    if isinstance(identifier, keras.losses.Loss) or not callable(identifier):
+        raise TypeError(
+            "`distillation_loss` must be a name, a keras_distill DistillationLoss "
+            "or a callable fn(teacher_logits, student_logits, temperature); "
+            f"received {identifier!r}. Keras' own losses take (y_true, y_pred) "
+            "and cannot see the temperature."
+        )
+    return identifier

@@ -1,0 +1,51 @@
+"""Every public function and class documents itself with an example that runs."""
+
+import doctest
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+
+import keras_distill
+
+MODULES = [
+    importlib.import_module(f"keras_distill.{info.name}")
+    for info in pkgutil.iter_modules(keras_distill.__path__)
+    if not info.name.startswith("_")
+]
+
+
+def public_objects():
+    for module in MODULES:
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            if inspect.isfunction(obj) or inspect.isclass(obj):
+                yield f"{module.__name__}.{name}", obj
+
+
+@pytest.mark.parametrize(
+    "name, obj", list(public_objects()), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_public_object_has_a_docstring_with_an_example(name, obj):
+    doc = inspect.getdoc(obj) or ""
+    assert "Example:" in doc and ">>>" in doc, f"{name} has no runnable example"
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+
+
+def test_all_names_the_public_api():
+    assert set(keras_distill.__all__) == {
+        "Distiller",
+        "TemperatureScheduler",
+        "losses",
+        "schedules",
+        "__version__",
+    }
+    for name in keras_distill.__all__:
+        assert hasattr(keras_distill, name)

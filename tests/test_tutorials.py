@@ -1,0 +1,51 @@
+"""Every tutorial notebook runs top to bottom, offline, as a user would run it."""
+
+import pathlib
+import re
+
+import nbclient
+import nbformat
+import pytest
+
+TUTORIALS = sorted((pathlib.Path(__file__).parents[1] / "tutorials").glob("*.ipynb"))
+
+
+def execute(path, tmp_path):
+    notebook = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(
+        notebook,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    return notebook
+
+
+def outputs(notebook):
+    text = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            text.append(output.get("text", ""))
+            text.append(output.get("data", {}).get("text/plain", ""))
+    return "\n".join(text)
+
+
+def test_every_tutorial_starts_with_a_colab_only_install_cell():
+    assert TUTORIALS, "no tutorials found"
+    for path in TUTORIALS:
+        notebook = nbformat.read(path, as_version=4)
+        first_code = next(cell for cell in notebook.cells if cell.cell_type == "code")
+        assert '"google.colab" in sys.modules' in first_code.source, path.name
+        assert "pip" in first_code.source, path.name
+
+
+@pytest.mark.slow
+def test_01_distill_your_first_student(tmp_path):
+    notebook = execute(TUTORIALS[0], tmp_path)
+    text = outputs(notebook)
+    assert "image/png" in str(notebook.cells), "the tutorial's plots were not drawn"
+    teacher = float(re.search(r"teacher: [\d,]+ parameters, test accuracy ([\d.]+)%", text)[1])
+    distilled = float(re.search(r"student \(distilled\)\s*610 parameters\s+([\d.]+)%", text)[1])
+    assert teacher >= 95.0
+    assert distilled >= 90.0
+    assert re.search(r"reloaded student: test accuracy [\d.]+%", text)
