@@ -145,9 +145,9 @@ def run_demo(
     scratch_accuracy = fit(scratch, epochs=epochs)["accuracy"]
 
     student = mlp([student_units], seed=seed + 1, name="student")
-    distiller = Distiller(teacher, student, temperature=4.0, alpha=0.5)
+    distiller = Distiller(teacher, student, temperature=2.0, alpha=0.5)
     distiller.compile(keras.optimizers.Adam(1e-3), _LOSS, metrics=["accuracy"])
-    annealing = TemperatureScheduler(Linear(start=4.0, end=1.0, steps=epochs))
+    annealing = TemperatureScheduler(Linear(start=2.0, end=1.0, steps=epochs))
     announce("Same student distilled from the teacher (temperature 4 -> 1)")
     distilled_accuracy = fit(distiller, epochs=epochs, callbacks=[annealing])["accuracy"]
 

@@ -246,16 +246,20 @@ def test_sequence_outputs_distil_over_the_last_axis():
     x = rng.integers(0, 12, size=(64, 7)).astype("int32")
     y = np.roll(x, -1, axis=1)
     teacher, student = sequence_model(32, 0), sequence_model(4, 1)
+    head = teacher.layers[-1]
+    head.set_weights([20.0 * w for w in head.get_weights()])  # a confident teacher
     distiller = Distiller(teacher, student, temperature=2.0)
     distiller.compile(keras.optimizers.SGD(0.0), SCE)
     logs = distiller.evaluate(x, y, return_dict=True, verbose=0)
     t, s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
     expected = reference_kl(t, s, 2.0).mean()
     assert logs["distillation_loss"] == pytest.approx(expected, rel=1e-3, abs=1e-7)
-    distiller.compile("adam", SCE)
+    distiller.alpha = 0.0  # the next token is not predictable from this one: teacher only
+    distiller.compile(keras.optimizers.Adam(2e-2), SCE)
     weights = (x > 0).astype("float32")  # per-token weights, e.g. a padding mask
-    history = distiller.fit(x, y, sample_weight=weights, epochs=3, verbose=0)
-    assert history.history["distillation_loss"][-1] < history.history["distillation_loss"][0]
+    history = distiller.fit(x, y, sample_weight=weights, epochs=20, verbose=0)
+    losses_seen = history.history["distillation_loss"]
+    assert losses_seen[-1] < 0.5 * losses_seen[0]
 
 
 def test_regularization_losses_are_the_students_only(digits):
