@@ -1,8 +1,9 @@
 """keras-distill: knowledge distillation for Keras 3, from `fit` to the microcontroller."""
 
-from keras_distill import losses, schedules
+from keras_distill import losses, micro, schedules
 from keras_distill.callbacks import TemperatureScheduler
 from keras_distill.distiller import Distiller
+from keras_distill.micro import export as export_micro
 
 __version__ = "0.1.0"
 
@@ -10,6 +11,8 @@ __all__ = [
     "Distiller",
     "TemperatureScheduler",
     "__version__",
+    "export_micro",
     "losses",
+    "micro",
     "schedules",
 ]

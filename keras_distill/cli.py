@@ -6,7 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import numpy as np
+
 from keras_distill import __version__
+from keras_distill.micro import BOARDS, MicroExportError, export
 
 
 def _positive_int(text: str) -> int:
@@ -58,6 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--quiet", action="store_true", help="no Keras progress output")
+
+    micro = commands.add_parser(
+        "export-micro",
+        help="export a model to TFLite Micro: int8 .tflite, C++ array and header, verified "
+        "in the TFLM interpreter",
+    )
+    micro.add_argument("model", help="a .keras or .tflite file")
+    micro.add_argument("--data", help="representative inputs (.npy), needed for .keras models")
+    micro.add_argument("--out", required=True, help="output directory")
+    micro.add_argument("--name", default="model", help="C identifier prefix (default: model)")
+    micro.add_argument("--board", help="check against a board: " + ", ".join(sorted(BOARDS)))
+    micro.add_argument("--flash-bytes", type=_positive_int, help="flash budget in bytes")
+    micro.add_argument("--ram-bytes", type=_positive_int, help="RAM budget in bytes")
+    micro.add_argument("--validation-data", help="inputs (.npy) to compare int8 with float")
+    micro.add_argument("--validation-labels", help="labels (.npy) for --validation-data")
+    micro.add_argument("--float-io", action="store_true", help="keep float32 input and output")
     return parser
 
 
@@ -89,7 +108,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         result = demo.run_demo(seed=args.seed, verbose=0 if args.quiet else 2, **overrides)
         print(result.table())
+        return 0
+    try:
+        result = _export_micro(args)
+    except MicroExportError as error:
+        print(f"keras-distill export-micro: error: {error}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    print(
+        "\nWrote "
+        + ", ".join(str(p) for p in (result.tflite_path, result.source_path, result.header_path))
+    )
     return 0
+
+
+def _load_array(path: str | None, what: str):
+    if path is None:
+        return None
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise MicroExportError(f"Cannot read {what} {path!r} as a .npy array: {error}") from None
+
+
+def _export_micro(args):
+    validation = _load_array(args.validation_data, "--validation-data")
+    labels = _load_array(args.validation_labels, "--validation-labels")
+    if labels is not None and validation is None:
+        raise MicroExportError("--validation-labels needs --validation-data.")
+    return export(
+        args.model,
+        _load_array(args.data, "--data"),
+        args.out,
+        name=args.name,
+        board=args.board,
+        flash_bytes=args.flash_bytes,
+        ram_bytes=args.ram_bytes,
+        validation_data=validation if labels is None else (validation, labels),
+        float_io=args.float_io,
+    )
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ import pytest
 import keras_distill
 
 MODULES = [
-    importlib.import_module(f"keras_distill.{info.name}")
-    for info in pkgutil.iter_modules(keras_distill.__path__)
-    if not info.name.startswith("_")
+    importlib.import_module(info.name)
+    for info in pkgutil.walk_packages(keras_distill.__path__, prefix="keras_distill.")
+    if not info.name.rsplit(".", 1)[-1].startswith("_")
 ]
 
 
@@ -43,7 +43,9 @@ def test_all_names_the_public_api():
     assert set(keras_distill.__all__) == {
         "Distiller",
         "TemperatureScheduler",
+        "export_micro",
         "losses",
+        "micro",
         "schedules",
         "__version__",
     }

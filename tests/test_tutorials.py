@@ -49,3 +49,16 @@ def test_01_distill_your_first_student(tmp_path):
     assert teacher >= 95.0
     assert distilled >= 90.0
     assert re.search(r"reloaded student: test accuracy [\d.]+%", text)
+
+
+@pytest.mark.slow
+def test_02_deploy_to_a_microcontroller(tmp_path):
+    notebook = execute(TUTORIALS[1], tmp_path)
+    text = outputs(notebook)
+    student = float(re.search(r"student: [\d,]+ parameters, test accuracy ([\d.]+)%", text)[1])
+    agreement = float(re.search(r"top-1 agreement, TFLM int8 vs Keras float \| ([\d.]+)%", text)[1])
+    assert student >= 90.0
+    assert agreement >= 97.0
+    assert "budget (arduino_nano_33_ble_sense)" in text
+    assert "MicroMutableOpResolver<" in text  # the header was shown
+    assert "TFLite Micro has no kernel for: GELU (from layer gelu_dense;" in text

@@ -1,0 +1,154 @@
+"""Fully integer TFLite conversion of a Keras model for TFLite Micro."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import warnings
+from collections.abc import Iterable
+
+import numpy as np
+
+from keras_distill.micro.errors import MicroExportError, layers_mentioned
+
+DEFAULT_NUM_SAMPLES = 200
+
+# What to use instead of layers whose ops TFLite Micro (or the int8 converter) lacks.
+HINTS = {
+    "GELU": "use activation='relu' (or 'relu6'/'hard_swish') in that layer",
+    "TOPK_V2": "sorting and top-k are not TFLM kernels; do them in firmware on the output",
+    "Erf": "erf-based activations such as exact GELU are not TFLite builtins; use 'relu'",
+    "FlexOps": "replace the layer by standard Dense/Conv2D/pooling/activation layers",
+}
+
+
+def representative_samples(
+    data, input_shape: tuple, num_samples: int = DEFAULT_NUM_SAMPLES
+) -> np.ndarray:
+    """Takes up to `num_samples` float32 inputs from arrays or a `tf.data` dataset.
+
+    Dataset elements may be `x` or `(x, y, ...)`, batched or not.
+
+    Args:
+        data: A NumPy array of inputs, or a `tf.data.Dataset`.
+        input_shape: The model's input shape without the batch axis.
+        num_samples: How many examples to take at most.
+
+    Returns:
+        Float32 array of shape `(n, *input_shape)`, `1 <= n <= num_samples`.
+
+    Raises:
+        MicroExportError: If the data is empty or its shape does not match.
+
+    Example:
+    >>> representative_samples(np.zeros((500, 4)), (4,)).shape
+    (200, 4)
+    """
+    if isinstance(data, np.ndarray) or isinstance(data, (list, tuple)):
+        samples = np.asarray(data, dtype="float32")[:num_samples]
+    else:
+        samples = _from_dataset(data, input_shape, num_samples)
+    expected = tuple(input_shape)
+    if samples.ndim == len(expected):  # a single example without batch axis
+        samples = samples[None]
+    if len(samples) == 0:
+        raise MicroExportError(
+            "The representative data is empty; give at least one (ideally a few hundred) "
+            "typical inputs so that the int8 ranges can be calibrated."
+        )
+    got = tuple(samples.shape[1:])
+    if len(got) != len(expected) or any(
+        e is not None and e != g for e, g in zip(expected, got, strict=True)
+    ):
+        raise MicroExportError(
+            f"The representative data has examples of shape {got}, but the model expects "
+            f"inputs of shape {expected} (without the batch axis)."
+        )
+    return samples
+
+
+def _from_dataset(dataset: Iterable, input_shape: tuple, num_samples: int) -> np.ndarray:
+    rank = len(input_shape)
+    taken, count = [], 0
+    for element in dataset:
+        x = element[0] if isinstance(element, (tuple, list)) else element
+        x = np.asarray(x, dtype="float32")
+        if x.ndim == rank:
+            x = x[None]
+        taken.append(x)
+        count += len(x)
+        if count >= num_samples:
+            break
+    if not taken:
+        return np.zeros((0, *[d or 1 for d in input_shape]), "float32")
+    return np.concatenate(taken)[:num_samples]
+
+
+def to_int8_tflite(model, samples: np.ndarray, float_io: bool = False) -> bytes:
+    """Converts a Keras model to a fully integer (int8) TFLite flatbuffer.
+
+    Weights and activations are int8; the input and output are int8 too unless
+    `float_io=True`, in which case the model quantizes and dequantizes them.
+    Only TFLite builtin int8 kernels are allowed, which is what TFLite Micro runs,
+    and the batch size is fixed to one, as on a device.
+
+    Args:
+        model: A Keras model with a single input.
+        samples: Representative inputs (see `representative_samples`).
+        float_io: Keep float32 input and output.
+
+    Returns:
+        The `.tflite` model bytes.
+
+    Raises:
+        MicroExportError: If the converter cannot express the model with TFLite
+            builtin int8 kernels; the message names the ops and layers.
+
+    Example:
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> tflite = to_int8_tflite(model, np.random.rand(20, 4).astype("float32"))
+    >>> tflite[4:8]
+    b'TFL3'
+    """
+    import keras
+    import tensorflow as tf
+
+    samples = np.asarray(samples, dtype="float32")
+    # A fixed batch of one, as on the device: no dynamic-shape ops (SHAPE,
+    # STRIDED_SLICE, PACK) around reshapes such as Flatten.
+    inputs = keras.Input(samples.shape[1:], batch_size=1)
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, model(inputs)))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([samples[i : i + 1]] for i in range(len(samples)))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if not float_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel("ERROR")  # "Assets written to ..." is not news to the user
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # The converter prints its SavedModel and warns about input statistics
+            # that the representative dataset provides.
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            return converter.convert()
+    except Exception as error:  # the converter raises several private error types
+        raise MicroExportError(_explain_conversion_error(str(error), model)) from None
+    finally:
+        logger.setLevel(level)
+
+
+def _explain_conversion_error(message: str, model) -> str:
+    ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message)))
+    layers = layers_mentioned(message, [layer.name for layer in getattr(model, "layers", [])])
+    if not ops:
+        first_line = message.strip().splitlines()[0] if message.strip() else "unknown error"
+        return f"TFLite int8 conversion failed: {first_line}"
+    hints = "; ".join(f"{op}: {HINTS.get(op, HINTS['FlexOps'])}" for op in ops)
+    return (
+        f"The model uses TensorFlow ops that TFLite Micro cannot run: {', '.join(ops)}"
+        f" (in layer{'s' if len(layers) != 1 else ''} {', '.join(layers) or 'unknown'}). "
+        f"Hint: {hints}."
+    )

@@ -1,0 +1,372 @@
+"""`export`: a Keras model or `.tflite` file to verified TFLite Micro C++ sources."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+
+import numpy as np
+
+from keras_distill.micro import codegen, convert, verify
+from keras_distill.micro.boards import get_board
+from keras_distill.micro.errors import MicroExportError
+
+DEFAULT_ARENA_MARGIN = 0.10
+
+
+@dataclasses.dataclass(frozen=True)
+class MicroExport:
+    """What `export` wrote and measured.
+
+    Attributes:
+        name: The C symbol and file prefix.
+        tflite_path, source_path, header_path: The written files.
+        model_bytes: Size of the int8 `.tflite` flatbuffer (what goes to flash).
+        float_bytes: float32 size of the Keras model's weights, if one was given.
+        arena_bytes: Smallest tensor arena that ran in the TFLM interpreter.
+        recommended_arena_bytes: `arena_bytes` plus the stated margin.
+        arena_margin: That margin, as a fraction.
+        ops: Builtin ops the model uses (what the op resolver registers).
+        inputs, outputs: `TensorInfo` (shape, dtype, scale, zero point) of each.
+        validation: `None`, or the examples, top-1 agreement between the float
+            Keras model and TFLM, and the accuracies of both where labels exist.
+        board: Board name, or `None`.
+        flash_bytes, ram_bytes: The budget checked, or `None`.
+
+    Example:
+    >>> result = MicroExport("m", *(pathlib.Path(p) for p in "abc"), 2968, 4360, 1488,
+    ...                      1648, 0.1, ("FULLY_CONNECTED",), (), (), None, None, None, None)
+    >>> result
+    MicroExport('m': 2,968 B model, arena 1,488 B (recommended 1,648 B), 1 ops)
+    """
+
+    name: str
+    tflite_path: pathlib.Path
+    source_path: pathlib.Path
+    header_path: pathlib.Path
+    model_bytes: int
+    float_bytes: int | None
+    arena_bytes: int
+    recommended_arena_bytes: int
+    arena_margin: float
+    ops: tuple
+    inputs: tuple
+    outputs: tuple
+    validation: dict | None
+    board: str | None
+    flash_bytes: int | None
+    ram_bytes: int | None
+
+    def __repr__(self) -> str:
+        return (
+            f"MicroExport({self.name!r}: {self.model_bytes:,} B model, arena "
+            f"{self.arena_bytes:,} B (recommended {self.recommended_arena_bytes:,} B), "
+            f"{len(self.ops)} ops)"
+        )
+
+    def summary(self) -> str:
+        """A Markdown table of sizes, arena, ops, quantization and agreement.
+
+        Example:
+        >>> result = MicroExport("m", *(pathlib.Path(p) for p in "abc"), 2968, None, 1488,
+        ...                      1648, 0.1, ("SOFTMAX",), (), (), None, None, None, None)
+        >>> print(result.summary().splitlines()[2])
+        | int8 model (flash) | 2,968 B |
+        """
+        rows = [("int8 model (flash)", f"{self.model_bytes:,} B")]
+        if self.float_bytes:
+            rows.append(("float32 weights", f"{self.float_bytes:,} B"))
+        rows += [
+            ("tensor arena, measured minimum", f"{self.arena_bytes:,} B"),
+            (
+                f"tensor arena, recommended (+{self.arena_margin:.0%})",
+                f"{self.recommended_arena_bytes:,} B",
+            ),
+            ("ops", ", ".join(self.ops)),
+        ]
+        for kind, tensors in (("input", self.inputs), ("output", self.outputs)):
+            for index, t in enumerate(tensors):
+                rows.append(
+                    (
+                        f"{kind} {index}",
+                        f"{t.dtype} {list(t.shape)}, scale {t.scale:.6g}, zero point "
+                        f"{t.zero_point}",
+                    )
+                )
+        if self.validation:
+            v = self.validation
+            rows.append(("validation examples", f"{v['examples']:,}"))
+            for key, label in (
+                ("agreement", "top-1 agreement, TFLM int8 vs Keras float"),
+                ("float_accuracy", "accuracy, Keras float"),
+                ("int8_accuracy", "accuracy, TFLM int8"),
+            ):
+                if v.get(key) is not None:
+                    rows.append((label, f"{v[key]:.2%}"))
+        if self.flash_bytes:
+            rows.append(
+                (
+                    f"budget{' (' + self.board + ')' if self.board else ''}",
+                    f"flash {self.model_bytes / self.flash_bytes:.1%} of {self.flash_bytes:,} B, "
+                    f"RAM {self.recommended_arena_bytes / self.ram_bytes:.1%} of "
+                    f"{self.ram_bytes:,} B",
+                )
+            )
+        lines = ["| | |", "|---|---|"] + [f"| {key} | {value} |" for key, value in rows]
+        return "\n".join(lines)
+
+
+def export(
+    model,
+    representative_data=None,
+    output_dir: str | os.PathLike = ".",
+    name: str = "model",
+    board: str | None = None,
+    *,
+    flash_bytes: int | None = None,
+    ram_bytes: int | None = None,
+    validation_data=None,
+    float_io: bool = False,
+    num_samples: int = convert.DEFAULT_NUM_SAMPLES,
+    arena_margin: float = DEFAULT_ARENA_MARGIN,
+) -> MicroExport:
+    """Exports a model to TFLite Micro: int8 `.tflite`, C++ array, header; verified.
+
+    The model is converted to a fully integer `.tflite` (int8 weights and
+    activations; int8 input and output unless `float_io=True`), run in the
+    TFLite Micro Python interpreter, its smallest tensor arena measured (in
+    subprocesses, so an interpreter crash cannot take down this process), and
+    optionally compared with the float model and checked against a board's
+    flash and RAM. Only when everything succeeded are `<name>.tflite`,
+    `<name>_model_data.cc` and `<name>_model_data.h` written; a failed export
+    writes nothing.
+
+    Args:
+        model: A single-input `keras.Model`, a path to a `.keras` or `.tflite`
+            file, or `.tflite` bytes (then conversion is skipped).
+        representative_data: Typical inputs for int8 calibration: an array or
+            a `tf.data.Dataset` of `x` or `(x, y)`; needed for Keras models.
+        output_dir: Directory for the files (created if missing).
+        name: C identifier that prefixes the files and symbols.
+        board: A preset from `keras_distill.micro.BOARDS` whose flash and RAM
+            the model and the recommended arena must fit.
+        flash_bytes: Flash budget (overrides the board's).
+        ram_bytes: RAM budget for the arena (overrides the board's).
+        validation_data: `(x, y)`, `x`, or a dataset: report top-1 agreement of
+            TFLM int8 with the float model, and both accuracies if labels exist.
+        float_io: Keep float32 input and output tensors.
+        num_samples: Representative examples used for calibration at most.
+        arena_margin: Fraction added to the measured arena for the recommendation.
+
+    Returns:
+        A `MicroExport` with paths, sizes, arena, ops, quantization and agreement.
+
+    Raises:
+        MicroExportError: For an unsupported op (named, with its layer and a
+            hint), data that is empty or of the wrong shape, an output directory
+            that is a file, a name that is not a C identifier, a missing or
+            unreadable model file, or a model or arena over the budget.
+
+    Example:
+    >>> import keras, tempfile
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> x = np.random.rand(64, 4).astype("float32")
+    >>> result = export(model, x, tempfile.mkdtemp(), name="tiny", board="esp32")
+    >>> result.header_path.name, result.ops
+    ('tiny_model_data.h', ('FULLY_CONNECTED',))
+    """
+    from keras_distill import __version__
+
+    try:
+        codegen.check_identifier(name)
+    except ValueError as error:
+        raise MicroExportError(str(error)) from None
+    output_dir = pathlib.Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise MicroExportError(f"The output directory {str(output_dir)!r} is a file.")
+    if not 0 <= arena_margin <= 10:
+        raise MicroExportError(f"`arena_margin` must be in [0, 10]; received {arena_margin!r}.")
+    board_name, flash_bytes, ram_bytes = _budget(board, flash_bytes, ram_bytes)
+
+    keras_model, model_bytes = _load(model)
+    if keras_model is not None:
+        if len(keras_model.inputs) != 1:
+            raise MicroExportError(
+                f"Only single-input models can be exported; {keras_model.name!r} has "
+                f"{len(keras_model.inputs)} inputs."
+            )
+        if representative_data is None:
+            raise MicroExportError(
+                "`representative_data` is required to convert a Keras model to int8: give a "
+                "few hundred typical inputs (e.g. training examples)."
+            )
+        input_shape = tuple(keras_model.inputs[0].shape[1:])
+        samples = convert.representative_samples(representative_data, input_shape, num_samples)
+        model_bytes = convert.to_int8_tflite(keras_model, samples, float_io=float_io)
+
+    info = verify.inspect_model(model_bytes)
+    probe_path = verify.write_temporary(model_bytes)
+    try:
+        layer_names = tuple(layer.name for layer in getattr(keras_model, "layers", []))
+        reported = verify.check_kernels(probe_path, info, layer_names)
+        arena = verify.measure_arena(probe_path, info, reported)
+    finally:
+        os.remove(probe_path)
+    recommended = int(math.ceil(arena * (1 + arena_margin) / 16) * 16)
+    validation = (
+        _validate(keras_model, model_bytes, info, validation_data, recommended)
+        if validation_data is not None
+        else None
+    )
+    _check_budget(len(model_bytes), recommended, flash_bytes, ram_bytes, board_name)
+
+    paths = _write_atomically(
+        output_dir,
+        {
+            f"{name}.tflite": model_bytes,
+            f"{name}_model_data.cc": codegen.array_source(
+                name, info, model_bytes, __version__
+            ).encode(),
+            f"{name}_model_data.h": codegen.header_source(
+                name, info, arena, recommended, __version__
+            ).encode(),
+        },
+    )
+    return MicroExport(
+        name=name,
+        tflite_path=paths[0],
+        source_path=paths[1],
+        header_path=paths[2],
+        model_bytes=len(model_bytes),
+        float_bytes=4 * keras_model.count_params() if keras_model is not None else None,
+        arena_bytes=arena,
+        recommended_arena_bytes=recommended,
+        arena_margin=arena_margin,
+        ops=info.ops,
+        inputs=info.inputs,
+        outputs=info.outputs,
+        validation=validation,
+        board=board_name,
+        flash_bytes=flash_bytes,
+        ram_bytes=ram_bytes,
+    )
+
+
+def _budget(board, flash_bytes, ram_bytes):
+    if board is None:
+        return None, flash_bytes, ram_bytes
+    try:
+        preset = get_board(board)
+    except ValueError as error:
+        raise MicroExportError(str(error)) from None
+    return preset.name, flash_bytes or preset.flash_bytes, ram_bytes or preset.ram_bytes
+
+
+def _load(model):
+    """Returns (keras_model or None, tflite bytes or None)."""
+    import keras
+
+    if isinstance(model, keras.Model):
+        return model, None
+    if isinstance(model, (bytes, bytearray)):
+        return None, bytes(model)
+    if isinstance(model, (str, os.PathLike)):
+        path = pathlib.Path(model)
+        if not path.is_file():
+            raise MicroExportError(f"No model file at {str(path)!r}.")
+        if path.suffix == ".tflite":
+            return None, path.read_bytes()
+        if path.suffix in (".keras", ".h5"):
+            try:
+                return keras.models.load_model(path, compile=False), None
+            except Exception as error:  # Keras raises many types for a bad file
+                raise MicroExportError(
+                    f"{str(path)!r} is not a loadable Keras model: {error}"
+                ) from None
+        raise MicroExportError(
+            f"{str(path)!r} is neither a .keras nor a .tflite file; give a Keras model, a "
+            ".keras file or a .tflite file."
+        )
+    raise MicroExportError(
+        f"`model` must be a keras.Model, a .keras/.tflite path or .tflite bytes; received "
+        f"{type(model).__name__}."
+    )
+
+
+def _validation_arrays(data):
+    if isinstance(data, tuple):
+        return np.asarray(data[0], "float32"), (np.asarray(data[1]) if len(data) > 1 else None)
+    if isinstance(data, np.ndarray):
+        return data.astype("float32"), None
+    xs, ys = [], []
+    for element in data:
+        if isinstance(element, (tuple, list)):
+            xs.append(np.asarray(element[0]))
+            if len(element) > 1:
+                ys.append(np.asarray(element[1]))
+        else:
+            xs.append(np.asarray(element))
+    x = np.concatenate([a if a.ndim > 1 else a[None] for a in xs]).astype("float32")
+    y = np.concatenate([b.reshape(-1) for b in ys]) if ys else None
+    return x, y
+
+
+def _validate(keras_model, model_bytes, info, data, arena) -> dict:
+    x, y = _validation_arrays(data)
+    expected = info.inputs[0].shape[1:]
+    if tuple(x.shape[1:]) != tuple(expected):
+        raise MicroExportError(
+            f"The validation data has examples of shape {tuple(x.shape[1:])}, but the "
+            f"model expects {tuple(expected)}."
+        )
+    int8_top1 = np.argmax(verify.run_tflm(model_bytes, info, x, arena), axis=-1)
+    result = {"examples": len(x), "agreement": None, "float_accuracy": None}
+    result["int8_accuracy"] = float(np.mean(int8_top1 == y)) if y is not None else None
+    if keras_model is not None:
+        float_top1 = np.argmax(keras_model.predict(x, verbose=0), axis=-1)
+        result["agreement"] = float(np.mean(float_top1 == int8_top1))
+        if y is not None:
+            result["float_accuracy"] = float(np.mean(float_top1 == y))
+    return result
+
+
+def _check_budget(model_bytes, arena_bytes, flash_bytes, ram_bytes, board):
+    where = f" of {board}" if board else ""
+    problems = []
+    if flash_bytes and model_bytes > flash_bytes:
+        problems.append(
+            f"the model needs {model_bytes:,} B of flash but the budget{where} is "
+            f"{flash_bytes:,} B ({model_bytes - flash_bytes:,} B, "
+            f"{model_bytes / flash_bytes - 1:.0%} over)"
+        )
+    if ram_bytes and arena_bytes > ram_bytes:
+        problems.append(
+            f"the recommended tensor arena needs {arena_bytes:,} B of RAM but the budget{where} "
+            f"is {ram_bytes:,} B ({arena_bytes - ram_bytes:,} B, "
+            f"{arena_bytes / ram_bytes - 1:.0%} over)"
+        )
+    if problems:
+        raise MicroExportError(
+            "The model does not fit: " + "; ".join(problems) + ". Distil a smaller student "
+            "or pick a larger board. Nothing was written."
+        )
+
+
+def _write_atomically(directory: pathlib.Path, files: dict) -> list[pathlib.Path]:
+    """Writes all files into a temporary folder, then moves them into place."""
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=".keras_distill_", dir=directory))
+    try:
+        for filename, content in files.items():
+            (staging / filename).write_bytes(content)
+        targets = []
+        for filename in files:
+            os.replace(staging / filename, directory / filename)
+            targets.append(directory / filename)
+        return targets
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,297 @@
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import SCE
+
+from keras_distill import cli, micro
+from keras_distill.micro import verify
+
+STUBS = pathlib.Path(__file__).parent / "stubs"
+SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mlperf-tiny"
+GXX = shutil.which("g++")
+
+
+def images(x):
+    return x.reshape(-1, 8, 8, 1)
+
+
+@pytest.fixture(scope="module")
+def cnn(digits):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(10, name="logits"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(3e-3), SCE, metrics=["accuracy"])
+    model.fit(images(digits.x_train), digits.y_train, epochs=30, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def mlp_export(teacher, digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mlp")
+    return micro.export(
+        teacher, digits.x_train, out, name="digits_mlp", board="arduino_nano_33_ble_sense",
+        validation_data=(digits.x_test, digits.y_test),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cnn_export(cnn, digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cnn")
+    return micro.export(
+        cnn, images(digits.x_train), out, name="digits_cnn",
+        validation_data=(images(digits.x_test), digits.y_test),
+    )  # fmt: skip
+
+
+def assert_arena_is_minimal(result):
+    path = str(result.tflite_path)
+    info = verify.inspect_model(result.tflite_path.read_bytes())
+    assert verify._probe(path, result.arena_bytes, len(info.inputs)).returncode == 0
+    smaller = result.arena_bytes - verify.ARENA_RESOLUTION
+    assert verify._probe(path, smaller, len(info.inputs)).returncode != 0
+
+
+@pytest.mark.parametrize("which", ["mlp_export", "cnn_export"])
+def test_export_runs_in_tflm_agrees_with_float_and_measures_a_minimal_arena(which, request):
+    result = request.getfixturevalue(which)
+    assert result.validation["examples"] == 450
+    assert result.validation["agreement"] >= 0.97
+    assert result.validation["int8_accuracy"] >= 0.9
+    assert abs(result.validation["int8_accuracy"] - result.validation["float_accuracy"]) < 0.02
+    assert result.inputs[0].dtype == "int8" and result.outputs[0].dtype == "int8"
+    assert result.recommended_arena_bytes >= 1.1 * result.arena_bytes
+    assert_arena_is_minimal(result)
+    assert result.tflite_path.read_bytes()[4:8] == b"TFL3"
+    assert sorted(p.name for p in result.tflite_path.parent.iterdir()) == sorted(
+        [f"{result.name}.tflite", f"{result.name}_model_data.cc", f"{result.name}_model_data.h"]
+    )
+
+
+def test_cnn_has_batch_one_ops_only(cnn_export):
+    assert cnn_export.ops == ("CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED")
+
+
+def test_summary_and_repr_report_the_numbers(mlp_export):
+    text = mlp_export.summary()
+    assert f"| tensor arena, measured minimum | {mlp_export.arena_bytes:,} B |" in text
+    assert "top-1 agreement, TFLM int8 vs Keras float" in text
+    assert "budget (arduino_nano_33_ble_sense) | flash" in text
+    assert repr(mlp_export).startswith("MicroExport('digits_mlp': ")
+
+
+def c_array_bytes(source: str) -> bytes:
+    body = re.search(r"model_data\[\] = \{(.*?)\};", source, re.S)[1]
+    return bytes(int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", body))
+
+
+CHECK_MAIN = """
+#include <cstdint>
+#include "{name}_model_data.h"
+int main() {{
+  {name}_op_resolver resolver;
+  if ({name}_register_ops(resolver) != kTfLiteOk) return 1;
+  if (resolver.GetRegistrationLength() != {name}_op_count) return 2;
+  if (reinterpret_cast<uintptr_t>({name}_model_data) % 16 != 0) return 3;
+  if ({name}_model_data_len != {length}u) return 4;
+  if ({name}_arena_size < {name}_arena_minimum_bytes) return 5;
+  return {name}_input0_dims[0] == 1 ? 0 : 6;
+}}
+"""
+
+
+def compile_and_run(result, tmp_path):
+    """g++ -std=c++17 compiles the sources against the resolver stub; a check program runs."""
+    if GXX is None:
+        pytest.skip("g++ is not installed")
+    main = tmp_path / "check_main.cc"
+    main.write_text(CHECK_MAIN.format(name=result.name, length=result.model_bytes))
+    folder = result.source_path.parent
+    for source in (result.source_path, main):
+        subprocess.run(
+            [GXX, "-std=c++17", "-Wall", "-Werror", "-c", str(source), "-I", str(STUBS),
+             "-I", str(folder), "-o", str(tmp_path / (source.stem + ".o"))],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+    binary = tmp_path / "check"
+    subprocess.run(
+        [GXX, str(tmp_path / "check_main.o"), str(tmp_path / (result.source_path.stem + ".o")),
+         "-o", str(binary)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    assert subprocess.run([str(binary)]).returncode == 0
+
+
+@pytest.mark.parametrize("which", ["mlp_export", "cnn_export"])
+def test_generated_sources_compile_and_hold_the_exact_model(which, request, tmp_path):
+    result = request.getfixturevalue(which)
+    source = result.source_path.read_text()
+    header = result.header_path.read_text()
+    assert f"alignas(16) const unsigned char {result.name}_model_data[]" in source
+    assert c_array_bytes(source) == result.tflite_path.read_bytes()
+    guard = f"KERAS_DISTILL_{result.name.upper()}_MODEL_DATA_H_"
+    assert f"#ifndef {guard}" in header and f"#endif  // {guard}" in header
+    assert f"MicroMutableOpResolver<{len(result.ops)}>" in header
+    assert f"{result.name}_arena_minimum_bytes = {result.arena_bytes};" in header
+    assert f"{result.name}_input0_zero_point = {result.inputs[0].zero_point};" in header
+    compile_and_run(result, tmp_path)
+
+
+def test_float_io_keeps_float_input_and_output(teacher, digits, tmp_path):
+    result = micro.export(
+        teacher, digits.x_train[:100], tmp_path, name="float_io", float_io=True,
+        validation_data=digits.x_test[:50],
+    )  # fmt: skip
+    assert result.inputs[0].dtype == "float32" and result.outputs[0].dtype == "float32"
+    assert result.validation["agreement"] >= 0.95
+    assert result.validation["float_accuracy"] is None  # no labels given
+
+
+def test_tflite_bytes_and_paths_skip_conversion(mlp_export, tmp_path):
+    data = mlp_export.tflite_path.read_bytes()
+    from_path = micro.export(mlp_export.tflite_path, None, tmp_path / "a", name="again")
+    from_bytes = micro.export(data, None, tmp_path / "b", name="again")
+    assert from_path.arena_bytes == from_bytes.arena_bytes == mlp_export.arena_bytes
+    assert (tmp_path / "a" / "again.tflite").read_bytes() == data
+    assert from_path.float_bytes is None
+
+
+def gelu_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(16, activation="gelu", name="fancy"),
+         keras.layers.Dense(10, name="head")]
+    )  # fmt: skip
+
+
+def assert_nothing_written(folder):
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_unsupported_op_is_named_with_its_layer_and_nothing_is_written(digits, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(micro.MicroExportError, match=r"no kernel for: GELU \(from layer fancy;"):
+        micro.export(gelu_model(), digits.x_train, out)
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"representative_data": np.zeros((10, 32))}, r"shape \(32,\).*expects.*\(64,\)"),
+        ({"representative_data": np.zeros((0, 64))}, r"representative data is empty"),
+        ({"representative_data": None}, r"`representative_data` is required"),
+        ({"name": "2fast"}, r"valid C identifier.*'2fast'"),
+        ({"name": "my-model"}, r"received 'my-model'"),
+        ({"name": "int"}, r"received 'int'"),
+        ({"board": "arduino_uno"}, r"Unknown board 'arduino_uno'; presets: arduino_nano"),
+        ({"ram_bytes": 1000}, r"arena needs [\d,]+ B of RAM but the budget is 1,000 B .*over"),
+        ({"flash_bytes": 4096}, r"needs [\d,]+ B of flash but the budget is 4,096 B \([\d,]+ B"),
+        ({"validation_data": np.zeros((3, 8))}, r"validation data has examples of shape \(8,\)"),
+    ],
+)
+def test_bad_input_raises_a_specific_error_and_writes_nothing(
+    teacher, digits, tmp_path, kwargs, message
+):
+    arguments = {"representative_data": digits.x_train[:100], **kwargs}
+    out = tmp_path / "out"
+    with pytest.raises(micro.MicroExportError, match=message):
+        micro.export(teacher, output_dir=out, **arguments)
+    assert_nothing_written(out)
+
+
+def test_output_dir_that_is_a_file_and_bad_model_files(teacher, digits, tmp_path):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(micro.MicroExportError, match="is a file"):
+        micro.export(teacher, digits.x_train, a_file)
+    with pytest.raises(micro.MicroExportError, match="No model file at"):
+        micro.export(tmp_path / "missing.keras", digits.x_train, tmp_path / "out")
+    with pytest.raises(micro.MicroExportError, match="neither a .keras nor a .tflite"):
+        micro.export(a_file, digits.x_train, tmp_path / "out")
+    with pytest.raises(micro.MicroExportError, match="not a TFLite model"):
+        micro.export(b"definitely not a flatbuffer", None, tmp_path / "out")
+
+
+def test_a_failed_export_leaves_existing_files_untouched(teacher, digits, tmp_path):
+    (tmp_path / "model.tflite").write_bytes(b"previous")
+    with pytest.raises(micro.MicroExportError):
+        micro.export(teacher, digits.x_train, tmp_path, ram_bytes=100)
+    assert (tmp_path / "model.tflite").read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
+
+
+MLPERF = {  # file: smallest arena measured for the shared README (64-byte resolution)
+    "kws_ref_model.tflite": 24_308,
+    "pretrainedResnet_quant.tflite": 56_037,
+    "vww_96_int8.tflite": 103_693,
+    "ad01_int8.tflite": 4_670,
+}
+
+
+@pytest.mark.skipif(
+    not SHARED.is_dir(),
+    reason="../shared/data/mlperf-tiny is absent "
+    "(it is provided beside the checkout on the project's machines only)",
+)
+@pytest.mark.parametrize("filename", sorted(MLPERF))
+def test_mlperf_tiny_reference_models_export(filename, tmp_path):
+    name = filename.split(".")[0].split("_")[0].lower()
+    result = micro.export(SHARED / filename, None, tmp_path / "out", name=name, board="esp32")
+    assert MLPERF[filename] - 64 <= result.arena_bytes <= MLPERF[filename] + 16
+    assert result.model_bytes == (SHARED / filename).stat().st_size
+    compile_and_run(result, tmp_path)
+
+
+@pytest.mark.slow
+def test_cli_exports_a_keras_file(cnn, digits, tmp_path):
+    cnn.save(tmp_path / "cnn.keras")
+    np.save(tmp_path / "x.npy", images(digits.x_train[:200]))
+    np.save(tmp_path / "vx.npy", images(digits.x_test))
+    np.save(tmp_path / "vy.npy", digits.y_test)
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_distill", "export-micro", str(tmp_path / "cnn.keras"),
+         "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "out"), "--name", "cnn",
+         "--board", "raspberry_pi_pico", "--validation-data", str(tmp_path / "vx.npy"),
+         "--validation-labels", str(tmp_path / "vy.npy")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| top-1 agreement, TFLM int8 vs Keras float |" in result.stdout
+    assert "budget (raspberry_pi_pico)" in result.stdout
+    assert (tmp_path / "out" / "cnn_model_data.h").exists()
+
+
+def test_cli_reports_bad_files_clearly(tmp_path, capsys):
+    assert cli.main(["export-micro", str(tmp_path / "nope.keras"), "--out", str(tmp_path)]) == 1
+    assert "No model file at" in capsys.readouterr().err
+    (tmp_path / "model.txt").write_text("x")
+    assert cli.main(["export-micro", str(tmp_path / "model.txt"), "--out", str(tmp_path)]) == 1
+    assert "neither a .keras nor a .tflite" in capsys.readouterr().err
+    (tmp_path / "bad.npy").write_text("not numpy")
+    args = ["export-micro", str(tmp_path / "model.txt"), "--data", str(tmp_path / "bad.npy")]
+    assert cli.main([*args, "--out", str(tmp_path)]) == 1
+    assert "Cannot read --data" in capsys.readouterr().err
+
+
+def test_boards_have_documented_budgets():
+    assert set(micro.BOARDS) >= {
+        "arduino_nano_33_ble_sense", "esp32", "stm32f746g_disco", "raspberry_pi_pico",
+    }  # fmt: skip
+    for board in micro.BOARDS.values():
+        assert board.flash_bytes > board.ram_bytes > 100_000
+        assert "datasheet" in board.source.lower() or "manual" in board.source.lower()
+    assert json.dumps(micro.get_board("Raspberry-Pi-Pico").__dict__)
