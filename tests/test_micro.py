@@ -11,7 +11,7 @@ import pytest
 from conftest import SCE
 
 from keras_distill import cli, micro
-from keras_distill.micro import verify
+from keras_distill.micro import convert, verify
 
 STUBS = pathlib.Path(__file__).parent / "stubs"
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mlperf-tiny"
@@ -295,3 +295,29 @@ def test_boards_have_documented_budgets():
         assert board.flash_bytes > board.ram_bytes > 100_000
         assert "datasheet" in board.source.lower() or "manual" in board.source.lower()
     assert json.dumps(micro.get_board("Raspberry-Pi-Pico").__dict__)
+
+
+def test_representative_and_validation_data_from_tf_data(teacher, digits, tmp_path):
+    import tensorflow as tf
+
+    train = tf.data.Dataset.from_tensor_slices((digits.x_train, digits.y_train)).batch(32)
+    test = tf.data.Dataset.from_tensor_slices((digits.x_test, digits.y_test)).batch(64)
+    result = micro.export(teacher, train, tmp_path, name="from_dataset", validation_data=test)
+    assert result.validation["examples"] == len(digits.x_test)
+    assert result.validation["agreement"] >= 0.97
+    samples = convert.representative_samples(train.unbatch(), (64,), num_samples=50)
+    assert samples.shape == (50, 64) and samples.dtype == np.float32
+
+
+def test_cli_rejects_data_of_the_wrong_shape(teacher, tmp_path, capsys):
+    teacher.save(tmp_path / "teacher.keras")
+    np.save(tmp_path / "x.npy", np.zeros((20, 8, 8), "float32"))
+    code = cli.main(
+        ["export-micro", str(tmp_path / "teacher.keras"), "--data", str(tmp_path / "x.npy"),
+         "--out", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code == 1
+    assert "examples of shape (8, 8), but the model expects inputs of shape (64,)" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "out").exists()

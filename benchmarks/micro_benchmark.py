@@ -1,0 +1,159 @@
+"""TinyML export benchmark: sizes, arena, TFLM agreement and per-inference latency.
+
+For the models of tutorial 02 (a CNN teacher and a distilled CNN student on
+scikit-learn's digits), measured in one run on this machine:
+
+- float32 Keras weight size vs int8 .tflite size,
+- the tensor arena TFLite Micro needs,
+- top-1 agreement of the int8 model in TFLM with the float Keras model,
+- median latency of one inference (batch 1) with Keras, the TFLite interpreter
+  and the TFLM interpreter, and their ratios to Keras.
+
+Usage: python benchmarks/micro_benchmark.py [--quick] [--out benchmarks/results/micro.md]
+"""
+
+import argparse
+import os
+import pathlib
+import platform
+import tempfile
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_distill as kd  # noqa: E402
+from keras_distill.datasets import load_digits  # noqa: E402
+from keras_distill.micro import verify  # noqa: E402
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def cnn(filters, dense, seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(filters, 3, activation="relu", padding="same"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(2 * filters, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(dense, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+
+
+def median_latency(run, example, repeats):
+    for _ in range(10):
+        run(example)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(example)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def latencies(model, result, example, repeats):
+    keras_call = tf.function(lambda x: model(x, training=False))
+    warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+    tflite = tf.lite.Interpreter(model_content=result.tflite_path.read_bytes())
+    tflite.allocate_tensors()
+    source = tflite.get_input_details()[0]
+    target = tflite.get_output_details()[0]["index"]
+    info = verify.inspect_model(result.tflite_path.read_bytes())
+    quantized = info.inputs[0].quantize(example)
+
+    def run_tflite(_):
+        tflite.set_tensor(source["index"], quantized)
+        tflite.invoke()
+        return tflite.get_tensor(target)
+
+    from tflite_micro.python.tflite_micro import runtime
+
+    tflm = runtime.Interpreter.from_bytes(
+        result.tflite_path.read_bytes(), arena_size=result.recommended_arena_bytes
+    )
+
+    def run_tflm(_):
+        tflm.set_input(quantized, 0)
+        tflm.invoke()
+        return tflm.get_output(0)
+
+    return {
+        "Keras": median_latency(keras_call, tf.constant(example), repeats),
+        "TFLite": median_latency(run_tflite, example, repeats),
+        "TFLM": median_latency(run_tflm, example, repeats),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats")
+    parser.add_argument("--out", default="benchmarks/results/micro.md")
+    args = parser.parse_args()
+    epochs, repeats = (5, 200) if args.quick else (40, 2000)
+
+    split = load_digits()
+    x_train, x_test = split.x_train.reshape(-1, 8, 8, 1), split.x_test.reshape(-1, 8, 8, 1)
+    teacher = cnn(32, 128, seed=0)
+    teacher.compile(keras.optimizers.Adam(1e-3), LOSS)
+    teacher.fit(x_train, split.y_train, epochs=epochs, batch_size=32, verbose=0)
+    student = cnn(4, 16, seed=1)
+    distiller = kd.Distiller(teacher, student, temperature=2.0, alpha=0.5)
+    distiller.compile(keras.optimizers.Adam(3e-3), LOSS)
+    distiller.fit(
+        x_train, split.y_train, epochs=epochs, batch_size=32, verbose=0,
+        callbacks=[kd.TemperatureScheduler(kd.schedules.Linear(2.0, 1.0, steps=epochs))],
+    )  # fmt: skip
+
+    rows = []
+    for name, model in (("teacher", teacher), ("student", student)):
+        result = kd.micro.export(
+            model, x_train, tempfile.mkdtemp(), name=name, validation_data=(x_test, split.y_test)
+        )
+        times = latencies(model, result, x_test[:1], repeats)
+        rows.append((name, model.count_params(), result, times))
+        print(name, result, {k: f"{v * 1e6:.1f} us" for k, v in times.items()}, flush=True)
+
+    lines = [
+        f"# TinyML export benchmark ({'quick' if args.quick else 'full'} run)",
+        "",
+        f"Command: `python benchmarks/micro_benchmark.py{' --quick' if args.quick else ''}`. "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}. "
+        f"Latency: median of {repeats} single-example inferences after 10 warm-up runs.",
+        "",
+        "| model | params | float32 weights | int8 .tflite | arena (min / recommended) "
+        "| TFLM top-1 agreement | accuracy float / TFLM int8 | Keras | TFLite | TFLM "
+        "| TFLite / Keras | TFLM / Keras |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, params, result, times in rows:
+        v = result.validation
+        lines.append(
+            f"| {name} | {params:,} | {result.float_bytes:,} B | {result.model_bytes:,} B | "
+            f"{result.arena_bytes:,} / {result.recommended_arena_bytes:,} B | "
+            f"{v['agreement']:.1%} | {v['float_accuracy']:.1%} / {v['int8_accuracy']:.1%} | "
+            f"{times['Keras'] * 1e6:.0f} us | {times['TFLite'] * 1e6:.0f} us | "
+            f"{times['TFLM'] * 1e6:.0f} us | {times['TFLite'] / times['Keras']:.3g} | "
+            f"{times['TFLM'] / times['Keras']:.3g} |"
+        )
+    lines += [
+        "",
+        "Latencies are host-CPU numbers that compare the three runtimes in one run; they are "
+        "not microcontroller timings (TFLM's reference kernels are unoptimized on x86).",
+    ]
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print(f"\nWrote {out}")
+
+
+if __name__ == "__main__":
+    main()
