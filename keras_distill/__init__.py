@@ -4,6 +4,7 @@ from keras_distill import losses, micro, schedules
 from keras_distill.callbacks import TemperatureScheduler
 from keras_distill.distiller import Distiller
 from keras_distill.micro import export as export_micro
+from keras_distill.teacher_labels import label_with_teacher, load_teacher_labels
 
 __version__ = "0.1.0"
 
@@ -12,6 +13,8 @@ __all__ = [
     "TemperatureScheduler",
     "__version__",
     "export_micro",
+    "label_with_teacher",
+    "load_teacher_labels",
     "losses",
     "micro",
     "schedules",

@@ -11,6 +11,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_distill import losses as losses_lib
+from keras_distill.teacher_labels import TARGET_KEYS
 
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
 
@@ -117,6 +118,27 @@ def _check_compatible(teacher_outputs, student_outputs, where: str) -> None:
             raise ValueError(mismatch)
 
 
+def _split_targets(y):
+    """(labels, label mask, stored teacher outputs) from plain labels or a target dict."""
+    if isinstance(y, dict) and y and set(y) <= TARGET_KEYS:
+        stored = {key: value for key, value in y.items() if key.startswith("teacher_")}
+        return y.get("labels"), y.get("label_mask"), stored
+    return y, None, {}
+
+
+def _combine(sample_weight, label_mask, labels):
+    """Sample weights that also zero unlabeled examples, shaped like the labels."""
+    if label_mask is None:
+        return sample_weight
+    weights = [ops.cast(w, "float32") for w in (sample_weight, label_mask) if w is not None]
+    rank = len(labels.shape)
+    for i, weight in enumerate(weights):
+        while 1 < rank and len(weight.shape) < rank:  # (batch,) for (batch, time) labels
+            weight = ops.expand_dims(weight, -1)
+        weights[i] = weight
+    return weights[0] if len(weights) == 1 else weights[0] * weights[1]
+
+
 def _num_replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
@@ -200,7 +222,7 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         for role, model in (("teacher", teacher), ("student", student)):
-            if not isinstance(model, keras.Model):
+            if not isinstance(model, keras.Model) and not (role == "teacher" and model is None):
                 raise TypeError(f"`{role}` must be a keras.Model; received {type(model).__name__}.")
         if teacher is student:
             raise ValueError(
@@ -215,9 +237,11 @@ class Distiller(keras.Model):
         temperature = _checked_temperature(temperature)
         alpha = _checked_alpha(alpha)
         self._distillation_loss_fn = losses_lib.get(distillation_loss)
-        teacher_probabilities = _probability_outputs(teacher, teacher_output, "teacher")
+        teacher_probabilities = teacher is not None and _probability_outputs(
+            teacher, teacher_output, "teacher"
+        )
         student_probabilities = _probability_outputs(student, student_output, "student")
-        teacher_outputs = _symbolic_outputs(teacher)
+        teacher_outputs = _symbolic_outputs(teacher) if teacher is not None else None
         student_outputs = _symbolic_outputs(student)
         if teacher_outputs and student_outputs:
             _check_compatible(teacher_outputs, student_outputs, "at construction")
@@ -240,16 +264,10 @@ class Distiller(keras.Model):
         self._alpha = keras.Variable(
             alpha, dtype="float32", trainable=False, name="alpha", autocast=False
         )
-        self._distillation_objective = losses_lib.DistillationLoss(
-            self._distillation_loss_fn,
-            temperature=self._temperature,
-            name="distillation_loss",
-            dtype="float32",
-        )
         self._student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self._distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         # Built models make a built distiller (BackupAndRestore needs one).
-        self.built = teacher.built and student.built
+        self.built = (teacher is None or teacher.built) and student.built
 
     # -- temperature and alpha ------------------------------------------------
 
@@ -281,6 +299,8 @@ class Distiller(keras.Model):
     # -- the teacher is frozen without touching it ---------------------------
 
     def _without_teacher(self, variables: list) -> list:
+        if self.teacher is None:
+            return variables
         teacher_ids = {id(v) for v in self.teacher.variables}
         return [v for v in variables if id(v) not in teacher_ids]
 
@@ -318,7 +338,7 @@ class Distiller(keras.Model):
     def build(self, input_shape) -> None:
         """Builds the teacher and the student for inputs of `input_shape`."""
         for model in (self.teacher, self.student):
-            if not model.built:
+            if model is not None and not model.built:
                 model.build(input_shape)
 
     def call(self, inputs, training=None):
@@ -326,39 +346,108 @@ class Distiller(keras.Model):
         return self.student(inputs, training=training)
 
     def _teacher_logits(self, x):
+        if self.teacher is None:
+            return None
         outputs = self.teacher(x, training=False)
         outputs = keras.tree.map_structure(ops.stop_gradient, outputs)
         return _as_logits(outputs, self._teacher_probabilities)
 
-    def _distillation_term(self, teacher_logits, y_pred, sample_weight):
+    def _reduce(self, values, weight, mask):
+        """Weighted mean over positions (valid ones if masked), scaled per replica."""
+        values = ops.cast(values, "float32")
+        for factor in (weight, mask):
+            if factor is not None:
+                factor = ops.cast(factor, "float32")
+                while len(factor.shape) < len(values.shape):
+                    factor = ops.expand_dims(factor, -1)
+                values = values * factor
+        if mask is None:
+            count = ops.cast(ops.size(values), "float32")
+        else:
+            count = ops.sum(ops.cast(mask, "float32"))
+        return ops.divide_no_nan(ops.sum(values), count) / float(_num_replicas())
+
+    def _stored_term(self, stored: dict, y_pred, weight, mask):
+        """Distillation term from teacher outputs stored next to the inputs."""
+        temperature = ops.convert_to_tensor(self._temperature)
+        if "teacher_scores" in stored:
+            scores = ops.cast(stored["teacher_scores"], "float32")
+            difference = ops.cast(y_pred, "float32") - ops.reshape(scores, ops.shape(y_pred))
+            values = ops.square(difference)
+            if len(values.shape) > 1:
+                values = ops.mean(values, axis=-1)
+            confidence = stored.get("teacher_confidence")
+            if confidence is not None:
+                weight = confidence if weight is None else weight * ops.cast(confidence, "float32")
+            return self._reduce(values, weight, mask)
         student_logits = _as_logits(y_pred, self._student_probabilities)
-        flat_teacher = keras.tree.flatten(teacher_logits)
+        if "teacher_labels" in stored:
+            values = ops.square(temperature) * keras.losses.sparse_categorical_crossentropy(
+                stored["teacher_labels"], student_logits / temperature, from_logits=True
+            )
+            return self._reduce(values, weight, mask)
+        if "teacher_topk_values" in stored:
+            teacher_logits, student_logits = losses_lib.top_k_logits(
+                stored["teacher_topk_values"],
+                stored["teacher_topk_indices"],
+                stored["teacher_rest_logsumexp"],
+                student_logits,
+                temperature,
+            )
+        else:
+            teacher_logits = ops.cast(stored["teacher_logits"], "float32")
+            _check_compatible(teacher_logits, student_logits, "(stored teacher outputs)")
+        values = self._distillation_loss_fn(teacher_logits, student_logits, temperature)
+        return self._reduce(values, weight, mask)
+
+    def _live_term(self, teacher_logits, y_pred, sample_weight, mask):
+        student_logits = _as_logits(y_pred, self._student_probabilities)
         flat_student = keras.tree.flatten(student_logits)
         if keras.tree.is_nested(sample_weight):
             flat_weights = keras.tree.flatten(sample_weight)
         else:
             flat_weights = [sample_weight] * len(flat_student)
-        terms = []
-        for teacher, student, weight in zip(flat_teacher, flat_student, flat_weights, strict=True):
-            if weight is not None:
-                weight = ops.cast(weight, "float32")
-                while len(weight.shape) < len(student.shape) - 1:
-                    weight = ops.expand_dims(weight, -1)
-            terms.append(self._distillation_objective(teacher, student, weight))
+        temperature = ops.convert_to_tensor(self._temperature)
+        terms = [
+            self._reduce(self._distillation_loss_fn(teacher, student, temperature), weight, mask)
+            for teacher, student, weight in zip(
+                keras.tree.flatten(teacher_logits), flat_student, flat_weights, strict=True
+            )
+        ]
         return ops.sum(ops.stack(terms))
 
     def _objective(self, x, y, y_pred, teacher_logits, sample_weight, training):
         """Returns the total loss, scaled per replica; updates the loss trackers."""
-        _check_compatible(teacher_logits, y_pred, "in the training step")
-        student_loss = ops.cast(
-            self.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-            ),
-            "float32",
-        )
-        distillation_loss = self._distillation_term(teacher_logits, y_pred, sample_weight)
+        labels, label_mask, stored = _split_targets(y)
+        mask = getattr(y_pred, "_keras_mask", None) if not keras.tree.is_nested(y_pred) else None
+        if labels is not None:
+            hard_weight = _combine(sample_weight, label_mask, labels)
+            student_loss = self.compute_loss(
+                x=x, y=labels, y_pred=y_pred, sample_weight=hard_weight, training=training
+            )
+        else:
+            student_loss = ops.sum([ops.cast(loss, "float32") for loss in self.losses] or [0.0])
+        student_loss = ops.cast(student_loss, "float32")
+        if teacher_logits is not None:
+            _check_compatible(teacher_logits, y_pred, "in the training step")
+            distillation_loss = self._live_term(teacher_logits, y_pred, sample_weight, mask)
+        elif stored:
+            distillation_loss = self._stored_term(stored, y_pred, sample_weight, mask)
+        elif training:
+            raise ValueError(
+                "Distiller(teacher=None) trains from stored teacher outputs, but this "
+                "dataset has none: load it with keras_distill.load_teacher_labels(path), "
+                "or give targets as a dict with 'labels' and one of 'teacher_logits', "
+                "'teacher_topk_values'/'teacher_topk_indices'/'teacher_rest_logsumexp', "
+                f"'teacher_labels' or 'teacher_scores'. Received targets: {y!r}."
+            )
+        else:  # evaluating a stored-teacher student on plain labelled data
+            distillation_loss = ops.zeros((), "float32")
         alpha = ops.convert_to_tensor(self._alpha)
-        total = alpha * student_loss + (1.0 - alpha) * distillation_loss
+        if teacher_logits is None and not stored:
+            total = student_loss
+        else:
+            total = alpha * student_loss + (1.0 - alpha) * distillation_loss
         batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
         replicas = float(_num_replicas())
         # Keras scales each replica's loss by 1 / replicas so that gradients sum
@@ -370,6 +459,14 @@ class Distiller(keras.Model):
         ):
             tracker.update_state(value * replicas, sample_weight=batch_size)
         return total
+
+    def _metrics_logs(self, x, y, y_pred, sample_weight):
+        labels, label_mask, _ = _split_targets(y)
+        if labels is None:
+            return self.get_metrics_result()
+        return self.compute_metrics(
+            x, labels, y_pred, sample_weight=_combine(sample_weight, label_mask, labels)
+        )
 
     def train_step(self, data):
         """One step: teacher inference, then student gradients and update."""
@@ -387,7 +484,7 @@ class Distiller(keras.Model):
             )
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        logs = self._metrics_logs(x, y, y_pred, sample_weight)
         logs["temperature"] = ops.convert_to_tensor(self._temperature)
         logs["alpha"] = ops.convert_to_tensor(self._alpha)
         return logs
@@ -398,7 +495,7 @@ class Distiller(keras.Model):
         teacher_logits = self._teacher_logits(x)
         y_pred = self(x, training=False)
         self._objective(x, y, y_pred, teacher_logits, sample_weight, training=False)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return self._metrics_logs(x, y, y_pred, sample_weight)
 
     # -- serialization ------------------------------------------------------
 
@@ -407,7 +504,9 @@ class Distiller(keras.Model):
         loss = self.distillation_loss
         return {
             "name": self.name,
-            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "teacher": (
+                None if self.teacher is None else keras.saving.serialize_keras_object(self.teacher)
+            ),
             "student": keras.saving.serialize_keras_object(self.student),
             "temperature": float(ops.convert_to_numpy(self._temperature)),
             "alpha": float(ops.convert_to_numpy(self._alpha)),
@@ -423,6 +522,8 @@ class Distiller(keras.Model):
         """Creates a distiller from `get_config()` output."""
         config = dict(config)
         for key in ("teacher", "student"):
+            if config[key] is None:
+                continue
             config[key] = keras.saving.deserialize_keras_object(
                 config[key], custom_objects=custom_objects
             )

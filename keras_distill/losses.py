@@ -140,6 +140,56 @@ def logit_mse(teacher_logits, student_logits, temperature=1.0):
     return ops.mean(ops.square(difference), axis=-1)
 
 
+def top_k_logits(values, indices, rest_logsumexp, student_logits, temperature=1.0):
+    """Teacher and student logits over the teacher's top-k classes plus one "rest" class.
+
+    When only the teacher's `k` largest logits (or log-probabilities) are
+    stored, both distributions are compared on `k + 1` buckets: the `k` stored
+    classes, and one bucket holding all other classes' mass. The student's rest
+    bucket is exact: the log-sum-exp of its other logits. The teacher's rest
+    bucket is exact at `T = 1` (its stored log-sum-exp); at other temperatures
+    its mass is computed as if the other `V - k` logits were equal (their
+    log-sum-exp spread evenly), which is the only assumption the stored numbers
+    allow. Feed the returned pair to any distillation loss with the same `T`.
+
+    Args:
+        values: Tensor `(..., k)`, the teacher's top-k logits or log-probabilities.
+        indices: Int tensor `(..., k)`, their class indices.
+        rest_logsumexp: Tensor `(...)`, log-sum-exp of the other logits (or the
+            log of the remaining probability mass).
+        student_logits: Tensor `(..., V)`, the student's logits over all classes.
+        temperature: The temperature the loss will use.
+
+    Returns:
+        `(teacher, student)` tensors `(..., k + 1)` such that `softmax(z / T)`
+        gives each model's softened distribution over the buckets.
+
+    Example:
+    >>> import numpy as np
+    >>> t = np.array([[3.0, 1.0, 0.0, -1.0]])
+    >>> top = np.array([[0, 1]], "int32")
+    >>> rest = np.log(np.exp(0.0) + np.exp(-1.0))[None]
+    >>> teacher, student = top_k_logits(t[:, :2], top, rest, t, 1.0)
+    >>> np.allclose(teacher, student)  # at T = 1 both are exact
+    True
+    """
+    temperature = ops.cast(temperature, "float32")
+    student_logits = ops.cast(student_logits, "float32")
+    classes = ops.shape(student_logits)[-1]
+    k = ops.shape(values)[-1]
+    indices = ops.cast(indices, "int32")
+    chosen = ops.take_along_axis(student_logits, indices, axis=-1)
+    in_top = ops.sum(ops.one_hot(indices, classes), axis=-2) > 0
+    scaled = ops.where(in_top, -1e30, student_logits / temperature)
+    student_rest = temperature * ops.logsumexp(scaled, axis=-1)
+    others = ops.cast(classes - k, "float32")
+    rest = ops.cast(rest_logsumexp, "float32") - ops.log(others)
+    teacher_rest = rest + temperature * ops.log(others)
+    teacher = ops.concatenate([ops.cast(values, "float32"), teacher_rest[..., None]], axis=-1)
+    student = ops.concatenate([chosen, student_rest[..., None]], axis=-1)
+    return teacher, student
+
+
 class DistillationLoss(keras.losses.Loss):
     """A `keras.losses.Loss` that wraps a distillation loss function.
 

@@ -44,6 +44,8 @@ def test_all_names_the_public_api():
         "Distiller",
         "TemperatureScheduler",
         "export_micro",
+        "label_with_teacher",
+        "load_teacher_labels",
         "losses",
         "micro",
         "schedules",
