@@ -1,21 +1,28 @@
 """keras-distill: knowledge distillation for Keras 3, from `fit` to the microcontroller."""
 
-from keras_distill import losses, micro, schedules
+from keras_distill import losses, micro, recipes, schedules
 from keras_distill.callbacks import TemperatureScheduler
+from keras_distill.capacity import sweep, teacher_assistant_chain
 from keras_distill.distiller import Distiller
 from keras_distill.micro import export as export_micro
+from keras_distill.report import CompressionReport, compare
 from keras_distill.teacher_labels import label_with_teacher, load_teacher_labels
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompressionReport",
     "Distiller",
     "TemperatureScheduler",
     "__version__",
+    "compare",
     "export_micro",
     "label_with_teacher",
     "load_teacher_labels",
     "losses",
     "micro",
+    "recipes",
     "schedules",
+    "sweep",
+    "teacher_assistant_chain",
 ]

@@ -11,12 +11,7 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_distill import datasets
-from keras_distill.callbacks import TemperatureScheduler
-from keras_distill.distiller import Distiller
-from keras_distill.schedules import Linear
-
-_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+from keras_distill import datasets, recipes
 
 
 def mlp(hidden: list[int], seed: int, dropout: float = 0.0, name: str | None = None):
@@ -123,33 +118,23 @@ def run_demo(
         if verbose:
             print(f"\n== {text}")
 
-    def fit(model, **kwargs):
-        model.fit(
-            split.x_train,
-            split.y_train,
-            batch_size=32,
-            verbose=verbose,
-            validation_data=(split.x_test, split.y_test),
-            **kwargs,
-        )
-        return model.evaluate(split.x_test, split.y_test, return_dict=True, verbose=0)
-
     teacher = mlp([256, 256], seed=seed, dropout=0.3, name="teacher")
-    teacher.compile(keras.optimizers.Adam(1e-3), _LOSS, metrics=["accuracy"])
     announce(f"Teacher: MLP 64-256-256-10, {teacher.count_params():,} parameters")
-    teacher_accuracy = fit(teacher, epochs=teacher_epochs)["accuracy"]
-
+    teacher_accuracy = recipes.train_from_scratch(
+        teacher, split, epochs=teacher_epochs, verbose=verbose
+    )
     scratch = mlp([student_units], seed=seed + 1, name="scratch_student")
-    scratch.compile(keras.optimizers.Adam(1e-3), _LOSS, metrics=["accuracy"])
     announce(f"Student 64-{student_units}-10 trained from scratch")
-    scratch_accuracy = fit(scratch, epochs=epochs)["accuracy"]
-
+    scratch_accuracy = recipes.train_from_scratch(scratch, split, epochs=epochs, verbose=verbose)
     student = mlp([student_units], seed=seed + 1, name="student")
-    distiller = Distiller(teacher, student, temperature=2.0, alpha=0.5)
-    distiller.compile(keras.optimizers.Adam(1e-3), _LOSS, metrics=["accuracy"])
-    annealing = TemperatureScheduler(Linear(start=2.0, end=1.0, steps=epochs))
-    announce("Same student distilled from the teacher (temperature 4 -> 1)")
-    distilled_accuracy = fit(distiller, epochs=epochs, callbacks=[annealing])["accuracy"]
+    announce(
+        f"Same student distilled from the teacher (temperature "
+        f"{recipes.RECOMMENDED_TEMPERATURE:g} -> {recipes.RECOMMENDED_FINAL_TEMPERATURE:g}, "
+        f"alpha {recipes.RECOMMENDED_ALPHA:g})"
+    )
+    distilled_accuracy = recipes.train_distilled(
+        teacher, student, split, epochs=epochs, verbose=verbose
+    )
 
     return DemoResult(
         teacher_params=teacher.count_params(),

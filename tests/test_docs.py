@@ -41,7 +41,12 @@ def test_docstring_examples_run(module):
 
 def test_all_names_the_public_api():
     assert set(keras_distill.__all__) == {
+        "CompressionReport",
         "Distiller",
+        "compare",
+        "recipes",
+        "sweep",
+        "teacher_assistant_chain",
         "TemperatureScheduler",
         "export_micro",
         "label_with_teacher",

@@ -85,18 +85,22 @@ def _from_dataset(dataset: Iterable, input_shape: tuple, num_samples: int) -> np
     return np.concatenate(taken)[:num_samples]
 
 
-def to_int8_tflite(model, samples: np.ndarray, float_io: bool = False) -> bytes:
+def to_int8_tflite(
+    model, samples: np.ndarray, float_io: bool = False, batch_size: int | None = 1
+) -> bytes:
     """Converts a Keras model to a fully integer (int8) TFLite flatbuffer.
 
     Weights and activations are int8; the input and output are int8 too unless
     `float_io=True`, in which case the model quantizes and dequantizes them.
     Only TFLite builtin int8 kernels are allowed, which is what TFLite Micro runs,
-    and the batch size is fixed to one, as on a device.
+    and the batch size is fixed to one by default, as on a device.
 
     Args:
         model: A Keras model with a single input.
         samples: Representative inputs (see `representative_samples`).
         float_io: Keep float32 input and output.
+        batch_size: Fixed batch size, or `None` for a resizable batch axis (for
+            batched TFLite interpreter runs; adds shape ops TFLM users avoid).
 
     Returns:
         The `.tflite` model bytes.
@@ -118,7 +122,7 @@ def to_int8_tflite(model, samples: np.ndarray, float_io: bool = False) -> bytes:
     samples = np.asarray(samples, dtype="float32")
     # A fixed batch of one, as on the device: no dynamic-shape ops (SHAPE,
     # STRIDED_SLICE, PACK) around reshapes such as Flatten.
-    inputs = keras.Input(samples.shape[1:], batch_size=1)
+    inputs = keras.Input(samples.shape[1:], batch_size=batch_size)
     converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, model(inputs)))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([samples[i : i + 1]] for i in range(len(samples)))
