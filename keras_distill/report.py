@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -96,9 +97,9 @@ class CompressionReport:
         for m in self.models:
             cells = [m.name, f"{m.params:,}", f"{m.float32_bytes:,} B"]
             cells.append(f"{m.int8_bytes:,} B" if m.int8_bytes else "n/a")
-            cells += [f"{m.keras_latency[b] * 1e6:.1f} us" for b in batches]
+            cells += [f"{m.keras_latency[b] * 1e6:.3g} us" for b in batches]
             cells += [
-                f"{m.tflite_latency[b] * 1e6:.1f} us" if b in m.tflite_latency else "n/a"
+                f"{m.tflite_latency[b] * 1e6:.3g} us" if b in m.tflite_latency else "n/a"
                 for b in batches
             ]
             cells.append(f"{m.metric:.4g}")
@@ -172,7 +173,9 @@ def _tflite_latency(model_bytes: bytes, x: np.ndarray, batch_size: int, repeats:
     from keras_distill.micro.verify import inspect_model
 
     info = inspect_model(model_bytes)
-    interpreter = tf.lite.Interpreter(model_content=model_bytes)
+    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_content=model_bytes)
     source = interpreter.get_input_details()[0]["index"]
     interpreter.resize_tensor_input(source, (batch_size, *x.shape[1:]))
     interpreter.allocate_tensors()

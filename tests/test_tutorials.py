@@ -75,3 +75,16 @@ def test_03_distil_a_black_box_teacher(tmp_path):
     assert re.search(r"top-4 storage: [\d.]+ bytes per sequence", text)
     lm = re.search(r"teacher ([\d.]+)%, student alone ([\d.]+)%, distilled student ([\d.]+)%", text)
     assert float(lm[3]) >= 60.0
+
+
+@pytest.mark.slow
+def test_04_find_the_right_teacher(tmp_path):
+    notebook = execute(TUTORIALS[3], tmp_path)
+    text = outputs(notebook)
+    assert "teacher large (64-512-512-10): 301,066 parameters" in text
+    assert "[12/12] teacher large (64-512-512-10), student 64-64-10" in text
+    assert len(re.findall(r"\| (small|large) \(64-[\d-]+\) \| 64-\d+-10 \|", text)) == 6
+    assert re.search(r"\| student, distilled directly \| 310 \| [\d.]+% \|", text)
+    assert re.search(r"chain minus direct: [+-][\d.]+ points", text)
+    assert "Compression " in text and "| baseline | 1,210 |" in text
+    assert str(notebook.cells).count("image/png") >= 2
