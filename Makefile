@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Benchmarks (not part of the tests): quick versions take minutes, full ones about an hour.
+BENCHMARKS := quality_benchmark speed_benchmark stored_teacher_benchmark micro_benchmark
+
+bench-quick: $(STAMP)
+	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py --quick || exit 1; done
+
+bench: $(STAMP)
+	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

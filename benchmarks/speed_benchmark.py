@@ -1,8 +1,8 @@
 """Speed protocol: time per epoch of distillation implementations, in one run.
 
 On scikit-learn's digits with a large MLP teacher (64-1024-1024-1024-10) and a
-small student (64-32-10), batch 32, the median epoch time (after a warm-up
-epoch) of:
+small student (64-32-10), batch 32, the median epoch time (epochs timed
+round-robin, one of each in turn, after a warm-up round) of:
 
 1. plain student training (no teacher),
 2. teacher inference alone over the same batches,
@@ -72,17 +72,6 @@ def mlp(hidden, seed):
     return keras.Sequential(layers + [keras.layers.Dense(10)])
 
 
-class EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.times = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self.start)
-
-
 def builds(teacher):
     """name -> function returning a compiled model whose .student is trained."""
 
@@ -132,7 +121,7 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/speed.md")
     args = parser.parse_args()
-    timing_epochs, accuracy_epochs = (3, 5) if args.quick else (8, 40)
+    timing_epochs, accuracy_epochs = (3, 5) if args.quick else (15, 40)
     split = load_digits()
     data = tf.data.Dataset.from_tensor_slices((split.x_train, split.y_train)).batch(32).cache()
     teacher = mlp([1024, 1024, 1024], 0)
@@ -141,24 +130,34 @@ def main():
     teacher_accuracy = teacher.evaluate(split.x_test, split.y_test, verbose=0)[1]
 
     forward = tf.function(lambda x: teacher(x, training=False))
-    inference = []
-    for _ in range(timing_epochs):
-        start = time.perf_counter()
+
+    def teacher_inference():
         for x, _ in data:
             forward(x)
-        inference.append(time.perf_counter() - start)
-    inference_time = float(np.median(inference[1:]))
+
+    # Round-robin: one epoch of each in turn, so that drifts of the machine's speed
+    # hit every implementation alike.
+    models = {name: build() for name, build in builds(teacher).items()}
+    runners = {"(2) teacher inference alone": teacher_inference}
+    runners.update({name: (lambda m=m: m.fit(data, epochs=1, verbose=0)) for name, m in
+                    models.items()})  # fmt: skip
+    times = {name: [] for name in runners}
+    for round_ in range(timing_epochs + 1):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            if round_:  # the first round warms up (tracing)
+                times[name].append(time.perf_counter() - start)
+    inference_time = float(np.median(times.pop("(2) teacher inference alone")))
 
     results = {}
     for name, build in builds(teacher).items():
-        model, timer = build(), EpochTimer()
-        model.fit(data, epochs=timing_epochs, verbose=0, callbacks=[timer])
         model = build()
         model.fit(data, epochs=accuracy_epochs, verbose=0)
         student = model.student
         student.compile(loss=LOSS, metrics=["accuracy"])
         accuracy = student.evaluate(split.x_test, split.y_test, verbose=0)[1]
-        results[name] = (float(np.median(timer.times[1:])), accuracy)
+        results[name] = (float(np.median(times[name])), accuracy)
         print(name, results[name], flush=True)
     base = results["(1) plain student training"][0] + inference_time
 
@@ -169,8 +168,9 @@ def main():
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}, "
         f"Keras {keras.__version__}. Digits, teacher 64-1024-1024-1024-10 "
         f"({teacher.count_params():,} params, {teacher_accuracy:.1%}), student 64-32-10, batch "
-        f"32, T = {TEMPERATURE:g}, alpha = {ALPHA:g}. Epoch time: median of {timing_epochs - 1} "
-        f"epochs after a warm-up epoch; accuracy after {accuracy_epochs} epochs.",
+        f"32, T = {TEMPERATURE:g}, alpha = {ALPHA:g}. Epoch time: median of {timing_epochs} "
+        "epochs timed round-robin (one epoch of each in turn) after a warm-up round; accuracy "
+        f"after {accuracy_epochs} epochs.",
         "",
         "| implementation | time per epoch | ratio to (1) + (2) | student test accuracy |",
         "|---|---:|---:|---:|",

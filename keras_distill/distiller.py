@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_distill import compat
 from keras_distill import losses as losses_lib
 from keras_distill.teacher_labels import TARGET_KEYS
 
@@ -468,6 +469,21 @@ class Distiller(keras.Model):
             x, labels, y_pred, sample_weight=_combine(sample_weight, label_mask, labels)
         )
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # keras-team/keras#20585: build from a worker-local batch (see compat.py).
+        if iterator is not None and compat.keras_20585_applies(self.distribute_strategy):
+            for _, _, batches in iterator:
+                data_batch = compat.local_batch(self.distribute_strategy, next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _global_logs(self, logs: dict) -> dict:
+        # keras-team/keras#20585: logs Keras can average over workers (see compat.py).
+        if compat.keras_20585_applies(tf.distribute.get_strategy()):
+            return compat.replica_logs(logs)
+        return logs
+
     def train_step(self, data):
         """One step: teacher inference, then student gradients and update."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -487,7 +503,7 @@ class Distiller(keras.Model):
         logs = self._metrics_logs(x, y, y_pred, sample_weight)
         logs["temperature"] = ops.convert_to_tensor(self._temperature)
         logs["alpha"] = ops.convert_to_tensor(self._alpha)
-        return logs
+        return self._global_logs(logs)
 
     def test_step(self, data):
         """Evaluates the student's metrics and the distillation objective."""
@@ -495,7 +511,7 @@ class Distiller(keras.Model):
         teacher_logits = self._teacher_logits(x)
         y_pred = self(x, training=False)
         self._objective(x, y, y_pred, teacher_logits, sample_weight, training=False)
-        return self._metrics_logs(x, y, y_pred, sample_weight)
+        return self._global_logs(self._metrics_logs(x, y, y_pred, sample_weight))
 
     # -- serialization ------------------------------------------------------
 

@@ -82,6 +82,32 @@ def _arrays_of(data):
     return x, y
 
 
+def _worker_part(worker_index: int | None, num_workers: int | None) -> tuple[int, int]:
+    """(index, count) from the arguments, else from TF_CONFIG, else (0, 1)."""
+    if worker_index is None and num_workers is None and os.environ.get("TF_CONFIG"):
+        config = json.loads(os.environ["TF_CONFIG"])
+        cluster, task = config.get("cluster", {}), config.get("task", {})
+        members = [("chief", i) for i in range(len(cluster.get("chief", [])))]
+        members += [("worker", i) for i in range(len(cluster.get("worker", [])))]
+        me = (task.get("type"), task.get("index", 0))
+        if me in members:
+            worker_index, num_workers = members.index(me), len(members)
+    worker_index = 0 if worker_index is None else worker_index
+    num_workers = 1 if num_workers is None else num_workers
+    if not 0 <= worker_index < num_workers:
+        raise ValueError(
+            f"`worker_index` must be in [0, num_workers); received worker_index={worker_index}, "
+            f"num_workers={num_workers}."
+        )
+    return worker_index, num_workers
+
+
+def _manifest_name(worker_index: int, num_workers: int) -> str:
+    if num_workers == 1:
+        return MANIFEST
+    return f"manifest-part-{worker_index:05d}-of-{num_workers:05d}.json"
+
+
 def _fingerprint_teacher(teacher, teacher_id: str | None) -> str:
     import keras
 
@@ -217,6 +243,8 @@ def label_with_teacher(
     output: str | None = None,
     shard_size: int = 10_000,
     teacher_id: str | None = None,
+    worker_index: int | None = None,
+    num_workers: int | None = None,
     verbose: int = 1,
 ) -> dict:
     """Runs a teacher over data once and stores its outputs as TFRecord shards.
@@ -240,10 +268,17 @@ def label_with_teacher(
         teacher_id: A string identifying a callable teacher's version (e.g. a
             model name and date); a resume with a different id is refused.
             Keras teachers are identified by their weights.
+        worker_index: This worker's part, for labelling on several machines
+            into one directory: each labels a disjoint, deterministic part
+            (a contiguous range of array data; `dataset.shard` of a dataset)
+            into its own shards and `manifest-part-I-of-N.json`.
+        num_workers: Number of parts. Both default to the `TF_CONFIG`
+            cluster (chief first, then workers), else to one part.
         verbose: 1 shows a progress bar with throughput.
 
     Returns:
-        The manifest (also written to `path/manifest.json`).
+        The manifest (also written to `path/manifest.json`, or to this
+        worker's part manifest).
 
     Raises:
         TeacherLabelsError: If the teacher returns the wrong number of outputs,
@@ -280,24 +315,35 @@ def label_with_teacher(
     if not callable(teacher):
         raise TypeError(f"`teacher` must be a keras.Model or a callable; received {teacher!r}.")
 
+    worker_index, num_workers = _worker_part(worker_index, num_workers)
     arrays = _arrays_of(data)
     if arrays is None:
         data_id = f"dataset:{data.element_spec}"
         total = None
     else:
         data_id = f"arrays:{_fingerprint_arrays(*arrays)}"
-        total = len(arrays[0])
+        size = len(arrays[0])
+        start, stop = size * worker_index // num_workers, size * (worker_index + 1) // num_workers
+        arrays = tuple(None if a is None else a[start:stop] for a in arrays)
+        total = stop - start
     settings = {
         "teacher": _fingerprint_teacher(teacher, teacher_id),
         "data": data_id,
         "output": output,
         "top_k": top_k,
         "shard_size": shard_size,
+        "num_workers": num_workers,
     }
     directory = pathlib.Path(path)
     directory.mkdir(parents=True, exist_ok=True)
-    manifest_path = directory / MANIFEST
-    manifest = {"format": FORMAT, "settings": settings, "shards": [], "complete": False}
+    manifest_path = directory / _manifest_name(worker_index, num_workers)
+    manifest = {
+        "format": FORMAT,
+        "settings": settings,
+        "worker_index": worker_index,
+        "shards": [],
+        "complete": False,
+    }
     if manifest_path.exists():
         previous = json.loads(manifest_path.read_text())
         if previous.get("settings") != settings:
@@ -312,12 +358,16 @@ def label_with_teacher(
         manifest = previous
         if manifest.get("complete"):
             return manifest
-    for stale in directory.glob("*.tmp"):
+    own = "" if num_workers == 1 else f"part-{worker_index:05d}-"
+    for stale in directory.glob(f"{own}shard-*.tmp"):
         stale.unlink()
     done = sum(shard["examples"] for shard in manifest["shards"])
 
     if arrays is None:
-        batches = data.unbatch().skip(done).batch(batch_size).as_numpy_iterator()
+        examples = data.unbatch()
+        if num_workers > 1:
+            examples = examples.shard(num_workers, worker_index)
+        batches = examples.skip(done).batch(batch_size).as_numpy_iterator()
     else:
         x_all, y_all = arrays
         batches = (
@@ -331,7 +381,8 @@ def label_with_teacher(
 
     def flush():
         index = len(manifest["shards"])
-        name = f"shard-{index:05d}.tfrecord"
+        prefix = "" if num_workers == 1 else f"part-{worker_index:05d}-"
+        name = f"{prefix}shard-{index:05d}.tfrecord"
         _write_shard(directory / name, pending)
         manifest["shards"].append(
             {"file": name, "examples": len(pending), "sha256": _file_digest(directory / name)}
@@ -383,27 +434,19 @@ def label_with_teacher(
 # -- reading ----------------------------------------------------------------
 
 
-def _read_manifest(directory: pathlib.Path) -> dict:
-    manifest_path = directory / MANIFEST
-    if not manifest_path.exists():
-        raise TeacherLabelsError(
-            f"No {MANIFEST} in {str(directory)!r}: not a label_with_teacher output directory."
-        )
+def _read_json(path: pathlib.Path) -> dict:
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise TeacherLabelsError(f"{str(manifest_path)!r} is not valid JSON: {error}") from None
+        raise TeacherLabelsError(f"{str(path)!r} is not valid JSON: {error}") from None
     if manifest.get("format") != FORMAT:
         raise TeacherLabelsError(
-            f"{str(manifest_path)!r} has format {manifest.get('format')!r}; expected {FORMAT!r}."
+            f"{str(path)!r} has format {manifest.get('format')!r}; expected {FORMAT!r}."
         )
-    if not manifest.get("complete"):
-        done = sum(shard["examples"] for shard in manifest.get("shards", []))
-        raise TeacherLabelsError(
-            f"The teacher outputs in {str(directory)!r} are incomplete ({done} examples in "
-            f"{len(manifest.get('shards', []))} shards); rerun the same label_with_teacher "
-            "call to finish them."
-        )
+    return manifest
+
+
+def _check_shards(directory: pathlib.Path, manifest: dict) -> None:
     for shard in manifest["shards"]:
         file = directory / shard["file"]
         if not file.exists():
@@ -416,7 +459,51 @@ def _read_manifest(directory: pathlib.Path) -> dict:
                 f"Shard {shard['file']!r} does not match its checksum in the manifest: the file "
                 "is corrupt or was changed. Delete it and the manifest entry, or relabel."
             )
-    return manifest
+
+
+def _read_manifests(directory: pathlib.Path, allow_incomplete: bool) -> list[dict]:
+    """The complete manifest(s) to load, in part order, after every check."""
+    single = directory / MANIFEST
+    parts = sorted(directory.glob("manifest-part-*-of-*.json"))
+    if single.exists():
+        manifests = [_read_json(single)]
+    elif parts:
+        manifests = [_read_json(part) for part in parts]
+        counts = {m["settings"]["num_workers"] for m in manifests}
+        settings = {json.dumps(m["settings"], sort_keys=True) for m in manifests}
+        if len(counts) > 1 or len(settings) > 1:
+            raise TeacherLabelsError(
+                f"{str(directory)!r} holds parts of different labelling runs (num_workers "
+                f"{sorted(counts)}): they may overlap. Keep one run's parts per directory."
+            )
+        count = counts.pop()
+        present = {m["worker_index"]: m for m in manifests}
+        missing = [i for i in range(count) if i not in present]
+        unfinished = [i for i, m in sorted(present.items()) if not m.get("complete")]
+        if (missing or unfinished) and not allow_incomplete:
+            raise TeacherLabelsError(
+                f"The teacher outputs in {str(directory)!r} do not cover the data: of "
+                f"{count} parts, missing {missing or 'none'}, unfinished {unfinished or 'none'}. "
+                "Run (or rerun) label_with_teacher for those worker indices, or pass "
+                "allow_incomplete=True to load the complete parts only."
+            )
+        manifests = [present[i] for i in sorted(present) if present[i].get("complete")]
+        if not manifests:
+            raise TeacherLabelsError(f"No part in {str(directory)!r} is complete yet.")
+    else:
+        raise TeacherLabelsError(
+            f"No {MANIFEST} in {str(directory)!r}: not a label_with_teacher output directory."
+        )
+    for manifest in manifests:
+        if not manifest.get("complete"):
+            done = sum(shard["examples"] for shard in manifest.get("shards", []))
+            raise TeacherLabelsError(
+                f"The teacher outputs in {str(directory)!r} are incomplete ({done} examples in "
+                f"{len(manifest.get('shards', []))} shards); rerun the same label_with_teacher "
+                "call to finish them."
+            )
+        _check_shards(directory, manifest)
+    return manifests
 
 
 def load_teacher_labels(
@@ -425,6 +512,7 @@ def load_teacher_labels(
     *,
     shuffle: int | None = None,
     seed: int | None = None,
+    allow_incomplete: bool = False,
 ):
     """Reads stored teacher outputs as a `tf.data.Dataset` of `(x, targets)`.
 
@@ -439,13 +527,18 @@ def load_teacher_labels(
         batch_size: Batch size, or `None` for single examples.
         shuffle: Shuffle buffer size, or `None` to keep the stored order.
         seed: Shuffle seed.
+        allow_incomplete: For outputs labelled in parts by several workers,
+            load the complete parts even if others are missing or unfinished.
 
     Returns:
-        A `tf.data.Dataset` ready for `Distiller(teacher=None, ...).fit`.
+        A `tf.data.Dataset` ready for `Distiller(teacher=None, ...).fit`. Parts
+        written by several workers are read in worker order.
 
     Raises:
         TeacherLabelsError: If the manifest is missing, malformed or marks an
-            incomplete run, or a shard is missing or corrupt.
+            incomplete run; if a shard is missing or corrupt; if the parts of a
+            multi-worker run do not cover the data exactly once (the message
+            names the missing parts).
 
     Example:
     >>> import tempfile
@@ -459,10 +552,11 @@ def load_teacher_labels(
     import tensorflow as tf
 
     directory = pathlib.Path(path)
-    manifest = _read_manifest(directory)
-    features = manifest["features"]
-    output = manifest["settings"]["output"]
-    files = [str(directory / shard["file"]) for shard in manifest["shards"]]
+    manifests = _read_manifests(directory, allow_incomplete)
+    features = manifests[0]["features"]
+    output = manifests[0]["settings"]["output"]
+    files = [str(directory / shard["file"]) for m in manifests for shard in m["shards"]]
+    num_examples = sum(m["num_examples"] for m in manifests)
     spec = {name: tf.io.FixedLenFeature([], tf.string) for name in features}
 
     def decode(name, raw):
@@ -503,7 +597,7 @@ def load_teacher_labels(
     dataset = (
         tf.data.TFRecordDataset(files)
         .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-        .apply(tf.data.experimental.assert_cardinality(manifest["num_examples"]))
+        .apply(tf.data.experimental.assert_cardinality(num_examples))
     )
     if shuffle:
         dataset = dataset.shuffle(shuffle, seed=seed)
