@@ -27,7 +27,8 @@ test: lint
 	$(BIN)/python -m pytest
 
 # Benchmarks (not part of the tests): quick versions take minutes, full ones about an hour.
-BENCHMARKS := quality_benchmark speed_benchmark stored_teacher_benchmark micro_benchmark
+BENCHMARKS := quality_benchmark speed_benchmark stored_teacher_benchmark micro_benchmark \
+	labelling_workers_benchmark
 
 bench-quick: $(STAMP)
 	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py --quick || exit 1; done

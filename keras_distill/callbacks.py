@@ -109,6 +109,17 @@ class TemperatureScheduler(keras.callbacks.Callback):
         """Writes the current values into the epoch logs."""
         self._write(logs)
 
+    # tf_keras (Keras 2) asks its callbacks which batch hooks they implement;
+    # answering lets this callback steer a tf_keras distiller too (tfmot students).
+    def _implements_train_batch_hooks(self) -> bool:
+        return True
+
+    def _implements_test_batch_hooks(self) -> bool:
+        return False
+
+    def _implements_predict_batch_hooks(self) -> bool:
+        return False
+
     def _assign(self, step: int, where: str) -> None:
         for name, schedule in (
             ("temperature", self.schedule),

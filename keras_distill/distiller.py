@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_distill import compat
+from keras_distill import compat, legacy
 from keras_distill import losses as losses_lib
 from keras_distill.teacher_labels import TARGET_KEYS
 
@@ -210,6 +210,23 @@ class Distiller(keras.Model):
     >>> sorted(history.history)
     ['accuracy', 'alpha', 'distillation_loss', 'loss', 'student_loss', 'temperature']
     """
+
+    def __new__(cls, teacher=None, student=None, *args, **kwargs):
+        """Returns a Keras 3 distiller, or the tf_keras one for tf_keras models."""
+        # tf_keras (Keras 2) models, as tensorflow-model-optimization makes them,
+        # get the tf_keras implementation of the same API.
+        flavours = {legacy.is_tf_keras(m) for m in (teacher, student) if m is not None}
+        if flavours == {True, False}:
+            raise ValueError(
+                "The teacher and the student must both be Keras 3 models or both tf_keras "
+                f"(Keras 2) models; received teacher {type(teacher).__module__}."
+                f"{type(teacher).__name__} and student {type(student).__module__}."
+                f"{type(student).__name__}. Build both with the same Keras (with "
+                "TF_USE_LEGACY_KERAS=1, tf.keras is tf_keras)."
+            )
+        if flavours == {True}:
+            return legacy.legacy_distiller_class()(teacher, student, *args, **kwargs)
+        return super().__new__(cls, teacher, student, *args, **kwargs)
 
     def __init__(
         self,

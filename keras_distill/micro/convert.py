@@ -96,8 +96,9 @@ def to_int8_tflite(
     and the batch size is fixed to one by default, as on a device.
 
     Args:
-        model: A Keras model with a single input.
-        samples: Representative inputs (see `representative_samples`).
+        model: A Keras 3 or tf_keras model with a single input.
+        samples: Representative inputs (see `representative_samples`); may be
+            `None` for a quantization-aware (tfmot) model.
         float_io: Keep float32 input and output.
         batch_size: Fixed batch size, or `None` for a resizable batch axis (for
             batched TFLite interpreter runs; adds shape ops TFLM users avoid).
@@ -116,17 +117,27 @@ def to_int8_tflite(
     >>> tflite[4:8]
     b'TFL3'
     """
-    import keras
     import tensorflow as tf
 
-    samples = np.asarray(samples, dtype="float32")
+    from keras_distill import legacy
+
+    if legacy.is_tf_keras(model):  # e.g. a tensorflow-model-optimization student
+        import tf_keras as flavour
+    else:
+        import keras as flavour
     # A fixed batch of one, as on the device: no dynamic-shape ops (SHAPE,
     # STRIDED_SLICE, PACK) around reshapes such as Flatten.
-    inputs = keras.Input(samples.shape[1:], batch_size=batch_size)
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, model(inputs)))
+    inputs = flavour.Input(tuple(model.inputs[0].shape[1:]), batch_size=batch_size)
+    converter = tf.lite.TFLiteConverter.from_keras_model(flavour.Model(inputs, model(inputs)))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([samples[i : i + 1]] for i in range(len(samples)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if samples is not None:
+        samples = np.asarray(samples, dtype="float32")
+        converter.representative_dataset = lambda: (
+            [samples[i : i + 1]] for i in range(len(samples))
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    # else: a quantization-aware model carries its own ranges; the converter then
+    # refuses the INT8-only op set, and the TFLM check catches any float op left.
     if not float_io:
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8

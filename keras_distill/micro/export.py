@@ -11,6 +11,7 @@ import tempfile
 
 import numpy as np
 
+from keras_distill import legacy, optimize
 from keras_distill.micro import codegen, convert, verify
 from keras_distill.micro.boards import get_board
 from keras_distill.micro.errors import MicroExportError
@@ -36,6 +37,8 @@ class MicroExport:
             Keras model and TFLM, and the accuracies of both where labels exist.
         board: Board name, or `None`.
         flash_bytes, ram_bytes: The budget checked, or `None`.
+        sparsity: Fraction of zero kernel weights of the Keras model (e.g. after
+            pruning), or `None` for a `.tflite` input.
 
     Example:
     >>> result = MicroExport("m", *(pathlib.Path(p) for p in "abc"), 2968, 4360, 1488,
@@ -60,6 +63,7 @@ class MicroExport:
     board: str | None
     flash_bytes: int | None
     ram_bytes: int | None
+    sparsity: float | None = None
 
     def __repr__(self) -> str:
         return (
@@ -88,6 +92,8 @@ class MicroExport:
             ),
             ("ops", ", ".join(self.ops)),
         ]
+        if self.sparsity is not None:
+            rows.insert(2, ("kernel sparsity (zero weights)", f"{self.sparsity:.1%}"))
         for kind, tensors in (("input", self.inputs), ("output", self.outputs)):
             for index, t in enumerate(tensors):
                 rows.append(
@@ -146,10 +152,13 @@ def export(
     writes nothing.
 
     Args:
-        model: A single-input `keras.Model`, a path to a `.keras` or `.tflite`
-            file, or `.tflite` bytes (then conversion is skipped).
+        model: A single-input `keras.Model` (or tf_keras model, e.g. a tfmot
+            quantization-aware or stripped pruned student), a path to a
+            `.keras` or `.tflite` file, or `.tflite` bytes (then conversion is
+            skipped).
         representative_data: Typical inputs for int8 calibration: an array or
-            a `tf.data.Dataset` of `x` or `(x, y)`; needed for Keras models.
+            a `tf.data.Dataset` of `x` or `(x, y)`; needed for Keras models
+            except quantization-aware ones, which carry their own ranges.
         output_dir: Directory for the files (created if missing).
         name: C identifier that prefixes the files and symbols.
         board: A preset from `keras_distill.micro.BOARDS` whose flash and RAM
@@ -199,13 +208,16 @@ def export(
                 f"Only single-input models can be exported; {keras_model.name!r} has "
                 f"{len(keras_model.inputs)} inputs."
             )
-        if representative_data is None:
+        samples = None
+        if representative_data is not None:
+            input_shape = tuple(keras_model.inputs[0].shape[1:])
+            samples = convert.representative_samples(representative_data, input_shape, num_samples)
+        elif not _quantization_aware(keras_model):
             raise MicroExportError(
                 "`representative_data` is required to convert a Keras model to int8: give a "
-                "few hundred typical inputs (e.g. training examples)."
+                "few hundred typical inputs (e.g. training examples). Only quantization-aware "
+                "(tfmot) models carry their own ranges."
             )
-        input_shape = tuple(keras_model.inputs[0].shape[1:])
-        samples = convert.representative_samples(representative_data, input_shape, num_samples)
         model_bytes = convert.to_int8_tflite(keras_model, samples, float_io=float_io)
 
     info = verify.inspect_model(model_bytes)
@@ -253,7 +265,12 @@ def export(
         board=board_name,
         flash_bytes=flash_bytes,
         ram_bytes=ram_bytes,
+        sparsity=None if keras_model is None else optimize.sparsity(keras_model),
     )
+
+
+def _quantization_aware(model) -> bool:
+    return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
 
 
 def _budget(board, flash_bytes, ram_bytes):
@@ -270,7 +287,7 @@ def _load(model):
     """Returns (keras_model or None, tflite bytes or None)."""
     import keras
 
-    if isinstance(model, keras.Model):
+    if isinstance(model, keras.Model) or legacy.is_tf_keras(model):
         return model, None
     if isinstance(model, (bytes, bytearray)):
         return None, bytes(model)

@@ -1,0 +1,92 @@
+"""Bulk labelling throughput with one vs two local worker processes, in one run.
+
+A teacher MLP (64-1024-1024-1024-10) labels 20,000 digit-like inputs (the
+digits, tiled with noise) with `label_with_teacher`, once in one process and
+once split between two processes on this machine (`worker_index`/`num_workers`,
+as on two machines). Each process's time includes Python and TensorFlow
+start-up and the teacher's construction, as a real run's would.
+
+On a 2-core machine near-linear scaling is not expected: TensorFlow already
+uses both cores inside one process, so two processes mostly compete for them.
+
+Usage: python benchmarks/labelling_workers_benchmark.py [--quick] [--out ...]
+"""
+
+import argparse
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+WORKER = textwrap.dedent(
+    """
+    import os, sys
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras, numpy as np
+    from keras_distill import label_with_teacher
+    from keras_distill.datasets import load_digits
+
+    path, index, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    digits = load_digits().x_train
+    rng = np.random.default_rng(0)
+    x = np.tile(digits, (size // len(digits) + 1, 1))[:size]
+    x = (x + rng.normal(scale=0.05, size=x.shape)).astype("float32")
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential([keras.Input((64,))] + [keras.layers.Dense(1024, activation="relu")
+                               for _ in range(3)] + [keras.layers.Dense(10)])
+    label_with_teacher(teacher, x, path, worker_index=index, num_workers=count, batch_size=256,
+                       verbose=0)
+    """
+)
+
+
+def run(workers, size, path):
+    start = time.perf_counter()
+    processes = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(path), str(i), str(workers), str(size)])
+        for i in range(workers)
+    ]
+    for process in processes:
+        if process.wait() != 0:
+            raise RuntimeError(f"labelling worker failed with exit status {process.returncode}")
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="benchmarks/results/labelling_workers.md")
+    args = parser.parse_args()
+    size = 5_000 if args.quick else 20_000
+    work = pathlib.Path(tempfile.mkdtemp())
+    one = run(1, size, work / "one")
+    two = run(2, size, work / "two")
+    lines = [
+        f"# Labelling with one vs two local workers ({'quick' if args.quick else 'full'} run)",
+        "",
+        f"Command: `python benchmarks/labelling_workers_benchmark.py"
+        f"{' --quick' if args.quick else ''}`. Machine: {platform.machine()}, "
+        f"{os.cpu_count()} cores. {size:,} examples, teacher MLP 64-1024-1024-1024-10, batch "
+        "256; wall time of the whole run, process start-up included.",
+        "",
+        "| workers | wall time | examples/s | speed-up |",
+        "|---:|---:|---:|---:|",
+        f"| 1 | {one:.1f} s | {size / one:,.0f} | 1.00 |",
+        f"| 2 | {two:.1f} s | {size / two:,.0f} | {one / two:.2f} |",
+        "",
+        "On this 2-core machine TensorFlow already spreads one process's matrix products over "
+        "both cores, so two processes mostly share the same two cores; the split pays on "
+        "separate machines.",
+    ]
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
