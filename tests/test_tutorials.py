@@ -88,3 +88,16 @@ def test_04_find_the_right_teacher(tmp_path):
     assert re.search(r"chain minus direct: [+-][\d.]+ points", text)
     assert "Compression " in text and "| baseline | 1,210 |" in text
     assert str(notebook.cells).count("image/png") >= 2
+
+
+@pytest.mark.slow
+def test_05_quantization_aware_distillation(tmp_path):
+    notebook = execute(TUTORIALS[4], tmp_path)
+    text = outputs(notebook)
+    assert "tf.keras is tf_keras" in text
+    assert "LegacyDistiller temperatures: [2.0" in text
+    qat = float(re.search(r"distilled quantization-aware:\s+([\d.]+)% in TFLM", text)[1])
+    ptq = float(re.search(r"post-training int8:\s+([\d.]+)% in TFLM", text)[1])
+    assert qat >= 85.0 and ptq >= 85.0
+    sparsity = float(re.search(r"kernel sparsity ([\d.]+)%", text)[1])
+    assert 79.0 <= sparsity <= 81.0
