@@ -22,6 +22,8 @@ import tempfile
 import textwrap
 import time
 
+from common import write_report
+
 WORKER = textwrap.dedent(
     """
     import os, sys
@@ -82,10 +84,7 @@ def main():
         "both cores, so two processes mostly share the same two cores; the split pays on "
         "separate machines.",
     ]
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Usage: python benchmarks/micro_benchmark.py [--quick] [--out benchmarks/results/
 
 import argparse
 import os
-import pathlib
 import platform
 import tempfile
 import time
@@ -25,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill.datasets import load_digits  # noqa: E402
@@ -149,10 +149,7 @@ def main():
         "Latencies are host-CPU numbers that compare the three runtimes in one run; they are "
         "not microcontroller timings (TFLM's reference kernels are unoptimized on x86).",
     ]
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print(f"\nWrote {out}")
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow is imported
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import pathlib  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill import optimize  # noqa: E402
@@ -124,10 +124,7 @@ def main():
         f"| {target:.0%} | {mean_std(pruned[target]['kd'])} | {mean_std(pruned[target]['alone'])} |"
         for target in sparsities
     ]
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

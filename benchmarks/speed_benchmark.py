@@ -21,7 +21,6 @@ Usage: python benchmarks/speed_benchmark.py [--quick] [--out benchmarks/results/
 
 import argparse
 import os
-import pathlib
 import platform
 import time
 
@@ -30,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill.datasets import load_digits  # noqa: E402
@@ -180,10 +180,7 @@ def main():
     for name, (seconds, accuracy) in results.items():
         lines.append(f"| {name} | {seconds * 1000:.0f} ms | {seconds / base:.2f} | "
                      f"{accuracy:.1%} |")  # fmt: skip
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

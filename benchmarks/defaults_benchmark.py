@@ -1,0 +1,88 @@
+"""Choosing the recommended temperature and alpha by measurement.
+
+On scikit-learn's digits, the smallest student of the quality benchmark
+(64-8-10, 139x smaller than the teacher 64-256-256-10), full labels and 10%
+labels with a transfer set, several (temperature schedule, alpha) settings over
+five seeds. The library's defaults must not make the student worse than scratch
+with full labels and must clearly beat scratch with few labels.
+
+Usage: python benchmarks/defaults_benchmark.py [--quick] [--out ...]
+"""
+
+import argparse
+import os
+import platform
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(__file__))
+
+import numpy as np  # noqa: E402
+from common import write_report  # noqa: E402
+from quality_benchmark import mean_std, mlp, scarce  # noqa: E402
+
+from keras_distill import recipes  # noqa: E402
+from keras_distill.datasets import load_digits  # noqa: E402
+
+SETTINGS = [  # (label, start temperature, final temperature, alpha)
+    ("T 1, alpha 0.5", 1.0, 1.0, 0.5),
+    ("T 2 -> 1, alpha 0.5", 2.0, 1.0, 0.5),
+    ("T 2 -> 1, alpha 0.7", 2.0, 1.0, 0.7),
+    ("T 2 -> 1, alpha 0.9", 2.0, 1.0, 0.9),
+    ("T 4, alpha 0.1", 4.0, 4.0, 0.1),
+]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="benchmarks/results/defaults.md")
+    args = parser.parse_args()
+    seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
+    epochs = 15 if args.quick else 100
+    data = load_digits()
+    teacher = mlp(64, [256, 256], 0, dropout=0.3)
+    teacher_accuracy = recipes.train_from_scratch(teacher, data, epochs=epochs)
+    scratch, scarce_scratch = [], []
+    results = {label: ([], []) for label, *_ in SETTINGS}
+    for seed in seeds:
+        scratch.append(recipes.train_from_scratch(mlp(64, [8], seed), data, epochs=epochs))
+        labeled, transfer = scarce(data, seed)
+        few = recipes.Data(data.x_train[labeled], data.y_train[labeled], data.x_test, data.y_test)
+        scarce_scratch.append(
+            recipes.train_from_scratch(mlp(64, [8], seed), few, epochs=10 * epochs)
+        )
+        for label, start, final, alpha in SETTINGS:
+            kwargs = dict(epochs=epochs, temperature=start, final_temperature=final, alpha=alpha)
+            full, few_labels = results[label]
+            full.append(recipes.train_distilled(teacher, mlp(64, [8], seed), data, **kwargs))
+            few_labels.append(
+                recipes.train_distilled(teacher, mlp(64, [8], seed), transfer, **kwargs)
+            )
+        print(f"seed {seed} done", flush=True)
+
+    def delta(values, baseline):
+        return 100 * (np.mean(values) - np.mean(baseline))
+
+    lines = [
+        f"# Defaults benchmark ({'quick' if args.quick else 'full'} run)",
+        "",
+        f"Command: `python benchmarks/defaults_benchmark.py{' --quick' if args.quick else ''}`. "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores. Digits, teacher "
+        f"{100 * teacher_accuracy:.1f}%, student 64-8-10, {epochs} epochs, {len(seeds)} seeds; "
+        f"scratch {mean_std(scratch)} with all labels, {mean_std(scarce_scratch)} with 10% "
+        "labels (10x epochs). Test accuracy in %, mean ± std; deltas against scratch in points.",
+        "",
+        "| setting | all labels | delta | 10% labels + transfer set | delta |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, (full, few_labels) in results.items():
+        lines.append(
+            f"| {label} | {mean_std(full)} | {delta(full, scratch):+.1f} | "
+            f"{mean_std(few_labels)} | {delta(few_labels, scarce_scratch):+.1f} |"
+        )
+    write_report(lines, args.out)
+
+
+if __name__ == "__main__":
+    main()
