@@ -172,6 +172,15 @@ class Distiller(keras.Model):
     Args:
         teacher: A trained `keras.Model`. Its outputs must have the structure of
             the student's outputs and the same size on the last (class) axis.
+            `None` trains from teacher outputs stored next to the inputs
+            (`keras_distill.load_teacher_labels`): the targets are then a dict
+            with `"labels"`, `"label_mask"` (0 for unlabeled examples, which
+            contribute only the distillation term) and the stored output
+            (`"teacher_logits"`, the top-k triple, `"teacher_labels"` or
+            `"teacher_scores"` with optional `"teacher_confidence"`). Live
+            teachers accept `"labels"`/`"label_mask"` dicts too. tf_keras
+            (Keras 2) teacher and student, as tensorflow-model-optimization
+            makes them, get the tf_keras implementation of this class.
         student: The `keras.Model` to train.
         temperature: Initial softmax temperature, > 0. The default 2.0 and
             `alpha=0.5` are the best measured so far on the project's
