@@ -86,7 +86,7 @@ def run_cluster(script, argument, workers=2):
     ports = free_ports(workers)
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", script, argument],
+            [sys.executable, "-c", script, *argument.split()],
             env=worker_env(ports, i),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -144,6 +144,67 @@ def test_plain_keras_fit_still_fails_multi_worker_on_this_keras():
     results = run_cluster(DISTIL, "plain")
     assert all(code != 0 for code, _ in results)
     assert any("PerReplica" in output for _, output in results)
+
+
+BACKUP = textwrap.dedent(
+    """
+    import json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    import keras
+    from keras_distill import Distiller, TemperatureScheduler, schedules
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 16)).astype("float32")
+    y = rng.integers(0, 4, size=256)
+
+    def model(units, seed):
+        keras.utils.set_random_seed(seed)
+        return keras.Sequential([keras.Input((16,)), keras.layers.Dense(units, activation="relu"),
+                                 keras.layers.Dense(4)])
+
+    with strategy.scope():
+        net = Distiller(model(32, 0), model(8, 1), temperature=3.0, alpha=0.3)
+        net.compile(keras.optimizers.SGD(0.1),
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if sys.argv[2] == "interrupt" and epoch == 2:
+                raise RuntimeError("interrupted")
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(sys.argv[1], f"worker-{index}")),
+        TemperatureScheduler(schedules.Linear(4.0, 1.0, 3)),
+        Interrupt(),
+    ]
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    try:
+        history = net.fit(data, epochs=4, verbose=0, callbacks=callbacks)
+    except RuntimeError:
+        print("INTERRUPTED", flush=True)
+    else:
+        print("RESULT " + json.dumps({
+            "epochs": history.epoch, "temperature": history.history["temperature"],
+            "weights": [w.tolist() for w in net.student.get_weights()],
+        }), flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_backup_and_restore_with_a_backup_dir_per_worker_resumes_the_cluster(tmp_path):
+    interrupted = run_cluster(BACKUP, str(tmp_path / "backup") + " interrupt")
+    assert all("INTERRUPTED" in output for _, output in interrupted)
+    resumed = [parse(output) for _, output in run_cluster(BACKUP, str(tmp_path / "backup") + " go")]
+    whole = [parse(output) for _, output in run_cluster(BACKUP, str(tmp_path / "fresh") + " go")]
+    assert resumed[0]["epochs"] == [2, 3] and resumed[0]["temperature"] == [2.0, 1.0]
+    assert whole[0]["temperature"] == [4.0, 3.0, 2.0, 1.0]
+    for a, b in zip(resumed[0]["weights"], whole[0]["weights"]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert resumed[0]["weights"] == resumed[1]["weights"]
 
 
 LABEL = textwrap.dedent(
