@@ -146,6 +146,62 @@ def test_plain_keras_fit_still_fails_multi_worker_on_this_keras():
     assert any("PerReplica" in output for _, output in results)
 
 
+LEGACY = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import numpy as np
+    import tensorflow as tf
+    from keras_distill import Distiller, TemperatureScheduler, schedules
+
+    if os.environ.get("TF_CONFIG"):
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 16)).astype("float32")
+    y = rng.integers(0, 4, size=256)
+
+    def model(units, seed):
+        tf.keras.utils.set_random_seed(seed)
+        return tf.keras.Sequential([tf.keras.Input((16,)),
+                                    tf.keras.layers.Dense(units, activation="relu"),
+                                    tf.keras.layers.Dense(4)])
+
+    with strategy.scope():
+        net = Distiller(model(32, 0), model(8, 1), temperature=3.0, alpha=0.3)
+        net.compile(tf.keras.optimizers.SGD(0.1),
+                    tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    history = net.fit(data, epochs=2, verbose=0,
+                      callbacks=[TemperatureScheduler(schedules.Linear(3.0, 1.0, 1))])
+    print("RESULT " + json.dumps({
+        "type": type(net).__name__, "history": history.history,
+        "weights": [w.tolist() for w in net.student.get_weights()],
+    }), flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_tf_keras_distiller_works_multi_worker_too():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    single = subprocess.run([sys.executable, "-c", LEGACY], capture_output=True, text=True,
+                            timeout=TIMEOUT, env=env)  # fmt: skip
+    assert single.returncode == 0, single.stderr[-3000:]
+    reference = parse(single.stdout)
+    reports = []
+    for code, output in run_cluster(LEGACY, ""):
+        assert code == 0, output[-3000:]
+        reports.append(parse(output))
+    assert reports[0]["type"] == "LegacyDistiller"
+    for a, b in zip(reports[0]["weights"], reference["weights"]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert (
+        reports[0]["history"]["temperature"] == reports[1]["history"]["temperature"] == [3.0, 1.0]
+    )
+
+
 BACKUP = textwrap.dedent(
     """
     import json, os, sys
