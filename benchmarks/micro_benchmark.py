@@ -16,19 +16,18 @@ import argparse
 import os
 import platform
 import tempfile
-import time
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from common import write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill.datasets import load_digits  # noqa: E402
 from keras_distill.micro import verify  # noqa: E402
+from keras_distill.report import median_seconds  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -46,17 +45,6 @@ def cnn(filters, dense, seed):
             keras.layers.Dense(10),
         ]
     )
-
-
-def median_latency(run, example, repeats):
-    for _ in range(10):
-        run(example)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(example)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def latencies(model, result, example, repeats):
@@ -86,9 +74,9 @@ def latencies(model, result, example, repeats):
         return tflm.get_output(0)
 
     return {
-        "Keras": median_latency(keras_call, tf.constant(example), repeats),
-        "TFLite": median_latency(run_tflite, example, repeats),
-        "TFLM": median_latency(run_tflm, example, repeats),
+        "Keras": median_seconds(keras_call, tf.constant(example), repeats, warmup=10),
+        "TFLite": median_seconds(run_tflite, example, repeats, warmup=10),
+        "TFLM": median_seconds(run_tflm, example, repeats, warmup=10),
     }
 
 

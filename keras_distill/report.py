@@ -156,15 +156,25 @@ class CompressionReport:
         return figure
 
 
-def _median_seconds_per_example(run: Callable, batch, repeats: int) -> float:
-    for _ in range(3):
-        run(batch)
+def median_seconds(run: Callable, argument, repeats: int, warmup: int = 3) -> float:
+    """Median wall time of `run(argument)` over `repeats` calls after `warmup` calls.
+
+    Example:
+    >>> median_seconds(lambda x: sum(x), range(1000), repeats=5) > 0
+    True
+    """
+    for _ in range(warmup):
+        run(argument)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        run(batch)
+        run(argument)
         times.append(time.perf_counter() - start)
-    return float(np.median(times)) / len(batch)
+    return float(np.median(times))
+
+
+def _median_seconds_per_example(run: Callable, batch, repeats: int) -> float:
+    return median_seconds(run, batch, repeats) / len(batch)
 
 
 def _tflite_latency(model_bytes: bytes, x: np.ndarray, batch_size: int, repeats: int) -> float:

@@ -461,7 +461,7 @@ def _check_shards(directory: pathlib.Path, manifest: dict) -> None:
             )
 
 
-def _read_manifests(directory: pathlib.Path, allow_incomplete: bool) -> list[dict]:
+def _read_manifests(directory: pathlib.Path, allow_incomplete: bool, verify: bool) -> list[dict]:
     """The complete manifest(s) to load, in part order, after every check."""
     single = directory / MANIFEST
     parts = sorted(directory.glob("manifest-part-*-of-*.json"))
@@ -502,7 +502,8 @@ def _read_manifests(directory: pathlib.Path, allow_incomplete: bool) -> list[dic
                 f"{len(manifest.get('shards', []))} shards); rerun the same label_with_teacher "
                 "call to finish them."
             )
-        _check_shards(directory, manifest)
+        if verify:
+            _check_shards(directory, manifest)
     return manifests
 
 
@@ -513,10 +514,12 @@ def load_teacher_labels(
     shuffle: int | None = None,
     seed: int | None = None,
     allow_incomplete: bool = False,
+    verify: bool = True,
 ):
     """Reads stored teacher outputs as a `tf.data.Dataset` of `(x, targets)`.
 
-    Every shard is checked against the manifest (presence and SHA-256) first.
+    Every shard is checked against the manifest (presence and SHA-256) first,
+    unless `verify=False` (which saves reading the data twice).
     Probabilities are turned into log-probabilities, which serve as logits.
     Unlabeled examples get a placeholder label and `label_mask` 0, so labeled
     and unlabeled sets can be concatenated (load both with `batch_size=None`,
@@ -529,6 +532,7 @@ def load_teacher_labels(
         seed: Shuffle seed.
         allow_incomplete: For outputs labelled in parts by several workers,
             load the complete parts even if others are missing or unfinished.
+        verify: Check every shard's presence and checksum before loading.
 
     Returns:
         A `tf.data.Dataset` ready for `Distiller(teacher=None, ...).fit`. Parts
@@ -552,7 +556,7 @@ def load_teacher_labels(
     import tensorflow as tf
 
     directory = pathlib.Path(path)
-    manifests = _read_manifests(directory, allow_incomplete)
+    manifests = _read_manifests(directory, allow_incomplete, verify)
     features = manifests[0]["features"]
     output = manifests[0]["settings"]["output"]
     files = [str(directory / shard["file"]) for m in manifests for shard in m["shards"]]
