@@ -126,6 +126,7 @@ def test_missing_corrupt_and_foreign_directories_are_refused(digits, teacher, tm
         TeacherLabelsError, match="'shard-00001.tfrecord' does not match its checksum"
     ):
         load_teacher_labels(tmp_path)
+    assert load_teacher_labels(tmp_path, verify=False) is not None  # explicitly unchecked
     shard.unlink()
     with pytest.raises(TeacherLabelsError, match="'shard-00001.tfrecord' .* is missing"):
         load_teacher_labels(tmp_path)
