@@ -1,12 +1,12 @@
 """Choosing the recommended temperature and alpha by measurement.
 
-On scikit-learn's digits, the smallest student of the quality benchmark
-(64-8-10, 139x smaller than the teacher 64-256-256-10), full labels and 10%
-labels with a transfer set, several (temperature schedule, alpha) settings over
-five seeds. The library's defaults must not make the student worse than scratch
+On the smallest student of each quality-benchmark task (digits: 64-8-10 with
+the MLP teacher 64-256-256-10; MNIST-1D: 40-16-10 with the CNN teacher), full
+labels and 10% labels with a transfer set, several (temperature schedule,
+alpha) settings over five seeds. The library's defaults must not make the student worse than scratch
 with full labels and must clearly beat scratch with few labels.
 
-Usage: python benchmarks/defaults_benchmark.py [--quick] [--out ...]
+Usage: python benchmarks/defaults_benchmark.py [--task digits|mnist1d] [--quick] [--out ...]
 """
 
 import argparse
@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
 from common import write_report  # noqa: E402
-from quality_benchmark import mean_std, mlp, scarce  # noqa: E402
+from quality_benchmark import cnn_1d, mean_std, mlp, scarce, tasks  # noqa: E402
 
 from keras_distill import recipes  # noqa: E402
 from keras_distill.datasets import load_digits  # noqa: E402
@@ -36,29 +36,40 @@ SETTINGS = [  # (label, start temperature, final temperature, alpha)
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="benchmarks/results/defaults.md")
+    parser.add_argument("--task", choices=["digits", "mnist1d"], default="digits")
+    parser.add_argument("--settings", default="all", help="comma-separated setting numbers")
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    out = args.out or f"benchmarks/results/defaults_{args.task}.md"
     seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
-    epochs = 15 if args.quick else 100
-    data = load_digits()
-    teacher = mlp(64, [256, 256], 0, dropout=0.3)
+    if args.task == "digits":
+        epochs = 15 if args.quick else 100
+        data, teacher = load_digits(), mlp(64, [256, 256], 0, dropout=0.3)
+        inputs, hidden = 64, [8]
+    else:
+        epochs = 10 if args.quick else 60
+        data, teacher = tasks()["MNIST-1D"][0], cnn_1d(0)
+        inputs, hidden = 40, [16]
+
+    def student(seed):
+        return mlp(inputs, hidden, seed)
+
+    chosen = (
+        SETTINGS if args.settings == "all" else [SETTINGS[int(i)] for i in args.settings.split(",")]
+    )
     teacher_accuracy = recipes.train_from_scratch(teacher, data, epochs=epochs)
     scratch, scarce_scratch = [], []
-    results = {label: ([], []) for label, *_ in SETTINGS}
+    results = {label: ([], []) for label, *_ in chosen}
     for seed in seeds:
-        scratch.append(recipes.train_from_scratch(mlp(64, [8], seed), data, epochs=epochs))
+        scratch.append(recipes.train_from_scratch(student(seed), data, epochs=epochs))
         labeled, transfer = scarce(data, seed)
         few = recipes.Data(data.x_train[labeled], data.y_train[labeled], data.x_test, data.y_test)
-        scarce_scratch.append(
-            recipes.train_from_scratch(mlp(64, [8], seed), few, epochs=10 * epochs)
-        )
-        for label, start, final, alpha in SETTINGS:
+        scarce_scratch.append(recipes.train_from_scratch(student(seed), few, epochs=10 * epochs))
+        for label, start, final, alpha in chosen:
             kwargs = dict(epochs=epochs, temperature=start, final_temperature=final, alpha=alpha)
             full, few_labels = results[label]
-            full.append(recipes.train_distilled(teacher, mlp(64, [8], seed), data, **kwargs))
-            few_labels.append(
-                recipes.train_distilled(teacher, mlp(64, [8], seed), transfer, **kwargs)
-            )
+            full.append(recipes.train_distilled(teacher, student(seed), data, **kwargs))
+            few_labels.append(recipes.train_distilled(teacher, student(seed), transfer, **kwargs))
         print(f"seed {seed} done", flush=True)
 
     def delta(values, baseline):
@@ -67,9 +78,11 @@ def main():
     lines = [
         f"# Defaults benchmark ({'quick' if args.quick else 'full'} run)",
         "",
-        f"Command: `python benchmarks/defaults_benchmark.py{' --quick' if args.quick else ''}`. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores. Digits, teacher "
-        f"{100 * teacher_accuracy:.1f}%, student 64-8-10, {epochs} epochs, {len(seeds)} seeds; "
+        f"Command: `python benchmarks/defaults_benchmark.py --task {args.task}"
+        f"{' --quick' if args.quick else ''}`. "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores. Task {args.task}, teacher "
+        f"{100 * teacher_accuracy:.1f}%, student {inputs}-{hidden[0]}-10, {epochs} epochs, "
+        f"{len(seeds)} seeds; "
         f"scratch {mean_std(scratch)} with all labels, {mean_std(scarce_scratch)} with 10% "
         "labels (10x epochs). Test accuracy in %, mean ± std; deltas against scratch in points.",
         "",
@@ -81,7 +94,7 @@ def main():
             f"| {label} | {mean_std(full)} | {delta(full, scratch):+.1f} | "
             f"{mean_std(few_labels)} | {delta(few_labels, scarce_scratch):+.1f} |"
         )
-    write_report(lines, args.out)
+    write_report(lines, out)
 
 
 if __name__ == "__main__":
