@@ -70,7 +70,7 @@ def legacy_distiller_class():
         >>> distiller = Distiller(tf_keras_teacher, qat_student)  # doctest: +SKIP
         """
 
-        def __init__(self, teacher, student, temperature=2.0, alpha=0.5,
+        def __init__(self, teacher, student, temperature=1.0, alpha=0.5,
                      distillation_loss="kl_divergence", teacher_output="auto",
                      student_output="auto", **kwargs):  # fmt: skip
             if teacher is None:
