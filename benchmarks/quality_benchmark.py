@@ -11,8 +11,8 @@ Tasks: scikit-learn digits (MLP teacher) and MNIST-1D generated offline with
     number of gradient steps.
 
 Students: scratch, distilled with the library's recommended recipe
-(`keras_distill.recipes`: T 2 -> 1, alpha 0.5), and, in setting (a), the keras.io
-example's settings (T = 10, alpha = 0.1). Mean and standard deviation over
+(`keras_distill.recipes`), and, in setting (a), the keras.io example's settings
+(T = 10, alpha = 0.1). Mean and standard deviation over
 seeds; gap recovered = (distilled - scratch) / (teacher - scratch).
 
 Usage: python benchmarks/quality_benchmark.py [--quick] [--out-dir benchmarks/results]
@@ -167,8 +167,10 @@ def main():
         f"Command: `python benchmarks/quality_benchmark.py{' --quick' if args.quick else ''}`. "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}, "
         f"Keras {keras.__version__}; {len(seeds)} seeds, epochs {epochs}; took {minutes:.0f} min. "
-        "Test accuracy in %, mean ± std over seeds. 'recommended' = T 2 -> 1 (linear), "
-        "alpha 0.5; 'keras.io' = T 10, alpha 0.1. Label-scarce: 10% of the training labels, "
+        "Test accuracy in %, mean ± std over seeds. 'recommended' = keras_distill.recipes "
+        f"(T {recipes.RECOMMENDED_TEMPERATURE:g} -> {recipes.RECOMMENDED_FINAL_TEMPERATURE:g}, "
+        f"alpha {recipes.RECOMMENDED_ALPHA:g}); 'keras.io' = T 10, alpha 0.1. "
+        "Label-scarce: 10% of the training labels, "
         "teacher outputs on all training inputs; its scratch baseline trains on the 10% with "
         "10x the epochs.",
         "",
