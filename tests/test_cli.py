@@ -22,12 +22,15 @@ def test_demo_prints_the_comparison_table():
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "Epoch 3/3" in out  # Keras progress output
-    rows = dict(re.findall(r"\| (teacher|student, [a-z ]+) \| ([\d,]+) \|", out))
+    rows = dict(re.findall(r"\| (teacher|student, [a-z0-9%+ ,]+) \| ([\d,]+) \|", out))
     assert rows == {
         "teacher": "85,002",
         "student, trained from scratch": "610",
         "student, distilled": "610",
+        "student, 10% of the labels, trained alone": "610",
+        "student, 10% of the labels + teacher on all inputs": "610",
     }
+    assert re.search(r"the teacher's outputs on the rest are worth [+-][\d.]+ points", out)
     assert re.search(r"Compression ratio 139x", out)
 
 
