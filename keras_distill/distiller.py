@@ -492,9 +492,14 @@ class Distiller(keras.Model):
         labels, label_mask, _ = _split_targets(y)
         if labels is None:
             return self.get_metrics_result()
-        return self.compute_metrics(
-            x, labels, y_pred, sample_weight=_combine(sample_weight, label_mask, labels)
-        )
+        if label_mask is not None:
+            # Metrics count labelled examples only. Keras' `metrics=` ignore sample
+            # weights, so unlabelled examples are dropped rather than weighted by 0.
+            keep = ops.cast(label_mask, "bool")
+            labels, y_pred = tf.boolean_mask(labels, keep), tf.boolean_mask(y_pred, keep)
+            if sample_weight is not None:
+                sample_weight = tf.boolean_mask(sample_weight, keep)
+        return self.compute_metrics(x, labels, y_pred, sample_weight=sample_weight)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # keras-team/keras#20585: build from a worker-local batch (see compat.py).

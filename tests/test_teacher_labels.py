@@ -253,9 +253,11 @@ def test_labeled_and_unlabeled_examples_mix(digits, teacher, tmp_path):
     )
     student = mlp([8], seed=4)
     distiller = Distiller(None, student, temperature=2.0, alpha=0.5)
-    distiller.compile(keras.optimizers.SGD(0.0), SCE)
+    distiller.compile(keras.optimizers.SGD(0.0), SCE, metrics=["accuracy"])
     logs = distiller.evaluate(mixed, return_dict=True, verbose=0)
     s = student.predict(x, verbose=0)
+    # metrics count the labelled examples only
+    assert logs["accuracy"] == pytest.approx((s[:20].argmax(-1) == digits.y_train[:20]).mean())
     hard = -log_softmax(s[:20])[np.arange(20), digits.y_train[:20]]
     assert logs["student_loss"] == pytest.approx(hard.sum() / 100, rel=1e-4)
     t = teacher.predict(x, verbose=0)
