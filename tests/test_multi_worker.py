@@ -16,6 +16,18 @@ from keras_distill.teacher_labels import TeacherLabelsError
 
 TIMEOUT = 300
 
+# The toy task every worker script trains on (Keras 3 models).
+MODEL_AND_DATA = """
+rng = np.random.default_rng(0)
+x = rng.normal(size=(256, 16)).astype("float32")
+y = rng.integers(0, 4, size=256)
+
+def model(units, seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((16,)), keras.layers.Dense(units, activation="relu"),
+                             keras.layers.Dense(4)])
+"""
+
 DISTIL = textwrap.dedent(
     """
     import json, os, sys
@@ -29,14 +41,7 @@ DISTIL = textwrap.dedent(
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
         strategy = tf.distribute.get_strategy()
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(256, 16)).astype("float32")
-    y = rng.integers(0, 4, size=256)
-
-    def model(units, seed):
-        keras.utils.set_random_seed(seed)
-        return keras.Sequential([keras.Input((16,)), keras.layers.Dense(units, activation="relu"),
-                                 keras.layers.Dense(4)])
+    MODEL_AND_DATA
 
     with strategy.scope():
         if sys.argv[1] == "plain":
@@ -57,7 +62,7 @@ DISTIL = textwrap.dedent(
         "weights": [w.tolist() for w in student.get_weights()],
     }), flush=True)
     """
-)
+).replace("MODEL_AND_DATA", MODEL_AND_DATA)
 
 
 def free_ports(count):
@@ -180,7 +185,7 @@ LEGACY = textwrap.dedent(
         "weights": [w.tolist() for w in net.student.get_weights()],
     }), flush=True)
     """
-)
+).replace("MODEL_AND_DATA", MODEL_AND_DATA)
 
 
 @pytest.mark.slow
@@ -212,14 +217,7 @@ BACKUP = textwrap.dedent(
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(256, 16)).astype("float32")
-    y = rng.integers(0, 4, size=256)
-
-    def model(units, seed):
-        keras.utils.set_random_seed(seed)
-        return keras.Sequential([keras.Input((16,)), keras.layers.Dense(units, activation="relu"),
-                                 keras.layers.Dense(4)])
+    MODEL_AND_DATA
 
     with strategy.scope():
         net = Distiller(model(32, 0), model(8, 1), temperature=3.0, alpha=0.3)
@@ -247,7 +245,7 @@ BACKUP = textwrap.dedent(
             "weights": [w.tolist() for w in net.student.get_weights()],
         }), flush=True)
     """
-)
+).replace("MODEL_AND_DATA", MODEL_AND_DATA)
 
 
 @pytest.mark.slow
@@ -277,7 +275,7 @@ LABEL = textwrap.dedent(
     label_with_teacher(slow_teacher, x, sys.argv[1], batch_size=20, shard_size=60,
                        teacher_id="cos-v1", verbose=0)  # part from TF_CONFIG
     """
-)
+).replace("MODEL_AND_DATA", MODEL_AND_DATA)
 
 
 def cos_teacher(batch):
