@@ -26,7 +26,7 @@ from common import write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill.datasets import load_digits  # noqa: E402
-from keras_distill.micro import verify  # noqa: E402
+from keras_distill.micro import model_info  # noqa: E402
 from keras_distill.report import median_seconds  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -54,7 +54,7 @@ def latencies(model, result, example, repeats):
     tflite.allocate_tensors()
     source = tflite.get_input_details()[0]
     target = tflite.get_output_details()[0]["index"]
-    info = verify.inspect_model(result.tflite_path.read_bytes())
+    info = model_info.inspect_model(result.tflite_path.read_bytes())
     quantized = info.inputs[0].quantize(example)
 
     def run_tflite(_):

@@ -1,6 +1,7 @@
 """keras-distill: knowledge distillation for Keras 3, from `fit` to the microcontroller."""
 
 from keras_distill import losses, micro, recipes, schedules
+from keras_distill.base_distiller import BaseDistiller
 from keras_distill.callbacks import TemperatureScheduler
 from keras_distill.capacity import sweep, teacher_assistant_chain
 from keras_distill.distiller import Distiller
@@ -11,6 +12,7 @@ from keras_distill.teacher_labels import label_with_teacher, load_teacher_labels
 __version__ = "0.1.0"
 
 __all__ = [
+    "BaseDistiller",
     "CompressionReport",
     "Distiller",
     "TemperatureScheduler",

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import keras
+from keras.src.utils import io_utils  # Keras' own callbacks print with it
 
+from keras_distill.base_distiller import SCHEDULED_KEYS, BaseDistiller
 from keras_distill.schedules import Constant
 
 ScheduleLike = Callable[[int], float] | float
@@ -82,7 +84,7 @@ class TemperatureScheduler(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         """Checks that the model is a distiller."""
-        if not all(hasattr(self.model, name) for name in ("temperature", "alpha")):
+        if not isinstance(self.model, BaseDistiller):
             raise TypeError(
                 "TemperatureScheduler needs a keras_distill.Distiller (a model with "
                 f"`temperature` and `alpha`); received {type(self.model).__name__}."
@@ -93,7 +95,8 @@ class TemperatureScheduler(keras.callbacks.Callback):
         if self.update == "epoch":
             self._assign(epoch, f"Epoch {epoch + 1}")
         else:
-            self._epoch_start_step = int(self.model.optimizer.iterations)
+            iterations = self.model.optimizer.iterations
+            self._epoch_start_step = int(keras.ops.convert_to_numpy(iterations))
 
     def on_train_batch_begin(self, batch, logs=None):
         """Assigns the step's values (`update="batch"`)."""
@@ -121,10 +124,8 @@ class TemperatureScheduler(keras.callbacks.Callback):
         return False
 
     def _assign(self, step: int, where: str) -> None:
-        for name, schedule in (
-            ("temperature", self.schedule),
-            ("alpha", self.alpha_schedule),
-        ):
+        schedules = (self.schedule, self.alpha_schedule)
+        for name, schedule in zip(SCHEDULED_KEYS, schedules, strict=True):
             if schedule is None:
                 continue
             value = float(schedule(step))
@@ -136,12 +137,11 @@ class TemperatureScheduler(keras.callbacks.Callback):
                     f"{self.update} {step}: {error}"
                 ) from None
             if self.verbose:
-                print(f"\n{where}: TemperatureScheduler set {name} to {value:g}.")
+                io_utils.print_msg(f"\n{where}: TemperatureScheduler set {name} to {value:g}.")
 
     def _write(self, logs) -> None:
         if logs is not None:
-            logs["temperature"] = float(self.model.temperature.numpy())
-            logs["alpha"] = float(self.model.alpha.numpy())
+            logs.update(self.model.scheduled_values())
 
     def get_config(self) -> dict:
         """Returns the schedules (serialized) and settings."""

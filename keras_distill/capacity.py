@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 import keras
 import numpy as np
 
-from keras_distill import recipes
+from keras_distill import markdown, recipes
 
 Builder = Callable[[int], keras.Model]
 
@@ -86,20 +86,17 @@ class SweepResult:
         >>> SweepResult([]).to_markdown().splitlines()[0].split(" | ")[-1]
         'gap recovered |'
         """
-        lines = [
-            "| teacher | student | params | compression | seeds | teacher | scratch | distilled "
-            "| gap recovered |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        header = ["teacher", "student", "params", "compression", "seeds", "teacher", "scratch",
+                  "distilled", "gap recovered"]  # fmt: skip
+        rows = [
+            [r["teacher"], r["student"], f"{r['params']:,}", f"{r['compression']:.0f}x",
+             r["seeds"], f"{100 * r['teacher_accuracy']:.1f}",
+             f"{100 * r['scratch_mean']:.1f} ± {100 * r['scratch_std']:.1f}",
+             f"{100 * r['distilled_mean']:.1f} ± {100 * r['distilled_std']:.1f}",
+             f"{r['gap_recovered']:+.2f}"]  # fmt: skip
+            for r in self.summary()
         ]
-        for r in self.summary():
-            lines.append(
-                f"| {r['teacher']} | {r['student']} | {r['params']:,} | {r['compression']:.0f}x | "
-                f"{r['seeds']} | {100 * r['teacher_accuracy']:.1f} | "
-                f"{100 * r['scratch_mean']:.1f} ± {100 * r['scratch_std']:.1f} | "
-                f"{100 * r['distilled_mean']:.1f} ± {100 * r['distilled_std']:.1f} | "
-                f"{r['gap_recovered']:+.2f} |"
-            )
-        return "\n".join(lines)
+        return markdown.table(header, rows, align="llrrrrrrr")
 
     def plot(self):
         """Accuracy against compression ratio (log scale), scratch vs distilled.
@@ -254,13 +251,14 @@ class ChainResult:
         >>> ChainResult([("t", 10, 0.9), ("s", 1, 0.8)], 0.8, 0.7).to_markdown().count("|")
         24
         """
-        lines = ["| model | params | test accuracy |", "|---|---:|---:|"]
-        lines += [f"| {name} (chain) | {params:,} | {acc:.1%} |" for name, params, acc in
-                  self.steps]  # fmt: skip
         student_params = self.steps[-1][1]
-        lines.append(f"| student, distilled directly | {student_params:,} | {self.direct:.1%} |")
-        lines.append(f"| student, from scratch | {student_params:,} | {self.scratch:.1%} |")
-        return "\n".join(lines)
+        rows = [(f"{name} (chain)", params, acc) for name, params, acc in self.steps]
+        rows += [
+            ("student, distilled directly", student_params, self.direct),
+            ("student, from scratch", student_params, self.scratch),
+        ]
+        cells = [(name, f"{params:,}", f"{acc:.1%}") for name, params, acc in rows]
+        return markdown.table(["model", "params", "test accuracy"], cells)
 
 
 def teacher_assistant_chain(

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="distil a small student on scikit-learn's digits and compare it "
-        "with the same student trained alone (offline, about a minute)",
+        "with the same student trained alone (offline, about three minutes)",
     )
     demo.add_argument(
         "--epochs",

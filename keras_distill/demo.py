@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from keras_distill import datasets, recipes
+from keras_distill import datasets, markdown, recipes
 
 
 def mlp(hidden: list[int], seed: int, dropout: float = 0.0, name: str | None = None):
@@ -45,7 +45,7 @@ def mlp(hidden: list[int], seed: int, dropout: float = 0.0, name: str | None = N
 
 @dataclass
 class DemoResult:
-    """Parameters and test accuracy of the demo's three models.
+    """Parameters and test accuracy of the demo's models.
 
     Example:
     >>> result = DemoResult(85002, 610, 0.987, 0.958, 0.962)
@@ -88,8 +88,8 @@ class DemoResult:
                 ("student, 10% of the labels + teacher on all inputs", self.student_params,
                  self.few_labels_distilled_accuracy),
             ]  # fmt: skip
-        lines = ["| model | parameters | test accuracy |", "|---|---:|---:|"]
-        lines += [f"| {name} | {params:,} | {acc:.1%} |" for name, params, acc in rows]
+        cells = [(name, f"{params:,}", f"{acc:.1%}") for name, params, acc in rows]
+        lines = [markdown.table(["model", "parameters", "test accuracy"], cells)]
         retained = self.distilled_accuracy / self.teacher_accuracy
         gain = self.distilled_accuracy - self.scratch_accuracy
         lines.append(

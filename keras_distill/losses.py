@@ -390,3 +390,46 @@ def get(identifier: str | DistillationLoss | LossFn) -> LossFn:
             "and cannot see the temperature."
         )
     return identifier
+
+
+def serialize(loss: str | DistillationLoss | LossFn) -> str | dict:
+    """Serializes a distillation loss: a name stays a name, objects become configs.
+
+    Args:
+        loss: Anything `get` accepts.
+
+    Returns:
+        The name, or the Keras serialization of the object or function.
+
+    Example:
+    >>> serialize("kl")
+    'kl'
+    >>> serialize(KLDivergence(temperature=2.0))["class_name"]
+    'KLDivergence'
+    """
+    if isinstance(loss, str):
+        return loss
+    return keras.saving.serialize_keras_object(loss)
+
+
+def deserialize(config: str | dict, custom_objects: dict | None = None):
+    """The inverse of `serialize`: a name is checked and kept, a config is rebuilt.
+
+    Args:
+        config: A loss name or a Keras serialization config.
+        custom_objects: As for `keras.saving.deserialize_keras_object`.
+
+    Returns:
+        A name, a `DistillationLoss` or a loss function, as `get` accepts.
+
+    Raises:
+        ValueError: If a name is unknown.
+
+    Example:
+    >>> deserialize(serialize(JensenShannonDivergence())).fn is jensen_shannon_divergence
+    True
+    """
+    if isinstance(config, str):
+        get(config)
+        return config
+    return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)

@@ -12,9 +12,7 @@ Example (in a process started with TF_USE_LEGACY_KERAS=1):
 
 from __future__ import annotations
 
-import numpy as np
-
-from keras_distill import legacy
+from keras_distill import models
 
 _LEGACY_HINT = (
     "tensorflow-model-optimization 0.8 only wraps tf_keras (Keras 2) models. Set "
@@ -46,7 +44,7 @@ def require_legacy_keras(model=None) -> None:
 
     if not tf.keras.__name__.startswith("tf_keras"):
         raise RuntimeError(f"{_LEGACY_HINT} Here tf.keras is {tf.keras.__name__}.")
-    if model is not None and not legacy.is_tf_keras(model):
+    if model is not None and not models.is_tf_keras(model):
         raise TypeError(
             f"{_LEGACY_HINT} This model is a Keras 3 {type(model).__name__}; rebuild it with "
             "tf.keras."
@@ -128,18 +126,5 @@ def strip(model):
     return tfmot.sparsity.keras.strip_pruning(model)
 
 
-def sparsity(model) -> float:
-    """Fraction of exactly zero values among the model's kernels (rank >= 2 weights).
-
-    Works for Keras 3 and tf_keras models; pruning masks count once stripped.
-
-    Example:
-    >>> import keras
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> _ = model.layers[0].kernel.assign(np.zeros((4, 2)))
-    >>> sparsity(model)
-    1.0
-    """
-    kernels = [np.asarray(w) for w in model.get_weights() if np.ndim(w) >= 2]
-    total = sum(k.size for k in kernels)
-    return float(sum(int((k == 0).sum()) for k in kernels) / total) if total else 0.0
+# Kernel sparsity is a property of any model; it lives with the model helpers.
+sparsity = models.sparsity

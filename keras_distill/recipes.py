@@ -2,17 +2,17 @@
 
 `train_from_scratch` and `train_distilled` train a Keras classifier (integer
 labels, logits out) and return its test accuracy. `sweep`,
-`teacher_assistant_chain`, the demo and the benchmarks all train through them,
-so every comparison uses the same optimizer, schedule and data handling.
+`teacher_assistant_chain`, the demo and the quality and defaults benchmarks
+train through them, so their comparisons use the same optimizer, schedule and
+data handling.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import keras
 
 from keras_distill.callbacks import TemperatureScheduler
+from keras_distill.datasets import Split
 from keras_distill.distiller import Distiller
 from keras_distill.schedules import Linear
 
@@ -21,24 +21,15 @@ from keras_distill.schedules import Linear
 # than scratch with all labels (+0.0 and +0.3 points) while beating it most with
 # 10% labels and a transfer set (+7.6 and +20.7 points). Annealing from T = 2 cost
 # 0.5-2.5 points with all labels; the keras.io settings (T = 10, alpha = 0.1) up to 10.
+# `train_distilled` anneals linearly from `temperature` to `final_temperature`; with
+# these defaults both are 1, so nothing is annealed unless a caller asks for it.
 RECOMMENDED_TEMPERATURE = 1.0
 RECOMMENDED_FINAL_TEMPERATURE = 1.0
 RECOMMENDED_ALPHA = 0.5
 
 
-class Data(NamedTuple):
-    """Training and test arrays of a classification task.
-
-    Example:
-    >>> import numpy as np
-    >>> Data(np.zeros((4, 2)), np.zeros(4), np.zeros((2, 2)), np.zeros(2)).x_test.shape
-    (2, 2)
-    """
-
-    x_train: object
-    y_train: object
-    x_test: object
-    y_test: object
+# The train/test arrays the recipes take (one type with `datasets.Split`).
+Data = Split
 
 
 def _loss():

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from keras_distill import markdown
+
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Top-1 accuracy of class scores `y_pred` against integer labels `y_true`.
@@ -93,7 +95,7 @@ class CompressionReport:
         header += [f"Keras, batch {b}" for b in batches]
         header += [f"TFLite int8, batch {b}" for b in batches]
         header.append(self.metric_name)
-        lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+        rows = []
         for m in self.models:
             cells = [m.name, f"{m.params:,}", f"{m.float32_bytes:,} B"]
             cells.append(f"{m.int8_bytes:,} B" if m.int8_bytes else "n/a")
@@ -103,7 +105,7 @@ class CompressionReport:
                 for b in batches
             ]
             cells.append(f"{m.metric:.4g}")
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
         summary = (
             f"\nCompression {self.compression_ratio:.1f}x, {self.retained:.1%} of the teacher's "
             f"{self.metric_name} retained, Keras speed-up {self.speedup(batches[0]):.1f}x at batch "
@@ -112,7 +114,7 @@ class CompressionReport:
         if self.baseline is not None:
             gain = self.student.metric - self.baseline.metric
             summary += f"; student vs baseline {gain:+.4g} {self.metric_name}"
-        return "\n".join(lines) + summary + "."
+        return markdown.table(header, rows) + summary + "."
 
     def plot(self):
         """A matplotlib figure: size, latency and metric of each model.
@@ -180,16 +182,19 @@ def _median_seconds_per_example(run: Callable, batch, repeats: int) -> float:
 def _tflite_latency(model_bytes: bytes, x: np.ndarray, batch_size: int, repeats: int) -> float:
     import tensorflow as tf
 
-    from keras_distill.micro.verify import inspect_model
-
-    info = inspect_model(model_bytes)
     with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
         warnings.simplefilter("ignore")
         interpreter = tf.lite.Interpreter(model_content=model_bytes)
-    source = interpreter.get_input_details()[0]["index"]
+    details = interpreter.get_input_details()[0]
+    source = details["index"]
     interpreter.resize_tensor_input(source, (batch_size, *x.shape[1:]))
     interpreter.allocate_tensors()
-    quantized = info.inputs[0].quantize(x[:batch_size])
+    batch = x[:batch_size]
+    scale, zero_point = details["quantization"]
+    if scale:  # an int8 input: q = round(x / scale) + zero point
+        limits = np.iinfo(details["dtype"])
+        batch = np.clip(np.round(batch / scale) + zero_point, limits.min, limits.max)
+    quantized = np.asarray(batch, details["dtype"])
 
     def run(batch):
         interpreter.set_tensor(source, batch)

@@ -22,14 +22,21 @@ import keras
 class Schedule:
     """Base class of the schedules: `__call__(step) -> float` and `get_config`.
 
-    Subclass it to write a schedule that saves and loads with Keras' serialization.
+    Subclass it to write a schedule that saves and loads with Keras'
+    serialization: implement `__call__` and `get_config` (the constructor
+    arguments), as for `keras.optimizers.schedules.LearningRateSchedule`.
+    Schedules with equal configs are equal and hash alike.
 
     Example:
     >>> class Halving(Schedule):
+    ...     def __init__(self, start):
+    ...         self.start = start
     ...     def __call__(self, step):
-    ...         return 8.0 / 2 ** step
-    >>> Halving()(2)
-    2.0
+    ...         return self.start / 2 ** step
+    ...     def get_config(self):
+    ...         return {"start": self.start}
+    >>> Halving(8.0)(2), Halving(8.0) == Halving(8.0)
+    (2.0, True)
     """
 
     def __call__(self, step: int) -> float:
@@ -37,8 +44,15 @@ class Schedule:
         raise NotImplementedError
 
     def get_config(self) -> dict:
-        """Returns the constructor arguments of the schedule."""
-        return {}
+        """Returns the constructor arguments of the schedule.
+
+        Raises:
+            NotImplementedError: Unless the subclass implements it.
+        """
+        raise NotImplementedError(
+            f"Schedule '{type(self).__name__}' must override `get_config()` to return its "
+            "constructor arguments, so that it can be saved and compared."
+        )
 
     @classmethod
     def from_config(cls, config: dict) -> Schedule:
@@ -51,6 +65,9 @@ class Schedule:
 
     def __eq__(self, other) -> bool:
         return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash((type(self), repr(sorted(self.get_config().items()))))
 
 
 def _check_step(step: int) -> int:

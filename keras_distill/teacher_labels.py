@@ -32,51 +32,22 @@ import os
 import pathlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from keras_distill import inputs, shards, targets
+from keras_distill.models import probability_outputs
+from keras_distill.shards import TeacherLabelsError
+
 OUTPUT_KINDS = ("logits", "probabilities", "scores", "labels")
-FORMAT = "keras_distill.teacher_labels/1"
-MANIFEST = "manifest.json"
-TARGET_KEYS = frozenset(
-    {
-        "labels",
-        "label_mask",
-        "teacher_logits",
-        "teacher_topk_values",
-        "teacher_topk_indices",
-        "teacher_rest_logsumexp",
-        "teacher_labels",
-        "teacher_scores",
-        "teacher_confidence",
-    }
-)
-
-
-class TeacherLabelsError(ValueError):
-    """Stored teacher outputs are missing, corrupt, inconsistent or invalid.
-
-    Example:
-    >>> isinstance(TeacherLabelsError("shard missing"), ValueError)
-    True
-    """
-
-
-# -- writing ------------------------------------------------------------------
-
-
 def _arrays_of(data):
     """(x, y or None) for array data; None for a `tf.data.Dataset`."""
     import tensorflow as tf
 
     if isinstance(data, tf.data.Dataset):
         return None
-    if isinstance(data, tuple):
-        x = np.asarray(data[0])
-        y = np.asarray(data[1]) if len(data) > 1 and data[1] is not None else None
-    else:
-        x, y = np.asarray(data), None
+    x, y = inputs.unpack(data)
     if y is not None and len(y) != len(x):
         raise TeacherLabelsError(f"The inputs have {len(x)} examples but the labels have {len(y)}.")
     return x, y
@@ -102,12 +73,6 @@ def _worker_part(worker_index: int | None, num_workers: int | None) -> tuple[int
     return worker_index, num_workers
 
 
-def _manifest_name(worker_index: int, num_workers: int) -> str:
-    if num_workers == 1:
-        return MANIFEST
-    return f"manifest-part-{worker_index:05d}-of-{num_workers:05d}.json"
-
-
 def _fingerprint_teacher(teacher, teacher_id: str | None) -> str:
     import keras
 
@@ -129,20 +94,6 @@ def _fingerprint_arrays(*arrays) -> str:
             digest.update(str((array.shape, array.dtype)).encode())
             digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
-
-
-def _atomic_write_json(path: pathlib.Path, content: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(content, indent=1, sort_keys=True))
-    os.replace(temporary, path)
-
-
-def _file_digest(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _call_teacher(teacher, x: np.ndarray, kind: str, start: int):
@@ -188,49 +139,6 @@ def _call_teacher(teacher, x: np.ndarray, kind: str, start: int):
     if confidence is not None:
         confidence = np.asarray(confidence, "float32").reshape(len(x))
     return outputs, confidence
-
-
-def _top_k(outputs: np.ndarray, k: int, kind: str):
-    """(values, indices, rest log-sum-exp) of the k largest entries per position."""
-    if not 0 < k < outputs.shape[-1]:
-        raise TeacherLabelsError(
-            f"top_k must be between 1 and {outputs.shape[-1] - 1} (the number of classes "
-            f"minus one); received {k}."
-        )
-    indices = np.argsort(-outputs, axis=-1, kind="stable")[..., :k].astype("int32")
-    values = np.take_along_axis(outputs, indices, axis=-1)
-    if kind == "probabilities":
-        rest = np.log(np.maximum(1.0 - values.sum(-1), 1e-30))
-        values = np.log(np.maximum(values, 1e-30))
-    else:
-        mask = np.ones_like(outputs, dtype=bool)
-        np.put_along_axis(mask, indices, False, axis=-1)
-        rest_values = np.where(mask, outputs, -np.inf)
-        peak = rest_values.max(-1, keepdims=True)
-        rest = (peak + np.log(np.exp(rest_values - peak).sum(-1, keepdims=True)))[..., 0]
-    return values.astype("float32"), indices, rest.astype("float32")
-
-
-def _features_of(record: dict) -> dict:
-    return {
-        name: {"dtype": str(value.dtype), "shape": list(value.shape)}
-        for name, value in record.items()
-    }
-
-
-def _write_shard(path: pathlib.Path, records: list[dict]) -> None:
-    import tensorflow as tf
-
-    temporary = path.with_name(path.name + ".tmp")
-    with tf.io.TFRecordWriter(str(temporary)) as writer:
-        for record in records:
-            feature = {
-                name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.tobytes()]))
-                for name, value in record.items()
-            }
-            example = tf.train.Example(features=tf.train.Features(feature=feature))
-            writer.write(example.SerializeToString())
-    os.replace(temporary, path)
 
 
 def label_with_teacher(
@@ -294,16 +202,57 @@ def label_with_teacher(
     >>> manifest["num_examples"], len(manifest["shards"])
     (100, 3)
     """
+    output = _output_kind(teacher, output)
+    _check_arguments(teacher, output, top_k, shard_size, batch_size)
+    worker_index, num_workers = _worker_part(worker_index, num_workers)
+    plan = _plan(data, worker_index, num_workers)
+    settings = {
+        "teacher": _fingerprint_teacher(teacher, teacher_id),
+        "data": plan.data_id,
+        "output": output,
+        "top_k": top_k,
+        "shard_size": shard_size,
+        "num_workers": num_workers,
+    }
+    writer = shards.ShardWriter(pathlib.Path(path), settings, worker_index)
+    if writer.manifest.get("complete"):
+        return writer.manifest
+    kind = targets.stored_kind(output, top_k)
+    progress = _progress_bar(plan.total, verbose)
+    progress.update(writer.done)
+    started, position = time.perf_counter(), writer.done
+    for batch in _batches(data, plan, writer.done, batch_size, worker_index, num_workers):
+        x, y = inputs.unpack(batch)
+        outputs, confidence = _call_teacher(teacher, x, output, position)
+        if top_k is not None:
+            _check_top_k(top_k, outputs.shape[-1])
+        fields = kind.encode(outputs, confidence, settings)
+        if y is not None:
+            fields["labels"] = y.astype(kind.label_dtype)
+        writer.add({"x": x, **fields})
+        position += len(x)
+        rate = (position - writer.done) / max(time.perf_counter() - started, 1e-9)
+        progress.update(position, values=[("examples/s", rate)])
+    return writer.finish(position)
+
+
+def _progress_bar(total: int | None, verbose: int):
     import keras
 
-    from keras_distill.distiller import _probability_outputs
+    return keras.utils.Progbar(total, unit_name="example", verbose=verbose)
 
-    if output is None:
-        output = (
-            "probabilities"
-            if isinstance(teacher, keras.Model) and _probability_outputs(teacher, "auto", "teacher")
-            else "logits"
-        )
+
+def _output_kind(teacher, output: str | None) -> str:
+    if output is not None:
+        return output
+    import keras
+
+    if isinstance(teacher, keras.Model) and probability_outputs(teacher, "auto", "teacher"):
+        return "probabilities"
+    return "logits"
+
+
+def _check_arguments(teacher, output, top_k, shard_size, batch_size) -> None:
     if output not in OUTPUT_KINDS:
         raise ValueError(f"`output` must be one of {OUTPUT_KINDS}; received {output!r}.")
     if top_k is not None and output not in ("logits", "probabilities"):
@@ -315,196 +264,44 @@ def label_with_teacher(
     if not callable(teacher):
         raise TypeError(f"`teacher` must be a keras.Model or a callable; received {teacher!r}.")
 
-    worker_index, num_workers = _worker_part(worker_index, num_workers)
+
+def _check_top_k(k: int, classes: int) -> None:
+    if not 0 < k < classes:
+        raise TeacherLabelsError(
+            f"top_k must be between 1 and {classes - 1} (the number of classes "
+            f"minus one); received {k}."
+        )
+
+
+class _Plan(NamedTuple):
+    arrays: tuple | None  # this worker's (x, y) for array data, None for a dataset
+    data_id: str
+    total: int | None
+
+
+def _plan(data, worker_index: int, num_workers: int) -> _Plan:
+    """This worker's part of the data and the data's fingerprint."""
     arrays = _arrays_of(data)
     if arrays is None:
-        data_id = f"dataset:{data.element_spec}"
-        total = None
-    else:
-        data_id = f"arrays:{_fingerprint_arrays(*arrays)}"
-        size = len(arrays[0])
-        start, stop = size * worker_index // num_workers, size * (worker_index + 1) // num_workers
-        arrays = tuple(None if a is None else a[start:stop] for a in arrays)
-        total = stop - start
-    settings = {
-        "teacher": _fingerprint_teacher(teacher, teacher_id),
-        "data": data_id,
-        "output": output,
-        "top_k": top_k,
-        "shard_size": shard_size,
-        "num_workers": num_workers,
-    }
-    directory = pathlib.Path(path)
-    directory.mkdir(parents=True, exist_ok=True)
-    manifest_path = directory / _manifest_name(worker_index, num_workers)
-    manifest = {
-        "format": FORMAT,
-        "settings": settings,
-        "worker_index": worker_index,
-        "shards": [],
-        "complete": False,
-    }
-    if manifest_path.exists():
-        previous = json.loads(manifest_path.read_text())
-        if previous.get("settings") != settings:
-            changed = sorted(
-                key for key in settings if previous.get("settings", {}).get(key) != settings[key]
-            )
-            raise TeacherLabelsError(
-                f"{str(directory)!r} holds teacher outputs made with other {', '.join(changed)} "
-                f"({previous.get('settings')} now {settings}); refusing to mix them. Use a new "
-                "directory, or delete this one to start over."
-            )
-        manifest = previous
-        if manifest.get("complete"):
-            return manifest
-    own = "" if num_workers == 1 else f"part-{worker_index:05d}-"
-    for stale in directory.glob(f"{own}shard-*.tmp"):
-        stale.unlink()
-    done = sum(shard["examples"] for shard in manifest["shards"])
+        return _Plan(None, f"dataset:{data.element_spec}", None)
+    size = len(arrays[0])
+    start, stop = size * worker_index // num_workers, size * (worker_index + 1) // num_workers
+    part = tuple(None if a is None else a[start:stop] for a in arrays)
+    return _Plan(part, f"arrays:{_fingerprint_arrays(*arrays)}", stop - start)
 
-    if arrays is None:
+
+def _batches(data, plan: _Plan, done: int, batch_size: int, worker_index: int, num_workers: int):
+    """Batches of this worker's examples, from example `done` on."""
+    if plan.arrays is None:
         examples = data.unbatch()
         if num_workers > 1:
             examples = examples.shard(num_workers, worker_index)
-        batches = examples.skip(done).batch(batch_size).as_numpy_iterator()
-    else:
-        x_all, y_all = arrays
-        batches = (
-            (x_all[i : i + batch_size],) + (() if y_all is None else (y_all[i : i + batch_size],))
-            for i in range(done, len(x_all), batch_size)
-        )
-    progress = keras.utils.Progbar(total, unit_name="example", verbose=verbose)
-    progress.update(done)
-    started, labelled = time.perf_counter(), 0
-    pending: list[dict] = []
-
-    def flush():
-        index = len(manifest["shards"])
-        prefix = "" if num_workers == 1 else f"part-{worker_index:05d}-"
-        name = f"{prefix}shard-{index:05d}.tfrecord"
-        _write_shard(directory / name, pending)
-        manifest["shards"].append(
-            {"file": name, "examples": len(pending), "sha256": _file_digest(directory / name)}
-        )
-        manifest["features"] = _features_of(pending[0])
-        _atomic_write_json(manifest_path, manifest)
-        pending.clear()
-
-    position = done
-    for batch in batches:
-        if isinstance(batch, (tuple, list)):
-            x = np.asarray(batch[0])
-            y = np.asarray(batch[1]) if len(batch) > 1 else None
-        else:
-            x, y = np.asarray(batch), None
-        outputs, confidence = _call_teacher(teacher, x, output, position)
-        for i in range(len(x)):
-            record = {"x": x[i]}
-            if y is not None:
-                record["labels"] = (
-                    y[i].astype("float32") if output == "scores" else y[i].astype("int32")
-                )
-            if top_k is not None:
-                values, indices, rest = _top_k(outputs[i], top_k, output)
-                record.update(topk_values=values, topk_indices=indices, rest_logsumexp=rest)
-            else:
-                record["teacher"] = outputs[i]
-            if confidence is not None:
-                record["confidence"] = confidence[i]
-            pending.append({k: np.asarray(v) for k, v in record.items()})
-            if len(pending) == shard_size:
-                flush()
-        position += len(x)
-        labelled += len(x)
-        rate = labelled / max(time.perf_counter() - started, 1e-9)
-        progress.update(position, values=[("examples/s", rate)])
-    if pending:
-        flush()
-    stored_bytes = sum((directory / shard["file"]).stat().st_size for shard in manifest["shards"])
-    manifest.update(
-        complete=True,
-        num_examples=position,
-        bytes_per_example=round(stored_bytes / max(position, 1), 1),
+        return examples.skip(done).batch(batch_size).as_numpy_iterator()
+    x_all, y_all = plan.arrays
+    return (
+        (x_all[i : i + batch_size],) + (() if y_all is None else (y_all[i : i + batch_size],))
+        for i in range(done, len(x_all), batch_size)
     )
-    _atomic_write_json(manifest_path, manifest)
-    return manifest
-
-
-# -- reading ----------------------------------------------------------------
-
-
-def _read_json(path: pathlib.Path) -> dict:
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise TeacherLabelsError(f"{str(path)!r} is not valid JSON: {error}") from None
-    if manifest.get("format") != FORMAT:
-        raise TeacherLabelsError(
-            f"{str(path)!r} has format {manifest.get('format')!r}; expected {FORMAT!r}."
-        )
-    return manifest
-
-
-def _check_shards(directory: pathlib.Path, manifest: dict) -> None:
-    for shard in manifest["shards"]:
-        file = directory / shard["file"]
-        if not file.exists():
-            raise TeacherLabelsError(
-                f"Shard {shard['file']!r} listed in the manifest is missing from "
-                f"{str(directory)!r}."
-            )
-        if _file_digest(file) != shard["sha256"]:
-            raise TeacherLabelsError(
-                f"Shard {shard['file']!r} does not match its checksum in the manifest: the file "
-                "is corrupt or was changed. Delete it and the manifest entry, or relabel."
-            )
-
-
-def _read_manifests(directory: pathlib.Path, allow_incomplete: bool, verify: bool) -> list[dict]:
-    """The complete manifest(s) to load, in part order, after every check."""
-    single = directory / MANIFEST
-    parts = sorted(directory.glob("manifest-part-*-of-*.json"))
-    if single.exists():
-        manifests = [_read_json(single)]
-    elif parts:
-        manifests = [_read_json(part) for part in parts]
-        counts = {m["settings"]["num_workers"] for m in manifests}
-        settings = {json.dumps(m["settings"], sort_keys=True) for m in manifests}
-        if len(counts) > 1 or len(settings) > 1:
-            raise TeacherLabelsError(
-                f"{str(directory)!r} holds parts of different labelling runs (num_workers "
-                f"{sorted(counts)}): they may overlap. Keep one run's parts per directory."
-            )
-        count = counts.pop()
-        present = {m["worker_index"]: m for m in manifests}
-        missing = [i for i in range(count) if i not in present]
-        unfinished = [i for i, m in sorted(present.items()) if not m.get("complete")]
-        if (missing or unfinished) and not allow_incomplete:
-            raise TeacherLabelsError(
-                f"The teacher outputs in {str(directory)!r} do not cover the data: of "
-                f"{count} parts, missing {missing or 'none'}, unfinished {unfinished or 'none'}. "
-                "Run (or rerun) label_with_teacher for those worker indices, or pass "
-                "allow_incomplete=True to load the complete parts only."
-            )
-        manifests = [present[i] for i in sorted(present) if present[i].get("complete")]
-        if not manifests:
-            raise TeacherLabelsError(f"No part in {str(directory)!r} is complete yet.")
-    else:
-        raise TeacherLabelsError(
-            f"No {MANIFEST} in {str(directory)!r}: not a label_with_teacher output directory."
-        )
-    for manifest in manifests:
-        if not manifest.get("complete"):
-            done = sum(shard["examples"] for shard in manifest.get("shards", []))
-            raise TeacherLabelsError(
-                f"The teacher outputs in {str(directory)!r} are incomplete ({done} examples in "
-                f"{len(manifest.get('shards', []))} shards); rerun the same label_with_teacher "
-                "call to finish them."
-            )
-        if verify:
-            _check_shards(directory, manifest)
-    return manifests
 
 
 def load_teacher_labels(
@@ -556,48 +353,13 @@ def load_teacher_labels(
     import tensorflow as tf
 
     directory = pathlib.Path(path)
-    manifests = _read_manifests(directory, allow_incomplete, verify)
+    manifests = shards.read_manifests(directory, allow_incomplete, verify)
     features = manifests[0]["features"]
     output = manifests[0]["settings"]["output"]
     files = [str(directory / shard["file"]) for m in manifests for shard in m["shards"]]
     num_examples = sum(m["num_examples"] for m in manifests)
-    spec = {name: tf.io.FixedLenFeature([], tf.string) for name in features}
-
-    def decode(name, raw):
-        info = features[name]
-        return tf.reshape(tf.io.decode_raw(raw[name], info["dtype"]), info["shape"])
-
-    def parse(serialized):
-        raw = tf.io.parse_single_example(serialized, spec)
-        targets = {}
-        if "topk_values" in features:
-            targets["teacher_topk_values"] = decode("topk_values", raw)
-            targets["teacher_topk_indices"] = decode("topk_indices", raw)
-            targets["teacher_rest_logsumexp"] = decode("rest_logsumexp", raw)
-            label_shape = features["topk_values"]["shape"][:-1]
-        elif output == "labels":
-            targets["teacher_labels"] = decode("teacher", raw)
-            label_shape = features["teacher"]["shape"]
-        elif output == "scores":
-            targets["teacher_scores"] = decode("teacher", raw)
-            label_shape = features["teacher"]["shape"]
-        else:
-            logits = decode("teacher", raw)
-            if output == "probabilities":
-                logits = tf.math.log(tf.maximum(logits, 1e-30))
-            targets["teacher_logits"] = logits
-            label_shape = features["teacher"]["shape"][:-1]
-        if "confidence" in features:
-            targets["teacher_confidence"] = decode("confidence", raw)
-        if "labels" in features:
-            targets["labels"] = decode("labels", raw)
-            targets["label_mask"] = tf.constant(1.0)
-        else:
-            dtype = tf.float32 if output == "scores" else tf.int32
-            targets["labels"] = tf.zeros(label_shape, dtype)
-            targets["label_mask"] = tf.constant(0.0)
-        return decode("x", raw), targets
-
+    kind = targets.stored_kind(output, manifests[0]["settings"].get("top_k"))
+    parse = shards.record_parser(features, kind)
     dataset = (
         tf.data.TFRecordDataset(files)
         .map(parse, num_parallel_calls=tf.data.AUTOTUNE)

@@ -5,6 +5,7 @@ import tensorflow as tf
 from conftest import SCE, mlp
 
 from keras_distill import Distiller, losses
+from keras_distill.models import probability_outputs
 
 
 def compiled(distiller, optimizer=None, **kwargs):
@@ -99,11 +100,9 @@ def test_softmax_teacher_is_detected_and_matches_the_logit_teacher(digits, teach
     x, y = digits.x_train[:128], digits.y_train[:128]
     softmax_teacher = keras.Sequential([keras.Input((64,)), teacher, keras.layers.Softmax()])
     dense_softmax = mlp([8], seed=5, activation="softmax")
-    from keras_distill.distiller import _probability_outputs
-
-    assert _probability_outputs(softmax_teacher, "auto", "teacher")
-    assert _probability_outputs(dense_softmax, "auto", "teacher")
-    assert not _probability_outputs(teacher, "auto", "teacher")
+    assert probability_outputs(softmax_teacher, "auto", "teacher")
+    assert probability_outputs(dense_softmax, "auto", "teacher")
+    assert not probability_outputs(teacher, "auto", "teacher")
 
     def distillation_loss(model, **kwargs):
         distiller = compiled(Distiller(model, mlp([8], seed=6), temperature=2.0, **kwargs))

@@ -11,7 +11,7 @@ import pytest
 from conftest import SCE
 
 from keras_distill import cli, micro
-from keras_distill.micro import convert, verify
+from keras_distill.micro import convert, model_info, verify
 
 STUBS = pathlib.Path(__file__).parent / "stubs"
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mlperf-tiny"
@@ -59,7 +59,7 @@ def cnn_export(cnn, digits, tmp_path_factory):
 
 def assert_arena_is_minimal(result):
     path = str(result.tflite_path)
-    info = verify.inspect_model(result.tflite_path.read_bytes())
+    info = model_info.inspect_model(result.tflite_path.read_bytes())
     assert verify._probe(path, result.arena_bytes, len(info.inputs)).returncode == 0
     smaller = result.arena_bytes - verify.ARENA_RESOLUTION
     assert verify._probe(path, smaller, len(info.inputs)).returncode != 0

@@ -199,7 +199,7 @@ def test_tf_keras_distiller_works_multi_worker_too():
     for code, output in run_cluster(LEGACY, ""):
         assert code == 0, output[-3000:]
         reports.append(parse(output))
-    assert reports[0]["type"] == "LegacyDistiller"
+    assert reports[0]["type"] == "TFKerasDistiller"
     for a, b in zip(reports[0]["weights"], reference["weights"]):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert (

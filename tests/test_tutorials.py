@@ -95,7 +95,7 @@ def test_05_quantization_aware_distillation(tmp_path):
     notebook = execute(TUTORIALS[4], tmp_path)
     text = outputs(notebook)
     assert "tf.keras is tf_keras" in text
-    assert "LegacyDistiller temperatures: [2.0" in text
+    assert "TFKerasDistiller temperatures: [2.0" in text
     qat = float(re.search(r"distilled quantization-aware:\s+([\d.]+)% in TFLM", text)[1])
     ptq = float(re.search(r"post-training int8:\s+([\d.]+)% in TFLM", text)[1])
     assert qat >= 85.0 and ptq >= 85.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from keras_distill.micro.verify import ModelInfo, TensorInfo
+from keras_distill.micro.model_info import ModelInfo, TensorInfo
 
 # MicroMutableOpResolver methods whose names do not follow CamelCase(OP_NAME).
 _METHOD_EXCEPTIONS = {

@@ -6,22 +6,14 @@ import contextlib
 import io
 import re
 import warnings
-from collections.abc import Iterable
 
 import numpy as np
 
-from keras_distill.micro.errors import MicroExportError, layers_mentioned
+from keras_distill import inputs
+from keras_distill.micro.errors import HINTS, MicroExportError, layers_mentioned
+from keras_distill.models import is_tf_keras
 
 DEFAULT_NUM_SAMPLES = 200
-
-# What to use instead of layers whose ops TFLite Micro (or the int8 converter) lacks.
-HINTS = {
-    "GELU": "use activation='relu' (or 'relu6'/'hard_swish') in that layer",
-    "TOPK_V2": "sorting and top-k are not TFLM kernels; do them in firmware on the output",
-    "Erf": "erf-based activations such as exact GELU are not TFLite builtins; use 'relu'",
-    "FlexOps": "replace the layer by standard Dense/Conv2D/pooling/activation layers",
-}
-
 
 def representative_samples(
     data, input_shape: tuple, num_samples: int = DEFAULT_NUM_SAMPLES
@@ -45,18 +37,16 @@ def representative_samples(
     >>> representative_samples(np.zeros((500, 4)), (4,)).shape
     (200, 4)
     """
-    if isinstance(data, np.ndarray) or isinstance(data, (list, tuple)):
-        samples = np.asarray(data, dtype="float32")[:num_samples]
-    else:
-        samples = _from_dataset(data, input_shape, num_samples)
-    expected = tuple(input_shape)
-    if samples.ndim == len(expected):  # a single example without batch axis
-        samples = samples[None]
-    if len(samples) == 0:
+    samples, _ = inputs.collect(data, example_rank=len(input_shape), limit=num_samples)
+    if samples.size == 0:
         raise MicroExportError(
             "The representative data is empty; give at least one (ideally a few hundred) "
             "typical inputs so that the int8 ranges can be calibrated."
         )
+    samples = samples.astype("float32")
+    expected = tuple(input_shape)
+    if samples.ndim == len(expected):  # a single example without batch axis
+        samples = samples[None]
     got = tuple(samples.shape[1:])
     if len(got) != len(expected) or any(
         e is not None and e != g for e, g in zip(expected, got, strict=True)
@@ -66,23 +56,6 @@ def representative_samples(
             f"inputs of shape {expected} (without the batch axis)."
         )
     return samples
-
-
-def _from_dataset(dataset: Iterable, input_shape: tuple, num_samples: int) -> np.ndarray:
-    rank = len(input_shape)
-    taken, count = [], 0
-    for element in dataset:
-        x = element[0] if isinstance(element, (tuple, list)) else element
-        x = np.asarray(x, dtype="float32")
-        if x.ndim == rank:
-            x = x[None]
-        taken.append(x)
-        count += len(x)
-        if count >= num_samples:
-            break
-    if not taken:
-        return np.zeros((0, *[d or 1 for d in input_shape]), "float32")
-    return np.concatenate(taken)[:num_samples]
 
 
 def to_int8_tflite(
@@ -119,9 +92,7 @@ def to_int8_tflite(
     """
     import tensorflow as tf
 
-    from keras_distill import legacy
-
-    if legacy.is_tf_keras(model):  # e.g. a tensorflow-model-optimization student
+    if is_tf_keras(model):  # e.g. a tensorflow-model-optimization student
         import tf_keras as flavour
     else:
         import keras as flavour

@@ -2,6 +2,15 @@
 
 import re
 
+# What to use instead of layers whose ops TFLite Micro (or the int8 converter) lacks.
+HINTS = {
+    "GELU": "use activation='relu' (or 'relu6'/'hard_swish') in that layer",
+    "TOPK_V2": "sorting and top-k are not TFLM kernels; do them in firmware on the output",
+    "Erf": "erf-based activations such as exact GELU are not TFLite builtins; use 'relu'",
+    "FlexOps": "replace the layer by standard Dense/Conv2D/pooling/activation layers",
+}
+
+
 
 class MicroExportError(ValueError):
     """A model, its data or its budget does not allow a TFLite Micro export.

@@ -6,7 +6,6 @@ arena) runs in a subprocess, so the user's process never goes down with it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
@@ -16,7 +15,8 @@ import tempfile
 
 import numpy as np
 
-from keras_distill.micro.errors import MicroExportError, layers_mentioned
+from keras_distill.micro.errors import HINTS, MicroExportError, layers_mentioned
+from keras_distill.micro.model_info import ModelInfo
 
 ARENA_RESOLUTION = 16  # bytes; TFLM aligns arena allocations to 16 bytes
 _MAX_ARENA = 1 << 28
@@ -41,118 +41,6 @@ except RuntimeError as error:
     print(error, file=sys.stderr)
     sys.exit(3)
 """
-
-
-@dataclasses.dataclass(frozen=True)
-class TensorInfo:
-    """Shape, type and int8 quantization of a model input or output.
-
-    Example:
-    >>> TensorInfo((1, 64), "int8", 0.0039, -128).quantize(np.array([1.0]))
-    array([127], dtype=int8)
-    """
-
-    shape: tuple
-    dtype: str
-    scale: float
-    zero_point: int
-
-    def quantize(self, values: np.ndarray) -> np.ndarray:
-        """Real values to the tensor's type: `q = round(x / scale) + zero_point`."""
-        if self.dtype == "float32" or not self.scale:
-            return np.asarray(values, self.dtype)
-        info = np.iinfo(self.dtype)
-        q = np.round(np.asarray(values) / self.scale) + self.zero_point
-        return np.clip(q, info.min, info.max).astype(self.dtype)
-
-    def dequantize(self, values: np.ndarray) -> np.ndarray:
-        """The tensor's values as reals: `x = scale * (q - zero_point)`."""
-        if self.dtype == "float32" or not self.scale:
-            return np.asarray(values, "float32")
-        return (self.scale * (np.asarray(values, "float32") - self.zero_point)).astype("float32")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelInfo:
-    """What a `.tflite` flatbuffer contains: its ops and its I/O tensors.
-
-    Example:
-    >>> ModelInfo(ops=("FULLY_CONNECTED",), op_tensors={}, inputs=(), outputs=()).ops
-    ('FULLY_CONNECTED',)
-    """
-
-    ops: tuple  # builtin op names, in order of first use
-    op_tensors: dict  # op name -> names of the tensors it produces
-    inputs: tuple  # TensorInfo per input
-    outputs: tuple  # TensorInfo per output
-
-
-def inspect_model(model_bytes: bytes) -> ModelInfo:
-    """Reads the ops and the input/output tensors of a `.tflite` model.
-
-    Args:
-        model_bytes: The flatbuffer.
-
-    Returns:
-        A `ModelInfo`.
-
-    Raises:
-        MicroExportError: If the bytes are not a TFLite flatbuffer.
-
-    Example:
-    >>> import keras
-    >>> from keras_distill.micro.convert import to_int8_tflite
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> inspect_model(to_int8_tflite(model, np.random.rand(8, 4))).ops
-    ('FULLY_CONNECTED',)
-    """
-    from tflite_micro.python.tflite_micro import runtime
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
-    if len(model_bytes) < 8 or model_bytes[4:8] != b"TFL3":
-        raise MicroExportError(
-            "This is not a TFLite model (no 'TFL3' flatbuffer identifier); give a Keras "
-            "model, a .keras file or a .tflite file."
-        )
-    model = runtime.convert_bytearray_to_object(bytearray(model_bytes))
-    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if name.isupper()}
-    ops, op_tensors = [], {}
-    for subgraph in model.subgraphs:
-        for operator in subgraph.operators if subgraph.operators is not None else []:
-            code = model.operatorCodes[operator.opcodeIndex]
-            name = names.get(runtime.get_builtin_code_from_operator_code(code), "UNKNOWN")
-            if name == "CUSTOM":
-                name = f"CUSTOM:{code.customCode.decode()}"
-            if name not in op_tensors:
-                ops.append(name)
-                op_tensors[name] = []
-            op_tensors[name] += [_tensor_name(subgraph.tensors[i]) for i in operator.outputs]
-    main = model.subgraphs[0]
-    types = {value: name.lower() for name, value in vars(schema.TensorType).items()}
-
-    def tensor_info(index):
-        tensor = main.tensors[index]
-        quantization = tensor.quantization
-        scale = quantization.scale if quantization is not None else None
-        zero = quantization.zeroPoint if quantization is not None else None
-        return TensorInfo(
-            shape=tuple(int(d) for d in tensor.shape),
-            dtype=types[tensor.type],
-            scale=float(scale[0]) if scale is not None and len(scale) else 0.0,
-            zero_point=int(zero[0]) if zero is not None and len(zero) else 0,
-        )
-
-    return ModelInfo(
-        ops=tuple(ops),
-        op_tensors=op_tensors,
-        inputs=tuple(tensor_info(i) for i in main.inputs),
-        outputs=tuple(tensor_info(i) for i in main.outputs),
-    )
-
-
-def _tensor_name(tensor) -> str:
-    name = tensor.name
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _probe(path: str, arena: int, num_inputs: int) -> subprocess.CompletedProcess:
@@ -182,6 +70,7 @@ def check_kernels(path: str, info: ModelInfo, layer_names: tuple = ()) -> int:
     Example:
     >>> import keras, tempfile
     >>> from keras_distill.micro.convert import to_int8_tflite
+    >>> from keras_distill.micro.model_info import inspect_model
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     >>> tflite = to_int8_tflite(model, np.random.rand(8, 4))
     >>> with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
@@ -189,8 +78,6 @@ def check_kernels(path: str, info: ModelInfo, layer_names: tuple = ()) -> int:
     ...     check_kernels(f.name, inspect_model(tflite)) > 0
     True
     """
-    from keras_distill.micro.convert import HINTS
-
     size = os.path.getsize(path)
     arena = min(_MAX_ARENA, max(1 << 20, 16 * size))
     result = _probe(path, arena, len(info.inputs))
@@ -233,6 +120,7 @@ def measure_arena(path: str, info: ModelInfo, reported: int) -> int:
     Example:
     >>> import keras, tempfile
     >>> from keras_distill.micro.convert import to_int8_tflite
+    >>> from keras_distill.micro.model_info import inspect_model
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     >>> tflite = to_int8_tflite(model, np.random.rand(8, 4))
     >>> with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
@@ -288,6 +176,7 @@ def run_tflm(model_bytes: bytes, info: ModelInfo, x: np.ndarray, arena: int) -> 
     Example:
     >>> import keras
     >>> from keras_distill.micro.convert import to_int8_tflite
+    >>> from keras_distill.micro.model_info import inspect_model
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     >>> tflite = to_int8_tflite(model, np.random.rand(8, 4))
     >>> run_tflm(tflite, inspect_model(tflite), np.random.rand(3, 4), 4096).shape

@@ -1,4 +1,4 @@
-"""`export`: a Keras model or `.tflite` file to verified TFLite Micro C++ sources."""
+"""`export` (a Keras model or `.tflite` file to verified TFLite Micro C++) and `MicroExport`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import tempfile
 
 import numpy as np
 
-from keras_distill import legacy, optimize
-from keras_distill.micro import codegen, convert, verify
+from keras_distill import inputs, markdown, models
+from keras_distill.micro import codegen, convert, model_info, verify
 from keras_distill.micro.boards import get_board
 from keras_distill.micro.errors import MicroExportError
 
@@ -122,8 +122,7 @@ class MicroExport:
                     f"{self.ram_bytes:,} B",
                 )
             )
-        lines = ["| | |", "|---|---|"] + [f"| {key} | {value} |" for key, value in rows]
-        return "\n".join(lines)
+        return markdown.table(["", ""], rows, align="ll")
 
 
 def export(
@@ -188,46 +187,14 @@ def export(
     >>> result.header_path.name, result.ops
     ('tiny_model_data.h', ('FULLY_CONNECTED',))
     """
-    from keras_distill import __version__
-
-    try:
-        codegen.check_identifier(name)
-    except ValueError as error:
-        raise MicroExportError(str(error)) from None
-    output_dir = pathlib.Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise MicroExportError(f"The output directory {str(output_dir)!r} is a file.")
-    if not 0 <= arena_margin <= 10:
-        raise MicroExportError(f"`arena_margin` must be in [0, 10]; received {arena_margin!r}.")
-    board_name, flash_bytes, ram_bytes = _budget(board, flash_bytes, ram_bytes)
-
+    board_name, flash_bytes, ram_bytes = _checked_settings(
+        name, output_dir, arena_margin, board, flash_bytes, ram_bytes
+    )
     keras_model, model_bytes = _load(model)
     if keras_model is not None:
-        if len(keras_model.inputs) != 1:
-            raise MicroExportError(
-                f"Only single-input models can be exported; {keras_model.name!r} has "
-                f"{len(keras_model.inputs)} inputs."
-            )
-        samples = None
-        if representative_data is not None:
-            input_shape = tuple(keras_model.inputs[0].shape[1:])
-            samples = convert.representative_samples(representative_data, input_shape, num_samples)
-        elif not _quantization_aware(keras_model):
-            raise MicroExportError(
-                "`representative_data` is required to convert a Keras model to int8: give a "
-                "few hundred typical inputs (e.g. training examples). Only quantization-aware "
-                "(tfmot) models carry their own ranges."
-            )
-        model_bytes = convert.to_int8_tflite(keras_model, samples, float_io=float_io)
-
-    info = verify.inspect_model(model_bytes)
-    probe_path = verify.write_temporary(model_bytes)
-    try:
-        layer_names = tuple(layer.name for layer in getattr(keras_model, "layers", []))
-        reported = verify.check_kernels(probe_path, info, layer_names)
-        arena = verify.measure_arena(probe_path, info, reported)
-    finally:
-        os.remove(probe_path)
+        model_bytes = _convert(keras_model, representative_data, float_io, num_samples)
+    info = model_info.inspect_model(model_bytes)
+    arena = _measured_arena(model_bytes, info, keras_model)
     recommended = int(math.ceil(arena * (1 + arena_margin) / 16) * 16)
     validation = (
         _validate(keras_model, model_bytes, info, validation_data, recommended)
@@ -235,18 +202,8 @@ def export(
         else None
     )
     _check_budget(len(model_bytes), recommended, flash_bytes, ram_bytes, board_name)
-
     paths = _write_atomically(
-        output_dir,
-        {
-            f"{name}.tflite": model_bytes,
-            f"{name}_model_data.cc": codegen.array_source(
-                name, info, model_bytes, __version__
-            ).encode(),
-            f"{name}_model_data.h": codegen.header_source(
-                name, info, arena, recommended, __version__
-            ).encode(),
-        },
+        pathlib.Path(output_dir), _sources(name, info, model_bytes, arena, recommended)
     )
     return MicroExport(
         name=name,
@@ -265,8 +222,68 @@ def export(
         board=board_name,
         flash_bytes=flash_bytes,
         ram_bytes=ram_bytes,
-        sparsity=None if keras_model is None else optimize.sparsity(keras_model),
+        sparsity=None if keras_model is None else models.sparsity(keras_model),
     )
+
+
+def _checked_settings(name, output_dir, arena_margin, board, flash_bytes, ram_bytes):
+    """Checks the arguments that need no model; returns the board's budget."""
+    try:
+        codegen.check_identifier(name)
+    except ValueError as error:
+        raise MicroExportError(str(error)) from None
+    output_dir = pathlib.Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise MicroExportError(f"The output directory {str(output_dir)!r} is a file.")
+    if not 0 <= arena_margin <= 10:
+        raise MicroExportError(f"`arena_margin` must be in [0, 10]; received {arena_margin!r}.")
+    return _budget(board, flash_bytes, ram_bytes)
+
+
+def _convert(keras_model, representative_data, float_io: bool, num_samples: int) -> bytes:
+    """The int8 flatbuffer of a Keras model, calibrated on the representative data."""
+    if len(keras_model.inputs) != 1:
+        raise MicroExportError(
+            f"Only single-input models can be exported; {keras_model.name!r} has "
+            f"{len(keras_model.inputs)} inputs."
+        )
+    samples = None
+    if representative_data is not None:
+        input_shape = tuple(keras_model.inputs[0].shape[1:])
+        samples = convert.representative_samples(representative_data, input_shape, num_samples)
+    elif not _quantization_aware(keras_model):
+        raise MicroExportError(
+            "`representative_data` is required to convert a Keras model to int8: give a "
+            "few hundred typical inputs (e.g. training examples). Only quantization-aware "
+            "(tfmot) models carry their own ranges."
+        )
+    return convert.to_int8_tflite(keras_model, samples, float_io=float_io)
+
+
+def _measured_arena(model_bytes: bytes, info, keras_model) -> int:
+    """Checks that TFLM has every kernel; returns the smallest arena that runs."""
+    probe_path = verify.write_temporary(model_bytes)
+    try:
+        layer_names = tuple(layer.name for layer in getattr(keras_model, "layers", []))
+        reported = verify.check_kernels(probe_path, info, layer_names)
+        return verify.measure_arena(probe_path, info, reported)
+    finally:
+        os.remove(probe_path)
+
+
+def _sources(name: str, info, model_bytes: bytes, arena: int, recommended: int) -> dict:
+    """The files of an export: the flatbuffer, its C++ array and the header."""
+    from keras_distill import __version__
+
+    return {
+        f"{name}.tflite": model_bytes,
+        f"{name}_model_data.cc": codegen.array_source(
+            name, info, model_bytes, __version__
+        ).encode(),
+        f"{name}_model_data.h": codegen.header_source(
+            name, info, arena, recommended, __version__
+        ).encode(),
+    }
 
 
 def _quantization_aware(model) -> bool:
@@ -287,7 +304,7 @@ def _load(model):
     """Returns (keras_model or None, tflite bytes or None)."""
     import keras
 
-    if isinstance(model, keras.Model) or legacy.is_tf_keras(model):
+    if isinstance(model, keras.Model) or models.is_tf_keras(model):
         return model, None
     if isinstance(model, (bytes, bytearray)):
         return None, bytes(model)
@@ -314,27 +331,11 @@ def _load(model):
     )
 
 
-def _validation_arrays(data):
-    if isinstance(data, tuple):
-        return np.asarray(data[0], "float32"), (np.asarray(data[1]) if len(data) > 1 else None)
-    if isinstance(data, np.ndarray):
-        return data.astype("float32"), None
-    xs, ys = [], []
-    for element in data:
-        if isinstance(element, (tuple, list)):
-            xs.append(np.asarray(element[0]))
-            if len(element) > 1:
-                ys.append(np.asarray(element[1]))
-        else:
-            xs.append(np.asarray(element))
-    x = np.concatenate([a if a.ndim > 1 else a[None] for a in xs]).astype("float32")
-    y = np.concatenate([b.reshape(-1) for b in ys]) if ys else None
-    return x, y
-
-
 def _validate(keras_model, model_bytes, info, data, arena) -> dict:
-    x, y = _validation_arrays(data)
     expected = info.inputs[0].shape[1:]
+    x, y = inputs.collect(data, example_rank=len(expected))
+    x = x.astype("float32")
+    y = None if y is None else y.reshape(-1)
     if tuple(x.shape[1:]) != tuple(expected):
         raise MicroExportError(
             f"The validation data has examples of shape {tuple(x.shape[1:])}, but the "

@@ -1,0 +1,276 @@
+"""`BaseDistiller`: what every `Distiller` does, whichever Keras flavour it trains.
+
+A distiller is a training shell around `keras_distill.objective`: it holds the
+temperature and alpha variables and the loss trackers, runs the frozen teacher
+and the student, and lets the optimizer update the student. The Keras 3
+`Distiller` (`distiller.py`) and the tf_keras one (`tf_keras_distiller.py`)
+subclass it next to their flavour's `Model` and only say how that flavour
+makes variables and metrics and computes its compiled loss.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_distill import losses as losses_lib
+from keras_distill import objective, targets
+from keras_distill.models import as_logits, check_compatible, probability_outputs, symbolic_outputs
+
+LOSS_KEYS = ("loss", "student_loss", "distillation_loss")
+SCHEDULED_KEYS = ("temperature", "alpha")
+
+
+class BaseDistiller(abc.ABC):
+    """The shared base of the Keras 3 and the tf_keras `Distiller`.
+
+    `isinstance(model, BaseDistiller)` is true for both flavours (and
+    `isinstance(model, keras_distill.Distiller)` too). Subclasses put it first
+    among their bases, before their flavour's `Model`, and implement
+    `_scalar_variable`, `_mean_metric` and `_hard_loss`.
+
+    Example:
+    >>> import keras
+    >>> from keras_distill import Distiller
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> isinstance(Distiller(None, student), BaseDistiller)
+    True
+    """
+
+    _model_class: type = object  # the flavour's Model class, set by each subclass
+
+    def __init__(self, teacher, student, temperature=1.0, alpha=0.5,
+                 distillation_loss="kl_divergence", teacher_output="auto",
+                 student_output="auto", **kwargs):  # fmt: skip
+        self._check_models(teacher, student)
+        temperature = objective.checked_temperature(temperature)
+        alpha = objective.checked_alpha(alpha)
+        loss_fn = losses_lib.get(distillation_loss)
+        teacher_probabilities = teacher is not None and probability_outputs(
+            teacher, teacher_output, "teacher"
+        )
+        student_probabilities = probability_outputs(student, student_output, "student")
+        teacher_outputs = symbolic_outputs(teacher) if teacher is not None else None
+        student_outputs = symbolic_outputs(student)
+        if teacher_outputs and student_outputs:
+            check_compatible(teacher_outputs, student_outputs, "at construction")
+
+        super().__init__(**kwargs)
+        self.teacher = teacher
+        self.student = student
+        self.distillation_loss = distillation_loss
+        self.teacher_output = teacher_output
+        self.student_output = student_output
+        self._distillation_loss_fn = loss_fn
+        self._teacher_probabilities = teacher_probabilities
+        self._student_probabilities = student_probabilities
+        self._temperature = self._scalar_variable("temperature", temperature)
+        self._alpha = self._scalar_variable("alpha", alpha)
+        self._make_trackers()
+        # Built models make a built distiller (BackupAndRestore needs one).
+        self.built = (teacher is None or teacher.built) and student.built
+
+    def _check_models(self, teacher, student) -> None:
+        kind = f"{self._model_class.__module__.split('.')[0]}.Model"
+        for role, model in (("teacher", teacher), ("student", student)):
+            optional = role == "teacher" and model is None
+            if not isinstance(model, self._model_class) and not optional:
+                raise TypeError(f"`{role}` must be a {kind}; received {type(model).__name__}.")
+        if teacher is student:
+            raise ValueError(
+                "`teacher` and `student` are the same model object; distillation "
+                "needs a separate student (e.g. a smaller keras.Model)."
+            )
+        if not student.trainable or (student.built and not student.trainable_weights):
+            raise ValueError(
+                f"The student {student.name!r} has no trainable weights "
+                f"(student.trainable={student.trainable}); there is nothing to train."
+            )
+
+    # -- what each flavour provides --------------------------------------------
+
+    @abc.abstractmethod
+    def _scalar_variable(self, name: str, value: float):
+        """A non-trainable float32 scalar variable of this flavour."""
+
+    @abc.abstractmethod
+    def _make_trackers(self) -> None:
+        """Sets `_loss_tracker`, `_student_loss_tracker`, `_distillation_loss_tracker`."""
+
+    @abc.abstractmethod
+    def _hard_loss(self, x, labels, y_pred, sample_weight, training):
+        """The compiled loss on the hard labels (with the student's added losses)."""
+
+    def _scale_loss(self, loss):
+        return loss
+
+    def _global_logs(self, logs: dict) -> dict:
+        return logs
+
+    # -- temperature and alpha ------------------------------------------------
+
+    @property
+    def temperature(self):
+        """The softmax temperature, a non-trainable float32 variable.
+
+        Assign a number (`distiller.temperature = 2.0`) to change it; it is
+        checked to be > 0.
+        """
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature.assign(objective.checked_temperature(value))
+
+    @property
+    def alpha(self):
+        """The weight of the hard-label loss, a non-trainable float32 variable.
+
+        Assign a number in [0, 1] (`distiller.alpha = 0.5`) to change it.
+        """
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self._alpha.assign(objective.checked_alpha(value))
+
+    def scheduled_values(self) -> dict:
+        """The current temperature and alpha as Python floats.
+
+        Example:
+        >>> import keras
+        >>> from keras_distill import Distiller
+        >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> Distiller(None, student, temperature=2.0).scheduled_values()
+        {'temperature': 2.0, 'alpha': 0.5}
+        """
+        return {key: float(ops.convert_to_numpy(getattr(self, key))) for key in SCHEDULED_KEYS}
+
+    # -- the teacher is frozen without touching it ---------------------------
+
+    def _without_teacher(self, variables: list) -> list:
+        if self.teacher is None:
+            return variables
+        teacher_ids = {id(v) for v in self.teacher.variables}
+        return [v for v in variables if id(v) not in teacher_ids]
+
+    def _complement(self, variables: list, trainable: list) -> list:
+        trainable_ids = {id(v) for v in trainable}
+        return [v for v in variables if id(v) not in trainable_ids]
+
+    @property
+    def trainable_weights(self) -> list:
+        """The student's trainable weights; the teacher's are never trained."""
+        return self._without_teacher(super().trainable_weights)
+
+    @property
+    def non_trainable_weights(self) -> list:
+        """All weights but the student's trainable ones, the teacher's included."""
+        return self._complement(self.weights, self.trainable_weights)
+
+    @property
+    def trainable_variables(self) -> list:
+        """The student's trainable variables; the teacher's are never trained."""
+        return self._without_teacher(super().trainable_variables)
+
+    @property
+    def non_trainable_variables(self) -> list:
+        """All variables but the student's trainable ones."""
+        return self._complement(self.variables, self.trainable_variables)
+
+    @property
+    def losses(self) -> list:
+        """The student's added losses (e.g. weight regularization) only."""
+        return self.student.losses
+
+    # -- forward pass and training step ---------------------------------------
+
+    def build(self, input_shape) -> None:
+        """Builds the teacher and the student for inputs of `input_shape`."""
+        for model in (self.teacher, self.student):
+            if model is not None and not model.built:
+                model.build(input_shape)
+
+    def call(self, inputs, training=None):
+        """Returns the student's predictions."""
+        return self.student(inputs, training=training)
+
+    def _teacher_logits(self, x):
+        if self.teacher is None:
+            return None
+        outputs = self.teacher(x, training=False)
+        outputs = keras.tree.map_structure(tf.stop_gradient, outputs)
+        return as_logits(outputs, self._teacher_probabilities)
+
+    def _objective(self, x, y, y_pred, teacher_logits, sample_weight, training):
+        """Returns the total loss, scaled per replica; updates the loss trackers."""
+        labels, label_mask, stored = targets.split_targets(y)
+        if labels is not None:
+            weight = objective.hard_sample_weight(sample_weight, label_mask, labels)
+            student_loss = self._hard_loss(x, labels, y_pred, weight, training)
+        else:
+            student_loss = ops.sum([ops.cast(loss, "float32") for loss in self.losses] or [0.0])
+        result = objective.compute(
+            student_loss=student_loss,
+            y_pred=y_pred,
+            teacher_logits=teacher_logits,
+            stored=stored,
+            loss_fn=self._distillation_loss_fn,
+            student_probabilities=self._student_probabilities,
+            temperature=ops.convert_to_tensor(self._temperature),
+            alpha=ops.convert_to_tensor(self._alpha),
+            sample_weight=sample_weight,
+            training=training,
+        )
+        batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
+        replicas = float(objective.num_replicas())
+        # The trackers report the values before Keras' per-replica scaling.
+        trackers = (self._loss_tracker, self._student_loss_tracker, self._distillation_loss_tracker)
+        for tracker, value in zip(trackers, result, strict=True):
+            tracker.update_state(value * replicas, sample_weight=batch_size)
+        return result.total
+
+    def _metrics_logs(self, x, y, y_pred, sample_weight) -> dict:
+        labels, label_mask, _ = targets.split_targets(y)
+        if labels is None:
+            return self.get_metrics_result()
+        if label_mask is not None:
+            # Metrics count labelled examples only. Keras' `metrics=` ignore sample
+            # weights, so unlabelled examples are dropped rather than weighted by 0.
+            keep = ops.cast(label_mask, "bool")
+            labels, y_pred = tf.boolean_mask(labels, keep), tf.boolean_mask(y_pred, keep)
+            if sample_weight is not None:
+                sample_weight = tf.boolean_mask(sample_weight, keep)
+        return self.compute_metrics(x, labels, y_pred, sample_weight=sample_weight)
+
+    def train_step(self, data):
+        """One step: teacher inference, then student gradients and update."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        teacher_logits = self._teacher_logits(x)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self._objective(x, y, y_pred, teacher_logits, sample_weight, training=True)
+            scaled_loss = self._scale_loss(loss)
+        variables = self.trainable_variables  # known once the student is built
+        if not variables:
+            raise ValueError(
+                f"The student {self.student.name!r} has no trainable weights; "
+                "there is nothing to train."
+            )
+        gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        logs = dict(self._metrics_logs(x, y, y_pred, sample_weight))
+        for key in SCHEDULED_KEYS:
+            logs[key] = ops.convert_to_tensor(getattr(self, key))
+        return self._global_logs(logs)
+
+    def test_step(self, data):
+        """Evaluates the student's metrics and the distillation objective."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        teacher_logits = self._teacher_logits(x)
+        y_pred = self(x, training=False)
+        self._objective(x, y, y_pred, teacher_logits, sample_weight, training=False)
+        return self._global_logs(self._metrics_logs(x, y, y_pred, sample_weight))

@@ -1,0 +1,250 @@
+"""The distillation objective, computed from tensors; shared by both Keras flavours.
+
+    loss = alpha * student_loss + (1 - alpha) * distillation_loss
+
+`student_loss` is the loss given to `compile()` on the hard labels (the
+training shell computes it, since each Keras flavour has its own compiled
+loss); `distillation_loss` compares the student's outputs with a live
+teacher's logits or with stored teacher outputs (`keras_distill.targets`).
+Every function here is pure: tensors in, tensors out, no model state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_distill import targets
+from keras_distill.models import as_logits, check_compatible
+
+NO_STORED_OUTPUTS = (
+    "Distiller(teacher=None) trains from stored teacher outputs, but this dataset has none: "
+    "load it with keras_distill.load_teacher_labels(path), or give targets as a dict with "
+    "'labels' and the keys of one stored kind ({kinds})."
+)
+
+
+class Losses(NamedTuple):
+    """The three values a training step logs: the total and its two parts.
+
+    Example:
+    >>> Losses(1.0, 0.5, 1.5).student_loss
+    0.5
+    """
+
+    total: object
+    student_loss: object
+    distillation_loss: object
+
+
+def checked_temperature(value) -> float:
+    """`value` as a float if it is a valid temperature (finite, > 0).
+
+    Example:
+    >>> checked_temperature(2)
+    2.0
+    """
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`temperature` must be a finite number > 0; received {value!r}.")
+    return value
+
+
+def checked_alpha(value) -> float:
+    """`value` as a float if it is a valid alpha (in [0, 1]).
+
+    Example:
+    >>> checked_alpha(1)
+    1.0
+    """
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`alpha` must be in [0, 1]; received {value!r}.")
+    return value
+
+
+def num_replicas() -> int:
+    """Replicas in sync in the current `tf.distribute` strategy (1 without one).
+
+    Example:
+    >>> num_replicas()
+    1
+    """
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def hard_sample_weight(sample_weight, label_mask, labels):
+    """Sample weights that also zero unlabeled examples, shaped like the labels.
+
+    Example:
+    >>> import numpy as np
+    >>> np.asarray(hard_sample_weight(None, np.array([1.0, 0.0]), np.zeros(2)))
+    array([1., 0.], dtype=float32)
+    """
+    if label_mask is None:
+        return sample_weight
+    weights = [ops.cast(w, "float32") for w in (sample_weight, label_mask) if w is not None]
+    rank = len(labels.shape)
+    for i, weight in enumerate(weights):
+        while 1 < rank and len(weight.shape) < rank:  # (batch,) for (batch, time) labels
+            weight = ops.expand_dims(weight, -1)
+        weights[i] = weight
+    return weights[0] if len(weights) == 1 else weights[0] * weights[1]
+
+
+def reduce(values, weight=None, mask=None):
+    """Weighted mean over positions (valid ones if masked), scaled per replica.
+
+    Keras scales each replica's loss by `1 / replicas` so that gradients sum
+    to the global-batch mean; this does the same.
+
+    Example:
+    >>> import numpy as np
+    >>> float(reduce(np.array([1.0, 3.0]), mask=np.array([1.0, 0.0])))
+    1.0
+    """
+    values = ops.cast(values, "float32")
+    for factor in (weight, mask):
+        if factor is not None:
+            factor = ops.cast(factor, "float32")
+            while len(factor.shape) < len(values.shape):
+                factor = ops.expand_dims(factor, -1)
+            values = values * factor
+    if mask is None:
+        count = ops.cast(ops.size(values), "float32")
+    else:
+        count = ops.sum(ops.cast(mask, "float32"))
+    return ops.divide_no_nan(ops.sum(values), count) / float(num_replicas())
+
+
+def _combined(weight, extra):
+    if extra is None:
+        return weight
+    extra = ops.cast(extra, "float32")
+    return extra if weight is None else ops.cast(weight, "float32") * extra
+
+
+def live_term(teacher_logits, y_pred, *, loss_fn, student_probabilities, temperature,
+              sample_weight=None, mask=None):  # fmt: skip
+    """The distillation loss against a live teacher's logits, summed over outputs.
+
+    Args:
+        teacher_logits: The teacher's float32 logits (a tensor or structure).
+        y_pred: The student's outputs, of the same structure.
+        loss_fn: `fn(teacher_logits, student_logits, temperature)`, per position.
+        student_probabilities: Whether `y_pred` are probabilities.
+        temperature: The temperature (a scalar tensor).
+        sample_weight: Optional weights (one per output for multi-output models).
+        mask: Optional mask of valid positions (sequence models).
+
+    Returns:
+        A scalar float32 tensor, scaled per replica.
+
+    Example:
+    >>> import numpy as np
+    >>> from keras_distill import losses
+    >>> float(live_term(np.zeros((2, 3)), np.zeros((2, 3)), loss_fn=losses.kl_divergence,
+    ...                 student_probabilities=False, temperature=1.0))
+    0.0
+    """
+    check_compatible(teacher_logits, y_pred, "in the training step")
+    flat_student = keras.tree.flatten(as_logits(y_pred, student_probabilities))
+    if keras.tree.is_nested(sample_weight):
+        flat_weights = keras.tree.flatten(sample_weight)
+    else:
+        flat_weights = [sample_weight] * len(flat_student)
+    terms = [
+        reduce(loss_fn(teacher, student, temperature), weight, mask)
+        for teacher, student, weight in zip(
+            keras.tree.flatten(teacher_logits), flat_student, flat_weights, strict=True
+        )
+    ]
+    return ops.sum(ops.stack(terms))
+
+
+def stored_term(stored, y_pred, *, loss_fn, student_probabilities, temperature,
+                sample_weight=None, mask=None):  # fmt: skip
+    """The distillation loss against stored teacher outputs (`keras_distill.targets`).
+
+    Args:
+        stored: The `teacher_*` entries of the targets.
+        y_pred: The student's outputs.
+        loss_fn: `fn(teacher_logits, student_logits, temperature)`, per position.
+        student_probabilities: Whether `y_pred` are probabilities.
+        temperature: The temperature (a scalar tensor).
+        sample_weight: Optional weights.
+        mask: Optional mask of valid positions (sequence models).
+
+    Returns:
+        A scalar float32 tensor, scaled per replica.
+
+    Example:
+    >>> import numpy as np
+    >>> from keras_distill import losses
+    >>> float(stored_term({"teacher_labels": np.array([0, 1])}, np.array([[9.0, 0], [0, 9]]),
+    ...                   loss_fn=losses.kl_divergence, student_probabilities=False,
+    ...                   temperature=1.0)) < 1e-3
+    True
+    """
+    kind = targets.kind_of(stored)
+    term = kind.term(stored, y_pred, student_probabilities, temperature, loss_fn)
+    return reduce(term.values, _combined(sample_weight, term.weight), mask)
+
+
+def compute(*, student_loss, y_pred, teacher_logits, stored, loss_fn, student_probabilities,
+            temperature, alpha, sample_weight=None, training=True) -> Losses:  # fmt: skip
+    """The whole objective of one step from tensors.
+
+    Args:
+        student_loss: The compiled loss on the hard labels (scaled per replica).
+        y_pred: The student's outputs; a `_keras_mask` on them masks positions.
+        teacher_logits: A live teacher's float32 logits, or None.
+        stored: Stored teacher outputs (may be empty).
+        loss_fn: The distillation loss function.
+        student_probabilities: Whether `y_pred` are probabilities.
+        temperature: The temperature (a scalar tensor).
+        alpha: The hard-label weight (a scalar tensor).
+        sample_weight: Optional sample weights.
+        training: Whether this is a training step (stored outputs are required then).
+
+    Returns:
+        `Losses(total, student_loss, distillation_loss)`, scaled per replica.
+
+    Raises:
+        ValueError: If neither a teacher nor stored outputs are given in training.
+
+    Example:
+    >>> import numpy as np
+    >>> from keras_distill import losses
+    >>> result = compute(student_loss=1.0, y_pred=np.zeros((2, 3)),
+    ...                  teacher_logits=np.zeros((2, 3)), stored={},
+    ...                  loss_fn=losses.kl_divergence, student_probabilities=False,
+    ...                  temperature=1.0, alpha=0.25)
+    >>> float(result.total)
+    0.25
+    """
+    mask = getattr(y_pred, "_keras_mask", None) if not keras.tree.is_nested(y_pred) else None
+    options = dict(
+        loss_fn=loss_fn,
+        student_probabilities=student_probabilities,
+        temperature=temperature,
+        sample_weight=sample_weight,
+        mask=mask,
+    )
+    student_loss = ops.cast(student_loss, "float32")
+    if teacher_logits is not None:
+        distillation_loss = live_term(teacher_logits, y_pred, **options)
+    elif stored:
+        distillation_loss = stored_term(stored, y_pred, **options)
+    elif training:
+        kinds = "; ".join(repr(sorted(k.target_keys)) for k in targets.KINDS.values())
+        raise ValueError(NO_STORED_OUTPUTS.format(kinds=kinds))
+    else:  # evaluating a stored-teacher student on plain labelled data
+        return Losses(student_loss, student_loss, ops.zeros((), "float32"))
+    alpha = ops.cast(alpha, "float32")
+    total = alpha * student_loss + (1.0 - alpha) * distillation_loss
+    return Losses(total, student_loss, distillation_loss)

@@ -1,0 +1,296 @@
+"""The stored format of teacher outputs: TFRecord shards and a JSON manifest per worker.
+
+`ShardWriter` writes one worker's shards atomically and keeps its manifest
+(settings, shard checksums, record features); `read_manifests` checks what a
+directory holds before anything is read; `record_parser` turns a record back
+into `(x, targets)` with the stored kind's entry in `keras_distill.targets`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+
+import numpy as np
+
+from keras_distill import targets
+
+FORMAT = "keras_distill.teacher_labels/1"
+MANIFEST = "manifest.json"
+
+
+class TeacherLabelsError(ValueError):
+    """Stored teacher outputs are missing, corrupt, inconsistent or invalid.
+
+    Example:
+    >>> isinstance(TeacherLabelsError("shard missing"), ValueError)
+    True
+    """
+
+
+# -- writing ------------------------------------------------------------------
+
+
+def _manifest_name(worker_index: int, num_workers: int) -> str:
+    if num_workers == 1:
+        return MANIFEST
+    return f"manifest-part-{worker_index:05d}-of-{num_workers:05d}.json"
+
+
+def _atomic_write_json(path: pathlib.Path, content: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(content, indent=1, sort_keys=True))
+    os.replace(temporary, path)
+
+
+def _file_digest(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _features_of(record: dict) -> dict:
+    return {
+        name: {"dtype": str(value.dtype), "shape": list(value.shape)}
+        for name, value in record.items()
+    }
+
+
+def _write_shard(path: pathlib.Path, records: list[dict]) -> None:
+    import tensorflow as tf
+
+    temporary = path.with_name(path.name + ".tmp")
+    with tf.io.TFRecordWriter(str(temporary)) as writer:
+        for record in records:
+            feature = {
+                name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.tobytes()]))
+                for name, value in record.items()
+            }
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+    os.replace(temporary, path)
+
+
+class ShardWriter:
+    """Owns one worker's shards and manifest: resume, append, flush, finish.
+
+    Args:
+        directory: The output directory.
+        settings: What the outputs were made with; a resume must match them.
+        worker_index: This worker's part.
+
+    Raises:
+        TeacherLabelsError: If the directory holds outputs made with other settings.
+
+    Example:
+    >>> import tempfile
+    >>> settings = {"num_workers": 1, "shard_size": 2}
+    >>> writer = ShardWriter(pathlib.Path(tempfile.mkdtemp()), settings, 0)
+    >>> writer.add({"x": np.zeros((3, 4), "float32")})
+    >>> writer.finish(3)["num_examples"], len(writer.manifest["shards"])
+    (3, 2)
+    """
+
+    def __init__(self, directory: pathlib.Path, settings: dict, worker_index: int):
+        num_workers = settings["num_workers"]
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.path = directory / _manifest_name(worker_index, num_workers)
+        self.prefix = "" if num_workers == 1 else f"part-{worker_index:05d}-"
+        self.shard_size = settings["shard_size"]
+        self.manifest = self._resumed(settings) or {
+            "format": FORMAT,
+            "settings": settings,
+            "worker_index": worker_index,
+            "shards": [],
+            "complete": False,
+        }
+        for stale in directory.glob(f"{self.prefix}shard-*.tmp"):
+            stale.unlink()
+        self.done = sum(s["examples"] for s in self.manifest["shards"])
+        self.pending: list[dict] = []
+
+    def _resumed(self, settings: dict) -> dict | None:
+        if not self.path.exists():
+            return None
+        previous = json.loads(self.path.read_text())
+        if previous.get("settings") != settings:
+            before = previous.get("settings", {})
+            changed = sorted(key for key in settings if before.get(key) != settings[key])
+            raise TeacherLabelsError(
+                f"{str(self.directory)!r} holds teacher outputs made with other "
+                f"{', '.join(changed)} ({previous.get('settings')} now {settings}); refusing to "
+                "mix them. Use a new directory, or delete this one to start over."
+            )
+        return previous
+
+    def add(self, batch: dict) -> None:
+        """Adds a batch of records (field -> array with one row per example)."""
+        for i in range(len(batch["x"])):
+            self.pending.append({name: np.asarray(value[i]) for name, value in batch.items()})
+            if len(self.pending) == self.shard_size:
+                self._flush()
+
+    def _flush(self) -> None:
+        name = f"{self.prefix}shard-{len(self.manifest['shards']):05d}.tfrecord"
+        _write_shard(self.directory / name, self.pending)
+        self.manifest["shards"].append(
+            {"file": name, "examples": len(self.pending),
+             "sha256": _file_digest(self.directory / name)}
+        )  # fmt: skip
+        self.manifest["features"] = _features_of(self.pending[0])
+        _atomic_write_json(self.path, self.manifest)
+        self.pending.clear()
+
+    def finish(self, num_examples: int) -> dict:
+        """Writes the last shard and marks the manifest complete; returns it."""
+        if self.pending:
+            self._flush()
+        shards = self.manifest["shards"]
+        stored_bytes = sum((self.directory / shard["file"]).stat().st_size for shard in shards)
+        self.manifest.update(
+            complete=True,
+            num_examples=num_examples,
+            bytes_per_example=round(stored_bytes / max(num_examples, 1), 1),
+        )
+        _atomic_write_json(self.path, self.manifest)
+        return self.manifest
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise TeacherLabelsError(f"{str(path)!r} is not valid JSON: {error}") from None
+    if manifest.get("format") != FORMAT:
+        raise TeacherLabelsError(
+            f"{str(path)!r} has format {manifest.get('format')!r}; expected {FORMAT!r}."
+        )
+    return manifest
+
+
+def _check_shards(directory: pathlib.Path, manifest: dict) -> None:
+    for shard in manifest["shards"]:
+        file = directory / shard["file"]
+        if not file.exists():
+            raise TeacherLabelsError(
+                f"Shard {shard['file']!r} listed in the manifest is missing from "
+                f"{str(directory)!r}."
+            )
+        if _file_digest(file) != shard["sha256"]:
+            raise TeacherLabelsError(
+                f"Shard {shard['file']!r} does not match its checksum in the manifest: the file "
+                "is corrupt or was changed. Delete it and the manifest entry, or relabel."
+            )
+
+
+def read_manifests(directory: pathlib.Path, allow_incomplete: bool, verify: bool) -> list[dict]:
+    """The complete manifest(s) to load, in part order, after every check.
+
+    Args:
+        directory: A directory written by `label_with_teacher`.
+        allow_incomplete: Load the complete parts of a multi-worker run only.
+        verify: Check every shard's presence and checksum.
+
+    Returns:
+        The manifests, in worker order.
+
+    Raises:
+        TeacherLabelsError: If a manifest is missing, malformed or incomplete, or a
+            shard is missing or corrupt.
+
+    Example:
+    >>> import tempfile
+    >>> read_manifests(pathlib.Path(tempfile.mkdtemp()), False, True)
+    Traceback (most recent call last):
+    ...
+    keras_distill.shards.TeacherLabelsError: No manifest.json in ...
+    """
+    single = directory / MANIFEST
+    parts = sorted(directory.glob("manifest-part-*-of-*.json"))
+    if single.exists():
+        manifests = [_read_json(single)]
+    elif parts:
+        manifests = [_read_json(part) for part in parts]
+        counts = {m["settings"]["num_workers"] for m in manifests}
+        settings = {json.dumps(m["settings"], sort_keys=True) for m in manifests}
+        if len(counts) > 1 or len(settings) > 1:
+            raise TeacherLabelsError(
+                f"{str(directory)!r} holds parts of different labelling runs (num_workers "
+                f"{sorted(counts)}): they may overlap. Keep one run's parts per directory."
+            )
+        count = counts.pop()
+        present = {m["worker_index"]: m for m in manifests}
+        missing = [i for i in range(count) if i not in present]
+        unfinished = [i for i, m in sorted(present.items()) if not m.get("complete")]
+        if (missing or unfinished) and not allow_incomplete:
+            raise TeacherLabelsError(
+                f"The teacher outputs in {str(directory)!r} do not cover the data: of "
+                f"{count} parts, missing {missing or 'none'}, unfinished {unfinished or 'none'}. "
+                "Run (or rerun) label_with_teacher for those worker indices, or pass "
+                "allow_incomplete=True to load the complete parts only."
+            )
+        manifests = [present[i] for i in sorted(present) if present[i].get("complete")]
+        if not manifests:
+            raise TeacherLabelsError(f"No part in {str(directory)!r} is complete yet.")
+    else:
+        raise TeacherLabelsError(
+            f"No {MANIFEST} in {str(directory)!r}: not a label_with_teacher output directory."
+        )
+    for manifest in manifests:
+        if not manifest.get("complete"):
+            done = sum(shard["examples"] for shard in manifest.get("shards", []))
+            raise TeacherLabelsError(
+                f"The teacher outputs in {str(directory)!r} are incomplete ({done} examples in "
+                f"{len(manifest.get('shards', []))} shards); rerun the same label_with_teacher "
+                "call to finish them."
+            )
+        if verify:
+            _check_shards(directory, manifest)
+    return manifests
+
+
+def record_parser(features: dict, kind: targets.StoredKind):
+    """A function from a serialized record to `(x, targets)`, per the kind's table entry.
+
+    Args:
+        features: The manifest's `"features"` (name -> dtype and shape).
+        kind: The stored kind (`keras_distill.targets`).
+
+    Returns:
+        `parse(serialized) -> (x, targets)`, for `tf.data.Dataset.map`.
+
+    Example:
+    >>> features = {"x": {"dtype": "float32", "shape": [2]},
+    ...             "teacher": {"dtype": "float32", "shape": [3]}}
+    >>> parse = record_parser(features, targets.KINDS["logits"])
+    >>> callable(parse)
+    True
+    """
+    import tensorflow as tf
+
+    spec = {name: tf.io.FixedLenFeature([], tf.string) for name in features}
+    first = features[next(iter(kind.fields))]
+    label_shape = first["shape"][:-1] if kind.classes_last else first["shape"]
+
+    def decode(raw, name):
+        info = features[name]
+        return tf.reshape(tf.io.decode_raw(raw[name], info["dtype"]), info["shape"])
+
+    def parse(serialized):
+        raw = tf.io.parse_single_example(serialized, spec)
+        fields = {**kind.fields, **{k: v for k, v in kind.optional.items() if k in features}}
+        stored = kind.decode({key: decode(raw, field) for field, key in fields.items()})
+        if "labels" in features:
+            labels, mask = decode(raw, "labels"), tf.constant(1.0)
+        else:
+            labels, mask = tf.zeros(label_shape, kind.label_dtype), tf.constant(0.0)
+        return decode(raw, "x"), {**stored, "labels": labels, "label_mask": mask}
+
+    return parse
+
+
