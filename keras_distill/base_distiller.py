@@ -24,6 +24,53 @@ LOSS_KEYS = ("loss", "student_loss", "distillation_loss")
 SCHEDULED_KEYS = ("temperature", "alpha")
 
 
+def _check_augment(augment, teacher) -> None:
+    if augment is None:
+        return
+    if not callable(augment):
+        raise TypeError(
+            "`augment` must be a Keras layer (e.g. a keras.Sequential of preprocessing layers) "
+            f"or a callable fn(x, training) -> x; received {augment!r}."
+        )
+    if teacher is None:
+        raise ValueError(
+            "`augment` needs a live teacher: stored teacher outputs (teacher=None) describe "
+            "the inputs they were computed on, not the augmented views the student would see, "
+            "so they would teach the wrong targets. Pass the teacher model, or drop `augment`."
+        )
+
+
+def _checked_view(view, x, augment):
+    """The augmented batch, if it has the structure, type and shape of the inputs."""
+    name = getattr(augment, "name", None) or getattr(augment, "__name__", repr(augment))
+    try:
+        keras.tree.assert_same_structure(view, x, check_types=False)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"`augment` ({name}) returned {type(view).__name__} for inputs of structure "
+            f"{type(x).__name__}; it must return the same structure of tensors."
+        ) from None
+    for before, after in zip(keras.tree.flatten(x), keras.tree.flatten(view), strict=True):
+        if not (tf.is_tensor(after) or isinstance(after, keras.KerasTensor)):
+            raise ValueError(
+                f"`augment` ({name}) returned a {type(after).__name__}, not a tensor; it must "
+                "return a batch of the same shape as its input."
+            )
+        old, new = tuple(before.shape), tuple(after.shape)
+        if len(old) != len(new) or any(a is not None and b is not None and a != b
+                                        for a, b in zip(old, new, strict=True)):  # fmt: skip
+            raise ValueError(
+                f"`augment` ({name}) changed the batch shape from {old} to {new}; it must keep "
+                "the batch size and the input shape (both models see the same view)."
+            )
+        if old[0] is None or new[0] is None:
+            tf.debugging.assert_equal(
+                tf.shape(after)[0], tf.shape(before)[0],
+                message=f"`augment` ({name}) changed the batch size",
+            )  # fmt: skip
+    return view
+
+
 class BaseDistiller(abc.ABC):
     """The shared base of the Keras 3 and the tf_keras `Distiller`.
 
@@ -44,8 +91,9 @@ class BaseDistiller(abc.ABC):
 
     def __init__(self, teacher, student, temperature=1.0, alpha=0.5,
                  distillation_loss="kl_divergence", teacher_output="auto",
-                 student_output="auto", **kwargs):  # fmt: skip
+                 student_output="auto", augment=None, **kwargs):  # fmt: skip
         self._check_models(teacher, student)
+        _check_augment(augment, teacher)
         temperature = objective.checked_temperature(temperature)
         alpha = objective.checked_alpha(alpha)
         loss_fn = losses_lib.get(distillation_loss)
@@ -64,6 +112,7 @@ class BaseDistiller(abc.ABC):
         self.distillation_loss = distillation_loss
         self.teacher_output = teacher_output
         self.student_output = student_output
+        self.augment = augment
         self._distillation_loss_fn = loss_fn
         self._teacher_probabilities = teacher_probabilities
         self._student_probabilities = student_probabilities
@@ -107,6 +156,9 @@ class BaseDistiller(abc.ABC):
     def _scale_loss(self, loss):
         return loss
 
+    def _read(self, variable) -> float:
+        return float(ops.convert_to_numpy(variable))
+
     def _global_logs(self, logs: dict) -> dict:
         return logs
 
@@ -147,7 +199,7 @@ class BaseDistiller(abc.ABC):
         >>> Distiller(None, student, temperature=2.0).scheduled_values()
         {'temperature': 2.0, 'alpha': 0.5}
         """
-        return {key: float(ops.convert_to_numpy(getattr(self, key))) for key in SCHEDULED_KEYS}
+        return {key: self._read(getattr(self, key)) for key in SCHEDULED_KEYS}
 
     # -- the teacher is frozen without touching it ---------------------------
 
@@ -223,6 +275,7 @@ class BaseDistiller(abc.ABC):
             temperature=ops.convert_to_tensor(self._temperature),
             alpha=ops.convert_to_tensor(self._alpha),
             sample_weight=sample_weight,
+            labels=objective.distillation_labels(labels, label_mask),
             training=training,
         )
         batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
@@ -246,9 +299,17 @@ class BaseDistiller(abc.ABC):
                 sample_weight = tf.boolean_mask(sample_weight, keep)
         return self.compute_metrics(x, labels, y_pred, sample_weight=sample_weight)
 
+    def _augmented(self, x):
+        """One augmented view of the batch, for the teacher and the student alike."""
+        if self.augment is None:
+            return x
+        view = self.augment(x, training=True)
+        return _checked_view(view, x, self.augment)
+
     def train_step(self, data):
         """One step: teacher inference, then student gradients and update."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x = self._augmented(x)
         teacher_logits = self._teacher_logits(x)
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
@@ -264,7 +325,7 @@ class BaseDistiller(abc.ABC):
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         logs = dict(self._metrics_logs(x, y, y_pred, sample_weight))
         for key in SCHEDULED_KEYS:
-            logs[key] = ops.convert_to_tensor(getattr(self, key))
+            logs[key] = tf.identity(getattr(self, key))  # a tensor, not the variable
         return self._global_logs(logs)
 
     def test_step(self, data):

@@ -81,13 +81,25 @@ class Distiller(BaseDistiller, keras.Model):
             softmax; its log-probabilities serve as logits) or `"auto"`: detect
             a final softmax from the model's layers.
         student_output: The same for the student.
+        augment: Optional augmentation applied to each training batch before
+            both the teacher and the student see it (consistent teaching,
+            "function matching", Beyer et al. 2022): a Keras layer (e.g. a
+            `keras.Sequential` of preprocessing layers, or the layers in
+            `keras_distill.augment`) or a callable `fn(x, training) -> x`. It
+            is called with `training=True` in `train_step` only, never in
+            `evaluate` or `predict`; it must keep the batch's structure and
+            shape. Needs a live teacher.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Raises:
         ValueError: If the temperature is not > 0, alpha is outside [0, 1], the
             teacher is the student, the student has no trainable weights, or
-            the models' outputs differ in structure or number of classes.
-        TypeError: If the teacher or student is not a `keras.Model`.
+            the models' outputs differ in structure or number of classes, or
+            `augment` is given without a teacher; at the first training step,
+            if `augment` changes the batch's structure or shape or returns no
+            tensor.
+        TypeError: If the teacher or student is not a `keras.Model`, or
+            `augment` is not callable.
 
     Example:
     >>> import keras, numpy as np
@@ -126,6 +138,7 @@ class Distiller(BaseDistiller, keras.Model):
         distillation_loss: str | losses_lib.DistillationLoss | Any = "kl_divergence",
         teacher_output: str = "auto",
         student_output: str = "auto",
+        augment: keras.layers.Layer | Any | None = None,
         **kwargs,
     ):
         super().__init__(
@@ -136,6 +149,7 @@ class Distiller(BaseDistiller, keras.Model):
             distillation_loss=distillation_loss,
             teacher_output=teacher_output,
             student_output=student_output,
+            augment=augment,
             **kwargs,
         )
 
@@ -186,14 +200,17 @@ class Distiller(BaseDistiller, keras.Model):
             "distillation_loss": losses_lib.serialize(self.distillation_loss),
             "teacher_output": self.teacher_output,
             "student_output": self.student_output,
+            "augment": (
+                None if self.augment is None else keras.saving.serialize_keras_object(self.augment)
+            ),
         }
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None) -> Distiller:
         """Creates a distiller from `get_config()` output."""
         config = dict(config)
-        for key in ("teacher", "student"):
-            if config[key] is not None:
+        for key in ("teacher", "student", "augment"):
+            if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(
                     config[key], custom_objects=custom_objects
                 )

@@ -12,10 +12,17 @@ The softmax-based losses soften both distributions with the temperature `T` and
 multiply the result by `T**2` (Hinton et al., 2015), which keeps the size of
 their gradients independent of `T`, so `alpha` means the same thing at every
 temperature.
+
+Beyond Hinton's KL: `decoupled_kd` (DKD, which also takes the hard labels:
+a function whose `uses_labels` attribute is true gets `labels=` from the
+`Distiller`), `dist` (DIST, correlations instead of values) and
+`standardized_kl_divergence` (logit standardization). Losses whose
+`needs_full_logits` attribute is true refuse stored top-k outputs.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -140,6 +147,181 @@ def logit_mse(teacher_logits, student_logits, temperature=1.0):
     return ops.mean(ops.square(difference), axis=-1)
 
 
+def _standardized(logits, axis=-1):
+    """`(z - mean(z)) / std(z)` over the class axis (a tiny floor keeps flat logits finite)."""
+    logits = ops.cast(logits, "float32")
+    mean = ops.mean(logits, axis=axis, keepdims=True)
+    std = ops.std(logits, axis=axis, keepdims=True)
+    return (logits - mean) / ops.maximum(std, 1e-7)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+def standardized_kl_divergence(teacher_logits, student_logits, temperature=1.0):
+    """`kl_divergence` of z-scored logits (logit standardization, Sun et al., CVPR 2024).
+
+    Each logit vector is standardized over the classes (`(z - mean) / std`)
+    before the temperature softmax, so the student matches the *shape* of the
+    teacher's logits (their ranking and relative gaps) rather than their
+    scale, which a small student may not be able to reach.
+
+    Args:
+        teacher_logits: Tensor `(..., classes)`, the teacher's logits.
+        student_logits: Tensor of the same shape, the student's logits.
+        temperature: Positive scalar (float or variable).
+
+    Returns:
+        Float32 tensor of shape `(...)`: the loss at each position.
+
+    Example:
+    >>> import numpy as np
+    >>> t = np.array([[2.0, 0.0, -1.0]])
+    >>> float(standardized_kl_divergence(t, 10 * t, temperature=2.0)[0]) < 1e-6  # scale-free
+    True
+    """
+    return kl_divergence(_standardized(teacher_logits), _standardized(student_logits), temperature)
+
+
+def _target_classes(teacher_logits, labels):
+    """The labels, with the teacher's argmax wherever a label is missing (None or < 0)."""
+    guess = ops.argmax(teacher_logits, axis=-1)
+    if labels is None:
+        return guess
+    labels = ops.cast(ops.reshape(labels, ops.shape(guess)), guess.dtype)
+    return ops.where(labels >= 0, labels, guess)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+def decoupled_kd(teacher_logits, student_logits, temperature=1.0, labels=None, alpha=1.0,
+                 beta=8.0):  # fmt: skip
+    """Decoupled knowledge distillation, `alpha * TCKD + beta * NCKD` (Zhao et al., CVPR 2022).
+
+    Classical KD equals `TCKD + (1 - p_t) * NCKD`: target-class KD (a binary
+    KL between the teacher's and the student's probability of the target
+    class) plus non-target-class KD (a KL between their distributions over the
+    other classes), the latter damped where the teacher is confident. DKD
+    weights the two freely. Both are computed at temperature `T` and scaled by
+    `T**2`, as in the paper's code (mdistiller: alpha 1, beta 8, T 4).
+
+    The target class is the hard label. Where there is none (`labels=None`,
+    or a negative label, as the `Distiller` passes for examples whose
+    `label_mask` is 0), the teacher's most likely class is used instead. It
+    needs the teacher's full logits: stored top-k outputs are refused.
+
+    Args:
+        teacher_logits: Tensor `(..., classes)`, the teacher's logits.
+        student_logits: Tensor of the same shape, the student's logits.
+        temperature: Positive scalar (float or variable).
+        labels: Optional integer class ids of shape `(...)`.
+        alpha: Weight of TCKD.
+        beta: Weight of NCKD.
+
+    Returns:
+        Float32 tensor of shape `(...)`: the loss at each position.
+
+    Example:
+    >>> import numpy as np
+    >>> t = np.array([[3.0, 1.0, 0.0]])
+    >>> float(decoupled_kd(t, t, temperature=4.0, labels=np.array([0]))[0])
+    0.0
+    """
+    temperature = ops.cast(temperature, "float32")
+    teacher = ops.cast(teacher_logits, "float32") / temperature
+    student = ops.cast(student_logits, "float32") / temperature
+    target = ops.one_hot(_target_classes(teacher, labels), ops.shape(teacher)[-1]) > 0
+
+    def binary(logits):  # log p(target), log (1 - p(target))
+        log_p = ops.log_softmax(logits, -1)
+        target_log_p = ops.sum(ops.where(target, log_p, 0.0), axis=-1)
+        other_log_p = ops.logsumexp(ops.where(target, -1e30, log_p), axis=-1)
+        return ops.stack([target_log_p, other_log_p], axis=-1)
+
+    def non_target(logits):
+        return ops.log_softmax(ops.where(target, -1e30, logits), -1)
+
+    tckd = _kl(binary(teacher), binary(student))
+    log_t, log_s = non_target(teacher), non_target(student)
+    nckd = ops.sum(ops.where(target, 0.0, ops.exp(log_t) * (log_t - log_s)), axis=-1)
+    return ops.square(temperature) * (alpha * tckd + beta * nckd)
+
+
+decoupled_kd.uses_labels = True
+decoupled_kd.needs_full_logits = True
+
+
+def _pearson_distance(a, b, axis):
+    """`1 - Pearson correlation` of `a` and `b` along `axis`."""
+    a = a - ops.mean(a, axis=axis, keepdims=True)
+    b = b - ops.mean(b, axis=axis, keepdims=True)
+    norm = ops.sqrt(ops.sum(ops.square(a), axis=axis) * ops.sum(ops.square(b), axis=axis))
+    return 1.0 - ops.sum(a * b, axis=axis) / ops.maximum(norm, 1e-8)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+def dist(teacher_logits, student_logits, temperature=1.0, beta=1.0, gamma=1.0):
+    """DIST: matching relations, not values (Huang et al., NeurIPS 2022).
+
+    `T**2 * (beta * inter + gamma * intra)`, where `inter` is `1 - Pearson
+    correlation` between the teacher's and the student's softened class
+    probabilities of each example (across classes), and `intra` the same for
+    each class across the batch, averaged over classes. Correlations ignore
+    scale and shift, so the student need not reproduce the teacher's exact
+    probabilities, only how they rise and fall.
+
+    The intra-class term is a property of the whole batch: it is added to
+    every position's value, so the mean over the batch is the paper's loss
+    (sample weights and masks weight the inter-class term exactly and the
+    intra-class term as a constant). Sequence outputs count every position as
+    a batch member. It needs full logits: stored top-k outputs are refused.
+
+    Args:
+        teacher_logits: Tensor `(..., classes)`, the teacher's logits.
+        student_logits: Tensor of the same shape, the student's logits.
+        temperature: Positive scalar (float or variable).
+        beta: Weight of the inter-class term.
+        gamma: Weight of the intra-class term.
+
+    Returns:
+        Float32 tensor of shape `(...)`: the loss at each position.
+
+    Example:
+    >>> import numpy as np
+    >>> t = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    >>> bool(np.allclose(dist(t, t), 0.0, atol=1e-6))
+    True
+    """
+    temperature = ops.cast(temperature, "float32")
+    teacher = ops.softmax(ops.cast(teacher_logits, "float32") / temperature, -1)
+    student = ops.softmax(ops.cast(student_logits, "float32") / temperature, -1)
+    inter = _pearson_distance(teacher, student, axis=-1)
+    classes = ops.shape(teacher)[-1]
+    flat_t, flat_s = ops.reshape(teacher, (-1, classes)), ops.reshape(student, (-1, classes))
+    intra = ops.mean(_pearson_distance(flat_t, flat_s, axis=0))
+    return ops.square(temperature) * (beta * inter + gamma * intra)
+
+
+dist.needs_full_logits = True
+
+
+def uses_labels(fn: LossFn) -> bool:
+    """Whether a distillation loss function takes the hard labels (`labels=`), as DKD does.
+
+    Example:
+    >>> uses_labels(decoupled_kd), uses_labels(kl_divergence)
+    (True, False)
+    """
+    return bool(getattr(getattr(fn, "func", fn), "uses_labels", False))
+
+
+def needs_full_logits(fn: LossFn) -> bool:
+    """Whether a distillation loss function cannot work on stored top-k outputs.
+
+    Example:
+    >>> needs_full_logits(dist), needs_full_logits(kl_divergence)
+    (True, False)
+    """
+    return bool(getattr(getattr(fn, "func", fn), "needs_full_logits", False))
+
+
 def top_k_logits(values, indices, rest_logsumexp, student_logits, temperature=1.0):
     """Teacher and student logits over the teacher's top-k classes plus one "rest" class.
 
@@ -239,13 +421,15 @@ class DistillationLoss(keras.losses.Loss):
         """Returns `fn(y_true, y_pred, temperature)`, per position."""
         return self.fn(y_true, y_pred, self.temperature)
 
-    def get_config(self) -> dict:
-        """Returns the loss configuration."""
+    def _loss_config(self) -> dict:
         return {
             **super().get_config(),
-            "fn": keras.saving.serialize_keras_object(self.fn),
             "temperature": float(ops.convert_to_numpy(self.temperature)),
         }
+
+    def get_config(self) -> dict:
+        """Returns the loss configuration."""
+        return {**self._loss_config(), "fn": keras.saving.serialize_keras_object(self.fn)}
 
     @classmethod
     def from_config(cls, config: dict) -> DistillationLoss:
@@ -257,7 +441,11 @@ class DistillationLoss(keras.losses.Loss):
 
 
 class _NamedDistillationLoss(DistillationLoss):
-    """Base of the built-in loss classes, whose function is fixed."""
+    """Base of the built-in loss classes, whose function is fixed.
+
+    Subclasses with options (e.g. DKD's `alpha` and `beta`) pass them as
+    `options`; the function is then bound to them with `functools.partial`.
+    """
 
     loss_fn: LossFn
 
@@ -267,19 +455,20 @@ class _NamedDistillationLoss(DistillationLoss):
         reduction: str | None = "sum_over_batch_size",
         name: str | None = None,
         dtype: str | None = None,
+        **options,
     ):
+        fn = type(self).loss_fn
         super().__init__(
-            type(self).loss_fn,
+            functools.partial(fn, **options) if options else fn,
             temperature=temperature,
             reduction=reduction,
             name=name,
             dtype=dtype,
         )
+        self.options = options
 
     def get_config(self) -> dict:
-        config = super().get_config()
-        del config["fn"]
-        return config
+        return {**self._loss_config(), **self.options}
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -337,6 +526,72 @@ class LogitMSE(_NamedDistillationLoss):
     loss_fn = staticmethod(logit_mse)
 
 
+@keras.saving.register_keras_serializable(package="keras_distill")
+class StandardizedKLDivergence(_NamedDistillationLoss):
+    """Loss class of `standardized_kl_divergence` (logit standardization).
+
+    Example:
+    >>> import numpy as np
+    >>> loss = StandardizedKLDivergence(temperature=2.0)
+    >>> float(loss(np.array([[1.0, 0.0]]), np.array([[5.0, 0.0]]))) < 1e-6
+    True
+    """
+
+    loss_fn = staticmethod(standardized_kl_divergence)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class DecoupledKD(_NamedDistillationLoss):
+    """Loss class of `decoupled_kd` (DKD), with its weights `alpha` (TCKD) and `beta` (NCKD).
+
+    Inside a `Distiller` the hard labels reach it; called alone
+    (`loss(teacher_logits, student_logits)`) it uses the teacher's argmax as
+    the target class.
+
+    Args:
+        alpha: Weight of target-class KD.
+        beta: Weight of non-target-class KD.
+        temperature: Positive float passed to the function (a `Distiller`
+            uses its own temperature variable instead).
+        **kwargs: `reduction`, `name`, `dtype`, as for `keras.losses.Loss`.
+
+    Example:
+    >>> import numpy as np
+    >>> loss = DecoupledKD(alpha=1.0, beta=8.0, temperature=4.0)
+    >>> float(loss(np.array([[2.0, 0.0, 1.0]]), np.array([[2.0, 0.0, 1.0]])))
+    0.0
+    """
+
+    loss_fn = staticmethod(decoupled_kd)
+
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 1.0, **kwargs):
+        super().__init__(temperature=temperature, alpha=float(alpha), beta=float(beta), **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class DIST(_NamedDistillationLoss):
+    """Loss class of `dist`, with the weights `beta` (inter-class) and `gamma` (intra-class).
+
+    Args:
+        beta: Weight of the inter-class relation term.
+        gamma: Weight of the intra-class relation term.
+        temperature: Positive float passed to the function.
+        **kwargs: `reduction`, `name`, `dtype`, as for `keras.losses.Loss`.
+
+    Example:
+    >>> import numpy as np
+    >>> loss = DIST(beta=1.0, gamma=1.0)
+    >>> t = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    >>> round(float(loss(t, t)), 6)
+    0.0
+    """
+
+    loss_fn = staticmethod(dist)
+
+    def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0, **kwargs):
+        super().__init__(temperature=temperature, beta=float(beta), gamma=float(gamma), **kwargs)
+
+
 _BY_NAME: dict[str, LossFn] = {
     "kl_divergence": kl_divergence,
     "kl": kl_divergence,
@@ -347,6 +602,11 @@ _BY_NAME: dict[str, LossFn] = {
     "js": jensen_shannon_divergence,
     "logit_mse": logit_mse,
     "mse": logit_mse,
+    "standardized_kl_divergence": standardized_kl_divergence,
+    "standardized_kl": standardized_kl_divergence,
+    "decoupled_kd": decoupled_kd,
+    "dkd": decoupled_kd,
+    "dist": dist,
 }
 
 

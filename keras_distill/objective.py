@@ -11,6 +11,7 @@ Every function here is pure: tensors in, tensors out, no model state.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -18,7 +19,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_distill import targets
+from keras_distill import losses, targets
 from keras_distill.models import as_logits, check_compatible
 
 NO_STORED_OUTPUTS = (
@@ -121,6 +122,27 @@ def reduce(values, weight=None, mask=None):
     return ops.divide_no_nan(ops.sum(values), count) / float(num_replicas())
 
 
+def _with_labels(loss_fn, labels):
+    """`loss_fn` bound to the hard labels if it takes them (DKD), else itself."""
+    if labels is None or not losses.uses_labels(loss_fn):
+        return loss_fn
+    return functools.partial(loss_fn, labels=labels)
+
+
+def distillation_labels(labels, label_mask):
+    """Hard labels for losses that take them: -1 where `label_mask` is 0 (none known).
+
+    Example:
+    >>> import numpy as np
+    >>> np.asarray(distillation_labels(np.array([3, 4]), np.array([1.0, 0.0]))).tolist()
+    [3, -1]
+    """
+    if labels is None or label_mask is None:
+        return labels
+    known = ops.reshape(ops.cast(label_mask, "bool"), (-1,) + (1,) * (len(labels.shape) - 1))
+    return ops.where(known, labels, -ops.ones_like(labels))
+
+
 def _combined(weight, extra):
     if extra is None:
         return weight
@@ -129,7 +151,7 @@ def _combined(weight, extra):
 
 
 def live_term(teacher_logits, y_pred, *, loss_fn, student_probabilities, temperature,
-              sample_weight=None, mask=None):  # fmt: skip
+              sample_weight=None, mask=None, labels=None):  # fmt: skip
     """The distillation loss against a live teacher's logits, summed over outputs.
 
     Args:
@@ -140,6 +162,7 @@ def live_term(teacher_logits, y_pred, *, loss_fn, student_probabilities, tempera
         temperature: The temperature (a scalar tensor).
         sample_weight: Optional weights (one per output for multi-output models).
         mask: Optional mask of valid positions (sequence models).
+        labels: Hard labels (same structure as `y_pred`) for losses that take them.
 
     Returns:
         A scalar float32 tensor, scaled per replica.
@@ -153,21 +176,22 @@ def live_term(teacher_logits, y_pred, *, loss_fn, student_probabilities, tempera
     """
     check_compatible(teacher_logits, y_pred, "in the training step")
     flat_student = keras.tree.flatten(as_logits(y_pred, student_probabilities))
-    if keras.tree.is_nested(sample_weight):
-        flat_weights = keras.tree.flatten(sample_weight)
-    else:
-        flat_weights = [sample_weight] * len(flat_student)
+    flat_weights, flat_labels = (
+        keras.tree.flatten(value) if keras.tree.is_nested(value) else [value] * len(flat_student)
+        for value in (sample_weight, labels)
+    )
     terms = [
-        reduce(loss_fn(teacher, student, temperature), weight, mask)
-        for teacher, student, weight in zip(
-            keras.tree.flatten(teacher_logits), flat_student, flat_weights, strict=True
+        reduce(_with_labels(loss_fn, label)(teacher, student, temperature), weight, mask)
+        for teacher, student, weight, label in zip(
+            keras.tree.flatten(teacher_logits), flat_student, flat_weights, flat_labels,
+            strict=True,
         )
     ]
     return ops.sum(ops.stack(terms))
 
 
 def stored_term(stored, y_pred, *, loss_fn, student_probabilities, temperature,
-                sample_weight=None, mask=None):  # fmt: skip
+                sample_weight=None, mask=None, labels=None):  # fmt: skip
     """The distillation loss against stored teacher outputs (`keras_distill.targets`).
 
     Args:
@@ -178,6 +202,7 @@ def stored_term(stored, y_pred, *, loss_fn, student_probabilities, temperature,
         temperature: The temperature (a scalar tensor).
         sample_weight: Optional weights.
         mask: Optional mask of valid positions (sequence models).
+        labels: Hard labels for losses that take them.
 
     Returns:
         A scalar float32 tensor, scaled per replica.
@@ -191,12 +216,14 @@ def stored_term(stored, y_pred, *, loss_fn, student_probabilities, temperature,
     True
     """
     kind = targets.kind_of(stored)
+    loss_fn = _with_labels(loss_fn, labels)
     term = kind.term(stored, y_pred, student_probabilities, temperature, loss_fn)
     return reduce(term.values, _combined(sample_weight, term.weight), mask)
 
 
 def compute(*, student_loss, y_pred, teacher_logits, stored, loss_fn, student_probabilities,
-            temperature, alpha, sample_weight=None, training=True) -> Losses:  # fmt: skip
+            temperature, alpha, sample_weight=None, labels=None,
+            training=True) -> Losses:  # fmt: skip
     """The whole objective of one step from tensors.
 
     Args:
@@ -209,6 +236,8 @@ def compute(*, student_loss, y_pred, teacher_logits, stored, loss_fn, student_pr
         temperature: The temperature (a scalar tensor).
         alpha: The hard-label weight (a scalar tensor).
         sample_weight: Optional sample weights.
+        labels: Hard labels for losses that take them (-1 where unknown; see
+            `distillation_labels`).
         training: Whether this is a training step (stored outputs are required then).
 
     Returns:
@@ -234,6 +263,7 @@ def compute(*, student_loss, y_pred, teacher_logits, stored, loss_fn, student_pr
         temperature=temperature,
         sample_weight=sample_weight,
         mask=mask,
+        labels=labels,
     )
     student_loss = ops.cast(student_loss, "float32")
     if teacher_logits is not None:

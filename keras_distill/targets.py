@@ -127,6 +127,13 @@ def _distribution_term(stored, y_pred, student_probabilities, temperature, loss_
 
 
 def _top_k_term(stored, y_pred, student_probabilities, temperature, loss_fn) -> Term:
+    if losses.needs_full_logits(loss_fn):
+        name = getattr(getattr(loss_fn, "func", loss_fn), "__name__", repr(loss_fn))
+        raise ValueError(
+            f"The distillation loss {name!r} needs the teacher's full logits, but these stored "
+            "outputs keep only its top-k classes. Store full logits (label_with_teacher without "
+            "top_k), or use a loss that works on top-k buckets, such as 'kl_divergence'."
+        )
     teacher, student = losses.top_k_logits(
         stored["teacher_topk_values"],
         stored["teacher_topk_indices"],

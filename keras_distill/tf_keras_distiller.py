@@ -42,6 +42,9 @@ class TFKerasDistiller(BaseDistiller, tf_keras.Model):
             tf_keras.metrics.Mean(name=name) for name in LOSS_KEYS
         )
 
+    def _read(self, variable) -> float:
+        return float(variable.numpy())  # also a MirroredVariable under MultiWorkerMirroredStrategy
+
     def _hard_loss(self, x, labels, y_pred, sample_weight, training):
         del training
         return self.compute_loss(x, labels, y_pred, sample_weight)

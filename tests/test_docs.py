@@ -41,6 +41,8 @@ def test_docstring_examples_run(module):
 
 def test_all_names_the_public_api():
     assert set(keras_distill.__all__) == {
+        "BaseDistiller",
+        "augment",
         "CompressionReport",
         "Distiller",
         "compare",
