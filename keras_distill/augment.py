@@ -256,6 +256,38 @@ class RandomShift1D(_BatchAugmentation):
         return {**super().get_config(), "max_shift": self.max_shift, "fill": self.fill}
 
 
+def with_mixed_labels(augmentation, inputs, labels):
+    """Applies an augmentation in training mode, mixing one-hot labels where it mixes inputs.
+
+    For training *without* a teacher on the same augmentation (the scratch
+    baseline of function matching): `InputMixup` and `InputCutMix` layers mix
+    the labels exactly as they mix the inputs (standard mixup and cutmix);
+    every other layer only transforms the inputs.
+
+    Args:
+        augmentation: A layer, or a `keras.Sequential` of layers.
+        inputs: A batch of inputs.
+        labels: One-hot (or soft) labels, `(batch, classes)`.
+
+    Returns:
+        `(augmented_inputs, labels)`.
+
+    Example:
+    >>> import numpy as np
+    >>> x, y = np.eye(4, dtype="float32"), np.eye(4, dtype="float32")
+    >>> mixed_x, mixed_y = with_mixed_labels(InputMixup(seed=0), x, y)
+    >>> bool(np.allclose(np.asarray(mixed_x), np.asarray(mixed_y)))  # mixed alike
+    True
+    """
+    layers = augmentation.layers if isinstance(augmentation, keras.Sequential) else [augmentation]
+    for layer in layers:
+        if isinstance(layer, _Mixing):
+            inputs, labels = layer.mix(inputs, labels)
+        else:
+            inputs = layer(inputs, training=True)
+    return inputs, labels
+
+
 def default_augmentation(input_shape: tuple, seed: int | None = None) -> keras.layers.Layer:
     """The function-matching augmentation the recipes use for inputs of this shape.
 

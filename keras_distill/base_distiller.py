@@ -275,7 +275,10 @@ class BaseDistiller(abc.ABC):
             temperature=ops.convert_to_tensor(self._temperature),
             alpha=ops.convert_to_tensor(self._alpha),
             sample_weight=sample_weight,
-            labels=objective.distillation_labels(labels, label_mask),
+            # An augmented view (mixup, cutmix) may no longer show the labelled class:
+            # losses that take labels (DKD) then use the teacher's argmax on the view.
+            labels=None if training and self.augment is not None
+            else objective.distillation_labels(labels, label_mask),
             training=training,
         )
         batch_size = ops.shape(keras.tree.flatten(x)[0])[0]

@@ -204,8 +204,10 @@ def decoupled_kd(teacher_logits, student_logits, temperature=1.0, labels=None, a
 
     The target class is the hard label. Where there is none (`labels=None`,
     or a negative label, as the `Distiller` passes for examples whose
-    `label_mask` is 0), the teacher's most likely class is used instead. It
-    needs the teacher's full logits: stored top-k outputs are refused.
+    `label_mask` is 0), the teacher's most likely class is used instead; the
+    `Distiller` also passes no labels to training steps with `augment`, whose
+    views (mixup, cutmix) may no longer show the labelled class. It needs the
+    teacher's full logits: stored top-k outputs are refused.
 
     Args:
         teacher_logits: Tensor `(..., classes)`, the teacher's logits.

@@ -1,16 +1,23 @@
 """The library's recommended training recipes for classifiers, as plain functions.
 
-`train_from_scratch` and `train_distilled` train a Keras classifier (integer
-labels, logits out) and return its test accuracy. `sweep`,
-`teacher_assistant_chain`, the demo and the quality and defaults benchmarks
-train through them, so their comparisons use the same optimizer, schedule and
-data handling.
+`train_from_scratch`, `train_distilled` and `train_function_matching` train a
+Keras classifier (integer labels, logits out) and return its test accuracy.
+`sweep`, `teacher_assistant_chain`, the demo and the quality and defaults
+benchmarks train through them, so their comparisons use the same optimizer,
+schedule and data handling. A scratch baseline given the same `augment` as a
+distilled student trains on the same augmented views (mixup and cutmix then
+mix its one-hot labels), so augmentation is never credited to distillation.
 """
 
 from __future__ import annotations
 
-import keras
+import time
 
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_distill import augment as augment_lib
 from keras_distill.callbacks import TemperatureScheduler
 from keras_distill.datasets import Split
 from keras_distill.distiller import Distiller
@@ -24,7 +31,6 @@ from keras_distill.schedules import Linear
 # `train_distilled` anneals linearly from `temperature` to `final_temperature`; with
 # these defaults both are 1, so nothing is annealed unless a caller asks for it.
 RECOMMENDED_TEMPERATURE = 1.0
-RECOMMENDED_FINAL_TEMPERATURE = 1.0
 RECOMMENDED_ALPHA = 0.5
 
 
@@ -32,21 +38,67 @@ RECOMMENDED_ALPHA = 0.5
 Data = Split
 
 
+# Function matching (Beyer et al. 2022), chosen by benchmarks/quality_benchmark.py: the
+# teacher on the student's augmented view (shift, noise, input mixup), pure KL at T = 1
+# (alpha = 0), Adam with cosine decay over a long schedule. See the README for the numbers.
+FUNCTION_MATCHING_TEMPERATURE = 1.0
+FUNCTION_MATCHING_ALPHA = 0.0
+FUNCTION_MATCHING_BATCH_SIZE = 128
+FUNCTION_MATCHING_LEARNING_RATE = 3e-3
+SCHEDULES = ("constant", "cosine")
+
+
 def _loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _fit(model, data: Data, epochs: int, batch_size: int, verbose: int, callbacks=()):
+def _optimizer(learning_rate: float, schedule: str, steps: int) -> keras.optimizers.Optimizer:
+    if schedule not in SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {SCHEDULES}; received {schedule!r}.")
+    if schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))
+    return keras.optimizers.Adam(learning_rate)
+
+
+def _steps(data: Data, epochs: int, batch_size: int) -> int:
+    return epochs * int(np.ceil(len(data.x_train) / batch_size))
+
+
+def test_accuracy(model: keras.Model, data: Data) -> float:
+    """Top-1 accuracy of a classifier on the test split.
+
+    Example:
+    >>> x, y = np.eye(2, dtype="float32"), np.array([0, 1])
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Identity()])
+    >>> test_accuracy(model, Data(x, y, x, y))
+    1.0
+    """
+    predictions = model.predict(data.x_test, batch_size=1024, verbose=0)
+    return float(np.mean(np.argmax(predictions, axis=-1) == np.asarray(data.y_test)))
+
+
+def _fit(model, x, y, data: Data, epochs: int, batch_size: int, verbose: int, callbacks=()):
     model.fit(
-        data.x_train,
-        data.y_train,
+        x,
+        y,
         epochs=epochs,
-        batch_size=batch_size,
+        batch_size=None if isinstance(x, tf.data.Dataset) else batch_size,
         verbose=verbose,
         callbacks=list(callbacks),
-        validation_data=(data.x_test, data.y_test) if verbose else None,
     )
-    return float(model.evaluate(data.x_test, data.y_test, return_dict=True, verbose=0)["accuracy"])
+    accuracy = test_accuracy(model, data)
+    if verbose:
+        print(f"test accuracy {accuracy:.1%}")
+    return accuracy
+
+
+def _augmented_labels(data: Data, batch_size: int, augmentation, classes: int):
+    """A shuffled `tf.data` pipeline of augmented inputs with (mixed) one-hot labels."""
+    one_hot = tf.one_hot(np.asarray(data.y_train), classes)
+    dataset = tf.data.Dataset.from_tensor_slices((data.x_train, one_hot))
+    dataset = dataset.shuffle(len(data.x_train), reshuffle_each_iteration=True).batch(batch_size)
+    mapped = dataset.map(lambda x, y: augment_lib.with_mixed_labels(augmentation, x, y))
+    return mapped.prefetch(tf.data.AUTOTUNE)
 
 
 def train_from_scratch(
@@ -56,31 +108,46 @@ def train_from_scratch(
     epochs: int,
     batch_size: int = 32,
     learning_rate: float = 1e-3,
+    augment=None,
+    schedule: str = "constant",
     verbose: int = 0,
 ) -> float:
-    """Trains a classifier on the labels alone (Adam, sparse cross-entropy).
+    """Trains a classifier on the labels alone (Adam, cross-entropy).
 
     Args:
         model: An uncompiled Keras classifier that outputs logits.
-        data: A `Data` (or `keras_distill.datasets.Split`).
+        data: A `Data` (or `keras_distill.datasets.Split`) with integer labels.
         epochs: Training epochs.
         batch_size: Batch size.
         learning_rate: Adam learning rate.
-        verbose: Keras `fit` verbosity; with verbose > 0 the test set is shown
-            as validation data.
+        augment: Optional augmentation (a layer or `keras.Sequential`), applied
+            to every training batch as a distilled student's would be; mixup and
+            cutmix layers mix the one-hot labels alike.
+        schedule: `"constant"` learning rate, or `"cosine"` decay to 0 over
+            the run.
+        verbose: Keras `fit` verbosity; with verbose > 0 the test accuracy is
+            printed at the end.
 
     Returns:
         Test accuracy.
 
+    Raises:
+        ValueError: If `schedule` is unknown.
+
     Example:
-    >>> import numpy as np
     >>> x, y = np.random.rand(32, 4), np.arange(32) % 2
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     >>> 0.0 <= train_from_scratch(model, Data(x, y, x, y), epochs=1) <= 1.0
     True
     """
-    model.compile(keras.optimizers.Adam(learning_rate), _loss(), metrics=["accuracy"])
-    return _fit(model, data, epochs, batch_size, verbose)
+    optimizer = _optimizer(learning_rate, schedule, _steps(data, epochs, batch_size))
+    if augment is None:
+        model.compile(optimizer, _loss(), metrics=["accuracy"])
+        return _fit(model, data.x_train, data.y_train, data, epochs, batch_size, verbose)
+    classes = int(model.outputs[0].shape[-1])
+    model.compile(optimizer, keras.losses.CategoricalCrossentropy(from_logits=True))
+    train = _augmented_labels(data, batch_size, augment, classes)
+    return _fit(model, train, None, data, epochs, batch_size, verbose)
 
 
 def train_distilled(
@@ -92,8 +159,11 @@ def train_distilled(
     batch_size: int = 32,
     learning_rate: float = 1e-3,
     temperature: float = RECOMMENDED_TEMPERATURE,
-    final_temperature: float = RECOMMENDED_FINAL_TEMPERATURE,
+    final_temperature: float | None = None,
     alpha: float = RECOMMENDED_ALPHA,
+    distillation_loss="kl_divergence",
+    augment=None,
+    schedule: str = "constant",
     verbose: int = 0,
 ) -> float:
     """Distils a classifier with the recommended recipe (or a linear annealing of T).
@@ -101,27 +171,168 @@ def train_distilled(
     Args:
         teacher: A trained Keras classifier.
         student: An uncompiled Keras classifier that outputs logits.
-        data: A `Data` (or `keras_distill.datasets.Split`).
+        data: A `Data` (or `keras_distill.datasets.Split`); its training
+            labels may be a dict with `"labels"` and `"label_mask"`.
         epochs: Training epochs.
         batch_size: Batch size.
         learning_rate: Adam learning rate.
         temperature: Temperature at the first epoch.
-        final_temperature: Temperature at the last epoch (linear in between).
+        final_temperature: Temperature at the last epoch (linear in between);
+            by default the same as `temperature`.
         alpha: Weight of the hard-label loss.
+        distillation_loss: Anything `keras_distill.losses.get` accepts.
+        augment: Optional augmentation applied inside the training step to
+            the batch both models see (`Distiller(augment=...)`).
+        schedule: `"constant"` learning rate, or `"cosine"` decay.
         verbose: Keras `fit` verbosity.
 
     Returns:
         The student's test accuracy.
 
+    Raises:
+        ValueError: If `schedule` is unknown (and as `Distiller` raises).
+
     Example:
-    >>> import numpy as np
     >>> x, y = np.random.rand(32, 4), np.arange(32) % 2
     >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     >>> 0.0 <= train_distilled(teacher, student, Data(x, y, x, y), epochs=2) <= 1.0
     True
     """
-    distiller = Distiller(teacher, student, temperature=temperature, alpha=alpha)
-    distiller.compile(keras.optimizers.Adam(learning_rate), _loss(), metrics=["accuracy"])
-    annealing = TemperatureScheduler(Linear(temperature, final_temperature, max(epochs - 1, 1)))
-    return _fit(distiller, data, epochs, batch_size, verbose, callbacks=[annealing])
+    distiller = Distiller(teacher, student, temperature=temperature, alpha=alpha,
+                          distillation_loss=distillation_loss, augment=augment)  # fmt: skip
+    optimizer = _optimizer(learning_rate, schedule, _steps(data, epochs, batch_size))
+    distiller.compile(optimizer, _loss(), metrics=["accuracy"])
+    final = temperature if final_temperature is None else final_temperature
+    callbacks = []
+    if final != temperature:
+        callbacks.append(TemperatureScheduler(Linear(temperature, final, max(epochs - 1, 1))))
+    x, y = data.x_train, data.y_train
+    return _fit(distiller, x, y, data, epochs, batch_size, verbose, callbacks=callbacks)
+
+
+def train_function_matching(
+    teacher: keras.Model,
+    student: keras.Model,
+    data: Data,
+    *,
+    epochs: int,
+    augment="default",
+    temperature: float = FUNCTION_MATCHING_TEMPERATURE,
+    alpha: float = FUNCTION_MATCHING_ALPHA,
+    distillation_loss="kl_divergence",
+    batch_size: int = FUNCTION_MATCHING_BATCH_SIZE,
+    learning_rate: float = FUNCTION_MATCHING_LEARNING_RATE,
+    seed: int | None = None,
+    verbose: int = 0,
+) -> float:
+    """Distils with function matching: the teacher on the student's augmented view.
+
+    The recipe of Beyer et al. (2022), "A good teacher is patient and
+    consistent": every training batch is augmented inside the training step
+    and both models see the same view; the student learns the teacher's
+    function on inputs around the training set rather than the labels, which
+    is why it can beat the same student trained alone even with all labels.
+    It is patient: it needs several times the epochs of training on the labels
+    (the README reports the measured cost). Compare it with
+    `train_from_scratch(..., augment=same_augmentation, schedule="cosine")`.
+
+    Args:
+        teacher: A trained Keras classifier.
+        student: An uncompiled Keras classifier that outputs logits.
+        data: A `Data` (or `keras_distill.datasets.Split`).
+        epochs: Training epochs (long: see the README).
+        augment: `"default"` (`keras_distill.augment.default_augmentation` for
+            the input shape), a layer, a callable `fn(x, training)`, or None.
+        temperature: The temperature (1 measured best).
+        alpha: Weight of the hard labels (0: the teacher alone, as in the paper).
+        distillation_loss: Anything `keras_distill.losses.get` accepts.
+        batch_size: Batch size.
+        learning_rate: Peak Adam learning rate (cosine decay to 0).
+        seed: Seed of the default augmentation.
+        verbose: Keras `fit` verbosity.
+
+    Returns:
+        The student's test accuracy.
+
+    Example:
+    >>> x, y = np.random.rand(64, 16).astype("float32"), np.arange(64) % 2
+    >>> teacher = keras.Sequential([keras.Input((16,)), keras.layers.Dense(2)])
+    >>> student = keras.Sequential([keras.Input((16,)), keras.layers.Dense(2)])
+    >>> 0.0 <= train_function_matching(teacher, student, Data(x, y, x, y), epochs=2) <= 1.0
+    True
+    """
+    if isinstance(augment, str) and augment == "default":
+        augment = augment_lib.default_augmentation(tuple(data.x_train.shape[1:]), seed=seed)
+    return train_distilled(
+        teacher, student, data, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, temperature=temperature, alpha=alpha,
+        distillation_loss=distillation_loss, augment=augment, schedule="cosine",
+        verbose=verbose,
+    )  # fmt: skip
+
+
+def choose_temperature(
+    teacher: keras.Model,
+    make_student,
+    data: Data,
+    *,
+    candidates=(1.0, 2.0, 4.0),
+    epochs: int = 30,
+    validation_fraction: float = 0.2,
+    seed: int = 0,
+    **recipe,
+) -> tuple[float, dict, float]:
+    """Picks the function-matching temperature for a student with a few short runs.
+
+    One fixed temperature does not fit students of every capacity. This holds
+    out `validation_fraction` of the training split, trains a fresh student
+    (`make_student()`) with `train_function_matching` for `epochs` at each
+    candidate temperature, and returns the best on the held-out part. The test
+    split is never looked at.
+
+    Args:
+        teacher: A trained Keras classifier.
+        make_student: A callable returning a new, uncompiled student.
+        data: A `Data`.
+        candidates: Temperatures to try.
+        epochs: Epochs of each short run.
+        validation_fraction: Share of the training split held out, in (0, 1).
+        seed: Seed of the hold-out split.
+        **recipe: Passed to `train_function_matching`.
+
+    Returns:
+        `(best temperature, {temperature: held-out accuracy}, seconds spent)`.
+
+    Raises:
+        ValueError: If there are no candidates or the fraction is not in (0, 1).
+
+    Example:
+    >>> x, y = np.random.rand(64, 16).astype("float32"), np.arange(64) % 2
+    >>> teacher = keras.Sequential([keras.Input((16,)), keras.layers.Dense(2)])
+    >>> def make_student():
+    ...     return keras.Sequential([keras.Input((16,)), keras.layers.Dense(2)])
+    >>> best, scores, seconds = choose_temperature(teacher, make_student, Data(x, y, x, y),
+    ...                                            candidates=(1.0, 2.0), epochs=1)
+    >>> best in scores
+    True
+    """
+    if not candidates or not 0.0 < validation_fraction < 1.0:
+        raise ValueError(
+            "Need at least one candidate temperature and a validation_fraction in (0, 1); "
+            f"received candidates={candidates!r}, validation_fraction={validation_fraction!r}."
+        )
+    started = time.perf_counter()
+    order = np.random.default_rng(seed).permutation(len(data.x_train))
+    held = order[: max(1, int(len(order) * validation_fraction))]
+    kept = order[len(held) :]
+    x, y = np.asarray(data.x_train), np.asarray(data.y_train)
+    split = Data(x[kept], y[kept], x[held], y[held])
+    scores = {
+        float(t): train_function_matching(
+            teacher, make_student(), split, epochs=epochs, temperature=t, **recipe
+        )
+        for t in candidates
+    }
+    best = max(scores, key=scores.get)
+    return best, scores, time.perf_counter() - started
