@@ -243,7 +243,9 @@ def train_function_matching(
         data: A `Data` (or `keras_distill.datasets.Split`).
         epochs: Training epochs (long: see the README).
         augment: `"default"` (`keras_distill.augment.default_augmentation` for
-            the input shape), a layer, a callable `fn(x, training)`, or None.
+            the input rank: flat vectors get noise and mixup), a layer (e.g.
+            `default_augmentation(shape, "signal")`), a callable
+            `fn(x, training)`, or None.
         temperature: The temperature (1 measured best).
         alpha: Weight of the hard labels (0: the teacher alone, as in the paper).
         distillation_loss: Anything `keras_distill.losses.get` accepts.

@@ -75,7 +75,7 @@ def test_seeded_runs_repeat():
 
     def pipeline():
         keras.utils.set_random_seed(7)
-        layers = augment.default_augmentation((12,))
+        layers = augment.default_augmentation((12,), "signal")
         return run(layers, x), run(layers, x)
 
     first, second = pipeline()
@@ -108,13 +108,19 @@ def test_bad_arguments_name_the_value():
         augment.RandomShift1D(2)(np.zeros((2, 4, 4, 1)), training=True)
 
 
-def test_default_augmentation_per_input_rank():
-    def names(shape):
-        return [type(layer).__name__ for layer in augment.default_augmentation(shape).layers]
+def test_default_augmentation_per_input_kind():
+    def names(shape, kind="auto"):
+        layers = augment.default_augmentation(shape, kind).layers
+        return [type(layer).__name__ for layer in layers]
 
-    assert names((40,)) == ["RandomShift1D", "GaussianNoise", "InputMixup"]
-    assert names((8,)) == ["GaussianNoise", "InputMixup"]
+    assert names((40,)) == ["GaussianNoise", "InputMixup"]  # flat features: no order assumed
+    assert names((40,), "signal") == ["RandomShift1D", "GaussianNoise", "InputMixup"]
+    assert names((40, 2)) == ["RandomShift1D", "GaussianNoise", "InputMixup"]
     assert names((28, 28, 1)) == ["RandomTranslation", "InputMixup"]
+    with pytest.raises(ValueError, match=r"'image' augmentation does not fit inputs of shape"):
+        names((40,), "image")
+    with pytest.raises(ValueError, match=r"`kind` must be one of .*received 'audio'"):
+        names((40,), "audio")
 
 
 # -- inside the Distiller ------------------------------------------------------------

@@ -101,3 +101,22 @@ def test_05_quantization_aware_distillation(tmp_path):
     assert qat >= 85.0 and ptq >= 85.0
     sparsity = float(re.search(r"kernel sparsity ([\d.]+)%", text)[1])
     assert 79.0 <= sparsity <= 81.0
+
+
+@pytest.mark.slow
+def test_06_when_distillation_pays(tmp_path):
+    notebook = execute(TUTORIALS[5], tmp_path)
+    text = outputs(notebook)
+    assert "['RandomShift1D', 'GaussianNoise', 'InputMixup']" in text
+    teacher = float(re.search(r"teacher \(CNN, [\d,]+ parameters\): ([\d.]+)%", text)[1])
+    assert teacher >= 80.0
+    rows = dict(re.findall(r"^\s*([\w +]+): ([\d.]+)%\s+\([+-][\d.]+ vs strongest", text, re.M))
+    assert set(rows) == {
+        "scratch",
+        "scratch + augmentation",
+        "function matching",
+        "DKD + function matching",
+    }
+    assert all(20.0 <= float(value) <= 100.0 for value in rows.values())
+    assert re.search(r"teacher's top class: input \d \(\d+%\), view \d \(\d+%\)", text)
+    assert str(notebook.cells).count("image/png") >= 2
