@@ -11,13 +11,14 @@ makes variables and metrics and computes its compiled loss.
 from __future__ import annotations
 
 import abc
+import inspect
 
 import keras
 import tensorflow as tf
 from keras import ops
 
 from keras_distill import losses as losses_lib
-from keras_distill import objective, targets
+from keras_distill import objective, targets, teacher_cache
 from keras_distill.models import as_logits, check_compatible, probability_outputs, symbolic_outputs
 
 LOSS_KEYS = ("loss", "student_loss", "distillation_loss")
@@ -91,9 +92,11 @@ class BaseDistiller(abc.ABC):
 
     def __init__(self, teacher, student, temperature=1.0, alpha=0.5,
                  distillation_loss="kl_divergence", teacher_output="auto",
-                 student_output="auto", augment=None, **kwargs):  # fmt: skip
+                 student_output="auto", augment=None, cache_teacher_outputs="auto",
+                 **kwargs):  # fmt: skip
         self._check_models(teacher, student)
         _check_augment(augment, teacher)
+        teacher_cache.check_setting(cache_teacher_outputs)
         temperature = objective.checked_temperature(temperature)
         alpha = objective.checked_alpha(alpha)
         loss_fn = losses_lib.get(distillation_loss)
@@ -113,6 +116,7 @@ class BaseDistiller(abc.ABC):
         self.teacher_output = teacher_output
         self.student_output = student_output
         self.augment = augment
+        self.cache_teacher_outputs = cache_teacher_outputs
         self._distillation_loss_fn = loss_fn
         self._teacher_probabilities = teacher_probabilities
         self._student_probabilities = student_probabilities
@@ -250,9 +254,21 @@ class BaseDistiller(abc.ABC):
         """Returns the student's predictions."""
         return self.student(inputs, training=training)
 
-    def _teacher_logits(self, x):
-        if self.teacher is None:
-            return None
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`Model.fit`; with in-memory inputs the teacher runs once, before the first epoch.
+
+        Unless `cache_teacher_outputs=False`, array (or tensor) inputs without
+        `augment` get the teacher's outputs computed in one batched pass and
+        kept beside the labels for this `fit` call only (see
+        `keras_distill.teacher_cache`); `tf.data` input runs the teacher live.
+        """
+        arguments = inspect.signature(super().fit).bind(x, y, *args, **kwargs).arguments
+        arguments.update(teacher_cache.cached_arguments(self, arguments))
+        return super().fit(**arguments)
+
+    def _teacher_logits(self, x, y=None):
+        if self.teacher is None or targets.split_targets(y)[2]:
+            return None  # no teacher, or its outputs came with the targets
         outputs = self.teacher(x, training=False)
         outputs = keras.tree.map_structure(tf.stop_gradient, outputs)
         return as_logits(outputs, self._teacher_probabilities)
@@ -313,7 +329,7 @@ class BaseDistiller(abc.ABC):
         """One step: teacher inference, then student gradients and update."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x = self._augmented(x)
-        teacher_logits = self._teacher_logits(x)
+        teacher_logits = self._teacher_logits(x, y)
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self._objective(x, y, y_pred, teacher_logits, sample_weight, training=True)
@@ -334,7 +350,7 @@ class BaseDistiller(abc.ABC):
     def test_step(self, data):
         """Evaluates the student's metrics and the distillation objective."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_logits = self._teacher_logits(x)
+        teacher_logits = self._teacher_logits(x, y)
         y_pred = self(x, training=False)
         self._objective(x, y, y_pred, teacher_logits, sample_weight, training=False)
         return self._global_logs(self._metrics_logs(x, y, y_pred, sample_weight))

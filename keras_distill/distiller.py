@@ -89,6 +89,14 @@ class Distiller(BaseDistiller, keras.Model):
             is called with `training=True` in `train_step` only, never in
             `evaluate` or `predict`; it must keep the batch's structure and
             shape. Needs a live teacher.
+        cache_teacher_outputs: `"auto"` (default): when `fit` gets arrays in
+            memory and no `augment`, run the teacher once before the first
+            epoch (one batched pass) and train every epoch from its outputs,
+            with the same result as running it live; skipped, with a line at
+            `verbose`, for `tf.data` input, `class_weight`, multi-output
+            teachers or outputs over 1 GiB (an int sets that budget in bytes).
+            True insists (an error if it cannot), False always runs the
+            teacher live. See `keras_distill.teacher_cache`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Raises:
@@ -139,6 +147,7 @@ class Distiller(BaseDistiller, keras.Model):
         teacher_output: str = "auto",
         student_output: str = "auto",
         augment: keras.layers.Layer | Any | None = None,
+        cache_teacher_outputs: str | bool | int = "auto",
         **kwargs,
     ):
         super().__init__(
@@ -150,6 +159,7 @@ class Distiller(BaseDistiller, keras.Model):
             teacher_output=teacher_output,
             student_output=student_output,
             augment=augment,
+            cache_teacher_outputs=cache_teacher_outputs,
             **kwargs,
         )
 
@@ -203,6 +213,7 @@ class Distiller(BaseDistiller, keras.Model):
             "augment": (
                 None if self.augment is None else keras.saving.serialize_keras_object(self.augment)
             ),
+            "cache_teacher_outputs": self.cache_teacher_outputs,
         }
 
     @classmethod

@@ -60,6 +60,26 @@ def _features_of(record: dict) -> dict:
     }
 
 
+def data_digest(examples) -> str:
+    """A hash of the inputs and labels of examples (dicts with `"x"` and maybe `"labels"`).
+
+    The same whether computed from the records as they are written or from the
+    data again when a run resumes, so a resume over other data is noticed.
+
+    Example:
+    >>> data_digest([{"x": np.zeros(2)}]) == data_digest([{"x": np.zeros(2)}])
+    True
+    """
+    digest = hashlib.sha256()
+    for example in examples:
+        for name in ("x", "labels"):
+            if example.get(name) is not None:
+                value = np.ascontiguousarray(example[name])
+                digest.update(f"{name}{value.dtype}{value.shape}".encode())
+                digest.update(value.tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _write_shard(path: pathlib.Path, records: list[dict]) -> None:
     import tensorflow as tf
 
@@ -71,8 +91,27 @@ def _write_shard(path: pathlib.Path, records: list[dict]) -> None:
                 for name, value in record.items()
             }
             example = tf.train.Example(features=tf.train.Features(feature=feature))
-            writer.write(example.SerializeToString())
+            # deterministic: the same records give the same bytes in every process
+            writer.write(example.SerializeToString(deterministic=True))
     os.replace(temporary, path)
+
+
+def _check_directory(directory: pathlib.Path) -> None:
+    """Refuses a non-empty directory that keras-distill did not write (nothing is touched)."""
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise TeacherLabelsError(f"{str(directory)!r} is a file, not a directory.")
+    entries = sorted(p.name for p in directory.iterdir())
+    ours = [name for name in entries if name == MANIFEST or name.startswith("manifest-part-")]
+    if entries and not ours:
+        more = f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+        shown = ", ".join(entries[:5]) + more
+        raise TeacherLabelsError(
+            f"{str(directory)!r} is not empty ({shown}) and holds no keras-distill manifest; "
+            "refusing to write teacher outputs among files keras-distill did not write. Use an "
+            "empty or new directory."
+        )
 
 
 class ShardWriter:
@@ -97,6 +136,7 @@ class ShardWriter:
 
     def __init__(self, directory: pathlib.Path, settings: dict, worker_index: int):
         num_workers = settings["num_workers"]
+        _check_directory(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.path = directory / _manifest_name(worker_index, num_workers)
@@ -109,8 +149,10 @@ class ShardWriter:
             "shards": [],
             "complete": False,
         }
-        for stale in directory.glob(f"{self.prefix}shard-*.tmp"):
-            stale.unlink()
+        # the temporary file of the next shard, left by a killed run: ours to delete
+        self._shard_path(len(self.manifest["shards"])).with_suffix(".tfrecord.tmp").unlink(
+            missing_ok=True
+        )
         self.done = sum(s["examples"] for s in self.manifest["shards"])
         self.pending: list[dict] = []
 
@@ -135,12 +177,15 @@ class ShardWriter:
             if len(self.pending) == self.shard_size:
                 self._flush()
 
+    def _shard_path(self, index: int) -> pathlib.Path:
+        return self.directory / f"{self.prefix}shard-{index:05d}.tfrecord"
+
     def _flush(self) -> None:
-        name = f"{self.prefix}shard-{len(self.manifest['shards']):05d}.tfrecord"
-        _write_shard(self.directory / name, self.pending)
+        path = self._shard_path(len(self.manifest["shards"]))
+        _write_shard(path, self.pending)
         self.manifest["shards"].append(
-            {"file": name, "examples": len(self.pending),
-             "sha256": _file_digest(self.directory / name)}
+            {"file": path.name, "examples": len(self.pending), "sha256": _file_digest(path),
+             "data_sha256": data_digest(self.pending)}
         )  # fmt: skip
         self.manifest["features"] = _features_of(self.pending[0])
         _atomic_write_json(self.path, self.manifest)
@@ -254,12 +299,14 @@ def read_manifests(directory: pathlib.Path, allow_incomplete: bool, verify: bool
     return manifests
 
 
-def record_parser(features: dict, kind: targets.StoredKind):
-    """A function from a serialized record to `(x, targets)`, per the kind's table entry.
+def record_parser(features: dict, kind: targets.StoredKind, batched: bool = False):
+    """A function from serialized records to `(x, targets)`, per the kind's table entry.
 
     Args:
         features: The manifest's `"features"` (name -> dtype and shape).
         kind: The stored kind (`keras_distill.targets`).
+        batched: Parse a vector of records at once (`tf.io.parse_example`,
+            after `Dataset.batch`: one op per batch instead of per record).
 
     Returns:
         `parse(serialized) -> (x, targets)`, for `tf.data.Dataset.map`.
@@ -273,24 +320,28 @@ def record_parser(features: dict, kind: targets.StoredKind):
     """
     import tensorflow as tf
 
-    spec = {name: tf.io.FixedLenFeature([], tf.string) for name in features}
+    needed = {"x", "labels", *kind.fields, *kind.optional}
+    spec = {name: tf.io.FixedLenFeature([], tf.string) for name in features if name in needed}
     first = features[next(iter(kind.fields))]
     label_shape = first["shape"][:-1] if kind.classes_last else first["shape"]
+    fields = {**kind.fields, **{k: v for k, v in kind.optional.items() if k in features}}
 
     def decode(raw, name):
         info = features[name]
-        return tf.reshape(tf.io.decode_raw(raw[name], info["dtype"]), info["shape"])
+        shape = ([-1] if batched else []) + list(info["shape"])
+        return tf.reshape(tf.io.decode_raw(raw[name], info["dtype"]), shape)
 
     def parse(serialized):
-        raw = tf.io.parse_single_example(serialized, spec)
-        fields = {**kind.fields, **{k: v for k, v in kind.optional.items() if k in features}}
+        if batched:
+            raw = tf.io.parse_example(serialized, spec)
+            lead = [tf.shape(serialized)[0]]
+        else:
+            raw, lead = tf.io.parse_single_example(serialized, spec), []
         stored = kind.decode({key: decode(raw, field) for field, key in fields.items()})
         if "labels" in features:
-            labels, mask = decode(raw, "labels"), tf.constant(1.0)
+            labels, mask = decode(raw, "labels"), tf.ones(lead)
         else:
-            labels, mask = tf.zeros(label_shape, kind.label_dtype), tf.constant(0.0)
+            labels, mask = tf.zeros(lead + list(label_shape), kind.label_dtype), tf.zeros(lead)
         return decode(raw, "x"), {**stored, "labels": labels, "label_mask": mask}
 
     return parse
-
-

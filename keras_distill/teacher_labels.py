@@ -41,6 +41,8 @@ from keras_distill.models import probability_outputs
 from keras_distill.shards import TeacherLabelsError
 
 OUTPUT_KINDS = ("logits", "probabilities", "scores", "labels")
+CACHE_BYTES = 1 << 30  # load_teacher_labels(cache="auto") keeps up to this much in memory
+PROBE_EXAMPLES = 8  # a callable teacher's outputs on these first examples identify it
 def _arrays_of(data):
     """(x, y or None) for array data; None for a `tf.data.Dataset`."""
     import tensorflow as tf
@@ -206,6 +208,11 @@ def label_with_teacher(
     _check_arguments(teacher, output, top_k, shard_size, batch_size)
     worker_index, num_workers = _worker_part(worker_index, num_workers)
     plan = _plan(data, worker_index, num_workers)
+    first = next(iter(_batches(data, plan, 0, PROBE_EXAMPLES, worker_index, num_workers)), None)
+    if first is None or len(inputs.unpack(first)[0]) == 0:
+        raise TeacherLabelsError(
+            "The data to label is empty (this worker's part has no example); nothing was written."
+        )
     settings = {
         "teacher": _fingerprint_teacher(teacher, teacher_id),
         "data": plan.data_id,
@@ -218,12 +225,20 @@ def label_with_teacher(
     if writer.manifest.get("complete"):
         return writer.manifest
     kind = targets.stored_kind(output, top_k)
+    if plan.arrays is None:
+        _check_resumed_data(data, writer, kind, worker_index, num_workers)
+    probe = not _is_keras_model(teacher)  # a callable is identified by what it answers, too
+    if probe and "teacher_probe" in writer.manifest:
+        outputs, _ = _call_teacher(teacher, inputs.unpack(first)[0], output, 0)
+        _check_probe(writer, outputs, teacher_id)
     progress = _progress_bar(plan.total, verbose)
     progress.update(writer.done)
     started, position = time.perf_counter(), writer.done
     for batch in _batches(data, plan, writer.done, batch_size, worker_index, num_workers):
         x, y = inputs.unpack(batch)
         outputs, confidence = _call_teacher(teacher, x, output, position)
+        if probe and position == 0:
+            writer.manifest["teacher_probe"] = _outputs_digest(outputs[:PROBE_EXAMPLES])
         if top_k is not None:
             _check_top_k(top_k, outputs.shape[-1])
         fields = kind.encode(outputs, confidence, settings)
@@ -234,6 +249,49 @@ def label_with_teacher(
         rate = (position - writer.done) / max(time.perf_counter() - started, 1e-9)
         progress.update(position, values=[("examples/s", rate)])
     return writer.finish(position)
+
+
+def _is_keras_model(teacher) -> bool:
+    import keras
+
+    return isinstance(teacher, keras.Model)
+
+
+def _outputs_digest(outputs: np.ndarray) -> str:
+    """A hash of a callable teacher's outputs on the first examples (rounded: 4 decimals)."""
+    values = np.round(outputs.astype("float64"), 4) if outputs.dtype.kind == "f" else outputs
+    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()[:16]
+
+
+def _check_probe(writer, outputs: np.ndarray, teacher_id: str | None) -> None:
+    if _outputs_digest(outputs[:PROBE_EXAMPLES]) != writer.manifest["teacher_probe"]:
+        named = f" (teacher_id={teacher_id!r} is the same)" if teacher_id else ""
+        raise TeacherLabelsError(
+            f"This teacher answers differently on the first {PROBE_EXAMPLES} examples than the "
+            f"one whose outputs are stored in {str(writer.directory)!r}{named}; refusing to "
+            "mix two teachers' outputs. Use a new directory (or a new teacher_id for a new "
+            "teacher version). Nothing was changed."
+        )
+
+
+def _check_resumed_data(data, writer, kind, worker_index: int, num_workers: int) -> None:
+    """Refuses to resume over a dataset whose first examples are not the ones labelled."""
+    examples = data.unbatch()
+    if num_workers > 1:
+        examples = examples.shard(num_workers, worker_index)
+    stream = examples.take(writer.done).as_numpy_iterator()
+    for index, shard in enumerate(writer.manifest["shards"]):
+        records = []
+        for _ in range(shard["examples"]):
+            x, y = inputs.unpack(next(stream, (np.zeros(0),)))
+            records.append({"x": x, "labels": None if y is None else y.astype(kind.label_dtype)})
+        if shard.get("data_sha256") not in (None, shards.data_digest(records)):
+            raise TeacherLabelsError(
+                f"The dataset differs from the one whose first {writer.done} examples are "
+                f"labelled in {str(writer.directory)!r} (shard {index} holds other examples); "
+                "refusing to mix them. Use a new directory, or pass the same dataset in the "
+                "same order. Nothing was changed."
+            )
 
 
 def _progress_bar(total: int | None, verbose: int):
@@ -312,6 +370,7 @@ def load_teacher_labels(
     seed: int | None = None,
     allow_incomplete: bool = False,
     verify: bool = True,
+    cache: bool | str = "auto",
 ):
     """Reads stored teacher outputs as a `tf.data.Dataset` of `(x, targets)`.
 
@@ -330,6 +389,13 @@ def load_teacher_labels(
         allow_incomplete: For outputs labelled in parts by several workers,
             load the complete parts even if others are missing or unfinished.
         verify: Check every shard's presence and checksum before loading.
+        cache: Keep the serialized records in memory after the first epoch
+            (`Dataset.cache()`): `"auto"` when the shards total at most
+            `CACHE_BYTES` (1 GiB), True, or False (read every epoch from disk).
+
+    Records are parsed a batch at a time. Keras' `fit(shuffle=True)` does not
+    shuffle datasets: pass `shuffle=` (a buffer size; the records are
+    reshuffled every epoch, seeded by `seed`).
 
     Returns:
         A `tf.data.Dataset` ready for `Distiller(teacher=None, ...).fit`. Parts
@@ -359,14 +425,26 @@ def load_teacher_labels(
     files = [str(directory / shard["file"]) for m in manifests for shard in m["shards"]]
     num_examples = sum(m["num_examples"] for m in manifests)
     kind = targets.stored_kind(output, manifests[0]["settings"].get("top_k"))
-    parse = shards.record_parser(features, kind)
-    dataset = (
-        tf.data.TFRecordDataset(files)
-        .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-        .apply(tf.data.experimental.assert_cardinality(num_examples))
+    records = tf.data.TFRecordDataset(files).apply(
+        tf.data.experimental.assert_cardinality(num_examples)
     )
+    if _fits_in_memory(cache, directory, manifests):
+        records = records.cache()  # the serialized records: read from disk once
     if shuffle:
-        dataset = dataset.shuffle(shuffle, seed=seed)
+        records = records.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
     if batch_size:
-        dataset = dataset.batch(batch_size)
+        parse = shards.record_parser(features, kind, batched=True)
+        dataset = records.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        parse = shards.record_parser(features, kind)
+        dataset = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _fits_in_memory(cache, directory: pathlib.Path, manifests: list) -> bool:
+    if cache not in ("auto", True, False):
+        raise ValueError(f"`cache` must be 'auto', True or False; received {cache!r}.")
+    if cache != "auto":
+        return cache
+    size = sum((directory / s["file"]).stat().st_size for m in manifests for s in m["shards"])
+    return size <= CACHE_BYTES

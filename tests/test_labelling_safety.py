@@ -1,0 +1,116 @@
+"""label_with_teacher never mixes data or teachers, never touches files it did not write."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_distill import label_with_teacher, load_teacher_labels
+from keras_distill.teacher_labels import TeacherLabelsError
+
+RNG = np.random.default_rng(0)
+X = RNG.random((100, 8)).astype("float32")
+
+
+def teacher_of(scale=1.0, fail_from=10**9):
+    """A black box; every one made here has the same name (as two lambdas would)."""
+    calls = {"n": 0}
+
+    def teacher(batch):
+        calls["n"] += 1
+        out = scale * np.tanh(batch[:, :5] * 3.0)
+        if calls["n"] >= fail_from:
+            out[1, 2] = np.nan
+        return out
+
+    return teacher
+
+
+def interrupted(data, folder, **kwargs):
+    """Labels `data` until the teacher fails at its third call: two shards of 20 are written."""
+    with pytest.raises(TeacherLabelsError, match="NaN or infinite"):
+        label_with_teacher(teacher_of(fail_from=3), data, folder, batch_size=20,
+                           shard_size=20, verbose=0, **kwargs)  # fmt: skip
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_resumed_dataset_run_refuses_other_data(tmp_path):
+    interrupted(tf.data.Dataset.from_tensor_slices(X).batch(20), tmp_path)
+    before = snapshot(tmp_path)
+    other = tf.data.Dataset.from_tensor_slices(X[::-1].copy()).batch(20)  # same spec
+    with pytest.raises(TeacherLabelsError, match=r"dataset differs .* first 40 examples .*shard 0"):
+        label_with_teacher(teacher_of(), other, tmp_path, batch_size=20, shard_size=20,
+                           verbose=0)  # fmt: skip
+    assert snapshot(tmp_path) == before
+    same = tf.data.Dataset.from_tensor_slices(X).batch(20)
+    manifest = label_with_teacher(teacher_of(), same, tmp_path, batch_size=20,
+                                  shard_size=20, verbose=0)  # fmt: skip
+    assert manifest["complete"] and manifest["num_examples"] == 100
+
+
+def test_a_different_callable_teacher_without_an_id_is_refused(tmp_path):
+    interrupted(X, tmp_path)
+    before = snapshot(tmp_path)
+
+    with pytest.raises(TeacherLabelsError, match=r"answers differently on the first 8 examples"):
+        label_with_teacher(teacher_of(scale=10.0), X, tmp_path, batch_size=20, shard_size=20,
+                           verbose=0)  # fmt: skip
+    assert snapshot(tmp_path) == before
+
+
+def test_a_directory_of_user_files_is_refused_and_left_alone(tmp_path):
+    files = {"notes.txt": b"mine", "shard-00000.tfrecord": b"also mine", "shard-draft.tmp": b"x"}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(TeacherLabelsError, match=r"not empty \(notes.txt, shard-00000.tfrecord, "
+                                                 r"shard-draft.tmp\) and holds no keras-distill"):
+        label_with_teacher(lambda b: b[:, :3], X, tmp_path, verbose=0)  # fmt: skip
+    assert snapshot(tmp_path) == files
+
+
+def test_a_resume_deletes_only_its_own_temporary_file(tmp_path):
+    interrupted(X, tmp_path)
+    (tmp_path / "shard-00002.tfrecord.tmp").write_bytes(b"half a shard")  # a killed write
+    (tmp_path / "shard-draft.tmp").write_bytes(b"the user's")
+    label_with_teacher(teacher_of(), X, tmp_path, batch_size=20, shard_size=20, verbose=0)
+    assert (tmp_path / "shard-draft.tmp").read_bytes() == b"the user's"
+    assert not (tmp_path / "shard-00002.tfrecord.tmp").exists()
+
+
+@pytest.mark.parametrize("data", [X[:0], tf.data.Dataset.from_tensor_slices(X[:0]).batch(4)],
+                         ids=["arrays", "dataset"])  # fmt: skip
+def test_empty_data_is_refused_and_nothing_is_written(tmp_path, data):
+    folder = tmp_path / "out"
+    with pytest.raises(TeacherLabelsError, match="The data to label is empty"):
+        label_with_teacher(lambda b: b[:, :3], data, folder, verbose=0)
+    assert not folder.exists()
+
+
+def test_shards_are_byte_identical_across_processes_and_hash_seeds(tmp_path):
+    np.save(tmp_path / "x.npy", X)
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from keras_distill import label_with_teacher
+        x = np.load(sys.argv[1])
+        label_with_teacher(lambda b: np.tanh(b[:, :5]), (x, np.arange(100) % 5), sys.argv[2],
+                           shard_size=30, top_k=2, verbose=0)
+        """
+    )
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed, TF_CPP_MIN_LOG_LEVEL="2")
+        result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.npy"),
+                                 str(tmp_path / seed)], capture_output=True, text=True,
+                                timeout=300, env=env)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+    first, second = snapshot(tmp_path / "1"), snapshot(tmp_path / "2")
+    assert len(first) == 5 and first == second  # 4 shards and the manifest
+    assert sum(1 for _ in load_teacher_labels(tmp_path / "1", batch_size=None)) == 100
