@@ -263,8 +263,22 @@ class BaseDistiller(abc.ABC):
         `keras_distill.teacher_cache`); `tf.data` input runs the teacher live.
         """
         arguments = inspect.signature(super().fit).bind(x, y, *args, **kwargs).arguments
+        self._check_scheduled_values()
         arguments.update(teacher_cache.cached_arguments(self, arguments))
         return super().fit(**arguments)
+
+    def _check_scheduled_values(self) -> None:
+        """Refuses to train with a temperature or alpha assigned around the setters."""
+        for key, check in (("temperature", objective.checked_temperature),
+                           ("alpha", objective.checked_alpha)):  # fmt: skip
+            value = self._read(getattr(self, key))
+            try:
+                check(value)
+            except ValueError as error:
+                raise ValueError(
+                    f"distiller.{key} holds {value!r} (assigned to the variable directly?): "
+                    f"{error} Set it with `distiller.{key} = value`, which checks it."
+                ) from None
 
     def _teacher_logits(self, x, y=None):
         if self.teacher is None or targets.split_targets(y)[2]:
@@ -288,7 +302,7 @@ class BaseDistiller(abc.ABC):
             stored=stored,
             loss_fn=self._distillation_loss_fn,
             student_probabilities=self._student_probabilities,
-            temperature=ops.convert_to_tensor(self._temperature),
+            temperature=self._checked_in_step(self._temperature, training),
             alpha=ops.convert_to_tensor(self._alpha),
             sample_weight=sample_weight,
             # An augmented view (mixup, cutmix) may no longer show the labelled class:
@@ -304,6 +318,18 @@ class BaseDistiller(abc.ABC):
         for tracker, value in zip(trackers, result, strict=True):
             tracker.update_state(value * replicas, sample_weight=batch_size)
         return result.total
+
+    def _checked_in_step(self, temperature, training):
+        """The temperature as a tensor; a training step stops on one that is not > 0."""
+        temperature = ops.convert_to_tensor(temperature)
+        if not training:
+            return temperature
+        check = tf.debugging.assert_positive(
+            temperature, message="distiller.temperature must be > 0 (it was assigned around "
+            "its setter, which checks it)",
+        )  # fmt: skip
+        with tf.control_dependencies([check]):
+            return tf.identity(temperature)
 
     def _metrics_logs(self, x, y, y_pred, sample_weight) -> dict:
         labels, label_mask, _ = targets.split_targets(y)

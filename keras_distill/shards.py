@@ -159,7 +159,7 @@ class ShardWriter:
     def _resumed(self, settings: dict) -> dict | None:
         if not self.path.exists():
             return None
-        previous = json.loads(self.path.read_text())
+        previous = _read_json(self.path)
         if previous.get("settings") != settings:
             before = previous.get("settings", {})
             changed = sorted(key for key in settings if before.get(key) != settings[key])
@@ -209,13 +209,128 @@ class ShardWriter:
 def _read_json(path: pathlib.Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise TeacherLabelsError(f"{str(path)!r} is not valid JSON: {error}") from None
+    validate_manifest(manifest, str(path))
+    return manifest
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _feature_problem(name, info) -> str | None:
+    if not isinstance(info, dict) or not isinstance(info.get("shape"), list):
+        return f"features[{name!r}] must be {{'dtype': ..., 'shape': [...]}}; found {info!r}"
+    if not all(_count(d) for d in info["shape"]):
+        return f"features[{name!r}]['shape'] must be non-negative integers; found {info['shape']!r}"
+    dtype = info.get("dtype")
+    try:
+        valid = isinstance(dtype, str) and np.dtype(dtype).kind in "biuf"
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        return f"features[{name!r}]['dtype'] is not a numeric dtype name: {dtype!r}"
+    return None
+
+
+def _shard_problems(shards: list) -> list:
+    problems, seen = [], set()
+    for i, shard in enumerate(shards):
+        if not isinstance(shard, dict):
+            problems.append(f"shards[{i}] must be an object; found {shard!r}")
+            continue
+        name = shard.get("file")
+        if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", ".."):
+            problems.append(f"shards[{i}]['file'] must be a file name; found {name!r}")
+        elif name in seen:
+            problems.append(f"shard {name!r} is listed twice")
+        else:
+            seen.add(name)
+        if not _count(shard.get("examples")) or shard.get("examples") == 0:
+            problems.append(f"shards[{i}]['examples'] must be a positive integer; "
+                            f"found {shard.get('examples')!r}")  # fmt: skip
+        if not (isinstance(shard.get("sha256"), str) and len(shard["sha256"]) == 64):
+            problems.append(f"shards[{i}]['sha256'] must be a SHA-256 hex digest; "
+                            f"found {shard.get('sha256')!r}")  # fmt: skip
+    return problems
+
+
+def _settings_problems(settings) -> list:
+    if not isinstance(settings, dict):
+        return [f"'settings' must be an object; found {settings!r}"]
+    problems = []
+    outputs = sorted(set(targets.KINDS) - {"top_k"})
+    if settings.get("output") not in outputs:
+        problems.append(f"settings['output'] must be one of {outputs}; "
+                        f"found {settings.get('output')!r}")  # fmt: skip
+    for key in ("num_workers", "shard_size"):
+        if not _count(settings.get(key)) or settings.get(key) == 0:
+            problems.append(f"settings[{key!r}] must be a positive integer; "
+                            f"found {settings.get(key)!r}")  # fmt: skip
+    top_k = settings.get("top_k")
+    if top_k is not None and (not _count(top_k) or top_k == 0):
+        problems.append(f"settings['top_k'] must be null or a positive integer; found {top_k!r}")
+    return problems
+
+
+def validate_manifest(manifest, where: str = "the manifest") -> None:
+    """Checks a manifest against the format, field by field, before anything is read.
+
+    Args:
+        manifest: The parsed JSON.
+        where: The file, for the message.
+
+    Raises:
+        TeacherLabelsError: Naming every field that is missing or wrong, with its value.
+
+    Example:
+    >>> validate_manifest({"format": FORMAT, "settings": {}, "shards": "none"})
+    Traceback (most recent call last):
+    ...
+    keras_distill.shards.TeacherLabelsError: the manifest is malformed: ...
+    """
+    if not isinstance(manifest, dict):
+        kind = type(manifest).__name__
+        raise TeacherLabelsError(f"{where} must hold a JSON object; found {kind}.")
     if manifest.get("format") != FORMAT:
         raise TeacherLabelsError(
-            f"{str(path)!r} has format {manifest.get('format')!r}; expected {FORMAT!r}."
+            f"{where} has format {manifest.get('format')!r}; expected {FORMAT!r}."
         )
-    return manifest
+    problems = _settings_problems(manifest.get("settings"))
+    shards = manifest.get("shards")
+    problems += _shard_problems(shards) if isinstance(shards, list) else [
+        f"'shards' must be a list; found {shards!r}"]  # fmt: skip
+    settings = manifest.get("settings")
+    workers = settings.get("num_workers") if isinstance(settings, dict) else None
+    index = manifest.get("worker_index")
+    if not _count(index) or (_count(workers) and index >= workers):
+        problems.append(f"'worker_index' must be an integer in [0, num_workers); found {index!r}")
+    if not isinstance(manifest.get("complete"), bool):
+        problems.append(f"'complete' must be true or false; found {manifest.get('complete')!r}")
+    classes = manifest.get("teacher_classes")
+    if classes is not None and (not _count(classes) or classes == 0):
+        problems.append(f"'teacher_classes' must be a positive integer; found {classes!r}")
+    if not problems and manifest["complete"]:
+        problems += _complete_problems(manifest)
+    if problems:
+        raise TeacherLabelsError(f"{where} is malformed: " + "; ".join(problems) + ".")
+
+
+def _complete_problems(manifest: dict) -> list:
+    features, problems = manifest.get("features"), []
+    if not isinstance(features, dict) or "x" not in features:
+        return [f"'features' must name the record fields, 'x' among them; found {features!r}"]
+    problems += [p for p in (_feature_problem(n, i) for n, i in features.items()) if p]
+    total = sum(shard["examples"] for shard in manifest["shards"])
+    if manifest.get("num_examples") != total or not _count(manifest.get("num_examples")):
+        problems.append(f"'num_examples' must be the shards' total {total}; "
+                        f"found {manifest.get('num_examples')!r}")  # fmt: skip
+    kind = targets.stored_kind(manifest["settings"]["output"], manifest["settings"].get("top_k"))
+    missing = sorted(set(kind.fields) - set(features))
+    if missing:
+        problems.append(f"'features' lacks {missing}, which {kind.name!r} outputs store")
+    return problems
 
 
 def _check_shards(directory: pathlib.Path, manifest: dict) -> None:
@@ -230,6 +345,26 @@ def _check_shards(directory: pathlib.Path, manifest: dict) -> None:
             raise TeacherLabelsError(
                 f"Shard {shard['file']!r} does not match its checksum in the manifest: the file "
                 "is corrupt or was changed. Delete it and the manifest entry, or relabel."
+            )
+    if manifest["shards"]:
+        _check_record(directory / manifest["shards"][0]["file"], manifest["features"])
+
+
+def _check_record(file: pathlib.Path, features: dict) -> None:
+    """The first record's fields must have the sizes the manifest's features give them."""
+    import tensorflow as tf
+
+    raw = next(iter(tf.data.TFRecordDataset(str(file)).take(1))).numpy()
+    record = tf.train.Example.FromString(raw).features.feature
+    for name, info in features.items():
+        expected = int(np.prod(info["shape"])) * np.dtype(info["dtype"]).itemsize
+        values = record[name].bytes_list.value if name in record else []
+        found = len(values[0]) if len(values) == 1 else None
+        if found != expected:
+            raise TeacherLabelsError(
+                f"The records of {file.name!r} do not match the manifest's features[{name!r}] "
+                f"({info}): {expected} bytes expected, {found} found. The manifest was edited "
+                "or belongs to other shards; relabel."
             )
 
 
@@ -299,7 +434,8 @@ def read_manifests(directory: pathlib.Path, allow_incomplete: bool, verify: bool
     return manifests
 
 
-def record_parser(features: dict, kind: targets.StoredKind, batched: bool = False):
+def record_parser(features: dict, kind: targets.StoredKind, batched: bool = False,
+                  constants: dict | None = None):  # fmt: skip
     """A function from serialized records to `(x, targets)`, per the kind's table entry.
 
     Args:
@@ -307,6 +443,8 @@ def record_parser(features: dict, kind: targets.StoredKind, batched: bool = Fals
         kind: The stored kind (`keras_distill.targets`).
         batched: Parse a vector of records at once (`tf.io.parse_example`,
             after `Dataset.batch`: one op per batch instead of per record).
+        constants: The manifest's entries for the kind's `constants` (e.g.
+            `{"teacher_classes": 10}`), repeated into every example's targets.
 
     Returns:
         `parse(serialized) -> (x, targets)`, for `tf.data.Dataset.map`.
@@ -342,6 +480,11 @@ def record_parser(features: dict, kind: targets.StoredKind, batched: bool = Fals
             labels, mask = decode(raw, "labels"), tf.ones(lead)
         else:
             labels, mask = tf.zeros(lead + list(label_shape), kind.label_dtype), tf.zeros(lead)
-        return decode(raw, "x"), {**stored, "labels": labels, "label_mask": mask}
+        repeated = {
+            key: tf.fill(lead, tf.constant(constants[name], "int32"))
+            for name, key in kind.constants.items()
+            if name in (constants or {})
+        }
+        return decode(raw, "x"), {**stored, **repeated, "labels": labels, "label_mask": mask}
 
     return parse

@@ -52,6 +52,8 @@ class StoredKind:
         label_dtype: The dtype of this kind's hard labels.
         encode: `encode(outputs, confidence, settings) -> {field: batch array}`.
         decode: `decode({target key: tensor}) -> {target key: tensor}`.
+        constants: Manifest entry -> target key, for values of the whole run
+            that every example's targets repeat (e.g. the teacher's class count).
         term: `term(stored, y_pred, student_probabilities, temperature, loss_fn) -> Term`.
 
     Example:
@@ -67,6 +69,7 @@ class StoredKind:
     classes_last: bool = True
     label_dtype: str = "int32"
     decode: Callable = dataclasses.field(default=lambda targets: targets)
+    constants: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def target_keys(self) -> frozenset:
@@ -134,11 +137,23 @@ def _top_k_term(stored, y_pred, student_probabilities, temperature, loss_fn) -> 
             "outputs keep only its top-k classes. Store full logits (label_with_teacher without "
             "top_k), or use a loss that works on top-k buckets, such as 'kl_divergence'."
         )
+    student = as_logits(y_pred, student_probabilities)
+    if "teacher_classes" in stored:  # from the manifest: the top-k hide the class count
+        import tensorflow as tf
+
+        check = tf.debugging.assert_equal(
+            tf.shape(student)[-1], tf.cast(tf.reduce_max(stored["teacher_classes"]), "int32"),
+            message="The stored top-k teacher outputs are of a teacher with another number of "
+            "classes than the student (student's count first, the teacher's second): "
+            "distil into a student with the teacher's classes",
+        )  # fmt: skip
+        with tf.control_dependencies([check]):
+            student = tf.identity(student)
     teacher, student = losses.top_k_logits(
         stored["teacher_topk_values"],
         stored["teacher_topk_indices"],
         stored["teacher_rest_logsumexp"],
-        as_logits(y_pred, student_probabilities),
+        student,
         temperature,
     )
     return Term(loss_fn(teacher, student, temperature))
@@ -182,6 +197,7 @@ KINDS: dict[str, StoredKind] = {
             },
             _encode_top_k,
             _top_k_term,
+            constants={"teacher_classes": "teacher_classes"},
         ),
         StoredKind(
             "labels", {"teacher": "teacher_labels"}, _encode_outputs, _labels_term,
@@ -200,8 +216,9 @@ KINDS: dict[str, StoredKind] = {
 }
 
 TARGET_KEYS = frozenset(LABEL_KEYS).union(
-    *(kind.target_keys | frozenset(kind.optional.values()) for kind in KINDS.values())
-)
+    *(kind.target_keys | {*kind.optional.values(), *kind.constants.values()}
+      for kind in KINDS.values())
+)  # fmt: skip
 
 
 def stored_kind(output: str, top_k: int | None) -> StoredKind:

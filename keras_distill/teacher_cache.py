@@ -70,6 +70,8 @@ def _reason_not_to_cache(distiller, arguments) -> str | None:
         return "the targets are a dict of several outputs"
     if targets.split_targets(y)[2]:
         return "the targets already hold teacher outputs"
+    if not (distiller.teacher.built and distiller.student.built):
+        return "the models are not built yet (their outputs are checked in the first step)"
     outputs = symbolic_outputs(distiller.teacher)
     if outputs is None:  # a subclassed teacher: ask it about one example
         outputs = distiller.teacher.predict(keras.tree.map_structure(lambda v: v[:1], x),

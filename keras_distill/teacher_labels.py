@@ -237,8 +237,10 @@ def label_with_teacher(
     for batch in _batches(data, plan, writer.done, batch_size, worker_index, num_workers):
         x, y = inputs.unpack(batch)
         outputs, confidence = _call_teacher(teacher, x, output, position)
-        if probe and position == 0:
+        if position == 0 and probe:
             writer.manifest["teacher_probe"] = _outputs_digest(outputs[:PROBE_EXAMPLES])
+        if position == 0 and kind.classes_last:
+            writer.manifest["teacher_classes"] = int(outputs.shape[-1])
         if top_k is not None:
             _check_top_k(top_k, outputs.shape[-1])
         fields = kind.encode(outputs, confidence, settings)
@@ -432,11 +434,12 @@ def load_teacher_labels(
         records = records.cache()  # the serialized records: read from disk once
     if shuffle:
         records = records.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
+    constants = {name: manifests[0][name] for name in kind.constants if name in manifests[0]}
     if batch_size:
-        parse = shards.record_parser(features, kind, batched=True)
+        parse = shards.record_parser(features, kind, batched=True, constants=constants)
         dataset = records.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        parse = shards.record_parser(features, kind)
+        parse = shards.record_parser(features, kind, constants=constants)
         dataset = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 

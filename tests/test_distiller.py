@@ -319,3 +319,24 @@ def test_standard_callbacks(digits, teacher, tmp_path):
         for value in event.summary.value
     }
     assert {"epoch_temperature", "epoch_distillation_loss", "epoch_alpha"} <= tags
+
+
+def test_values_assigned_around_the_setters_cannot_train_unnoticed(digits, teacher):
+    distiller = compiled(Distiller(teacher, mlp([4])))
+    x, y = digits.x_train[:64], digits.y_train[:64]
+    distiller.temperature.assign(-3.0)
+    with pytest.raises(ValueError, match=r"distiller.temperature holds -3.0 .*received -3.0"):
+        distiller.fit(x, y, verbose=0)
+    distiller.temperature = 1.0
+    distiller.alpha.assign(1.5)
+    with pytest.raises(ValueError, match=r"distiller.alpha holds 1.5"):
+        distiller.fit(x, y, verbose=0)
+    distiller.alpha = 0.5
+
+    class Sneaky(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:
+                self.model.temperature.assign(-1.0)
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"temperature must be > 0"):
+        distiller.fit(x, y, batch_size=16, callbacks=[Sneaky()], verbose=0)

@@ -1,5 +1,6 @@
 """label_with_teacher never mixes data or teachers, never touches files it did not write."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_distill import label_with_teacher, load_teacher_labels
+from keras_distill import Distiller, label_with_teacher, load_teacher_labels
 from keras_distill.teacher_labels import TeacherLabelsError
 
 RNG = np.random.default_rng(0)
@@ -114,3 +115,53 @@ def test_shards_are_byte_identical_across_processes_and_hash_seeds(tmp_path):
     first, second = snapshot(tmp_path / "1"), snapshot(tmp_path / "2")
     assert len(first) == 5 and first == second  # 4 shards and the manifest
     assert sum(1 for _ in load_teacher_labels(tmp_path / "1", batch_size=None)) == 100
+
+
+def edit(manifest, change):
+    edited = json.loads(json.dumps(manifest))
+    change(edited)
+    return edited
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.clear() or None, r"format None; expected"),
+        (lambda m: m.pop("features"), r"'features' must name the record fields"),
+        (lambda m: m.pop("shards"), r"'shards' must be a list; found None"),
+        (lambda m: m.update(num_examples="100"), r"'num_examples' must be the shards' total "
+                                                 r"100; found '100'"),
+        (lambda m: m.update(num_examples=99), r"'num_examples' must be the shards' total 100"),
+        (lambda m: m["shards"].append(m["shards"][0]), r"shard 'shard-00000.tfrecord' is listed "
+                                                       "twice"),
+        (lambda m: m["settings"].update(output="logprobs"), r"settings\['output'\] must be one "
+                                                            r"of .*found 'logprobs'"),
+        (lambda m: m["features"]["teacher"].update(shape=[4]), r"do not match the manifest's "
+                                                               r"features\['teacher'\]"),
+    ],
+)  # fmt: skip
+def test_malformed_manifests_name_the_field_and_the_value(tmp_path, change, message):
+    label_with_teacher(lambda b: b[:, :3], X, tmp_path, shard_size=50, verbose=0)
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()), change)))
+    with pytest.raises(TeacherLabelsError, match=message):
+        load_teacher_labels(tmp_path)
+
+
+def test_a_manifest_that_is_a_json_list_is_refused(tmp_path):
+    label_with_teacher(lambda b: b[:, :3], X, tmp_path, verbose=0)
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(TeacherLabelsError, match=r"must hold a JSON object; found list"):
+        load_teacher_labels(tmp_path)
+
+
+@pytest.mark.parametrize("classes", [12, 5])
+def test_top_k_outputs_refuse_a_student_with_other_classes(tmp_path, classes):
+    import keras
+
+    label_with_teacher(lambda b: np.tanh(b) @ np.ones((8, 10)), X, tmp_path, top_k=3, verbose=0)
+    student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(classes)])
+    distiller = Distiller(None, student)
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"another number of classes"):
+        distiller.fit(load_teacher_labels(tmp_path), verbose=0)
