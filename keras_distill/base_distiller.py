@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import abc
 import inspect
+import warnings
 
 import keras
 import tensorflow as tf
 from keras import ops
+from keras.src.utils import io_utils  # Keras' own callbacks print with it
 
 from keras_distill import losses as losses_lib
 from keras_distill import objective, targets, teacher_cache
@@ -126,6 +128,51 @@ class BaseDistiller(abc.ABC):
         # Built models make a built distiller (BackupAndRestore needs one).
         self.built = (teacher is None or teacher.built) and student.built
 
+    def compile(self, optimizer="rmsprop", loss=None, *args, student_loss_fn=None,
+                distillation_loss_fn=None, alpha=None, temperature=None, **kwargs):  # fmt: skip
+        """`Model.compile`, also with the keras.io example's arguments.
+
+        The keras.io distillation example's `compile(optimizer, metrics,
+        student_loss_fn, distillation_loss_fn=keras.losses.KLDivergence(),
+        alpha, temperature)` works unchanged: `student_loss_fn` is the `loss`,
+        `KLDivergence()` becomes `keras_distill.losses.kl_divergence` (the
+        softened, `T**2`-scaled KL the example computes; said once), and
+        `alpha`/`temperature` set the variables.
+        """
+        if student_loss_fn is not None:
+            if loss is not None:
+                raise ValueError(
+                    "Give the hard-label loss as `loss` or as the keras.io example's "
+                    "`student_loss_fn`, not both."
+                )
+            loss = student_loss_fn
+        if distillation_loss_fn is not None:
+            self._adopt_keras_io_loss(distillation_loss_fn)
+        if temperature is not None:
+            self.temperature = temperature
+        if alpha is not None:
+            self.alpha = alpha
+        return super().compile(optimizer, loss, *args, **kwargs)
+
+    def _adopt_keras_io_loss(self, fn) -> None:
+        name = getattr(fn, "name", None) or getattr(fn, "__name__", None) or fn
+        if isinstance(fn, losses_lib.DistillationLoss) or name in losses_lib.KERAS_KL_NAMES:
+            identifier = fn if isinstance(fn, losses_lib.DistillationLoss) else "kl_divergence"
+            self.distillation_loss = identifier
+            self._distillation_loss_fn = losses_lib.get(identifier)
+            if identifier == "kl_divergence":
+                io_utils.print_msg(
+                    f"keras-distill: distillation_loss_fn={type(fn).__name__} is used as "
+                    "keras_distill.losses.kl_divergence: T**2 * KL(softmax(t / T) || "
+                    "softmax(s / T)), as the keras.io example computes it."
+                )
+            return
+        raise TypeError(
+            f"distillation_loss_fn={fn!r} cannot see the temperature; keras-distill maps "
+            "keras.losses.KLDivergence() (the keras.io example's choice) or takes a "
+            "keras_distill.losses.DistillationLoss. Other losses: Distiller(distillation_loss=...)."
+        )
+
     def _check_models(self, teacher, student) -> None:
         kind = f"{self._model_class.__module__.split('.')[0]}.Model"
         for role, model in (("teacher", teacher), ("student", student)):
@@ -136,6 +183,16 @@ class BaseDistiller(abc.ABC):
             raise ValueError(
                 "`teacher` and `student` are the same model object; distillation "
                 "needs a separate student (e.g. a smaller keras.Model)."
+            )
+        if teacher is not None and teacher.built and student.built and (
+            teacher.count_params() < student.count_params()
+        ):
+            warnings.warn(
+                f"The teacher {teacher.name!r} ({teacher.count_params():,} parameters) is smaller "
+                f"than the student {student.name!r} ({student.count_params():,}). keras-distill "
+                "takes (teacher, student); the keras.io example takes (student, teacher). Pass "
+                "them by keyword, Distiller(teacher=..., student=...), to be sure.",
+                stacklevel=4,
             )
         if not student.trainable or (student.built and not student.trainable_weights):
             raise ValueError(

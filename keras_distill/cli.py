@@ -123,12 +123,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_array(path: str | None, what: str):
+    """A `.npy` array, or one array of a `.npz` file (`FILE.npz` with one, or `FILE.npz:NAME`)."""
     if path is None:
         return None
+    file, _, name = path.partition(".npz:")
+    file = file + ".npz" if name else path
     try:
-        return np.load(path, allow_pickle=False)
+        loaded = np.load(file, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise MicroExportError(f"Cannot read {what} {path!r} as a .npy array: {error}") from None
+        raise MicroExportError(
+            f"Cannot read {what} {path!r} as a .npy or .npz array: {error}"
+        ) from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return loaded
+    with loaded:
+        names = list(loaded.files)
+        if not name and len(names) == 1:
+            name = names[0]
+        if name not in names:
+            raise MicroExportError(
+                f"{what} {path!r}: the .npz file holds {names}; name one as FILE.npz:NAME."
+            )
+        return loaded[name]
 
 
 def _export_micro(args):

@@ -50,7 +50,12 @@ class Distiller(BaseDistiller, keras.Model):
     step uses the new values without retracing.
 
     The distiller behaves like the student: `call()`, `predict()` and the
-    compiled metrics all use the student's predictions. Save the student alone
+    compiled metrics all use the student's predictions. `evaluate()` returns
+    `[loss, <compiled metrics>..., student_loss, distillation_loss]`; pass
+    `return_dict=True` to get them by name (the keras.io example's list has
+    another order). Code written for the keras.io example runs unchanged:
+    `compile(student_loss_fn=..., distillation_loss_fn=keras.losses.KLDivergence(),
+    alpha=..., temperature=...)` is understood (see `compile`). Save the student alone
     with `distiller.student.save(...)`: it is a plain Keras model.
 
     Args:

@@ -594,6 +594,9 @@ class DIST(_NamedDistillationLoss):
         super().__init__(temperature=temperature, beta=float(beta), gamma=float(gamma), **kwargs)
 
 
+# Keras' own KL divergence, as the keras.io example passes it (`distillation_loss_fn=`).
+KERAS_KL_NAMES = ("kl_divergence", "kld", "kullback_leibler_divergence", "KLDivergence")
+
 _BY_NAME: dict[str, LossFn] = {
     "kl_divergence": kl_divergence,
     "kl": kl_divergence,

@@ -321,3 +321,35 @@ def test_cli_rejects_data_of_the_wrong_shape(teacher, tmp_path, capsys):
         capsys.readouterr().err
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_data_and_float_fallbacks_are_refused(teacher, digits, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    nan = np.full((20, 64), np.nan, "float32")
+    with pytest.raises(micro.MicroExportError, match=r"NaN or infinite values \(20 of 20"):
+        micro.export(teacher, nan, tmp_path / "a")
+    # a converter that falls back to float: the export must not call it an int8 model
+    converter = tf.lite.TFLiteConverter.from_keras_model(teacher)
+    float_model = converter.convert()
+    monkeypatch.setattr(convert, "to_int8_tflite", lambda *args, **kwargs: float_model)
+    with pytest.raises(micro.MicroExportError, match=r"not fully integer: float tensors .*input 0 "
+                                                     r"\(float32\)"):  # fmt: skip
+        micro.export(teacher, digits.x_train, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cli_reads_npz_files_and_checks_label_counts(teacher, digits, tmp_path, capsys):
+    teacher.save(tmp_path / "teacher.keras")
+    np.savez(tmp_path / "data.npz", x=digits.x_train[:100], y=digits.y_train[:100])
+    base = ["export-micro", str(tmp_path / "teacher.keras"), "--out", str(tmp_path / "out")]
+    assert cli.main([*base, "--data", str(tmp_path / "data.npz")]) == 1
+    assert "holds ['x', 'y']; name one as FILE.npz:NAME" in capsys.readouterr().err
+    wrong = [*base, "--data", f"{tmp_path / 'data.npz'}:x", "--validation-data",
+             f"{tmp_path / 'data.npz'}:x", "--validation-labels", f"{tmp_path / 'data.npz'}:y"]
+    np.savez(tmp_path / "data.npz", x=digits.x_train[:100], y=digits.y_train[:90])
+    assert cli.main(wrong) == 1
+    assert "100 examples but 90 labels" in capsys.readouterr().err
+    np.savez(tmp_path / "data.npz", x=digits.x_train[:100], y=digits.y_train[:100])
+    assert cli.main(wrong) == 0
+    assert "validation examples | 100" in capsys.readouterr().out

@@ -44,6 +44,12 @@ def representative_samples(
             "typical inputs so that the int8 ranges can be calibrated."
         )
     samples = samples.astype("float32")
+    if not np.isfinite(samples).all():
+        bad = int((~np.isfinite(samples.reshape(len(samples), -1))).any(-1).sum())
+        raise MicroExportError(
+            f"The representative data holds NaN or infinite values ({bad} of {len(samples)} "
+            "examples); int8 ranges cannot be calibrated on them. Clean the data first."
+        )
     expected = tuple(input_shape)
     if samples.ndim == len(expected):  # a single example without batch axis
         samples = samples[None]

@@ -194,6 +194,8 @@ def export(
     if keras_model is not None:
         model_bytes = _convert(keras_model, representative_data, float_io, num_samples)
     info = model_info.inspect_model(model_bytes)
+    if keras_model is not None:
+        _check_integer(info, float_io)
     arena = _measured_arena(model_bytes, info, keras_model)
     recommended = int(math.ceil(arena * (1 + arena_margin) / 16) * 16)
     validation = (
@@ -258,6 +260,24 @@ def _convert(keras_model, representative_data, float_io: bool, num_samples: int)
             "(tfmot) models carry their own ranges."
         )
     return convert.to_int8_tflite(keras_model, samples, float_io=float_io)
+
+
+def _check_integer(info, float_io: bool) -> None:
+    """Refuses a conversion that left float tensors where an int8 model has none."""
+    boundary = [] if float_io else [
+        f"{kind} {i} ({t.dtype})" for kind, tensors in (("input", info.inputs),
+                                                        ("output", info.outputs))
+        for i, t in enumerate(tensors) if t.dtype != "int8"
+    ]  # fmt: skip
+    if info.float_tensors or boundary:
+        named = list(info.float_tensors[:5]) + boundary
+        more = len(info.float_tensors) - 5
+        raise MicroExportError(
+            "The converted model is not fully integer: float tensors "
+            f"{', '.join(named)}{f' and {more} more' if more > 0 else ''}. The converter fell "
+            "back to float, e.g. for representative data without a usable range; check the "
+            "data, or the layers these tensors come from. Nothing was written."
+        )
 
 
 def _measured_arena(model_bytes: bytes, info, keras_model) -> int:
@@ -336,6 +356,11 @@ def _validate(keras_model, model_bytes, info, data, arena) -> dict:
     x, y = inputs.collect(data, example_rank=len(expected))
     x = x.astype("float32")
     y = None if y is None else y.reshape(-1)
+    if y is not None and len(y) != len(x):
+        raise MicroExportError(
+            f"The validation data has {len(x)} examples but {len(y)} labels; give one label "
+            "per example."
+        )
     if tuple(x.shape[1:]) != tuple(expected):
         raise MicroExportError(
             f"The validation data has examples of shape {tuple(x.shape[1:])}, but the "

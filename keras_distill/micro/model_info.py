@@ -51,6 +51,7 @@ class ModelInfo:
     op_tensors: dict  # op name -> names of the tensors it produces
     inputs: tuple  # TensorInfo per input
     outputs: tuple  # TensorInfo per output
+    float_tensors: tuple = ()  # names of float tensors inside the graph (not its inputs/outputs)
 
 
 def inspect_model(model_bytes: bytes) -> ModelInfo:
@@ -108,11 +109,18 @@ def inspect_model(model_bytes: bytes) -> ModelInfo:
             zero_point=int(zero[0]) if zero is not None and len(zero) else 0,
         )
 
+    boundary = set(main.inputs) | set(main.outputs)
+    floats = tuple(
+        _tensor_name(tensor)
+        for index, tensor in enumerate(main.tensors)
+        if index not in boundary and types[tensor.type] in ("float32", "float16")
+    )
     return ModelInfo(
         ops=tuple(ops),
         op_tensors=op_tensors,
         inputs=tuple(tensor_info(i) for i in main.inputs),
         outputs=tuple(tensor_info(i) for i in main.outputs),
+        float_tensors=floats,
     )
 
 
