@@ -74,7 +74,7 @@ def cnn_1d(seed):
 
 
 def recommended_augmentation(input_shape, kind):
-    """`keras_distill.augment.default_augmentation` of a kind, optionally without the mixup.
+    """`keras_distill.augment.default_augmentation` of a kind, with or without input mixup.
 
     Digits are flat feature vectors to the default ("features": noise, mixup); a 1-pixel
     translation of the 8x8 images cost the small students 3-8 points even from scratch
@@ -82,8 +82,7 @@ def recommended_augmentation(input_shape, kind):
     """
 
     def make(mix, seed):
-        layers = augment.default_augmentation(input_shape, kind, seed=seed).layers
-        return keras.Sequential(layers if mix else layers[:-1])
+        return augment.default_augmentation(input_shape, kind, seed=seed, mixup=mix)
 
     return make
 
@@ -167,6 +166,26 @@ def rows_for(teacher, data, student, make_aug, epochs, seed):
     return results
 
 
+def run_auto(task, student_index, seeds, epochs, teacher_epochs, part_dir):
+    """The recommended recipe (recipes.train_recommended): chosen on a validation split."""
+    data, make_teacher, inputs, sizes, make_aug = tasks()[task]
+    teacher = make_teacher()
+    recipes.train_from_scratch(teacher, data, epochs=teacher_epochs)
+    for index in [student_index] if student_index is not None else range(len(sizes)):
+        hidden, runs = sizes[index], []
+        for seed in seeds:
+            accuracy, info = recipes.train_recommended(
+                teacher, lambda seed=seed, hidden=hidden: mlp(inputs, hidden, seed), data,
+                epochs=epochs, make_augment=lambda seed=seed: make_aug(False, seed), seed=seed,
+            )  # fmt: skip
+            runs.append({"auto": accuracy, "chosen": info["chosen"], "seconds": info["seconds"],
+                         "validation": info["validation"]})  # fmt: skip
+            print(f"  seed {seed} auto: {accuracy:.1%} ({info['chosen']}, "
+                  f"{info['seconds']:.0f} s)", flush=True)  # fmt: skip
+            path = part_dir / f"{task}-{'-'.join(map(str, hidden))}.auto"
+            path.write_text(json.dumps(runs, indent=1))
+
+
 def run_part(task, student_index, seeds, epochs, teacher_epochs, part_dir):
     data, make_teacher, inputs, sizes, make_aug = tasks()[task]
     teacher = make_teacher()
@@ -219,11 +238,24 @@ def cell(values, key, base=None, teacher=None):
     return text
 
 
+def with_auto(part, part_dir, values):
+    """Adds the recommended recipe's runs (`--auto`), if they were made, to the values."""
+    path = part_dir / f"{part['task']}-{'-'.join(map(str, part['hidden']))}.auto"
+    if not path.exists():
+        return None
+    runs = json.loads(path.read_text())
+    values["auto"] = np.array([run["auto"] for run in runs])
+    chosen = [run["chosen"] for run in runs]
+    return (f"{cell(values, 'auto', summarize(part)[1])}; chose "
+            + ", ".join(f"{name} {chosen.count(name)}x" for name in sorted(set(chosen)))
+            + f"; {np.mean([run['seconds'] for run in runs]):.0f} s")  # fmt: skip
+
+
 def report(part_dir, out_dir, header):
     parts = [json.loads(p.read_text()) for p in sorted(part_dir.glob("*.json"))]
     parts.sort(key=lambda p: (p["task"] != "digits", p["params"]))
     lines = list(header)
-    full_rows, scarce_rows, plot = [], [], []
+    full_rows, scarce_rows, auto_rows, plot = [], [], [], []
     for part in parts:
         values, best, scarce_best = summarize(part)
         name = f"{part['task']} {'-'.join(map(str, part['hidden']))} ({part['params']:,} params)"
@@ -233,16 +265,26 @@ def report(part_dir, out_dir, header):
             name, f"{100 * part['teacher']:.1f}", cell(values, "scarce_scratch"),
             cell(values, "scarce_scratch_aug"),
             cell(values, "scarce_default", scarce_best, part["teacher"]),
-            cell(values, "scarce_fm", scarce_best, part["teacher"]),
+            cell(values, "fm", scarce_best, part["teacher"]),
         ])  # fmt: skip
+        auto = with_auto(part, part_dir, values)
+        if auto:
+            auto_rows.append([name, cell(values, best), auto])
         plot.append((name, values, best))
     lines += ["", "### All labels (test accuracy %, mean ± std; (delta vs strongest scratch))", ""]
     lines.append(markdown.table(["student"] + [label for _, label in ROWS] + ["strongest scratch"],
                                 full_rows))  # fmt: skip
+    if auto_rows:
+        lines += ["", "### The recommended recipe (`recipes.train_recommended`): the better of "
+                  "today's default and function matching on a 20% validation split, then "
+                  "trained on all the training data", ""]  # fmt: skip
+        lines.append(markdown.table(["student", "strongest scratch",
+                                     "recommended (delta); choices; seconds per run"], auto_rows))
     lines += ["", "### 10% of the labels + teacher outputs on all training inputs", ""]
     lines.append(markdown.table(
         ["student", "teacher", "scratch on 10%", "scratch on 10% + aug + mixup",
-         "today's default", "function matching + mixup"], scarce_rows))  # fmt: skip
+         "today's default", "function matching (alpha 0: no label used, the full-label run)"],
+        scarce_rows))  # fmt: skip
     seconds = {key: np.mean([run[f"{key}_seconds"] for p in parts for run in p["runs"]])
                for key, _ in ROWS}  # fmt: skip
     lines += ["", "Mean seconds per run (all tasks): " + ", ".join(
@@ -277,6 +319,7 @@ def main():
     parser.add_argument("--task", choices=["digits", "MNIST-1D"])
     parser.add_argument("--student", type=int, choices=[0, 1])
     parser.add_argument("--report", action="store_true", help="merge the parts into the report")
+    parser.add_argument("--auto", action="store_true", help="run the recommended recipe only")
     parser.add_argument("--part-dir", default="benchmarks/results/tmp/quality")
     parser.add_argument("--out-dir", default="benchmarks/results")
     args = parser.parse_args()
@@ -289,8 +332,9 @@ def main():
     started = time.time()
     if not args.report:
         for task in [args.task] if args.task else list(tasks()):
-            run_part(task, args.student, seeds, epochs[task], teacher_epochs[task], part_dir)
-    if args.report or not args.task:
+            run = run_auto if args.auto else run_part
+            run(task, args.student, seeds, epochs[task], teacher_epochs[task], part_dir)
+    if args.report or not (args.task or args.auto):
         header = [
             f"# Quality benchmark ({'quick' if args.quick else 'full'} run)", "",
             f"Command: `python benchmarks/quality_benchmark.py{' --quick' if args.quick else ''}` "

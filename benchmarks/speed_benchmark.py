@@ -1,27 +1,33 @@
-"""Speed protocol: time per epoch of distillation implementations, in one run.
+"""Speed protocol: epoch time of distillation implementations, round-robin in one run.
 
-On scikit-learn's digits with a large MLP teacher (64-1024-1024-1024-10) and a
-small student (64-32-10), batch 32, the median epoch time (epochs timed
-round-robin, one of each in turn, after a warm-up round) of:
+Two teachers (digits: MLP 64-1024-1024-1024-10, 2.2M parameters, student
+64-32-10; MNIST-1D: the quality benchmark's CNN, student 40-32-32-10) at batch
+64 and 256. For each, the median epoch time (an epoch timer inside `fit`,
+epochs 2-3 of 3-epoch fits, the implementations taking turns for several
+rounds so that drifts of the machine hit all alike) of:
 
-1. plain student training (no teacher),
-2. teacher inference alone over the same batches,
-3. keras-distill's Distiller,
-4. Keras' built-in keras.distillation.Distiller, configured correctly
-   (LogitsDistillation(loss=keras.losses.KLDivergence())),
-5. a re-implementation of the keras.io knowledge-distillation example,
+- S: plain student training on the arrays; S (tf.data): the same from a cached
+  `tf.data` pipeline; T: the teacher's inference pass alone;
+- keras-distill with in-memory arrays (the teacher's outputs computed once per
+  fit, the default), with the live teacher (`cache_teacher_outputs=False`),
+  with `jit_compile=True` (live), and from stored outputs (`load_teacher_labels`);
+- Keras' `keras.distillation.Distiller` (LogitsDistillation with a KLDivergence()
+  instance) and the keras.io example;
 
-reported as ratios to (1) + (2), the cost of the two passes distillation needs.
-It also trains each for a few epochs and reports the student's test accuracy,
-including Keras' built-in with its default loss="kl_divergence" string, which in
-Keras 3.15 applies KL to raw logits.
+as ratios to S and to S + T. Also the whole `fit` of 60 epochs (teacher pass
+included) and the peak resident memory of a cached and a live fit (each in a
+fresh subprocess), and every student's test accuracy after the timing.
 
 Usage: python benchmarks/speed_benchmark.py [--quick] [--out benchmarks/results/speed.md]
 """
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,6 +38,7 @@ import tensorflow as tf  # noqa: E402
 from common import write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
+from keras_distill import markdown  # noqa: E402
 from keras_distill.datasets import load_digits  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -65,55 +72,195 @@ class KerasIoDistiller(keras.Model):
         return self.student(x)
 
 
-def mlp(hidden, seed):
+class EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self.start)
+
+
+def mlp(inputs, hidden, seed):
     keras.utils.set_random_seed(seed)
-    layers = [keras.Input((64,))]
+    layers = [keras.Input((inputs,))]
     layers += [keras.layers.Dense(units, activation="relu") for units in hidden]
     return keras.Sequential(layers + [keras.layers.Dense(10)])
 
 
-def builds(teacher):
-    """name -> function returning a compiled model whose .student is trained."""
+def cnn_1d(seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((40,)), keras.layers.Reshape((40, 1)),
+        keras.layers.Conv1D(32, 5, padding="same", activation="relu"),
+        keras.layers.Conv1D(32, 5, strides=2, padding="same", activation="relu"),
+        keras.layers.Conv1D(32, 5, strides=2, padding="same", activation="relu"),
+        keras.layers.Flatten(), keras.layers.Dense(10),
+    ])  # fmt: skip
 
-    def plain():
-        model = mlp([32], 1)
-        model.compile(keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"])
-        model.student = model
-        return model
 
-    def ours():
-        model = kd.Distiller(teacher, mlp([32], 1), temperature=TEMPERATURE, alpha=ALPHA)
-        model.compile(keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"])
-        return model
+def tasks():
+    from mnist1d.data import get_dataset_args, make_dataset
 
-    def builtin(loss):
-        def build():
-            model = keras.distillation.Distiller(
-                teacher=teacher, student=mlp([32], 1),
-                distillation_losses=keras.distillation.LogitsDistillation(
-                    temperature=TEMPERATURE, loss=loss),
-                student_loss_weight=ALPHA,
-            )  # fmt: skip
-            model.compile(keras.optimizers.Adam(1e-3), loss=LOSS, metrics=["accuracy"])
-            return model
-
-        return build
-
-    def kerasio():
-        model = KerasIoDistiller(mlp([32], 1), teacher)
-        model.compile(keras.optimizers.Adam(1e-3), ["accuracy"], LOSS,
-                      keras.losses.KLDivergence(), ALPHA, TEMPERATURE)  # fmt: skip
-        return model
-
+    digits = load_digits()
+    m = make_dataset(get_dataset_args())
+    mnist1d = kd.recipes.Data(m["x"].astype("float32"), m["y"].astype("int32"),
+                              m["x_test"].astype("float32"), m["y_test"].astype("int32"))
     return {
-        "(1) plain student training": plain,
-        "(3) keras-distill Distiller": ours,
-        "(4) keras.distillation.Distiller, KLDivergence() instance": builtin(
-            keras.losses.KLDivergence()
-        ),
-        "(4') keras.distillation.Distiller, default loss='kl_divergence'": builtin("kl_divergence"),
-        "(5) keras.io example": kerasio,
-    }
+        "digits": (digits, lambda: mlp(64, [1024, 1024, 1024], 0), lambda: mlp(64, [32], 1)),
+        "MNIST-1D": (mnist1d, lambda: cnn_1d(0), lambda: mlp(40, [32, 32], 1)),
+    }  # fmt: skip
+
+
+def implementations(teacher, student, data, stored, batch):
+    """name -> (compiled model, fit inputs as keyword arguments)."""
+    arrays = dict(x=data.x_train, y=data.y_train, batch_size=batch)
+    pipeline = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+    pipeline = pipeline.shuffle(len(data.x_train)).batch(batch).cache().prefetch(2)
+
+    def compiled(model, **options):
+        model.compile(keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"], **options)
+        return model
+
+    def ours(**options):
+        return kd.Distiller(teacher, student(), temperature=TEMPERATURE, alpha=ALPHA, **options)
+
+    builtin = keras.distillation.Distiller(
+        teacher=teacher, student=student(), student_loss_weight=ALPHA,
+        distillation_losses=keras.distillation.LogitsDistillation(
+            temperature=TEMPERATURE, loss=keras.losses.KLDivergence()),
+    )  # fmt: skip
+    kerasio = KerasIoDistiller(student(), teacher)
+    kerasio.compile(keras.optimizers.Adam(1e-3), ["accuracy"], LOSS,
+                    keras.losses.KLDivergence(), ALPHA, TEMPERATURE)  # fmt: skip
+    return {
+        "S: plain student": (compiled(student()), arrays),
+        "S (tf.data)": (compiled(student()), dict(x=pipeline)),
+        "keras-distill, in memory (outputs once per fit)": (compiled(ours()), arrays),
+        "keras-distill, live teacher": (compiled(ours(cache_teacher_outputs=False)), arrays),
+        "keras-distill, live, jit_compile=True": (
+            compiled(ours(cache_teacher_outputs=False), jit_compile=True), arrays),
+        "keras-distill, stored outputs": (
+            compiled(kd.Distiller(None, student(), temperature=TEMPERATURE, alpha=ALPHA)),
+            dict(x=kd.load_teacher_labels(stored, batch_size=batch, shuffle=len(data.x_train)))),
+        "keras.distillation.Distiller": (compiled(builtin), arrays),
+        "keras.io example": (kerasio, arrays),
+    }  # fmt: skip
+
+
+def teacher_pass(teacher, data, batch):
+    forward = tf.function(lambda x: teacher(x, training=False))
+    batches = tf.data.Dataset.from_tensor_slices(data.x_train).batch(batch).cache()
+
+    def run():
+        for x in batches:
+            forward(x)
+
+    return run
+
+
+def round_robin(runs, rounds):
+    """Median epoch time of each entry; entries take turns, one 3-epoch fit each."""
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            times[name] += run()
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def fit_epochs(model, inputs):
+    def run():
+        timer = EpochTimer()
+        model.fit(**inputs, epochs=3, verbose=0, callbacks=[timer])
+        return timer.times[1:]
+
+    return run
+
+
+def timed(function):
+    def run():
+        function()  # warm, then time
+        started = time.perf_counter()
+        function()
+        return [time.perf_counter() - started]
+
+    return run
+
+
+MEMORY = """
+import os, resource, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+sys.path.insert(0, sys.argv[1])
+import speed_benchmark as sb
+data, teacher, student = sb.tasks()[sys.argv[2]]
+model = teacher()
+model.compile("adam", sb.LOSS)
+model.fit(data.x_train, data.y_train, epochs=1, verbose=0)
+distiller = sb.kd.Distiller(model, student(), cache_teacher_outputs=sys.argv[3] == "cached")
+distiller.compile("adam", sb.LOSS)
+distiller.fit(data.x_train, data.y_train, epochs=3, batch_size=64, verbose=0)
+print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_memory(task):
+    """Peak resident memory (MiB) of a cached and of a live 3-epoch fit, fresh processes."""
+    peaks = {}
+    for mode in ("cached", "live"):
+        result = subprocess.run(
+            [sys.executable, "-c", MEMORY, os.path.dirname(__file__), task, mode],
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        line = [line for line in result.stdout.splitlines() if line.startswith("PEAK")]
+        peaks[mode] = int(line[0].split()[1]) / 1024 if line else float("nan")
+    return peaks
+
+
+def whole_fit(teacher, student, data, stored, epochs):
+    """Seconds of one `fit` of `epochs` epochs at batch 64, the teacher pass included."""
+    seconds = {}
+    for name, options in (("in memory", {}), ("live", {"cache_teacher_outputs": False})):
+        model = kd.Distiller(teacher, student(), **options)
+        model.compile(keras.optimizers.Adam(1e-3), LOSS)
+        started = time.perf_counter()
+        model.fit(data.x_train, data.y_train, batch_size=64, epochs=epochs, verbose=0)
+        seconds[name] = time.perf_counter() - started
+    started = time.perf_counter()
+    kd.label_with_teacher(teacher, (data.x_train, data.y_train), stored + "-fit", verbose=0)
+    model = kd.Distiller(None, student())
+    model.compile(keras.optimizers.Adam(1e-3), LOSS)
+    model.fit(kd.load_teacher_labels(stored + "-fit", batch_size=64,
+                                     shuffle=len(data.x_train)), epochs=epochs, verbose=0)
+    seconds["labelled once + stored"] = time.perf_counter() - started
+    return seconds
+
+
+def measure(task, batch, rounds, work):
+    data, make_teacher, student = tasks()[task]
+    teacher = make_teacher()
+    teacher.compile(keras.optimizers.Adam(1e-3), LOSS)
+    teacher.fit(data.x_train, data.y_train, epochs=10, batch_size=64, verbose=0)
+    stored = os.path.join(work, f"{task}-{batch}")
+    kd.label_with_teacher(teacher, (data.x_train, data.y_train), stored, verbose=0)
+    entries = implementations(teacher, student, data, stored, batch)
+    runs = {"T: teacher pass": timed(teacher_pass(teacher, data, batch))}
+    runs.update({name: fit_epochs(model, inputs) for name, (model, inputs) in entries.items()})
+    times = round_robin(runs, rounds)
+    accuracy = {}
+    for name, (model, _) in entries.items():
+        predictions = model.predict(data.x_test, batch_size=1024, verbose=0)
+        accuracy[name] = float(np.mean(predictions.argmax(-1) == data.y_test))
+    return teacher, times, accuracy
+
+
+def table(times, accuracy):
+    s, t = times["S: plain student"], times["T: teacher pass"]
+    rows = [[name, f"{seconds * 1000:.1f} ms", f"{seconds / s:.2f}", f"{seconds / (s + t):.2f}",
+             f"{accuracy[name]:.1%}" if name in accuracy else ""]
+            for name, seconds in times.items()]  # fmt: skip
+    return markdown.table(["", "epoch", "/ S", "/ (S + T)", "test accuracy"], rows)
 
 
 def main():
@@ -121,65 +268,30 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/speed.md")
     args = parser.parse_args()
-    timing_epochs, accuracy_epochs = (3, 5) if args.quick else (15, 40)
-    split = load_digits()
-    data = tf.data.Dataset.from_tensor_slices((split.x_train, split.y_train)).batch(32).cache()
-    teacher = mlp([1024, 1024, 1024], 0)
-    teacher.compile(keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"])
-    teacher.fit(data, epochs=10, verbose=0)
-    teacher_accuracy = teacher.evaluate(split.x_test, split.y_test, verbose=0)[1]
-
-    forward = tf.function(lambda x: teacher(x, training=False))
-
-    def teacher_inference():
-        for x, _ in data:
-            forward(x)
-
-    # Round-robin: one epoch of each in turn, so that drifts of the machine's speed
-    # hit every implementation alike.
-    models = {name: build() for name, build in builds(teacher).items()}
-    runners = {"(2) teacher inference alone": teacher_inference}
-    runners.update({name: (lambda m=m: m.fit(data, epochs=1, verbose=0)) for name, m in
-                    models.items()})  # fmt: skip
-    times = {name: [] for name in runners}
-    for round_ in range(timing_epochs + 1):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            if round_:  # the first round warms up (tracing)
-                times[name].append(time.perf_counter() - start)
-    inference_time = float(np.median(times.pop("(2) teacher inference alone")))
-
-    results = {}
-    for name, build in builds(teacher).items():
-        model = build()
-        model.fit(data, epochs=accuracy_epochs, verbose=0)
-        student = model.student
-        student.compile(loss=LOSS, metrics=["accuracy"])
-        accuracy = student.evaluate(split.x_test, split.y_test, verbose=0)[1]
-        results[name] = (float(np.median(times[name])), accuracy)
-        print(name, results[name], flush=True)
-    base = results["(1) plain student training"][0] + inference_time
-
+    rounds, epochs = (2, 10) if args.quick else (5, 60)
+    work = tempfile.mkdtemp()
     lines = [
-        f"# Speed benchmark ({'quick' if args.quick else 'full'} run)",
-        "",
+        f"# Speed benchmark ({'quick' if args.quick else 'full'} run)", "",
         f"Command: `python benchmarks/speed_benchmark.py{' --quick' if args.quick else ''}`. "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__}. Digits, teacher 64-1024-1024-1024-10 "
-        f"({teacher.count_params():,} params, {teacher_accuracy:.1%}), student 64-32-10, batch "
-        f"32, T = {TEMPERATURE:g}, alpha = {ALPHA:g}. Epoch time: median of {timing_epochs} "
-        "epochs timed round-robin (one epoch of each in turn) after a warm-up round; accuracy "
-        f"after {accuracy_epochs} epochs.",
-        "",
-        "| implementation | time per epoch | ratio to (1) + (2) | student test accuracy |",
-        "|---|---:|---:|---:|",
-        f"| (2) teacher inference alone | {inference_time * 1000:.0f} ms | "
-        f"{inference_time / base:.2f} | |",
-    ]
-    for name, (seconds, accuracy) in results.items():
-        lines.append(f"| {name} | {seconds * 1000:.0f} ms | {seconds / base:.2f} | "
-                     f"{accuracy:.1%} |")  # fmt: skip
+        f"Keras {keras.__version__}. T = {TEMPERATURE:g}, alpha = {ALPHA:g}. Epoch time: median "
+        f"of epochs 2-3 of 3-epoch fits, {rounds} rounds taking turns; accuracy after the "
+        f"{3 * rounds} timed epochs.",
+    ]  # fmt: skip
+    for task in tasks():
+        for batch in (64, 256):
+            teacher, times, accuracy = measure(task, batch, rounds, work)
+            lines += ["", f"## {task}, teacher {teacher.count_params():,} parameters, batch "
+                          f"{batch}", "", table(times, accuracy)]  # fmt: skip
+            print("\n".join(lines[-3:]), flush=True)
+        data, _, student = tasks()[task]
+        seconds = whole_fit(teacher, student, data, os.path.join(work, task), epochs)
+        peaks = peak_memory(task)
+        lines += ["", f"Whole `fit` of {epochs} epochs at batch 64 (teacher pass included): "
+                  + ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items())
+                  + f". Peak resident memory of a 3-epoch fit: in memory {peaks['cached']:,.0f} "
+                  f"MiB, live {peaks['live']:,.0f} MiB."]  # fmt: skip
+        print(json.dumps({"whole_fit": seconds, "memory": peaks}), flush=True)
     write_report(lines, args.out)
 
 
