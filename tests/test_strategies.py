@@ -123,3 +123,33 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device():
     for key in ("loss", "student_loss", "distillation_loss"):
         np.testing.assert_allclose(report["two"][key], report["one"][key], rtol=1e-5)
     assert report["two"]["temperature"] == [3.0, 1.0]
+
+
+AUGMENTED_SCRIPT = (
+    MIRRORED_SCRIPT.replace(
+        "temperature=3.0, alpha=0.3)",
+        "temperature=3.0, alpha=0.3, augment=lambda x, training: 1.1 * x + 0.1)",
+    ).replace(
+        "print(json.dumps({",
+        "from keras_distill import augment\n"
+        "with tf.distribute.MirroredStrategy(devices).scope():\n"
+        "    noisy = Distiller(model(32, 0), model(8, 1), alpha=0.0, augment=keras.Sequential(\n"
+        "        [augment.RandomShift1D(2), keras.layers.GaussianNoise(0.1)]))\n"
+        "    noisy.compile('adam', keras.losses.SparseCategoricalCrossentropy(from_logits=True))\n"
+        "random_history = noisy.fit(x, y, epochs=2, batch_size=64, verbose=0).history\n"
+        "print(json.dumps({'random': random_history,",
+    )
+)
+
+
+@pytest.mark.slow
+def test_augmentation_under_mirrored_strategy_matches_one_device():
+    assert "augment=lambda" in AUGMENTED_SCRIPT and "'random'" in AUGMENTED_SCRIPT
+    result = subprocess.run(
+        [sys.executable, "-c", AUGMENTED_SCRIPT], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2 and report["max_weight_diff"] < 1e-5
+    np.testing.assert_allclose(report["two"]["loss"], report["one"]["loss"], rtol=1e-5)
+    assert np.isfinite(report["random"]["loss"]).all()
