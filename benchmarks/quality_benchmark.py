@@ -278,8 +278,9 @@ def report(part_dir, out_dir, header):
         lines += ["", "### The recommended recipe (`recipes.train_recommended`): the better of "
                   "today's default and function matching on a 20% validation split, then "
                   "trained on all the training data", ""]  # fmt: skip
-        lines.append(markdown.table(["student", "strongest scratch",
-                                     "recommended (delta); choices; seconds (its three trainings)"], auto_rows))
+        header = ["student", "strongest scratch",
+                  "recommended (delta); choices; seconds (its three trainings)"]  # fmt: skip
+        lines.append(markdown.table(header, auto_rows))
     lines += ["", "### 10% of the labels + teacher outputs on all training inputs", ""]
     lines.append(markdown.table(
         ["student", "teacher", "scratch on 10%", "scratch on 10% + aug + mixup",
