@@ -237,10 +237,8 @@ def label_with_teacher(
     for batch in _batches(data, plan, writer.done, batch_size, worker_index, num_workers):
         x, y = inputs.unpack(batch)
         outputs, confidence = _call_teacher(teacher, x, output, position)
-        if position == 0 and probe:
-            writer.manifest["teacher_probe"] = _outputs_digest(outputs[:PROBE_EXAMPLES])
-        if position == 0 and kind.classes_last:
-            writer.manifest["teacher_classes"] = int(outputs.shape[-1])
+        if position == 0:  # what the manifest says of the teacher
+            writer.manifest.update(_teacher_facts(outputs, kind, probe))
         if top_k is not None:
             _check_top_k(top_k, outputs.shape[-1])
         fields = kind.encode(outputs, confidence, settings)
@@ -251,6 +249,14 @@ def label_with_teacher(
         rate = (position - writer.done) / max(time.perf_counter() - started, 1e-9)
         progress.update(position, values=[("examples/s", rate)])
     return writer.finish(position)
+
+
+def _teacher_facts(outputs: np.ndarray, kind, probe: bool) -> dict:
+    """The probe digest (callables) and class count (class outputs), from the first batch."""
+    facts = {"teacher_probe": _outputs_digest(outputs[:PROBE_EXAMPLES])} if probe else {}
+    if kind.classes_last:
+        facts["teacher_classes"] = int(outputs.shape[-1])
+    return facts
 
 
 def _is_keras_model(teacher) -> bool:
