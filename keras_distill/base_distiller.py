@@ -21,7 +21,13 @@ from keras.src.utils import io_utils  # Keras' own callbacks print with it
 
 from keras_distill import losses as losses_lib
 from keras_distill import objective, targets, teacher_cache
-from keras_distill.models import as_logits, check_compatible, probability_outputs, symbolic_outputs
+from keras_distill.models import (
+    as_logits,
+    check_compatible,
+    probability_outputs,
+    same_structure,
+    symbolic_outputs,
+)
 
 LOSS_KEYS = ("loss", "student_loss", "distillation_loss")
 SCHEDULED_KEYS = ("temperature", "alpha")
@@ -46,13 +52,11 @@ def _check_augment(augment, teacher) -> None:
 def _checked_view(view, x, augment):
     """The augmented batch, if it has the structure, type and shape of the inputs."""
     name = getattr(augment, "name", None) or getattr(augment, "__name__", repr(augment))
-    try:
-        keras.tree.assert_same_structure(view, x, check_types=False)
-    except (ValueError, TypeError):
+    if not same_structure(view, x):
         raise ValueError(
             f"`augment` ({name}) returned {type(view).__name__} for inputs of structure "
             f"{type(x).__name__}; it must return the same structure of tensors."
-        ) from None
+        )
     for before, after in zip(keras.tree.flatten(x), keras.tree.flatten(view), strict=True):
         if not (tf.is_tensor(after) or isinstance(after, keras.KerasTensor)):
             raise ValueError(

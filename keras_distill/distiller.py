@@ -203,6 +203,12 @@ class Distiller(BaseDistiller, keras.Model):
 
     # -- serialization ------------------------------------------------------
 
+    def compile_from_config(self, config: dict) -> None:
+        """Compiles a loaded distiller as it was saved (Keras skips custom `compile`s)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if hasattr(self, "optimizer") and self.built:
+            self.optimizer.build(self.trainable_variables)  # so its saved slots load
+
     def get_config(self) -> dict:
         """Returns the config: both models, current temperature/alpha, the loss."""
         teacher = self.teacher

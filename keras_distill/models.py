@@ -146,6 +146,24 @@ def as_logits(outputs, probabilities: bool):
     return keras.tree.map_structure(convert, outputs)
 
 
+def same_structure(a, b) -> bool:
+    """Whether two nests have the same paths (lists, tuples and dicts alike by their keys).
+
+    Example:
+    >>> same_structure({"a": 1}, {"a": 2}), same_structure([1], [1, 2])
+    (True, False)
+    """
+    check = getattr(keras.tree, "assert_same_paths", None)  # Keras >= 3.10
+    try:
+        if check is not None:
+            check(a, b)
+        else:
+            keras.tree.assert_same_structure(a, b, check_types=False)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def _shapes(outputs) -> Any:
     return keras.tree.map_structure(lambda t: tuple(t.shape), outputs)
 
@@ -174,10 +192,8 @@ def check_compatible(teacher_outputs, student_outputs, where: str) -> None:
         f"teacher outputs {_shapes(teacher_outputs)}, "
         f"student outputs {_shapes(student_outputs)}."
     )
-    try:
-        keras.tree.assert_same_structure(teacher_outputs, student_outputs, check_types=False)
-    except (ValueError, TypeError):
-        raise ValueError(mismatch) from None
+    if not same_structure(teacher_outputs, student_outputs):
+        raise ValueError(mismatch)
     for teacher, student in zip(
         keras.tree.flatten(teacher_outputs), keras.tree.flatten(student_outputs), strict=True
     ):
