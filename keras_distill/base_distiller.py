@@ -84,7 +84,7 @@ class BaseDistiller(abc.ABC):
     `isinstance(model, BaseDistiller)` is true for both flavours (and
     `isinstance(model, keras_distill.Distiller)` too). Subclasses put it first
     among their bases, before their flavour's `Model`, and implement
-    `_scalar_variable`, `_mean_metric` and `_hard_loss`.
+    `_scalar_variable`, `_make_trackers` and `_hard_loss`.
 
     Example:
     >>> import keras
