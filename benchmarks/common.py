@@ -1,6 +1,9 @@
 """Helpers shared by the benchmark scripts."""
 
 import pathlib
+import time
+
+import keras
 
 
 def write_report(lines: list[str], path: str) -> None:
@@ -9,3 +12,16 @@ def write_report(lines: list[str], path: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records the seconds of each epoch of a `fit` (teacher passes before it excluded)."""
+
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self.start)
