@@ -186,6 +186,8 @@ def _target_classes(teacher_logits, labels):
     guess = ops.argmax(teacher_logits, axis=-1)
     if labels is None:
         return guess
+    if len(labels.shape) == len(teacher_logits.shape):  # one-hot (or soft) labels
+        labels = ops.where(ops.max(labels, axis=-1) > 0, ops.argmax(labels, axis=-1), -1)
     labels = ops.cast(ops.reshape(labels, ops.shape(guess)), guess.dtype)
     return ops.where(labels >= 0, labels, guess)
 
@@ -213,7 +215,8 @@ def decoupled_kd(teacher_logits, student_logits, temperature=1.0, labels=None, a
         teacher_logits: Tensor `(..., classes)`, the teacher's logits.
         student_logits: Tensor of the same shape, the student's logits.
         temperature: Positive scalar (float or variable).
-        labels: Optional integer class ids of shape `(...)`.
+        labels: Optional integer class ids of shape `(...)`, or one-hot labels
+            of the logits' shape.
         alpha: Weight of TCKD.
         beta: Weight of NCKD.
 

@@ -85,6 +85,14 @@ def test_dkd_decouples_classical_kd():
     np.testing.assert_allclose(np.asarray(got), tckd, rtol=1e-4)
 
 
+def test_dkd_takes_one_hot_labels_too():
+    one_hot = np.eye(5, dtype="float32")[LABELS]
+    np.testing.assert_allclose(
+        losses.decoupled_kd(TEACHER, STUDENT, 2.0, labels=one_hot),
+        losses.decoupled_kd(TEACHER, STUDENT, 2.0, labels=LABELS), rtol=1e-6,
+    )  # fmt: skip
+
+
 def test_dkd_without_labels_uses_the_teachers_argmax():
     argmax = TEACHER.argmax(-1)
     expected = ref_dkd(TEACHER, STUDENT, 4.0, argmax)[0]
