@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from test_losses import reference
@@ -49,6 +49,10 @@ def test_divergences_are_non_negative_and_zero_on_equal_logits(pair, temperature
        shift=st.floats(-50, 50))  # fmt: skip
 def test_adding_a_constant_to_the_logits_changes_nothing(pair, temperature, name, shift):
     teacher, student = pair
+    if name == "dist":  # a correlation across the batch is ill-conditioned for flat columns
+        for logits in (teacher, student):
+            p = np.exp(logits / temperature - (logits / temperature).max(-1, keepdims=True))
+            assume((p / p.sum(-1, keepdims=True)).std(axis=0).min() > 0.05)
     fn = SHIFT_INVARIANT[name]
     base = np.asarray(fn(teacher, student, temperature))
     moved = np.asarray(fn(teacher + np.float32(shift), student - np.float32(shift), temperature))
