@@ -26,9 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         An `argparse.ArgumentParser` with one sub-command per job.
 
     Example:
-    >>> args = build_parser().parse_args(["demo", "--epochs", "5"])
-    >>> args.command, args.epochs
-    ('demo', 5)
+    >>> args = build_parser().parse_args(["demo", "--epochs", "5", "--quick"])
+    >>> args.command, args.epochs, args.quick
+    ('demo', 5, True)
     """
     parser = argparse.ArgumentParser(
         prog="keras-distill",
@@ -38,29 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
-        help="distil a small student on scikit-learn's digits and compare it "
-        "with the same student trained alone (offline, about three minutes)",
+        help="distil a student on MNIST-1D, compare it with the same student trained alone, "
+        "export it for TFLite Micro (offline, about three minutes)",
     )
-    demo.add_argument(
-        "--epochs",
-        type=_positive_int,
-        default=None,
-        help="student training epochs (default: the demo's recipe)",
-    )
-    demo.add_argument(
-        "--teacher-epochs",
-        type=_positive_int,
-        default=None,
-        help="teacher training epochs (default: the demo's recipe)",
-    )
-    demo.add_argument(
-        "--student-units",
-        type=_positive_int,
-        default=None,
-        help="hidden units of the student MLP (default: the demo's recipe)",
-    )
+    demo.add_argument("--epochs", type=_positive_int, default=None,
+                      help="student training epochs (default: 300)")
+    demo.add_argument("--teacher-epochs", type=_positive_int, default=None,
+                      help="teacher training epochs (default: 60)")
+    demo.add_argument("--quick", action="store_true",
+                      help="2 epochs per model: checks the job end to end in seconds")
+    demo.add_argument("--output-dir", default="keras_distill_demo",
+                      help="where the figure and the C++ files go (default: %(default)s)")
+    demo.add_argument("--no-export", action="store_true",
+                      help="skip the TFLite Micro export")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    demo.add_argument("--quiet", action="store_true", help="no Keras progress output")
+    demo.add_argument("--quiet", action="store_true", help="no progress output, only results")
 
     micro = commands.add_parser(
         "export-micro",
@@ -90,24 +82,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         The process exit code.
 
     Example:
-    >>> main(["demo", "--epochs", "2", "--teacher-epochs", "2", "--quiet"])  # doctest: +SKIP
+    >>> main(["demo", "--quick", "--quiet"])  # doctest: +SKIP
     0
     """
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from keras_distill import demo
 
-        overrides = {
-            key: value
-            for key, value in (
-                ("epochs", args.epochs),
-                ("teacher_epochs", args.teacher_epochs),
-                ("student_units", args.student_units),
-            )
-            if value is not None
-        }
-        result = demo.run_demo(seed=args.seed, verbose=0 if args.quiet else 2, **overrides)
-        print(result.table())
+        quick = demo.QUICK_EPOCHS if args.quick else None
+        result = demo.run_demo(
+            epochs=args.epochs or quick or demo.STUDENT_EPOCHS,
+            teacher_epochs=args.teacher_epochs or quick or demo.TEACHER_EPOCHS,
+            seed=args.seed, output_dir=args.output_dir, export=not args.no_export,
+            progress=not args.quiet,
+        )  # fmt: skip
+        print(demo.report(result))
         return 0
     try:
         result = _export_micro(args)

@@ -225,3 +225,73 @@ def sparsity(model) -> float:
     kernels = [np.asarray(w) for w in model.get_weights() if np.ndim(w) >= 2]
     total = sum(k.size for k in kernels)
     return float(sum(int((k == 0).sum()) for k in kernels) / total) if total else 0.0
+
+
+def multiply_accumulates(model) -> int:
+    """Multiply-accumulate operations of one inference on one example.
+
+    Counts the layers with a `kernel` (Dense, convolutions, depthwise
+    convolutions): kernel size times the output's spatial positions, which is
+    what those layers cost on a microcontroller; nested models are walked.
+    Biases, activations and pooling are not counted.
+
+    Args:
+        model: A built Functional or Sequential Keras model.
+
+    Returns:
+        The number of multiply-accumulates.
+
+    Raises:
+        ValueError: If a layer with a kernel has no known output shape (an
+            unbuilt or subclassed model).
+
+    Example:
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> multiply_accumulates(model)
+    12
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += multiply_accumulates(layer)
+            continue
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        try:
+            shape = tuple(layer.output.shape)
+        except (AttributeError, ValueError) as error:
+            raise ValueError(
+                f"Layer {layer.name!r} of {model.name!r} has no known output shape; "
+                "multiply_accumulates needs a built Functional or Sequential model."
+            ) from error
+        total += int(np.prod(kernel.shape)) * int(np.prod(shape[1:-1], dtype=np.int64))
+    return total
+
+
+def predictions(model, x, batch_size: int = 1024) -> np.ndarray:
+    """The model's outputs on `x`, computed eagerly in batches (inference mode).
+
+    Unlike `model.predict`, nothing is traced: evaluating many small models
+    one after the other (a benchmark, a demo, an export check) does not
+    trigger TensorFlow's retracing warnings. Works for Keras 3 and tf_keras.
+
+    Args:
+        model: A single-output Keras 3 or tf_keras model.
+        x: An array of inputs.
+        batch_size: Examples per call.
+
+    Returns:
+        A NumPy array with one row per example.
+
+    Example:
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> predictions(model, np.zeros((5, 4), "float32"), batch_size=2).shape
+    (5, 3)
+    """
+    x = np.asarray(x)
+    chunks = [np.asarray(model(x[start:start + batch_size], training=False))
+              for start in range(0, len(x), batch_size)]  # fmt: skip
+    return np.concatenate(chunks) if chunks else np.zeros((0,))

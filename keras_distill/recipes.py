@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_distill import augment as augment_lib
+from keras_distill import models
 from keras_distill.callbacks import TemperatureScheduler
 from keras_distill.datasets import Split
 from keras_distill.distiller import Distiller
@@ -73,16 +74,18 @@ def test_accuracy(model: keras.Model, data: Data) -> float:
     >>> test_accuracy(model, Data(x, y, x, y))
     1.0
     """
-    predictions = model.predict(data.x_test, batch_size=1024, verbose=0)
-    return float(np.mean(np.argmax(predictions, axis=-1) == np.asarray(data.y_test)))
+    outputs = models.predictions(model, data.x_test)
+    return float(np.mean(np.argmax(outputs, axis=-1) == np.asarray(data.y_test)))
 
 
 def _fit(model, x, y, data: Data, epochs: int, batch_size: int, verbose: int, callbacks=()):
+    pipeline = isinstance(x, tf.data.Dataset)  # shuffled by the pipeline itself
     model.fit(
         x,
         y,
         epochs=epochs,
-        batch_size=None if isinstance(x, tf.data.Dataset) else batch_size,
+        batch_size=None if pipeline else batch_size,
+        shuffle=not pipeline,
         verbose=verbose,
         callbacks=list(callbacks),
     )
@@ -111,6 +114,7 @@ def train_from_scratch(
     augment=None,
     schedule: str = "constant",
     verbose: int = 0,
+    callbacks=(),
 ) -> float:
     """Trains a classifier on the labels alone (Adam, cross-entropy).
 
@@ -127,6 +131,8 @@ def train_from_scratch(
             the run.
         verbose: Keras `fit` verbosity; with verbose > 0 the test accuracy is
             printed at the end.
+        callbacks: Extra Keras callbacks for `fit` (e.g. an
+            `keras_distill.callbacks.EpochProgressBar`).
 
     Returns:
         Test accuracy.
@@ -143,11 +149,12 @@ def train_from_scratch(
     optimizer = _optimizer(learning_rate, schedule, _steps(data, epochs, batch_size))
     if augment is None:
         model.compile(optimizer, _loss(), metrics=["accuracy"])
-        return _fit(model, data.x_train, data.y_train, data, epochs, batch_size, verbose)
+        return _fit(model, data.x_train, data.y_train, data, epochs, batch_size, verbose,
+                    callbacks)
     classes = int(model.outputs[0].shape[-1])
     model.compile(optimizer, keras.losses.CategoricalCrossentropy(from_logits=True))
     train = _augmented_labels(data, batch_size, augment, classes)
-    return _fit(model, train, None, data, epochs, batch_size, verbose)
+    return _fit(model, train, None, data, epochs, batch_size, verbose, callbacks)
 
 
 def train_distilled(
@@ -165,6 +172,7 @@ def train_distilled(
     augment=None,
     schedule: str = "constant",
     verbose: int = 0,
+    callbacks=(),
 ) -> float:
     """Distils a classifier with the recommended recipe (or a linear annealing of T).
 
@@ -185,6 +193,7 @@ def train_distilled(
             the batch both models see (`Distiller(augment=...)`).
         schedule: `"constant"` learning rate, or `"cosine"` decay.
         verbose: Keras `fit` verbosity.
+        callbacks: Extra Keras callbacks for `fit`.
 
     Returns:
         The student's test accuracy.
@@ -204,7 +213,7 @@ def train_distilled(
     optimizer = _optimizer(learning_rate, schedule, _steps(data, epochs, batch_size))
     distiller.compile(optimizer, _loss(), metrics=["accuracy"])
     final = temperature if final_temperature is None else final_temperature
-    callbacks = []
+    callbacks = list(callbacks)
     if final != temperature:
         callbacks.append(TemperatureScheduler(Linear(temperature, final, max(epochs - 1, 1))))
     x, y = data.x_train, data.y_train
@@ -225,6 +234,7 @@ def train_function_matching(
     learning_rate: float = FUNCTION_MATCHING_LEARNING_RATE,
     seed: int | None = None,
     verbose: int = 0,
+    callbacks=(),
 ) -> float:
     """Distils with function matching: the teacher on the student's augmented view.
 
@@ -253,6 +263,7 @@ def train_function_matching(
         learning_rate: Peak Adam learning rate (cosine decay to 0).
         seed: Seed of the default augmentation.
         verbose: Keras `fit` verbosity.
+        callbacks: Extra Keras callbacks for `fit`.
 
     Returns:
         The student's test accuracy.
@@ -270,7 +281,7 @@ def train_function_matching(
         teacher, student, data, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, temperature=temperature, alpha=alpha,
         distillation_loss=distillation_loss, augment=augment, schedule="cosine",
-        verbose=verbose,
+        verbose=verbose, callbacks=callbacks,
     )  # fmt: skip
 
 

@@ -370,7 +370,7 @@ def _validate(keras_model, model_bytes, info, data, arena) -> dict:
     result = {"examples": len(x), "agreement": None, "float_accuracy": None}
     result["int8_accuracy"] = float(np.mean(int8_top1 == y)) if y is not None else None
     if keras_model is not None:
-        float_top1 = np.argmax(keras_model.predict(x, verbose=0), axis=-1)
+        float_top1 = np.argmax(models.predictions(keras_model, x), axis=-1)
         result["agreement"] = float(np.mean(float_top1 == int8_top1))
         if y is not None:
             result["float_accuracy"] = float(np.mean(float_top1 == y))
