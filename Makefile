@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint install clean bench bench-quick
+.PHONY: demo test lint install clean bench bench-quick tutorials
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Re-executes the tutorials with their full settings and saves them with their outputs (~10 min).
+tutorials: $(STAMP)
+	$(BIN)/python tutorials/execute_in_place.py
 
 # Benchmarks (not part of the tests): quick versions take minutes, full ones about an hour.
 BENCHMARKS := quality_benchmark speed_benchmark stored_teacher_benchmark micro_benchmark \

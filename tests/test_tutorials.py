@@ -1,5 +1,11 @@
-"""Every tutorial notebook runs top to bottom, offline, as a user would run it."""
+"""Every tutorial notebook runs top to bottom, offline, as a user would run it.
 
+The committed notebooks carry the outputs of a full run (`make tutorials`); the
+tests execute fresh copies with the short settings (`KERAS_DISTILL_QUICK=1`)
+and never write the committed files.
+"""
+
+import os
 import pathlib
 import re
 
@@ -11,14 +17,31 @@ TUTORIALS = sorted((pathlib.Path(__file__).parents[1] / "tutorials").glob("*.ipy
 
 
 def execute(path, tmp_path):
+    """Executes a fresh copy (short settings); checks the committed file shows the same cells."""
     notebook = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(
-        notebook,
-        timeout=900,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    ).execute()
+    os.environ["KERAS_DISTILL_QUICK"] = "1"  # inherited by the kernel
+    try:
+        nbclient.NotebookClient(
+            notebook,
+            timeout=900,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(tmp_path)}},
+        ).execute()
+    finally:
+        del os.environ["KERAS_DISTILL_QUICK"]
+    committed = nbformat.read(path, as_version=4)
+    for index, (fresh, saved) in enumerate(zip(notebook.cells, committed.cells, strict=True)):
+        if shown(fresh) and not shown(saved):
+            raise AssertionError(
+                f"{path.name}: cell {index} prints or plots, but the committed notebook has no "
+                "output for it; run `make tutorials` and commit the result."
+            )
     return notebook
+
+
+def shown(cell):
+    """Whether a code cell has an output other than stderr (warnings, logs)."""
+    return any(output.get("name") != "stderr" for output in cell.get("outputs", []))
 
 
 def outputs(notebook):
@@ -38,6 +61,29 @@ def test_every_tutorial_starts_with_a_colab_only_install_cell():
         assert first.cell_type == "code", path.name
         assert '"google.colab" in sys.modules' in first.source, path.name
         assert "pip" in first.source, path.name
+
+
+def test_committed_tutorials_were_executed_top_to_bottom_with_outputs():
+    for path in TUTORIALS:
+        notebook = nbformat.read(path, as_version=4)
+        code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        counts = [cell.execution_count for cell in code]
+        assert counts == list(range(1, len(code) + 1)), (
+            f"{path.name}: execution counts {counts}; a cell was not run, or not in order. "
+            "Run `make tutorials` and commit the result."
+        )
+        assert sum(shown(cell) for cell in code) >= len(code) // 2, path.name
+
+
+def test_every_tutorial_says_what_you_get_and_what_to_try_next():
+    for index, path in enumerate(TUTORIALS):
+        notebook = nbformat.read(path, as_version=4)
+        markdown = [cell.source for cell in notebook.cells if cell.cell_type == "markdown"]
+        assert "**At the end you will have" in markdown[0], path.name
+        assert markdown[-1].startswith("## What to try next"), path.name
+        assert "README" in markdown[-1], path.name
+        if index + 1 < len(TUTORIALS):
+            assert f"`{TUTORIALS[index + 1].name}`" in markdown[-1], path.name
 
 
 @pytest.mark.slow

@@ -1,0 +1,63 @@
+"""Re-executes the tutorial notebooks with their full settings and saves their outputs.
+
+`make tutorials` runs this. Each notebook runs top to bottom in a fresh kernel,
+in a scratch folder (the files it writes stay out of the repository), and is
+saved back in place with its outputs, so a reader sees the tables and plots
+without running anything. The test suite executes fresh copies with small
+settings (`KERAS_DISTILL_QUICK=1`) and never rewrites these files. TensorFlow's
+C++ start-up log lines on stderr are left out of the saved outputs.
+
+Usage: python tutorials/execute_in_place.py [NOTEBOOK ...]
+"""
+
+import os
+import pathlib
+import re
+import sys
+import tempfile
+import time
+
+import nbclient
+import nbformat
+
+HERE = pathlib.Path(__file__).parent
+# TensorFlow's C++ start-up lines (oneDNN, CUDA probing) on stderr: machine noise, not results.
+TF_LOG_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl)")
+
+
+def without_tf_start_up_lines(notebook) -> None:
+    for cell in notebook.cells:
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.get("name") == "stderr":
+                lines = [line for line in output.text.splitlines(keepends=True)
+                         if not TF_LOG_LINE.match(line)]  # fmt: skip
+                if not "".join(lines).strip():
+                    continue
+                output.text = "".join(lines)
+            kept.append(output)
+        if cell.cell_type == "code":
+            cell.outputs = kept
+
+
+def execute_in_place(path: pathlib.Path) -> float:
+    notebook = nbformat.read(path, as_version=4)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        nbclient.NotebookClient(notebook, timeout=3600, kernel_name="python3",
+                                resources={"metadata": {"path": scratch}}).execute()  # fmt: skip
+    without_tf_start_up_lines(notebook)
+    nbformat.write(notebook, path)
+    return time.perf_counter() - started
+
+
+def main(argv):
+    os.environ.pop("KERAS_DISTILL_QUICK", None)  # the full settings
+    paths = [pathlib.Path(p) for p in argv] or sorted(HERE.glob("*.ipynb"))
+    for path in paths:
+        print(f"{path.name}: executing ...", flush=True)
+        print(f"{path.name}: saved with outputs ({execute_in_place(path):.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
