@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint install clean bench bench-quick tutorials
+.PHONY: demo test lint install clean bench bench-quick tutorials firmware-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,23 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
+# The firmware tests build the exported C++ with TFLite Micro's Makefile and run it on the host
+# and on a Cortex-M4 emulated by QEMU. As root with apt-get, install what they need; otherwise
+# they skip with the reason.
+FIRMWARE_PACKAGES := make g++ gcc-arm-none-eabi libnewlib-arm-none-eabi \
+	libstdc++-arm-none-eabi-newlib qemu-system-arm
+firmware-tools:
+	@if command -v arm-none-eabi-g++ >/dev/null && command -v qemu-system-arm >/dev/null \
+		&& command -v g++ >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing the Arm toolchain and QEMU for the firmware tests (apt-get) ..."; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq $(FIRMWARE_PACKAGES) >/dev/null 2>&1 \
+		|| (apt-get update -qq && apt-get install -y -qq $(FIRMWARE_PACKAGES) >/dev/null) \
+		|| echo "apt-get failed: the Cortex-M firmware tests will skip."; \
+	else echo "Not root or no apt-get: the Cortex-M firmware tests will skip (see README)."; fi
+
+test: lint firmware-tools
 	$(BIN)/python -m pytest
 
 # Re-executes the tutorials with their full settings and saves them with their outputs (~10 min).

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from keras_distill import __version__
-from keras_distill.micro import BOARDS, MicroExportError, export
+from keras_distill.micro import BOARDS, TARGETS, MicroExportError, export
 
 
 def _positive_int(text: str) -> int:
@@ -69,6 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     micro.add_argument("--validation-data", help="inputs (.npy) to compare int8 with float")
     micro.add_argument("--validation-labels", help="labels (.npy) for --validation-data")
     micro.add_argument("--float-io", action="store_true", help="keep float32 input and output")
+    micro.add_argument("--verify-on", choices=sorted(TARGETS),
+                       help="build with the real TFLite Micro and check the outputs there "
+                       "(cortex-m4/m3: emulated by qemu-system-arm)")  # fmt: skip
+    micro.add_argument("--tflm-dir", help="TFLite Micro tree for --verify-on "
+                       "(default: $KERAS_DISTILL_TFLM_DIR)")  # fmt: skip
+
+    firmware = commands.add_parser(
+        "firmware",
+        help="build an export into a TFLite Micro application (TFLM's Makefile) and run it on "
+        "the host or an emulated Cortex-M",
+    )
+    firmware.add_argument("export", help="a folder written by export-micro")
+    firmware.add_argument("--target", default="cortex-m4", choices=sorted(TARGETS),
+                          help="default: cortex-m4 (qemu-system-arm -M mps2-an386)")  # fmt: skip
+    firmware.add_argument("--tflm-dir", help="TFLite Micro tree (default: $KERAS_DISTILL_TFLM_DIR)")
+    firmware.add_argument("--arena-bytes", type=_positive_int,
+                          help="tensor arena (default: the export's recommended size)")
+    firmware.add_argument("--inputs", help="float inputs (.npy/.npz) to run on the target")
     return parser
 
 
@@ -99,10 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(demo.report(result))
         return 0
     try:
-        result = _export_micro(args)
+        result = _export_micro(args) if args.command == "export-micro" else _firmware(args)
     except MicroExportError as error:
-        print(f"keras-distill export-micro: error: {error}", file=sys.stderr)
+        print(f"keras-distill {args.command}: error: {error}", file=sys.stderr)
         return 1
+    if args.command == "firmware":
+        print(result)
+        return 0
     print(result.summary())
     print(
         "\nWrote "
@@ -151,7 +172,27 @@ def _export_micro(args):
         ram_bytes=args.ram_bytes,
         validation_data=validation if labels is None else (validation, labels),
         float_io=args.float_io,
+        verify_on=args.verify_on,
+        tflm_dir=args.tflm_dir,
     )
+
+
+def _firmware(args) -> str:
+    """Builds (and runs) the application; returns what to print."""
+    from keras_distill.micro import build, run_on_target
+
+    firmware = build(args.export, args.tflm_dir, args.target, arena_bytes=args.arena_bytes)
+    lines = [f"Built {firmware.binary} for {firmware.target} (arena {firmware.arena_bytes:,} B)."]
+    x = _load_array(args.inputs, "--inputs")
+    if x is not None:
+        run = run_on_target(firmware, x)
+        lines.append(f"Ran {len(run.outputs):,} examples: arena_used_bytes "
+                     f"{run.arena_used_bytes:,} B on {run.target}")  # fmt: skip
+        if run.instructions is not None:
+            lines.append(f"instructions per inference (QEMU -icount): median "
+                         f"{int(np.median(run.instructions)):,}")  # fmt: skip
+        lines.append(f"top-1 classes: {run.outputs.reshape(len(run.outputs), -1).argmax(-1)[:20]}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

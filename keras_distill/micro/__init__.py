@@ -1,7 +1,22 @@
-"""TFLite Micro export: int8 conversion, TFLM verification, arena, C++ sources."""
+"""TFLite Micro export: int8 conversion, TFLM verification, arena, C++ sources, firmware."""
 
 from keras_distill.micro.boards import BOARDS, Board, get_board
 from keras_distill.micro.errors import MicroExportError
 from keras_distill.micro.exporter import MicroExport, export
+from keras_distill.micro.firmware import TARGETS, Firmware, FirmwareError, build
+from keras_distill.micro.target_run import TargetRun, run_on_target
 
-__all__ = ["BOARDS", "Board", "MicroExport", "MicroExportError", "export", "get_board"]
+__all__ = [
+    "BOARDS",
+    "Board",
+    "Firmware",
+    "FirmwareError",
+    "MicroExport",
+    "MicroExportError",
+    "TARGETS",
+    "TargetRun",
+    "build",
+    "export",
+    "get_board",
+    "run_on_target",
+]

@@ -39,6 +39,11 @@ class MicroExport:
         flash_bytes, ram_bytes: The budget checked, or `None`.
         sparsity: Fraction of zero kernel weights of the Keras model (e.g. after
             pruning), or `None` for a `.tflite` input.
+        on_target: `None`, or what `export(..., verify_on=target)` measured on
+            the built application: target, examples (bit-identical to the
+            Python interpreter), arena_used_bytes, recommended_arena_bytes
+            (then also `recommended_arena_bytes` above and in the header) and
+            instructions per inference (QEMU `-icount`; None on the host).
 
     Example:
     >>> result = MicroExport("m", *(pathlib.Path(p) for p in "abc"), 2968, 4360, 1488,
@@ -64,6 +69,7 @@ class MicroExport:
     flash_bytes: int | None
     ram_bytes: int | None
     sparsity: float | None = None
+    on_target: dict | None = None
 
     def __repr__(self) -> str:
         return (
@@ -84,8 +90,14 @@ class MicroExport:
         rows = [("int8 model (flash)", f"{self.model_bytes:,} B")]
         if self.float_bytes:
             rows.append(("float32 weights", f"{self.float_bytes:,} B"))
+        rows.append(("tensor arena, measured minimum (TFLM Python, x86-64)",
+                     f"{self.arena_bytes:,} B"))  # fmt: skip
+        if self.on_target:
+            t = self.on_target
+            rows.append((f"tensor arena, measured minimum on {t['target']}",
+                         f"{t['arena_minimum_bytes']:,} B (arena_used_bytes "
+                         f"{t['arena_used_bytes']:,} B)"))  # fmt: skip
         rows += [
-            ("tensor arena, measured minimum", f"{self.arena_bytes:,} B"),
             (
                 f"tensor arena, recommended (+{self.arena_margin:.0%})",
                 f"{self.recommended_arena_bytes:,} B",
@@ -113,6 +125,13 @@ class MicroExport:
             ):
                 if v.get(key) is not None:
                     rows.append((label, f"{v[key]:.2%}"))
+        if self.on_target:
+            t = self.on_target
+            rows.append((f"outputs on {t['target']} (built with TFLM's Makefile)",
+                         f"bit-identical to TFLM Python, {t['examples']:,} examples"))  # fmt: skip
+            if t["instructions"] is not None:
+                rows.append(("instructions per inference (QEMU -icount)",
+                             f"{t['instructions']:,}"))  # fmt: skip
         if self.flash_bytes:
             rows.append(
                 (
@@ -138,6 +157,8 @@ def export(
     float_io: bool = False,
     num_samples: int = convert.DEFAULT_NUM_SAMPLES,
     arena_margin: float = DEFAULT_ARENA_MARGIN,
+    verify_on: str | None = None,
+    tflm_dir: str | os.PathLike | None = None,
 ) -> MicroExport:
     """Exports a model to TFLite Micro: int8 `.tflite`, C++ array, header; verified.
 
@@ -169,6 +190,14 @@ def export(
         float_io: Keep float32 input and output tensors.
         num_samples: Representative examples used for calibration at most.
         arena_margin: Fraction added to the measured arena for the recommendation.
+        verify_on: A target of `keras_distill.micro.firmware.TARGETS` (e.g.
+            `"cortex-m4"`, emulated by QEMU, or `"host"`): build the sources
+            into an application with the real TFLite Micro (`micro.build`),
+            run it on the validation inputs (else the representative ones; at
+            most `TARGET_EXAMPLES`), require outputs bit-identical to the
+            Python interpreter's, and recommend the arena measured there.
+        tflm_dir: The TFLite Micro tree for `verify_on` (default
+            `$KERAS_DISTILL_TFLM_DIR`).
 
     Returns:
         A `MicroExport` with paths, sizes, arena, ops, quantization and agreement.
@@ -177,7 +206,9 @@ def export(
         MicroExportError: For an unsupported op (named, with its layer and a
             hint), data that is empty or of the wrong shape, an output directory
             that is a file, a name that is not a C identifier, a missing or
-            unreadable model file, or a model or arena over the budget.
+            unreadable model file, or a model or arena over the budget;
+            `FirmwareError` (a subclass) when `verify_on` cannot build or run
+            the application, or its outputs differ.
 
     Example:
     >>> import keras, tempfile
@@ -198,11 +229,12 @@ def export(
         _check_integer(info, float_io)
     arena = _measured_arena(model_bytes, info, keras_model)
     recommended = int(math.ceil(arena * (1 + arena_margin) / 16) * 16)
-    validation = (
-        _validate(keras_model, model_bytes, info, validation_data, recommended)
-        if validation_data is not None
-        else None
-    )
+    validation = validation_data is not None and _validate(
+        keras_model, model_bytes, info, validation_data, recommended) or None  # fmt: skip
+    on_target = verify_on and _on_target(
+        name, info, model_bytes, arena, recommended, validation_data, representative_data,
+        verify_on, tflm_dir, arena_margin)  # fmt: skip
+    recommended = on_target["recommended_arena_bytes"] if on_target else recommended
     _check_budget(len(model_bytes), recommended, flash_bytes, ram_bytes, board_name)
     paths = _write_atomically(
         pathlib.Path(output_dir), _sources(name, info, model_bytes, arena, recommended)
@@ -225,6 +257,7 @@ def export(
         flash_bytes=flash_bytes,
         ram_bytes=ram_bytes,
         sparsity=None if keras_model is None else models.sparsity(keras_model),
+        on_target=on_target,
     )
 
 
@@ -375,6 +408,28 @@ def _validate(keras_model, model_bytes, info, data, arena) -> dict:
         if y is not None:
             result["float_accuracy"] = float(np.mean(float_top1 == y))
     return result
+
+
+TARGET_EXAMPLES = 200
+
+
+def _on_target(name, info, model_bytes, arena, recommended, validation, representative, target,
+               tflm_dir, margin):  # fmt: skip
+    """Builds the sources for `target`, runs them, checks them bit for bit (`verify_on`)."""
+    from keras_distill.micro import target_run
+
+    data = validation if validation is not None else representative
+    if data is None:
+        raise MicroExportError("`verify_on` needs inputs to run: give `validation_data` (or "
+                               "`representative_data`).")  # fmt: skip
+    x, _ = inputs.collect(data, example_rank=len(info.inputs[0].shape) - 1)
+    x = np.asarray(x, "float32")[:TARGET_EXAMPLES]
+    expected = verify.run_tflm(model_bytes, info, x, recommended, dequantize=False)
+    with tempfile.TemporaryDirectory(prefix="keras_distill_target_") as scratch:
+        _write_atomically(pathlib.Path(scratch),
+                          _sources(name, info, model_bytes, arena, recommended))  # fmt: skip
+        return target_run.verify_on_target(scratch, model_bytes, x, expected, target,
+                                           tflm_dir=tflm_dir, arena_margin=margin)  # fmt: skip
 
 
 def _check_budget(model_bytes, arena_bytes, flash_bytes, ram_bytes, board):

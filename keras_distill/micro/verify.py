@@ -159,7 +159,8 @@ def _round_up(value: int) -> int:
     return int(math.ceil(value / ARENA_RESOLUTION) * ARENA_RESOLUTION)
 
 
-def run_tflm(model_bytes: bytes, info: ModelInfo, x: np.ndarray, arena: int) -> np.ndarray:
+def run_tflm(model_bytes: bytes, info: ModelInfo, x: np.ndarray, arena: int,
+             dequantize: bool = True) -> np.ndarray:  # fmt: skip
     """Runs the first output of the model on each example of `x` in TFLM.
 
     Inputs are quantized and outputs dequantized with the tensors' parameters.
@@ -169,9 +170,10 @@ def run_tflm(model_bytes: bytes, info: ModelInfo, x: np.ndarray, arena: int) -> 
         info: Its `inspect_model` result.
         x: Float inputs, shape `(n, *input_shape)`.
         arena: An arena size known to work (see `measure_arena`).
+        dequantize: False returns the output tensor as produced (e.g. int8).
 
     Returns:
-        Float32 outputs, shape `(n, *output_shape[1:])`.
+        Outputs, shape `(n, *output_shape[1:])`: float32, or the output's type.
 
     Example:
     >>> import keras
@@ -190,7 +192,8 @@ def run_tflm(model_bytes: bytes, info: ModelInfo, x: np.ndarray, arena: int) -> 
     for example in np.asarray(x, "float32"):
         interpreter.set_input(source.quantize(example.reshape(source.shape)), 0)
         interpreter.invoke()
-        outputs.append(target.dequantize(interpreter.get_output(0)).reshape(target.shape[1:]))
+        output = np.asarray(interpreter.get_output(0)).reshape(target.shape[1:])
+        outputs.append(target.dequantize(output) if dequantize else output.copy())
     return np.stack(outputs)
 
 
