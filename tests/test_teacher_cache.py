@@ -86,3 +86,19 @@ def test_outputs_over_the_budget_run_live(digits, teacher, capsys):
     distiller.compile("adam", SCE)
     distiller.fit(digits.x_train[:64], digits.y_train[:64], verbose=1)
     assert "over the budget" in capsys.readouterr().out
+
+
+def test_the_cache_holds_the_outputs_only_and_never_copies_the_inputs(digits, teacher):
+    from keras_distill import teacher_cache
+
+    distiller = Distiller(teacher, mlp([8], seed=7))
+    x, y = digits.x_train[:300], digits.y_train[:300]
+    validation = (digits.x_test[:50], digits.y_test[:50])
+    changed = teacher_cache.cached_arguments(
+        distiller, {"x": x, "y": y, "validation_data": validation, "verbose": 0})
+    assert "x" not in changed  # fit receives the caller's array itself
+    assert changed["y"]["labels"] is y
+    logits = changed["y"]["teacher_logits"]
+    assert logits.dtype == np.float32 and logits.nbytes == 300 * 10 * 4  # outputs only
+    assert changed["validation_data"][0] is validation[0]
+    assert changed["validation_data"][1]["teacher_logits"].shape == (50, 10)
