@@ -16,7 +16,6 @@ import argparse
 import os
 import platform
 import tempfile
-import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -26,6 +25,7 @@ from common import write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill.datasets import load_digits  # noqa: E402
+from keras_distill.interpreter import tflite_interpreter  # noqa: E402
 from keras_distill.micro import model_info  # noqa: E402
 from keras_distill.report import median_seconds  # noqa: E402
 
@@ -49,8 +49,7 @@ def cnn(filters, dense, seed):
 
 def latencies(model, result, example, repeats):
     keras_call = tf.function(lambda x: model(x, training=False))
-    warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
-    tflite = tf.lite.Interpreter(model_content=result.tflite_path.read_bytes())
+    tflite = tflite_interpreter(result.tflite_path.read_bytes())
     tflite.allocate_tensors()
     source = tflite.get_input_details()[0]
     target = tflite.get_output_details()[0]["index"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 
 from keras_distill import markdown
+from keras_distill.interpreter import tflite_interpreter
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -180,11 +180,7 @@ def _median_seconds_per_example(run: Callable, batch, repeats: int) -> float:
 
 
 def _tflite_latency(model_bytes: bytes, x: np.ndarray, batch_size: int, repeats: int) -> float:
-    import tensorflow as tf
-
-    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_content=model_bytes)
+    interpreter = tflite_interpreter(model_bytes)
     details = interpreter.get_input_details()[0]
     source = details["index"]
     interpreter.resize_tensor_input(source, (batch_size, *x.shape[1:]))

@@ -87,7 +87,8 @@ def test_cnn_has_batch_one_ops_only(cnn_export):
 
 def test_summary_and_repr_report_the_numbers(mlp_export):
     text = mlp_export.summary()
-    assert f"| tensor arena, measured minimum | {mlp_export.arena_bytes:,} B |" in text
+    arena = f"{mlp_export.arena_bytes:,} B"
+    assert f"| tensor arena, measured minimum (TFLM Python, x86-64) | {arena} |" in text
     assert "top-1 agreement, TFLM int8 vs Keras float" in text
     assert "budget (arduino_nano_33_ble_sense) | flash" in text
     assert repr(mlp_export).startswith("MicroExport('digits_mlp': ")

@@ -55,3 +55,26 @@ def test_compare_with_a_custom_metric_and_too_little_data(teacher, students, dig
     assert report.student.int8_bytes is None and "top-2 accuracy" in report.to_markdown()
     with pytest.raises(ValueError, match="batch size 32 needs at least that many examples"):
         compare(teacher, students["student"], (digits.x_test[:10], digits.y_test[:10]))
+
+
+def test_the_tflite_interpreter_is_litert_when_installed_and_never_warns(monkeypatch):
+    import sys
+    import warnings
+
+    import keras
+    import numpy as np
+
+    from keras_distill import interpreter
+    from keras_distill.micro.convert import to_int8_tflite
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    tflite = to_int8_tflite(model, np.random.default_rng(0).random((8, 4)))
+    assert interpreter.backend() == "LiteRT"  # the [micro] extra installs ai-edge-litert
+    assert type(interpreter.tflite_interpreter(tflite)).__module__.startswith("ai_edge_litert")
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # not installed
+    assert interpreter.backend() == "tf.lite"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a deprecation notice reaching the user fails
+        fallback = interpreter.tflite_interpreter(tflite)
+    fallback.allocate_tensors()
+    assert type(fallback).__module__.startswith("tensorflow")

@@ -2,8 +2,9 @@
 
 from keras_distill.micro.boards import BOARDS, Board, get_board
 from keras_distill.micro.errors import MicroExportError
-from keras_distill.micro.exporter import MicroExport, export
+from keras_distill.micro.exporter import export
 from keras_distill.micro.firmware import TARGETS, Firmware, FirmwareError, build
+from keras_distill.micro.result import MicroExport
 from keras_distill.micro.target_run import TargetRun, run_on_target
 
 __all__ = [

@@ -96,6 +96,23 @@ def to_int8_tflite(
     >>> tflite[4:8]
     b'TFL3'
     """
+    converter = int8_converter(model, samples, float_io, batch_size)
+    try:
+        with quiet_conversion():
+            return converter.convert()
+    except Exception as error:  # the converter raises several private error types
+        raise MicroExportError(_explain_conversion_error(str(error), model)) from None
+
+
+def int8_converter(model, samples, float_io: bool = False, batch_size: int | None = 1):
+    """The `tf.lite.TFLiteConverter` that `to_int8_tflite` runs (for debuggers, too).
+
+    Example:
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> int8_converter(model, np.zeros((2, 4))).inference_input_type.name
+    'int8'
+    """
     import tensorflow as tf
 
     if is_tf_keras(model):  # e.g. a tensorflow-model-optimization student
@@ -118,6 +135,19 @@ def to_int8_tflite(
     if not float_io:
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
+    return converter
+
+
+@contextlib.contextmanager
+def quiet_conversion():
+    """Silences what the converter prints and warns that is not news to the user.
+
+    Example:
+    >>> with quiet_conversion():
+    ...     print("Saved artifact at /tmp/x")
+    """
+    import tensorflow as tf
+
     logger, level = tf.get_logger(), tf.get_logger().level
     logger.setLevel("ERROR")  # "Assets written to ..." is not news to the user
     try:
@@ -125,9 +155,8 @@ def to_int8_tflite(
             # The converter prints its SavedModel and warns about input statistics
             # that the representative dataset provides.
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-            return converter.convert()
-    except Exception as error:  # the converter raises several private error types
-        raise MicroExportError(_explain_conversion_error(str(error), model)) from None
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            yield
     finally:
         logger.setLevel(level)
 

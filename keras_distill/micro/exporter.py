@@ -1,147 +1,22 @@
-"""`export` (a Keras model or `.tflite` file to verified TFLite Micro C++) and `MicroExport`."""
+"""`export`: a Keras model or `.tflite` file to verified TFLite Micro C++ (a `MicroExport`)."""
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import pathlib
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 
-from keras_distill import inputs, markdown, models
-from keras_distill.micro import codegen, convert, model_info, verify
+from keras_distill import inputs, models
+from keras_distill.micro import codegen, convert, drift, model_info, verify
 from keras_distill.micro.boards import get_board
 from keras_distill.micro.errors import MicroExportError
+from keras_distill.micro.result import MicroExport
 
 DEFAULT_ARENA_MARGIN = 0.10
-
-
-@dataclasses.dataclass(frozen=True)
-class MicroExport:
-    """What `export` wrote and measured.
-
-    Attributes:
-        name: The C symbol and file prefix.
-        tflite_path, source_path, header_path: The written files.
-        model_bytes: Size of the int8 `.tflite` flatbuffer (what goes to flash).
-        float_bytes: float32 size of the Keras model's weights, if one was given.
-        arena_bytes: Smallest tensor arena that ran in the TFLM interpreter.
-        recommended_arena_bytes: `arena_bytes` plus the stated margin.
-        arena_margin: That margin, as a fraction.
-        ops: Builtin ops the model uses (what the op resolver registers).
-        inputs, outputs: `TensorInfo` (shape, dtype, scale, zero point) of each.
-        validation: `None`, or the examples, top-1 agreement between the float
-            Keras model and TFLM, and the accuracies of both where labels exist.
-        board: Board name, or `None`.
-        flash_bytes, ram_bytes: The budget checked, or `None`.
-        sparsity: Fraction of zero kernel weights of the Keras model (e.g. after
-            pruning), or `None` for a `.tflite` input.
-        on_target: `None`, or what `export(..., verify_on=target)` measured on
-            the built application: target, examples (bit-identical to the
-            Python interpreter), arena_used_bytes, recommended_arena_bytes
-            (then also `recommended_arena_bytes` above and in the header) and
-            instructions per inference (QEMU `-icount`; None on the host).
-
-    Example:
-    >>> result = MicroExport("m", *(pathlib.Path(p) for p in "abc"), 2968, 4360, 1488,
-    ...                      1648, 0.1, ("FULLY_CONNECTED",), (), (), None, None, None, None)
-    >>> result
-    MicroExport('m': 2,968 B model, arena 1,488 B (recommended 1,648 B), 1 ops)
-    """
-
-    name: str
-    tflite_path: pathlib.Path
-    source_path: pathlib.Path
-    header_path: pathlib.Path
-    model_bytes: int
-    float_bytes: int | None
-    arena_bytes: int
-    recommended_arena_bytes: int
-    arena_margin: float
-    ops: tuple
-    inputs: tuple
-    outputs: tuple
-    validation: dict | None
-    board: str | None
-    flash_bytes: int | None
-    ram_bytes: int | None
-    sparsity: float | None = None
-    on_target: dict | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"MicroExport({self.name!r}: {self.model_bytes:,} B model, arena "
-            f"{self.arena_bytes:,} B (recommended {self.recommended_arena_bytes:,} B), "
-            f"{len(self.ops)} ops)"
-        )
-
-    def summary(self) -> str:
-        """A Markdown table of sizes, arena, ops, quantization and agreement.
-
-        Example:
-        >>> result = MicroExport("m", *(pathlib.Path(p) for p in "abc"), 2968, None, 1488,
-        ...                      1648, 0.1, ("SOFTMAX",), (), (), None, None, None, None)
-        >>> print(result.summary().splitlines()[2])
-        | int8 model (flash) | 2,968 B |
-        """
-        rows = [("int8 model (flash)", f"{self.model_bytes:,} B")]
-        if self.float_bytes:
-            rows.append(("float32 weights", f"{self.float_bytes:,} B"))
-        rows.append(("tensor arena, measured minimum (TFLM Python, x86-64)",
-                     f"{self.arena_bytes:,} B"))  # fmt: skip
-        if self.on_target:
-            t = self.on_target
-            rows.append((f"tensor arena, measured minimum on {t['target']}",
-                         f"{t['arena_minimum_bytes']:,} B (arena_used_bytes "
-                         f"{t['arena_used_bytes']:,} B)"))  # fmt: skip
-        rows += [
-            (
-                f"tensor arena, recommended (+{self.arena_margin:.0%})",
-                f"{self.recommended_arena_bytes:,} B",
-            ),
-            ("ops", ", ".join(self.ops)),
-        ]
-        if self.sparsity is not None:
-            rows.insert(2, ("kernel sparsity (zero weights)", f"{self.sparsity:.1%}"))
-        for kind, tensors in (("input", self.inputs), ("output", self.outputs)):
-            for index, t in enumerate(tensors):
-                rows.append(
-                    (
-                        f"{kind} {index}",
-                        f"{t.dtype} {list(t.shape)}, scale {t.scale:.6g}, zero point "
-                        f"{t.zero_point}",
-                    )
-                )
-        if self.validation:
-            v = self.validation
-            rows.append(("validation examples", f"{v['examples']:,}"))
-            for key, label in (
-                ("agreement", "top-1 agreement, TFLM int8 vs Keras float"),
-                ("float_accuracy", "accuracy, Keras float"),
-                ("int8_accuracy", "accuracy, TFLM int8"),
-            ):
-                if v.get(key) is not None:
-                    rows.append((label, f"{v[key]:.2%}"))
-        if self.on_target:
-            t = self.on_target
-            rows.append((f"outputs on {t['target']} (built with TFLM's Makefile)",
-                         f"bit-identical to TFLM Python, {t['examples']:,} examples"))  # fmt: skip
-            if t["instructions"] is not None:
-                rows.append(("instructions per inference (QEMU -icount)",
-                             f"{t['instructions']:,}"))  # fmt: skip
-        if self.flash_bytes:
-            rows.append(
-                (
-                    f"budget{' (' + self.board + ')' if self.board else ''}",
-                    f"flash {self.model_bytes / self.flash_bytes:.1%} of {self.flash_bytes:,} B, "
-                    f"RAM {self.recommended_arena_bytes / self.ram_bytes:.1%} of "
-                    f"{self.ram_bytes:,} B",
-                )
-            )
-        return markdown.table(["", ""], rows, align="ll")
 
 
 def export(
@@ -159,6 +34,8 @@ def export(
     arena_margin: float = DEFAULT_ARENA_MARGIN,
     verify_on: str | None = None,
     tflm_dir: str | os.PathLike | None = None,
+    explain_quantization: bool | None = None,
+    agreement_threshold: float = drift.DEFAULT_AGREEMENT_THRESHOLD,
 ) -> MicroExport:
     """Exports a model to TFLite Micro: int8 `.tflite`, C++ array, header; verified.
 
@@ -198,6 +75,12 @@ def export(
             Python interpreter's, and recommend the arena measured there.
         tflm_dir: The TFLite Micro tree for `verify_on` (default
             `$KERAS_DISTILL_TFLM_DIR`).
+        explain_quantization: None: when the top-1 agreement on the
+            validation data is below `agreement_threshold`, measure every
+            layer's int8 error (`keras_distill.micro.drift`), report it and
+            warn with the worst layers and the fixes that fit; True: always
+            measure it (Keras models); False: never.
+        agreement_threshold: The agreement below which the export explains.
 
     Returns:
         A `MicroExport` with paths, sizes, arena, ops, quantization and agreement.
@@ -218,27 +101,26 @@ def export(
     >>> result.header_path.name, result.ops
     ('tiny_model_data.h', ('FULLY_CONNECTED',))
     """
-    board_name, flash_bytes, ram_bytes = _checked_settings(
-        name, output_dir, arena_margin, board, flash_bytes, ram_bytes
-    )
+    board_name, flash_bytes, ram_bytes = _checked_settings(name, output_dir, arena_margin, board,
+                                                           flash_bytes, ram_bytes)  # fmt: skip
     keras_model, model_bytes = _load(model)
-    if keras_model is not None:
-        model_bytes = _convert(keras_model, representative_data, float_io, num_samples)
+    model_bytes, samples = (_convert(keras_model, representative_data, float_io, num_samples)
+                            if keras_model is not None else (model_bytes, None))  # fmt: skip
     info = model_info.inspect_model(model_bytes)
-    if keras_model is not None:
-        _check_integer(info, float_io)
+    _check_integer(info, float_io, keras_model)
     arena = _measured_arena(model_bytes, info, keras_model)
-    recommended = int(math.ceil(arena * (1 + arena_margin) / 16) * 16)
+    recommended = verify.with_margin(arena, arena_margin)
     validation = validation_data is not None and _validate(
         keras_model, model_bytes, info, validation_data, recommended) or None  # fmt: skip
+    errors = _explained(keras_model, samples, validation, float_io, explain_quantization,
+                        agreement_threshold)  # fmt: skip
     on_target = verify_on and _on_target(
         name, info, model_bytes, arena, recommended, validation_data, representative_data,
         verify_on, tflm_dir, arena_margin)  # fmt: skip
     recommended = on_target["recommended_arena_bytes"] if on_target else recommended
     _check_budget(len(model_bytes), recommended, flash_bytes, ram_bytes, board_name)
-    paths = _write_atomically(
-        pathlib.Path(output_dir), _sources(name, info, model_bytes, arena, recommended)
-    )
+    paths = _write_atomically(pathlib.Path(output_dir),
+                              _sources(name, info, model_bytes, arena, recommended))  # fmt: skip
     return MicroExport(
         name=name,
         tflite_path=paths[0],
@@ -258,6 +140,7 @@ def export(
         ram_bytes=ram_bytes,
         sparsity=None if keras_model is None else models.sparsity(keras_model),
         on_target=on_target,
+        quantization_errors=errors,
     )
 
 
@@ -275,8 +158,8 @@ def _checked_settings(name, output_dir, arena_margin, board, flash_bytes, ram_by
     return _budget(board, flash_bytes, ram_bytes)
 
 
-def _convert(keras_model, representative_data, float_io: bool, num_samples: int) -> bytes:
-    """The int8 flatbuffer of a Keras model, calibrated on the representative data."""
+def _convert(keras_model, representative_data, float_io: bool, num_samples: int):
+    """(The int8 flatbuffer of a Keras model, the representative samples it was calibrated on)."""
     if len(keras_model.inputs) != 1:
         raise MicroExportError(
             f"Only single-input models can be exported; {keras_model.name!r} has "
@@ -292,11 +175,13 @@ def _convert(keras_model, representative_data, float_io: bool, num_samples: int)
             "few hundred typical inputs (e.g. training examples). Only quantization-aware "
             "(tfmot) models carry their own ranges."
         )
-    return convert.to_int8_tflite(keras_model, samples, float_io=float_io)
+    return convert.to_int8_tflite(keras_model, samples, float_io=float_io), samples
 
 
-def _check_integer(info, float_io: bool) -> None:
-    """Refuses a conversion that left float tensors where an int8 model has none."""
+def _check_integer(info, float_io: bool, keras_model) -> None:
+    """Refuses a conversion (of a Keras model) that left float tensors where int8 has none."""
+    if keras_model is None:
+        return  # a given .tflite is exported as it is
     boundary = [] if float_io else [
         f"{kind} {i} ({t.dtype})" for kind, tensors in (("input", info.inputs),
                                                         ("output", info.outputs))
@@ -408,6 +293,19 @@ def _validate(keras_model, model_bytes, info, data, arena) -> dict:
         if y is not None:
             result["float_accuracy"] = float(np.mean(float_top1 == y))
     return result
+
+
+def _explained(keras_model, samples, validation, float_io, explain, threshold):
+    """Every layer's int8 error when the agreement is low (with a warning) or when asked."""
+    agreement = (validation or {}).get("agreement")
+    low = agreement is not None and agreement < threshold
+    if keras_model is None or samples is None or explain is False or not (low or explain):
+        return None
+    errors = drift.layer_errors(keras_model, samples, float_io)
+    if low:
+        warnings.warn(drift.advice(errors, agreement, threshold, len(samples), float_io),
+                      stacklevel=3)  # fmt: skip
+    return errors
 
 
 TARGET_EXAMPLES = 200

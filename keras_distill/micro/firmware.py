@@ -163,6 +163,20 @@ def _cache_dir(cache_dir, tflm: pathlib.Path, target: str) -> pathlib.Path:
     return path
 
 
+def _tree_link(cache: pathlib.Path, tflm: pathlib.Path) -> str:
+    """A relative path to the TFLM tree from the cache, so that nothing is written into it.
+
+    The Makefile generates C arrays for its examples at `genfiles/<source path>`;
+    with an absolute source path that would be beside the source, in the tree.
+    """
+    link = cache / "tflm"
+    if link.is_symlink() and link.resolve() != tflm:
+        link.unlink()
+    if not link.exists():
+        link.symlink_to(tflm, target_is_directory=True)
+    return "tflm"
+
+
 def _link_downloads(cache: pathlib.Path, tflm: pathlib.Path, target: Target) -> pathlib.Path:
     """A downloads folder in the cache: the tree's third-party code, and the Arm toolchain."""
     downloads = cache / "downloads"
@@ -288,8 +302,8 @@ def build(
         print(f"Building TensorFlow Lite Micro for {target} in {cache} (first time: a few "
               "minutes; later builds reuse it) ...", flush=True)  # fmt: skip
     _make(cache, app_dir, ["-f", str(app_dir / "app.mk"), f"-j{jobs or os.cpu_count() or 1}",
-                           f"TENSORFLOW_ROOT={tflm}/", f"DOWNLOADS_DIR={downloads}",
-                           *spec.make_variables, app])  # fmt: skip
+                           f"TENSORFLOW_ROOT={_tree_link(cache, tflm)}/",
+                           f"DOWNLOADS_DIR={downloads}", *spec.make_variables, app])  # fmt: skip
     binary = next(cache.glob(f"gen/*/bin/{app}"), None)
     if binary is None:
         raise FirmwareError(f"The build finished but {app} is not in {cache}/gen/*/bin/; see "

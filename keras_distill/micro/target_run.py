@@ -21,6 +21,7 @@ import tempfile
 
 import numpy as np
 
+from keras_distill.micro import verify
 from keras_distill.micro.codegen import INPUTS_FILE
 from keras_distill.micro.firmware import QEMU_PACKAGE, TARGETS, Firmware, FirmwareError
 
@@ -275,7 +276,7 @@ def verify_on_target(folder, model_bytes: bytes, x, expected: np.ndarray, target
     first = build(folder, **options)
     run = run_on_target(first, x, measure_arena=True)
     _check_identical(run, expected, first.arena_bytes)
-    recommended = int(np.ceil(run.arena_minimum_bytes * (1 + arena_margin) / 16) * 16)
+    recommended = verify.with_margin(run.arena_minimum_bytes, arena_margin)
     second = run_on_target(build(folder, arena_bytes=recommended, verbose=0, **options), x)
     _check_identical(second, expected, recommended)
     instructions = None if run.instructions is None else int(np.median(run.instructions))

@@ -159,6 +159,16 @@ def _round_up(value: int) -> int:
     return int(math.ceil(value / ARENA_RESOLUTION) * ARENA_RESOLUTION)
 
 
+def with_margin(arena: int, margin: float) -> int:
+    """`arena` plus the fraction `margin`, rounded up to TFLM's 16-byte alignment.
+
+    Example:
+    >>> with_margin(1000, 0.1)
+    1104
+    """
+    return _round_up(arena * (1 + margin))
+
+
 def run_tflm(model_bytes: bytes, info: ModelInfo, x: np.ndarray, arena: int,
              dequantize: bool = True) -> np.ndarray:  # fmt: skip
     """Runs the first output of the model on each example of `x` in TFLM.
