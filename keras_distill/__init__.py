@@ -1,6 +1,6 @@
 """keras-distill: knowledge distillation for Keras 3, from `fit` to the microcontroller."""
 
-from keras_distill import augment, losses, micro, recipes, schedules
+from keras_distill import augment, features, losses, micro, recipes, schedules
 from keras_distill.base_distiller import BaseDistiller
 from keras_distill.callbacks import TemperatureScheduler
 from keras_distill.capacity import sweep, teacher_assistant_chain
@@ -20,6 +20,7 @@ __all__ = [
     "augment",
     "compare",
     "export_micro",
+    "features",
     "label_with_teacher",
     "load_teacher_labels",
     "losses",

@@ -78,6 +78,37 @@ def _checked_view(view, x, augment):
     return view
 
 
+def _term_name(term) -> str:
+    if isinstance(term, str):
+        return term
+    return getattr(term, "name", None) or getattr(term, "__name__", None) or type(term).__name__
+
+
+def _parse_terms(distillation_loss, weights, teacher):
+    """(output loss functions, feature terms, weights in that order, log names); checked."""
+    from keras_distill.features import FeatureDistillation
+
+    terms = list(distillation_loss) if isinstance(distillation_loss, (list, tuple)) else [
+        distillation_loss]  # fmt: skip
+    if not terms:
+        raise ValueError("`distillation_loss` is an empty list; give at least one term.")
+    weights = [1.0] * len(terms) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(terms) or any(not w >= 0 for w in weights):
+        raise ValueError(f"`distillation_loss_weights` must hold one weight >= 0 per term "
+                         f"({len(terms)}); received {weights!r}.")  # fmt: skip
+    is_feature = [isinstance(t, FeatureDistillation) for t in terms]
+    order = sorted(range(len(terms)), key=lambda i: is_feature[i])  # outputs first, stable
+    outputs = [terms[i] for i in order if not is_feature[i]]
+    features = [terms[i] for i in order if is_feature[i]]
+    if features and teacher is None:
+        raise ValueError("Feature terms need a live teacher: stored outputs hold no features.")
+    weights = [weights[i] for i in order]
+    names = [_term_name(terms[i]) for i in order]
+    names = [n if names.count(n) == 1 else f"{n}_{names[:i].count(n) + 1}"
+             for i, n in enumerate(names)]  # fmt: skip
+    return [losses_lib.get(t) for t in outputs], features, weights, names
+
+
 class BaseDistiller(abc.ABC):
     """The shared base of the Keras 3 and the tf_keras `Distiller`.
 
@@ -99,13 +130,14 @@ class BaseDistiller(abc.ABC):
     def __init__(self, teacher, student, temperature=1.0, alpha=0.5,
                  distillation_loss="kl_divergence", teacher_output="auto",
                  student_output="auto", augment=None, cache_teacher_outputs="auto",
-                 **kwargs):  # fmt: skip
+                 distillation_loss_weights=None, **kwargs):  # fmt: skip
         self._check_models(teacher, student)
         _check_augment(augment, teacher)
         teacher_cache.check_setting(cache_teacher_outputs)
         temperature = objective.checked_temperature(temperature)
         alpha = objective.checked_alpha(alpha)
-        loss_fn = losses_lib.get(distillation_loss)
+        loss_fns, feature_terms, weights, names = _parse_terms(
+            distillation_loss, distillation_loss_weights, teacher)
         teacher_probabilities = teacher is not None and probability_outputs(
             teacher, teacher_output, "teacher"
         )
@@ -119,16 +151,22 @@ class BaseDistiller(abc.ABC):
         self.teacher = teacher
         self.student = student
         self.distillation_loss = distillation_loss
+        self.distillation_loss_weights = distillation_loss_weights
         self.teacher_output = teacher_output
         self.student_output = student_output
         self.augment = augment
         self.cache_teacher_outputs = cache_teacher_outputs
-        self._distillation_loss_fn = loss_fn
+        self._distillation_loss_fns = loss_fns
+        self._term_weights = weights
+        self._feature_terms = feature_terms
         self._teacher_probabilities = teacher_probabilities
         self._student_probabilities = student_probabilities
         self._temperature = self._scalar_variable("temperature", temperature)
         self._alpha = self._scalar_variable("alpha", alpha)
         self._make_trackers()
+        self._term_trackers = [self._mean(f"distillation_loss/{name}") for name in names
+                               ] if len(names) > 1 else []  # fmt: skip
+        self._features = self._feature_setup(feature_terms)
         # Built models make a built distiller (BackupAndRestore needs one).
         self.built = (teacher is None or teacher.built) and student.built
 
@@ -159,11 +197,17 @@ class BaseDistiller(abc.ABC):
         return super().compile(optimizer, loss, *args, **kwargs)
 
     def _adopt_keras_io_loss(self, fn) -> None:
+        if len(self._term_weights) > 1 or self._features is not None:
+            raise ValueError(
+                "compile(distillation_loss_fn=...) replaces the one distillation loss of the "
+                "keras.io example; this distiller has several terms. Give them with "
+                "Distiller(distillation_loss=[...]) only."
+            )
         name = getattr(fn, "name", None) or getattr(fn, "__name__", None) or fn
         if isinstance(fn, losses_lib.DistillationLoss) or name in losses_lib.KERAS_KL_NAMES:
             identifier = fn if isinstance(fn, losses_lib.DistillationLoss) else "kl_divergence"
             self.distillation_loss = identifier
-            self._distillation_loss_fn = losses_lib.get(identifier)
+            self._distillation_loss_fns = [losses_lib.get(identifier)]
             if identifier == "kl_divergence":
                 io_utils.print_msg(
                     f"keras-distill: distillation_loss_fn={type(fn).__name__} is used as "
@@ -217,6 +261,19 @@ class BaseDistiller(abc.ABC):
     @abc.abstractmethod
     def _hard_loss(self, x, labels, y_pred, sample_weight, training):
         """The compiled loss on the hard labels (with the student's added losses)."""
+
+    @abc.abstractmethod
+    def _mean(self, name: str):
+        """A `Mean` metric of this flavour."""
+
+    def _feature_setup(self, feature_terms):
+        """Extractors and projectors for feature terms (Keras 3 only: see `distiller.py`)."""
+        if feature_terms:
+            raise ValueError(
+                "Feature distillation (keras_distill.features.FeatureDistillation) needs Keras 3 "
+                "models; these are tf_keras models."
+            )
+        return None
 
     def _scale_loss(self, loss):
         return loss
@@ -341,14 +398,31 @@ class BaseDistiller(abc.ABC):
                     f"{error} Set it with `distiller.{key} = value`, which checks it."
                 ) from None
 
-    def _teacher_logits(self, x, y=None):
+    def _teacher_pass(self, x, y=None):
+        """(The teacher's logits or None, its features for the feature terms)."""
         if self.teacher is None or targets.split_targets(y)[2]:
-            return None  # no teacher, or its outputs came with the targets
-        outputs = self.teacher(x, training=False)
+            return None, []  # no teacher, or its outputs came with the targets
+        if self._features is None:
+            outputs, features = self.teacher(x, training=False), []
+        else:
+            outputs, features = self._features.teacher(x, training=False)
         outputs = keras.tree.map_structure(tf.stop_gradient, outputs)
-        return as_logits(outputs, self._teacher_probabilities)
+        return as_logits(outputs, self._teacher_probabilities), features
 
-    def _objective(self, x, y, y_pred, teacher_logits, sample_weight, training):
+    def _student_pass(self, x, training):
+        """(The student's outputs, its features for the feature terms): one forward pass."""
+        if self._features is None:
+            return self(x, training=training), []
+        return self._features.student(x, training=training)
+
+    def _feature_values(self, features, sample_weight) -> list:
+        teacher_features, student_features = features
+        if not teacher_features:
+            return []
+        return [self._features.value(i, t, s, sample_weight) for i, (t, s) in
+                enumerate(zip(teacher_features, student_features, strict=True))]  # fmt: skip
+
+    def _objective(self, x, y, y_pred, teacher_logits, sample_weight, training, features=((), ())):
         """Returns the total loss, scaled per replica; updates the loss trackers."""
         labels, label_mask, stored = targets.split_targets(y)
         if labels is not None:
@@ -361,7 +435,7 @@ class BaseDistiller(abc.ABC):
             y_pred=y_pred,
             teacher_logits=teacher_logits,
             stored=stored,
-            loss_fn=self._distillation_loss_fn,
+            loss_fn=self._distillation_loss_fns,
             student_probabilities=self._student_probabilities,
             temperature=self._checked_in_step(self._temperature, training),
             alpha=ops.convert_to_tensor(self._alpha),
@@ -371,12 +445,16 @@ class BaseDistiller(abc.ABC):
             labels=None if training and self.augment is not None
             else objective.distillation_labels(labels, label_mask),
             training=training,
+            weights=self._term_weights,
+            extra_terms=self._feature_values(features, sample_weight),
         )
         batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
         replicas = float(objective.num_replicas())
         # The trackers report the values before Keras' per-replica scaling.
         trackers = (self._loss_tracker, self._student_loss_tracker, self._distillation_loss_tracker)
-        for tracker, value in zip(trackers, result, strict=True):
+        for tracker, value in zip(trackers, result[:3], strict=True):
+            tracker.update_state(value * replicas, sample_weight=batch_size)
+        for tracker, value in zip(self._term_trackers, result.terms, strict=True):
             tracker.update_state(value * replicas, sample_weight=batch_size)
         return result.total
 
@@ -416,10 +494,11 @@ class BaseDistiller(abc.ABC):
         """One step: teacher inference, then student gradients and update."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x = self._augmented(x)
-        teacher_logits = self._teacher_logits(x, y)
+        teacher_logits, teacher_features = self._teacher_pass(x, y)
         with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            loss = self._objective(x, y, y_pred, teacher_logits, sample_weight, training=True)
+            y_pred, student_features = self._student_pass(x, training=True)
+            loss = self._objective(x, y, y_pred, teacher_logits, sample_weight, training=True,
+                                   features=(teacher_features, student_features))  # fmt: skip
             scaled_loss = self._scale_loss(loss)
         variables = self.trainable_variables  # known once the student is built
         if not variables:
@@ -437,7 +516,8 @@ class BaseDistiller(abc.ABC):
     def test_step(self, data):
         """Evaluates the student's metrics and the distillation objective."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_logits = self._teacher_logits(x, y)
-        y_pred = self(x, training=False)
-        self._objective(x, y, y_pred, teacher_logits, sample_weight, training=False)
+        teacher_logits, teacher_features = self._teacher_pass(x, y)
+        y_pred, student_features = self._student_pass(x, training=False)
+        self._objective(x, y, y_pred, teacher_logits, sample_weight, training=False,
+                        features=(teacher_features, student_features))  # fmt: skip
         return self._global_logs(self._metrics_logs(x, y, y_pred, sample_weight))

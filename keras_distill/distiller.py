@@ -9,6 +9,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_distill import compat
+from keras_distill import features as features_lib
 from keras_distill import losses as losses_lib
 from keras_distill.base_distiller import BaseDistiller
 from keras_distill.models import is_tf_keras
@@ -81,7 +82,11 @@ class Distiller(BaseDistiller, keras.Model):
         distillation_loss: A name from `keras_distill.losses.get` (default
             `"kl_divergence"`), a `keras_distill.losses.DistillationLoss`, or a
             callable `fn(teacher_logits, student_logits, temperature)` returning
-            a loss per position. Multi-output models sum it over outputs.
+            a loss per position; multi-output models sum it over outputs. Or a
+            list of such terms and `keras_distill.features.FeatureDistillation`
+            terms (intermediate layers), combined with
+            `distillation_loss_weights` and each logged as
+            `distillation_loss/<name>`.
         teacher_output: `"logits"`, `"probabilities"` (a teacher that ends in a
             softmax; its log-probabilities serve as logits) or `"auto"`: detect
             a final softmax from the model's layers.
@@ -102,6 +107,9 @@ class Distiller(BaseDistiller, keras.Model):
             teachers or outputs over 1 GiB (an int sets that budget in bytes).
             True insists (an error if it cannot), False always runs the
             teacher live. See `keras_distill.teacher_cache`.
+        distillation_loss_weights: One weight >= 0 per term of a list
+            `distillation_loss` (1 each by default): the distillation loss is
+            `sum_i w_i * term_i`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Raises:
@@ -153,6 +161,7 @@ class Distiller(BaseDistiller, keras.Model):
         student_output: str = "auto",
         augment: keras.layers.Layer | Any | None = None,
         cache_teacher_outputs: str | bool | int = "auto",
+        distillation_loss_weights: list[float] | None = None,
         **kwargs,
     ):
         super().__init__(
@@ -165,6 +174,7 @@ class Distiller(BaseDistiller, keras.Model):
             student_output=student_output,
             augment=augment,
             cache_teacher_outputs=cache_teacher_outputs,
+            distillation_loss_weights=distillation_loss_weights,
             **kwargs,
         )
 
@@ -177,6 +187,16 @@ class Distiller(BaseDistiller, keras.Model):
         # Keras' own `_loss_tracker` ("loss") is made by compile().
         self._student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self._distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+
+    def _mean(self, name: str) -> keras.metrics.Mean:
+        return keras.metrics.Mean(name=name)
+
+    def _feature_setup(self, feature_terms):
+        if not feature_terms:
+            return None
+        setup = features_lib.Extraction(self.teacher, self.student, feature_terms)
+        self._projectors = [p for p in setup.projectors if p is not None]  # trained, saved
+        return setup
 
     def _hard_loss(self, x, labels, y_pred, sample_weight, training):
         return self.compute_loss(
@@ -225,6 +245,7 @@ class Distiller(BaseDistiller, keras.Model):
                 None if self.augment is None else keras.saving.serialize_keras_object(self.augment)
             ),
             "cache_teacher_outputs": self.cache_teacher_outputs,
+            "distillation_loss_weights": self.distillation_loss_weights,
         }
 
     @classmethod

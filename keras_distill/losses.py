@@ -337,7 +337,8 @@ def serialize(loss: str | DistillationLoss | LossFn) -> str | dict:
     """Serializes a distillation loss: a name stays a name, objects become configs.
 
     Args:
-        loss: Anything `get` accepts.
+        loss: Anything `get` accepts, a `keras_distill.features.FeatureDistillation`,
+            or a list of them (the terms of `Distiller(distillation_loss=[...])`).
 
     Returns:
         The name, or the Keras serialization of the object or function.
@@ -348,6 +349,8 @@ def serialize(loss: str | DistillationLoss | LossFn) -> str | dict:
     >>> serialize(KLDivergence(temperature=2.0))["class_name"]
     'KLDivergence'
     """
+    if isinstance(loss, (list, tuple)):
+        return [serialize(term) for term in loss]
     if isinstance(loss, str):
         return loss
     return keras.saving.serialize_keras_object(loss)
@@ -357,7 +360,7 @@ def deserialize(config: str | dict, custom_objects: dict | None = None):
     """The inverse of `serialize`: a name is checked and kept, a config is rebuilt.
 
     Args:
-        config: A loss name or a Keras serialization config.
+        config: A loss name, a Keras serialization config, or a list of them.
         custom_objects: As for `keras.saving.deserialize_keras_object`.
 
     Returns:
@@ -370,6 +373,8 @@ def deserialize(config: str | dict, custom_objects: dict | None = None):
     >>> deserialize(serialize(JensenShannonDivergence())).fn is jensen_shannon_divergence
     True
     """
+    if isinstance(config, list):
+        return [deserialize(term, custom_objects) for term in config]
     if isinstance(config, str):
         get(config)
         return config

@@ -30,7 +30,10 @@ NO_STORED_OUTPUTS = (
 
 
 class Losses(NamedTuple):
-    """The three values a training step logs: the total and its two parts.
+    """The values a training step logs: the total, its two parts, and each term.
+
+    `terms` holds every distillation term's unweighted value when there are
+    several (output losses first, then feature terms), else is empty.
 
     Example:
     >>> Losses(1.0, 0.5, 1.5).student_loss
@@ -40,6 +43,7 @@ class Losses(NamedTuple):
     total: object
     student_loss: object
     distillation_loss: object
+    terms: tuple = ()
 
 
 def checked_temperature(value) -> float:
@@ -222,16 +226,19 @@ def stored_term(stored, y_pred, *, loss_fn, student_probabilities, temperature,
 
 
 def compute(*, student_loss, y_pred, teacher_logits, stored, loss_fn, student_probabilities,
-            temperature, alpha, sample_weight=None, labels=None,
-            training=True) -> Losses:  # fmt: skip
+            temperature, alpha, sample_weight=None, labels=None, training=True,
+            weights=None, extra_terms=()) -> Losses:  # fmt: skip
     """The whole objective of one step from tensors.
+
+        total = alpha * student_loss + (1 - alpha) * sum_i weights[i] * term_i
 
     Args:
         student_loss: The compiled loss on the hard labels (scaled per replica).
         y_pred: The student's outputs; a `_keras_mask` on them masks positions.
         teacher_logits: A live teacher's float32 logits, or None.
         stored: Stored teacher outputs (may be empty).
-        loss_fn: The distillation loss function.
+        loss_fn: The distillation loss function on the outputs, or a list of
+            them (one term each; may be empty when `extra_terms` are given).
         student_probabilities: Whether `y_pred` are probabilities.
         temperature: The temperature (a scalar tensor).
         alpha: The hard-label weight (a scalar tensor).
@@ -239,9 +246,13 @@ def compute(*, student_loss, y_pred, teacher_logits, stored, loss_fn, student_pr
         labels: Hard labels for losses that take them (-1 where unknown; see
             `distillation_labels`).
         training: Whether this is a training step (stored outputs are required then).
+        weights: One weight per term (output terms, then `extra_terms`); 1 each
+            by default.
+        extra_terms: Values of further terms computed elsewhere (feature
+            distillation, `keras_distill.features`), scaled per replica.
 
     Returns:
-        `Losses(total, student_loss, distillation_loss)`, scaled per replica.
+        `Losses(total, student_loss, distillation_loss, terms)`, scaled per replica.
 
     Raises:
         ValueError: If neither a teacher nor stored outputs are given in training.
@@ -258,7 +269,6 @@ def compute(*, student_loss, y_pred, teacher_logits, stored, loss_fn, student_pr
     """
     mask = getattr(y_pred, "_keras_mask", None) if not keras.tree.is_nested(y_pred) else None
     options = dict(
-        loss_fn=loss_fn,
         student_probabilities=student_probabilities,
         temperature=temperature,
         sample_weight=sample_weight,
@@ -266,15 +276,19 @@ def compute(*, student_loss, y_pred, teacher_logits, stored, loss_fn, student_pr
         labels=labels,
     )
     student_loss = ops.cast(student_loss, "float32")
+    loss_fns = list(loss_fn) if isinstance(loss_fn, (list, tuple)) else [loss_fn]
     if teacher_logits is not None:
-        distillation_loss = live_term(teacher_logits, y_pred, **options)
+        values = [live_term(teacher_logits, y_pred, loss_fn=fn, **options) for fn in loss_fns]
     elif stored:
-        distillation_loss = stored_term(stored, y_pred, **options)
+        values = [stored_term(stored, y_pred, loss_fn=fn, **options) for fn in loss_fns]
     elif training:
         kinds = "; ".join(repr(sorted(k.target_keys)) for k in targets.KINDS.values())
         raise ValueError(NO_STORED_OUTPUTS.format(kinds=kinds))
     else:  # evaluating a stored-teacher student on plain labelled data
         return Losses(student_loss, student_loss, ops.zeros((), "float32"))
+    values += [ops.cast(value, "float32") for value in extra_terms]
+    weights = [1.0] * len(values) if weights is None else list(weights)
+    distillation_loss = ops.sum(ops.stack([w * v for w, v in zip(weights, values, strict=True)]))
     alpha = ops.cast(alpha, "float32")
     total = alpha * student_loss + (1.0 - alpha) * distillation_loss
-    return Losses(total, student_loss, distillation_loss)
+    return Losses(total, student_loss, distillation_loss, tuple(values) if len(values) > 1 else ())

@@ -59,6 +59,8 @@ def _reason_not_to_cache(distiller, arguments) -> str | None:
         return "no teacher"
     if distiller.augment is not None:
         return "`augment` makes new views every step"
+    if distiller._features is not None:
+        return "feature terms need the teacher's intermediate outputs at every step"
     if not _in_memory(x):
         return "the inputs are not arrays in memory (a tf.data dataset is never cached)"
     if arguments.get("class_weight") is not None:

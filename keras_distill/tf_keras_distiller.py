@@ -42,6 +42,9 @@ class TFKerasDistiller(BaseDistiller, tf_keras.Model):
             tf_keras.metrics.Mean(name=name) for name in LOSS_KEYS
         )
 
+    def _mean(self, name: str):
+        return tf_keras.metrics.Mean(name=name)
+
     def _read(self, variable) -> float:
         return float(variable.numpy())  # also a MirroredVariable under MultiWorkerMirroredStrategy
 
@@ -54,4 +57,4 @@ class TFKerasDistiller(BaseDistiller, tf_keras.Model):
         """The loss trackers, then the compiled metrics (the compiled loss is a part)."""
         trackers = [self._loss_tracker, self._student_loss_tracker, self._distillation_loss_tracker]
         compiled = self.compiled_metrics.metrics if self._is_compiled else []
-        return trackers + compiled
+        return trackers + list(self._term_trackers) + compiled

@@ -73,6 +73,6 @@ def test_config_round_trip_with_a_loss_object(teacher):
     assert config["temperature"] == 3.0 and config["alpha"] == pytest.approx(0.6)
     restored = Distiller.from_config(config)
     assert isinstance(restored.distillation_loss, losses.JensenShannonDivergence)
-    assert restored._distillation_loss_fn is losses.jensen_shannon_divergence
+    assert restored._distillation_loss_fns == [losses.jensen_shannon_divergence]
     assert restored.teacher_output == "logits"
     assert restored.student.count_params() == distiller.student.count_params()

@@ -1,0 +1,158 @@
+"""Several distillation terms with weights, and feature (intermediate-layer) distillation."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import SCE, mlp
+from test_distiller import reference_kl
+from test_teacher_cache import Counting
+
+from keras_distill import Distiller
+from keras_distill.features import FeatureDistillation, feature_loss
+
+
+def named_mlp(width, prefix, seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((64,)), keras.layers.Dense(width, activation="relu", name=f"{prefix}_hidden"),
+        keras.layers.Dense(10, name=f"{prefix}_logits"),
+    ])  # fmt: skip
+
+
+def one_step(distiller, digits, n=64):
+    """History of one full-batch epoch with a zero learning rate: the initial objective."""
+    distiller.compile(keras.optimizers.SGD(0.0), SCE)
+    x, y = digits.x_train[:n], digits.y_train[:n]
+    return distiller.fit(x, y, batch_size=n, epochs=1, verbose=0).history, x, y
+
+
+def numpy_cosine(t, s):
+    t = t / np.linalg.norm(t, axis=-1, keepdims=True)
+    s = s / np.linalg.norm(s, axis=-1, keepdims=True)
+    return np.mean(1 - np.sum(t * s, axis=-1))
+
+
+def test_weighted_terms_make_the_objective_and_are_logged_by_name(digits, teacher):
+    student = named_mlp(128, "s", 1)
+    term = FeatureDistillation("dense", "s_hidden", loss="cosine")  # same width: no projector
+    distiller = Distiller(teacher, student, temperature=2.0, alpha=0.3,
+                          distillation_loss=["kl_divergence", "logit_mse", term],
+                          distillation_loss_weights=[1.0, 0.25, 2.0])  # fmt: skip
+    history, x, y = one_step(distiller, digits)
+    t_logits, s_logits = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
+    kl = reference_kl(t_logits, s_logits, 2.0).mean()
+    mse = np.mean((s_logits - t_logits) ** 2)
+    hidden = lambda model, layer: keras.Model(model.inputs, model.get_layer(layer).output)  # noqa: E731
+    cosine = numpy_cosine(hidden(teacher, "dense").predict(x, verbose=0),
+                          hidden(student, "s_hidden").predict(x, verbose=0))  # fmt: skip
+    hard = SCE(y, s_logits).numpy()
+    logs = {key: value[0] for key, value in history.items()}
+    assert logs["distillation_loss/kl_divergence"] == pytest.approx(kl, rel=1e-4)
+    assert logs["distillation_loss/logit_mse"] == pytest.approx(mse, rel=1e-4)
+    assert logs["distillation_loss/feature_s_hidden"] == pytest.approx(cosine, rel=1e-4)
+    combined = kl + 0.25 * mse + 2.0 * cosine
+    assert logs["distillation_loss"] == pytest.approx(combined, rel=1e-4)
+    assert logs["loss"] == pytest.approx(0.3 * hard + 0.7 * combined, rel=1e-4)
+
+
+def test_one_term_keeps_todays_log_names(digits, teacher):
+    history, _, _ = one_step(Distiller(teacher, mlp([8], seed=2)), digits)
+    assert not [key for key in history if "/" in key]
+
+
+def test_the_projector_trains_and_saves_with_the_distiller_not_the_student(digits, teacher,
+                                                                           tmp_path):  # fmt: skip
+    student = named_mlp(16, "s", 3)
+    distiller = Distiller(teacher, student, distillation_loss=[
+        "kl_divergence", FeatureDistillation("dense", "s_hidden")])  # fmt: skip
+    projector = distiller._projectors[0]
+    assert projector.units == 128 and not any(v is projector.kernel for v in student.weights)
+    before = projector.get_weights()[0].copy()
+    distiller.compile("adam", SCE)
+    history = distiller.fit(digits.x_train, digits.y_train, epochs=4, verbose=0).history
+    assert not np.allclose(projector.get_weights()[0], before)  # trained with the student
+    feature = history["distillation_loss/feature_s_hidden"]
+    assert feature[-1] < feature[0]
+    assert [layer.name for layer in student.layers] == ["s_hidden", "s_logits"]
+    distiller.save(tmp_path / "d.keras")
+    loaded = keras.models.load_model(tmp_path / "d.keras")
+    np.testing.assert_array_equal(loaded._projectors[0].get_weights()[0],
+                                  projector.get_weights()[0])  # fmt: skip
+    assert loaded.distillation_loss_weights is None
+    assert isinstance(loaded.distillation_loss[1], FeatureDistillation)
+
+
+def test_each_model_runs_once_per_step_with_feature_terms(digits, teacher):
+    inputs = keras.Input((64,))
+    counter = Counting()
+    hidden = keras.layers.Dense(32, activation="relu", name="t_hidden")(inputs)
+    counting = keras.Model(inputs, counter(keras.layers.Dense(10)(hidden)))
+    distiller = Distiller(counting, named_mlp(8, "s", 4),
+                          distillation_loss=[FeatureDistillation("t_hidden", "s_hidden")])
+    distiller.compile("adam", SCE)
+    distiller.fit(digits.x_train[:256], digits.y_train[:256], batch_size=64, epochs=2, verbose=0)
+    assert float(counter.calls) == 2 * 4  # one teacher pass per step, live (not cached)
+
+
+def test_attention_transfer_matches_the_papers_definition():
+    rng = np.random.default_rng(0)
+    t, s = rng.normal(size=(2, 4, 4, 8)), rng.normal(size=(2, 4, 4, 3))
+
+    def attention(f):
+        q = np.mean(f**2, axis=-1).reshape(len(f), -1)
+        return q / np.linalg.norm(q, axis=-1, keepdims=True)
+
+    expected = np.sum((attention(s) - attention(t)) ** 2, axis=-1)
+    np.testing.assert_allclose(feature_loss("attention", t, s), expected, rtol=1e-5)
+
+
+def test_bad_terms_are_refused_at_construction_with_the_details(teacher):
+    student = named_mlp(16, "s", 5)
+    with pytest.raises(ValueError, match=r"no layer 'nope'; its layers are \['dense', 'dense_1'\]"):
+        Distiller(teacher, student, distillation_loss=[FeatureDistillation("nope", "s_hidden")])
+    with pytest.raises(ValueError, match=r"widths differ; use projector='auto'"):
+        Distiller(teacher, student, distillation_loss=[
+            FeatureDistillation("dense", "s_hidden", projector=None)])  # fmt: skip
+    with pytest.raises(ValueError, match=r"\(None, 128\).*\(None, 16\).*4-D feature maps"):
+        Distiller(teacher, student, distillation_loss=[
+            FeatureDistillation("dense", "s_hidden", loss="attention")])  # fmt: skip
+    with pytest.raises(ValueError, match=r"one weight >= 0 per term \(2\); received \[1.0\]"):
+        Distiller(teacher, student, distillation_loss=["kl", "logit_mse"],
+                  distillation_loss_weights=[1.0])  # fmt: skip
+    with pytest.raises(ValueError, match=r"received \[1.0, -0.5\]"):
+        Distiller(teacher, student, distillation_loss=["kl", "logit_mse"],
+                  distillation_loss_weights=[1.0, -0.5])  # fmt: skip
+    with pytest.raises(ValueError, match="empty list"):
+        Distiller(teacher, student, distillation_loss=[])
+    with pytest.raises(ValueError, match="Feature terms need a live teacher"):
+        Distiller(None, student, distillation_loss=[FeatureDistillation("dense", "s_hidden")])
+    with pytest.raises(ValueError, match="`loss` must be one of"):
+        FeatureDistillation("a", "b", loss="kl")
+
+
+def test_sequence_features_are_masked():
+    inputs = keras.Input((5,), dtype="int32")
+    embedded = keras.layers.Embedding(20, 8, mask_zero=True, name="embed")(inputs)
+    teacher = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Dense(8, name="t_seq")(
+        embedded)))  # fmt: skip
+    s_in = keras.Input((5,), dtype="int32")
+    s_embedded = keras.layers.Embedding(20, 8, mask_zero=True, name="s_embed")(s_in)
+    student = keras.Model(s_in, keras.layers.Dense(4)(keras.layers.Dense(8, name="s_seq")(
+        s_embedded)))  # fmt: skip
+    term = FeatureDistillation("t_seq", "s_seq")
+    distiller = Distiller(teacher, student, distillation_loss=[term])
+    x = np.array([[1, 2, 0, 0, 0], [3, 4, 5, 6, 7]])
+    y = np.zeros((2, 5), "int32")
+    distiller.compile(keras.optimizers.SGD(0.0), SCE)
+    logs = distiller.fit(x, y, batch_size=2, epochs=1, verbose=0).history
+    t = keras.Model(teacher.inputs, teacher.get_layer("t_seq").output).predict(x, verbose=0)
+    s = keras.Model(student.inputs, student.get_layer("s_seq").output).predict(x, verbose=0)
+    per_position = np.mean((s - t) ** 2, axis=-1)
+    expected = per_position[x > 0].mean()  # padded positions left out
+    assert logs["distillation_loss"][0] == pytest.approx(expected, rel=1e-4)
+
+
+def test_the_keras_io_compile_argument_is_refused_with_several_terms(teacher):
+    distiller = Distiller(teacher, mlp([8], seed=6), distillation_loss=["kl", "logit_mse"])
+    with pytest.raises(ValueError, match="this distiller has several terms"):
+        distiller.compile("adam", SCE, distillation_loss_fn=keras.losses.KLDivergence())
