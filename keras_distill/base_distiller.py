@@ -19,6 +19,7 @@ import tensorflow as tf
 from keras import ops
 from keras.src.utils import io_utils  # Keras' own callbacks print with it
 
+from keras_distill import ensemble as ensemble_lib
 from keras_distill import losses as losses_lib
 from keras_distill import objective, targets, teacher_cache
 from keras_distill.models import (
@@ -78,6 +79,15 @@ def _checked_view(view, x, augment):
     return view
 
 
+def _one_teacher(teacher, weights, average):
+    """The teacher, or an ensemble of a list of teachers (`keras_distill.ensemble`)."""
+    if isinstance(teacher, (list, tuple)):
+        return ensemble_lib.ensemble(teacher, weights, average)
+    if weights is not None:
+        raise ValueError("`teacher_weights` weighs a list of teachers; `teacher` is one model.")
+    return teacher
+
+
 def _term_name(term) -> str:
     if isinstance(term, str):
         return term
@@ -130,7 +140,9 @@ class BaseDistiller(abc.ABC):
     def __init__(self, teacher, student, temperature=1.0, alpha=0.5,
                  distillation_loss="kl_divergence", teacher_output="auto",
                  student_output="auto", augment=None, cache_teacher_outputs="auto",
-                 distillation_loss_weights=None, **kwargs):  # fmt: skip
+                 distillation_loss_weights=None, teacher_weights=None,
+                 teacher_average="probabilities", **kwargs):  # fmt: skip
+        teacher = _one_teacher(teacher, teacher_weights, teacher_average)
         self._check_models(teacher, student)
         _check_augment(augment, teacher)
         teacher_cache.check_setting(cache_teacher_outputs)
@@ -164,6 +176,8 @@ class BaseDistiller(abc.ABC):
         self._temperature = self._scalar_variable("temperature", temperature)
         self._alpha = self._scalar_variable("alpha", alpha)
         self._make_trackers()
+        if ensemble_lib.combiner(teacher) is not None:  # the averaged probabilities' T
+            ensemble_lib.combiner(teacher).link_temperature(self._temperature)
         self._term_trackers = [self._mean(f"distillation_loss/{name}") for name in names
                                ] if len(names) > 1 else []  # fmt: skip
         self._features = self._feature_setup(feature_terms)

@@ -60,7 +60,8 @@ class Distiller(BaseDistiller, keras.Model):
     with `distiller.student.save(...)`: it is a plain Keras model.
 
     Args:
-        teacher: A trained `keras.Model`. Its outputs must have the structure of
+        teacher: A trained `keras.Model`, or a list of them (see
+            `teacher_weights`). Its outputs must have the structure of
             the student's outputs and the same size on the last (class) axis.
             `None` trains from teacher outputs stored next to the inputs
             (`keras_distill.load_teacher_labels`): the targets are then a dict
@@ -107,6 +108,13 @@ class Distiller(BaseDistiller, keras.Model):
             teachers or outputs over 1 GiB (an int sets that budget in bytes).
             True insists (an error if it cannot), False always runs the
             teacher live. See `keras_distill.teacher_cache`.
+        teacher_weights: With a list of teachers as `teacher`: one weight >= 0
+            per teacher (equal by default). The teachers become one
+            (`keras_distill.ensemble.ensemble`): the target is the weighted
+            average of their softened probabilities at the current temperature.
+        teacher_average: `"probabilities"` (default: each teacher's confidence
+            counts, none outvotes the others by having larger logits) or
+            `"logits"` (the weighted average of the logits).
         distillation_loss_weights: One weight >= 0 per term of a list
             `distillation_loss` (1 each by default): the distillation loss is
             `sum_i w_i * term_i`.
@@ -162,6 +170,8 @@ class Distiller(BaseDistiller, keras.Model):
         augment: keras.layers.Layer | Any | None = None,
         cache_teacher_outputs: str | bool | int = "auto",
         distillation_loss_weights: list[float] | None = None,
+        teacher_weights: list[float] | None = None,
+        teacher_average: str = "probabilities",
         **kwargs,
     ):
         super().__init__(
@@ -175,6 +185,8 @@ class Distiller(BaseDistiller, keras.Model):
             augment=augment,
             cache_teacher_outputs=cache_teacher_outputs,
             distillation_loss_weights=distillation_loss_weights,
+            teacher_weights=teacher_weights,
+            teacher_average=teacher_average,
             **kwargs,
         )
 

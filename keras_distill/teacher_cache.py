@@ -24,6 +24,7 @@ import tensorflow as tf
 from keras.src.utils import io_utils  # Keras' own callbacks print with it
 
 from keras_distill import targets
+from keras_distill.ensemble import combiner
 from keras_distill.models import as_logits, symbolic_outputs
 
 SETTINGS = ("auto", True, False)
@@ -59,6 +60,9 @@ def _reason_not_to_cache(distiller, arguments) -> str | None:
         return "no teacher"
     if distiller.augment is not None:
         return "`augment` makes new views every step"
+    combine = combiner(distiller.teacher)
+    if combine is not None and combine.average == "probabilities":
+        return "an ensemble's averaged probabilities depend on the temperature, which may change"
     if distiller._features is not None:
         return "feature terms need the teacher's intermediate outputs at every step"
     if not _in_memory(x):

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from keras_distill import inputs, shards, targets
+from keras_distill.ensemble import ensemble
 from keras_distill.models import probability_outputs
 from keras_distill.shards import TeacherLabelsError
 
@@ -162,7 +163,9 @@ def label_with_teacher(
     Args:
         teacher: A `keras.Model`, or any callable mapping a NumPy batch of
             inputs to a batch of outputs (a black box). For `output="scores"`
-            it may return `(scores, confidence)`.
+            it may return `(scores, confidence)`. A list of Keras models is
+            stored as their ensemble (`keras_distill.ensemble.ensemble`, equal
+            weights): the logits of their averaged probabilities (at T = 1).
         data: Inputs `x`, a tuple `(x, y)` of arrays, or a `tf.data.Dataset`
             of batches `x` or `(x, y)` (as for `fit`; it must be deterministic
             to be resumable).
@@ -204,6 +207,7 @@ def label_with_teacher(
     >>> manifest["num_examples"], len(manifest["shards"])
     (100, 3)
     """
+    teacher = ensemble(teacher) if isinstance(teacher, (list, tuple)) else teacher
     output = _output_kind(teacher, output)
     _check_arguments(teacher, output, top_k, shard_size, batch_size)
     worker_index, num_workers = _worker_part(worker_index, num_workers)

@@ -43,6 +43,7 @@ def test_all_names_the_public_api():
     assert set(keras_distill.__all__) == {
         "BaseDistiller",
         "augment",
+        "ensemble",
         "features",
         "CompressionReport",
         "Distiller",
