@@ -3,7 +3,7 @@
 Two teachers (digits: MLP 64-1024-1024-1024-10, 2.2M parameters, student
 64-32-10; MNIST-1D: the quality benchmark's CNN, student 40-32-32-10) at batch
 64 and 256. For each, the median epoch time (an epoch timer inside `fit`,
-epochs 2-3 of 3-epoch fits, the implementations taking turns for several
+epochs 2-5 of 5-epoch fits, the implementations taking turns for several
 rounds so that drifts of the machine hit all alike) of:
 
 - S: plain student training on the arrays; S (tf.data): the same from a cached
@@ -150,19 +150,22 @@ def teacher_pass(teacher, data, batch):
     return run
 
 
+FIT_EPOCHS = 5  # per timed fit; the first (tracing) is not timed
+
+
 def round_robin(runs, rounds):
-    """Median epoch time of each entry; entries take turns, one 3-epoch fit each."""
+    """Every entry's epoch times; entries take turns, one fit each per round."""
     times = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
             times[name] += run()
-    return {name: float(np.median(values)) for name, values in times.items()}
+    return times
 
 
 def fit_epochs(model, inputs):
     def run():
         timer = EpochTimer()
-        model.fit(**inputs, epochs=3, verbose=0, callbacks=[timer])
+        model.fit(**inputs, epochs=FIT_EPOCHS, verbose=0, callbacks=[timer])
         return timer.times[1:]
 
     return run
@@ -244,12 +247,17 @@ def measure(task, batch, rounds, work):
     return teacher, times, accuracy
 
 
-def table(times, accuracy):
+def table(samples, accuracy):
+    """Median epoch time, its ratios, and the interquartile range as a share of the median."""
+    times = {name: float(np.median(values)) for name, values in samples.items()}
     s, t = times["S: plain student"], times["T: teacher pass"]
-    rows = [[name, f"{seconds * 1000:.1f} ms", f"{seconds / s:.2f}", f"{seconds / (s + t):.2f}",
-             f"{accuracy[name]:.1%}" if name in accuracy else ""]
+    spread = {name: float(np.subtract(*np.percentile(values, [75, 25]))) / times[name]
+              for name, values in samples.items()}  # fmt: skip
+    rows = [[name, f"{seconds * 1000:.1f} ms", f"±{spread[name] / 2:.0%}", f"{seconds / s:.2f}",
+             f"{seconds / (s + t):.2f}", f"{accuracy[name]:.1%}" if name in accuracy else ""]
             for name, seconds in times.items()]  # fmt: skip
-    return markdown.table(["", "epoch", "/ S", "/ (S + T)", "test accuracy"], rows)
+    header = ["", "epoch (median)", "half IQR", "/ S", "/ (S + T)", "test accuracy"]
+    return markdown.table(header, rows)
 
 
 def main():
@@ -257,15 +265,16 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/speed.md")
     args = parser.parse_args()
-    rounds, epochs = (2, 10) if args.quick else (5, 60)
+    rounds, epochs = (2, 10) if args.quick else (10, 60)
     work = tempfile.mkdtemp()
     lines = [
         f"# Speed benchmark ({'quick' if args.quick else 'full'} run)", "",
         f"Command: `python benchmarks/speed_benchmark.py{' --quick' if args.quick else ''}`. "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}, "
         f"Keras {keras.__version__}. T = {TEMPERATURE:g}, alpha = {ALPHA:g}. Epoch time: median "
-        f"of epochs 2-3 of 3-epoch fits, {rounds} rounds taking turns; accuracy after the "
-        f"{3 * rounds} timed epochs.",
+        f"of epochs 2-{FIT_EPOCHS} of {FIT_EPOCHS}-epoch fits, {rounds} rounds taking turns "
+        f"({(FIT_EPOCHS - 1) * rounds} epochs per row; half IQR: half the interquartile range "
+        f"as a share of the median); accuracy after the {FIT_EPOCHS * rounds} epochs.",
     ]  # fmt: skip
     for task in tasks():
         for batch in (64, 256):

@@ -288,7 +288,11 @@ def compute(*, student_loss, y_pred, teacher_logits, stored, loss_fn, student_pr
         return Losses(student_loss, student_loss, ops.zeros((), "float32"))
     values += [ops.cast(value, "float32") for value in extra_terms]
     weights = [1.0] * len(values) if weights is None else list(weights)
-    distillation_loss = ops.sum(ops.stack([w * v for w, v in zip(weights, values, strict=True)]))
+    if len(values) == 1 and weights == [1.0]:  # one term: no extra ops in the step
+        distillation_loss = values[0]
+    else:
+        distillation_loss = ops.sum(ops.stack([w * v for w, v in zip(weights, values,
+                                                                     strict=True)]))  # fmt: skip
     alpha = ops.cast(alpha, "float32")
     total = alpha * student_loss + (1.0 - alpha) * distillation_loss
     return Losses(total, student_loss, distillation_loss, tuple(values) if len(values) > 1 else ())

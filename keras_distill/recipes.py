@@ -22,6 +22,8 @@ from keras_distill import models
 from keras_distill.callbacks import TemperatureScheduler
 from keras_distill.datasets import Split
 from keras_distill.distiller import Distiller
+from keras_distill.features import FeatureDistillation
+from keras_distill.initialization import init_from_teacher
 from keras_distill.schedules import Linear
 
 # Chosen by benchmarks/defaults_benchmark.py (5 seeds, smallest students of digits and
@@ -173,6 +175,7 @@ def train_distilled(
     schedule: str = "constant",
     verbose: int = 0,
     callbacks=(),
+    distillation_loss_weights=None,
 ) -> float:
     """Distils a classifier with the recommended recipe (or a linear annealing of T).
 
@@ -194,6 +197,7 @@ def train_distilled(
         schedule: `"constant"` learning rate, or `"cosine"` decay.
         verbose: Keras `fit` verbosity.
         callbacks: Extra Keras callbacks for `fit`.
+        distillation_loss_weights: Weights of a list `distillation_loss`.
 
     Returns:
         The student's test accuracy.
@@ -209,7 +213,8 @@ def train_distilled(
     True
     """
     distiller = Distiller(teacher, student, temperature=temperature, alpha=alpha,
-                          distillation_loss=distillation_loss, augment=augment)  # fmt: skip
+                          distillation_loss=distillation_loss, augment=augment,
+                          distillation_loss_weights=distillation_loss_weights)  # fmt: skip
     optimizer = _optimizer(learning_rate, schedule, _steps(data, epochs, batch_size))
     distiller.compile(optimizer, _loss(), metrics=["accuracy"])
     final = temperature if final_temperature is None else final_temperature
@@ -292,6 +297,84 @@ def _held_out(data: Data, fraction: float, seed: int) -> Data:
     kept = order[len(held) :]
     x, y = np.asarray(data.x_train), np.asarray(data.y_train)
     return Data(x[kept], y[kept], x[held], y[held])
+
+
+# DistilBERT (Sanh et al. 2019; the Hugging Face training script's defaults): 5 x the soft-target
+# cross-entropy at T = 2 (T**2-scaled), 2 x the hard (masked-LM) loss, 1 x the cosine loss between
+# the teacher's and the student's hidden states; the student starts from every other teacher block.
+DISTILBERT_TEMPERATURE = 2.0
+DISTILBERT_WEIGHTS = {"soft": 5.0, "hard": 2.0, "cosine": 1.0}
+
+
+def distilbert_objective(hidden_pairs) -> dict:
+    """`Distiller` arguments for DistilBERT's objective, in keras-distill's terms.
+
+    `alpha * hard + (1 - alpha) * (w_kl * KL + w_cos * cosine)` with the
+    paper's 5 : 2 : 1 weights becomes alpha = 2/8 and weights 5/6 and 1/6
+    (the cosine weight shared by the hidden-state pairs).
+
+    Args:
+        hidden_pairs: `(teacher layer, student layer)` name pairs whose outputs
+            the cosine loss aligns (DistilBERT: the last hidden states).
+
+    Returns:
+        `temperature`, `alpha`, `distillation_loss` and `distillation_loss_weights`.
+
+    Example:
+    >>> objective = distilbert_objective([("encoder_4", "encoder_2")])
+    >>> objective["alpha"], objective["distillation_loss_weights"]
+    (0.25, [0.8333333333333334, 0.16666666666666666])
+    """
+    soft, hard, cosine = (DISTILBERT_WEIGHTS[k] for k in ("soft", "hard", "cosine"))
+    pairs = list(hidden_pairs)
+    features = [FeatureDistillation(t, s, loss="cosine") for t, s in pairs]
+    return {
+        "temperature": DISTILBERT_TEMPERATURE,
+        "alpha": hard / (soft + hard + cosine),
+        "distillation_loss": ["kl_divergence", *features],
+        "distillation_loss_weights": [soft / (soft + cosine)]
+        + [cosine / (soft + cosine) / len(pairs)] * len(pairs),
+    }
+
+
+def train_distilbert_style(teacher: keras.Model, student: keras.Model, data: Data, *,
+                           hidden_pairs, epochs: int, init: bool = True, batch_size: int = 32,
+                           learning_rate: float = 1e-3, verbose: int = 0,
+                           callbacks=()) -> tuple[float, object]:  # fmt: skip
+    """The DistilBERT recipe: student initialised from the teacher, then KL + hard + cosine.
+
+    Args:
+        teacher: A trained Keras classifier (e.g. a stack of encoder blocks).
+        student: An uncompiled student, typically the same architecture with
+            half the blocks.
+        data: A `Data` with integer labels.
+        hidden_pairs: See `distilbert_objective`.
+        epochs: Training epochs.
+        init: Initialise the student with `init_from_teacher` first.
+        batch_size: Batch size.
+        learning_rate: Adam learning rate.
+        verbose: Keras `fit` verbosity.
+        callbacks: Extra Keras callbacks for `fit`.
+
+    Returns:
+        `(test accuracy, the InitReport or None)`.
+
+    Example:
+    >>> def stack(blocks):
+    ...     return keras.Sequential([keras.Input((8,))] + [
+    ...         keras.layers.Dense(8, activation="relu", name=f"block_{i}")
+    ...         for i in range(blocks)] + [keras.layers.Dense(2, name="head")])
+    >>> x, y = np.random.rand(32, 8).astype("float32"), np.arange(32) % 2
+    >>> accuracy, report = train_distilbert_style(stack(4), stack(2), Data(x, y, x, y),
+    ...     hidden_pairs=[("block_3", "block_1")], epochs=1)
+    >>> report.copied[1]
+    ('block_1', 'block_2')
+    """
+    report = init_from_teacher(student, teacher) if init else None
+    accuracy = train_distilled(teacher, student, data, epochs=epochs, batch_size=batch_size,
+                               learning_rate=learning_rate, verbose=verbose, callbacks=callbacks,
+                               **distilbert_objective(hidden_pairs))  # fmt: skip
+    return accuracy, report
 
 
 RECOMMENDED_CANDIDATES = ("distilled", "function_matching")

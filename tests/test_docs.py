@@ -45,6 +45,8 @@ def test_all_names_the_public_api():
         "augment",
         "ensemble",
         "features",
+        "InitReport",
+        "init_from_teacher",
         "CompressionReport",
         "Distiller",
         "compare",
