@@ -81,8 +81,9 @@ def student_mlp(hidden=STUDENT_HIDDEN, seed: int = 1, name: str = "student") -> 
     """
     keras.utils.set_random_seed(seed)
     layers = [keras.Input((40,))]
-    layers += [keras.layers.Dense(units, activation="relu") for units in hidden]
-    return keras.Sequential(layers + [keras.layers.Dense(10)], name=name)
+    layers += [keras.layers.Dense(units, activation="relu", name=f"hidden_{i + 1}")
+               for i, units in enumerate(hidden)]  # fmt: skip
+    return keras.Sequential(layers + [keras.layers.Dense(10, name="logits")], name=name)
 
 
 @dataclasses.dataclass

@@ -68,3 +68,6 @@ def test_advice_fits_the_fix_to_the_problem():
     conv = [drift.LayerError("conv2d", "CONV_2D", 2.0, 1.0, 0.1)]
     text = drift.advice(conv, 0.9, 0.99, 500, float_io=True)
     assert "representative" not in text and "float_io" not in text and "Dense" not in text
+    assert "look at the layer feeding it" in text
+    rounding = [drift.LayerError("dense", "FULLY_CONNECTED", 0.4, 0.01, 0.1)]
+    assert "within about twice the rounding error" in drift.advice(rounding, 0.98, 0.99, 200, False)

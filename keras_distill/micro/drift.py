@@ -124,10 +124,16 @@ def advice(errors, agreement: float, threshold: float, num_samples: int, float_i
     if errors and errors[0].op in ("FULLY_CONNECTED", "BATCH_MATMUL"):
         fixes.append(f"in {errors[0].layer}: fewer or more evenly scaled units (Dense kernels "
                      "are quantized per tensor, convolutions per channel), or a 1x1 Conv")
+    if errors and errors[0].steps < 2 * ROUNDING_STEPS:
+        diagnosis = ("Every layer is within about twice the rounding error: the disagreements are "
+                     "accumulated rounding on examples near the decision boundary, not one "
+                     "broken layer.")  # fmt: skip
+    else:
+        diagnosis = ("A layer far above that often gets an input whose int8 range is set by a "
+                     "few large values: look at the layer feeding it too.")  # fmt: skip
     return (
         f"TFLM int8 agrees with the float model on {agreement:.1%} of the validation examples "
         f"(threshold {threshold:.0%}). Largest quantization errors, RMSE in quantization "
-        f"steps (rounding alone gives {ROUNDING_STEPS:.2f}): {worst}. A layer far above that "
-        "often gets an input whose int8 range is set by a few large values: look at the "
-        "layer feeding it too. Try: " + "; ".join(fixes) + "."
+        f"steps (rounding alone gives {ROUNDING_STEPS:.2f}): {worst}. {diagnosis} Try: "
+        + "; ".join(fixes) + "."
     )
