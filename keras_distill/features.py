@@ -117,10 +117,9 @@ def extractor(model, names: list[str], role: str):
         raise ValueError(f"The {role} {model.name!r} has no symbolic inputs; feature "
                          "distillation needs a built Functional or Sequential model.")  # fmt: skip
     features = [layer_output(model, name, role) for name in names]
-    try:
-        outputs = model.output  # a Functional model's output structure
-    except AttributeError:  # a Sequential model not called yet: one output
-        outputs = model.outputs[0]
+    # A Sequential model's `output` is that of its last call (e.g. inside an ensemble), not of
+    # its own graph; a Functional model's is its own output structure.
+    outputs = model.outputs[0] if isinstance(model, keras.Sequential) else model.output
     return keras.Model(model.inputs, (outputs, features), name=f"{model.name}_with_features")
 
 

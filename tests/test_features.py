@@ -166,3 +166,13 @@ def test_the_keras_io_compile_argument_is_refused_with_several_terms(teacher):
     distiller = Distiller(teacher, mlp([8], seed=6), distillation_loss=["kl", "logit_mse"])
     with pytest.raises(ValueError, match="this distiller has several terms"):
         distiller.compile("adam", SCE, distillation_loss_fn=keras.losses.KLDivergence())
+
+
+def test_a_sequential_teacher_called_elsewhere_before_still_gives_its_features(digits):
+    teacher = named_mlp(32, "t", 7)
+    kd_ensemble = Distiller([teacher, named_mlp(32, "u", 8)], mlp([8], seed=9))  # calls teacher
+    assert kd_ensemble.teacher is not teacher
+    distiller = Distiller(teacher, named_mlp(8, "s", 9),
+                          distillation_loss=[FeatureDistillation("t_hidden", "s_hidden")])
+    history, _, _ = one_step(distiller, digits)
+    assert history["distillation_loss"][0] > 0
