@@ -22,6 +22,7 @@ from keras.src.utils import io_utils  # Keras' own callbacks print with it
 from keras_distill import ensemble as ensemble_lib
 from keras_distill import losses as losses_lib
 from keras_distill import objective, targets, teacher_cache
+from keras_distill import terms as terms_lib
 from keras_distill.models import (
     as_logits,
     check_compatible,
@@ -79,46 +80,6 @@ def _checked_view(view, x, augment):
     return view
 
 
-def _one_teacher(teacher, weights, average):
-    """The teacher, or an ensemble of a list of teachers (`keras_distill.ensemble`)."""
-    if isinstance(teacher, (list, tuple)):
-        return ensemble_lib.ensemble(teacher, weights, average)
-    if weights is not None:
-        raise ValueError("`teacher_weights` weighs a list of teachers; `teacher` is one model.")
-    return teacher
-
-
-def _term_name(term) -> str:
-    if isinstance(term, str):
-        return term
-    return getattr(term, "name", None) or getattr(term, "__name__", None) or type(term).__name__
-
-
-def _parse_terms(distillation_loss, weights, teacher):
-    """(output loss functions, feature terms, weights in that order, log names); checked."""
-    from keras_distill.features import FeatureDistillation
-
-    terms = list(distillation_loss) if isinstance(distillation_loss, (list, tuple)) else [
-        distillation_loss]  # fmt: skip
-    if not terms:
-        raise ValueError("`distillation_loss` is an empty list; give at least one term.")
-    weights = [1.0] * len(terms) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(terms) or any(not w >= 0 for w in weights):
-        raise ValueError(f"`distillation_loss_weights` must hold one weight >= 0 per term "
-                         f"({len(terms)}); received {weights!r}.")  # fmt: skip
-    is_feature = [isinstance(t, FeatureDistillation) for t in terms]
-    order = sorted(range(len(terms)), key=lambda i: is_feature[i])  # outputs first, stable
-    outputs = [terms[i] for i in order if not is_feature[i]]
-    features = [terms[i] for i in order if is_feature[i]]
-    if features and teacher is None:
-        raise ValueError("Feature terms need a live teacher: stored outputs hold no features.")
-    weights = [weights[i] for i in order]
-    names = [_term_name(terms[i]) for i in order]
-    names = [n if names.count(n) == 1 else f"{n}_{names[:i].count(n) + 1}"
-             for i, n in enumerate(names)]  # fmt: skip
-    return [losses_lib.get(t) for t in outputs], features, weights, names
-
-
 class BaseDistiller(abc.ABC):
     """The shared base of the Keras 3 and the tf_keras `Distiller`.
 
@@ -142,13 +103,13 @@ class BaseDistiller(abc.ABC):
                  student_output="auto", augment=None, cache_teacher_outputs="auto",
                  distillation_loss_weights=None, teacher_weights=None,
                  teacher_average="probabilities", **kwargs):  # fmt: skip
-        teacher = _one_teacher(teacher, teacher_weights, teacher_average)
+        teacher = ensemble_lib.one_teacher(teacher, teacher_weights, teacher_average)
         self._check_models(teacher, student)
         _check_augment(augment, teacher)
         teacher_cache.check_setting(cache_teacher_outputs)
         temperature = objective.checked_temperature(temperature)
         alpha = objective.checked_alpha(alpha)
-        loss_fns, feature_terms, weights, names = _parse_terms(
+        loss_fns, feature_terms, weights, names = terms_lib.parse(
             distillation_loss, distillation_loss_weights, teacher)
         teacher_probabilities = teacher is not None and probability_outputs(
             teacher, teacher_output, "teacher"

@@ -123,6 +123,23 @@ def ensemble(teachers, weights=None, average: str = "probabilities", name: str =
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, combined, name=name)
 
 
+def one_teacher(teacher, weights=None, average: str = "probabilities"):
+    """The teacher, or the `ensemble` of a list of teachers (what `Distiller` takes).
+
+    Raises:
+        ValueError: For `weights` given with a single teacher (and as `ensemble` raises).
+
+    Example:
+    >>> one_teacher(None) is None
+    True
+    """
+    if isinstance(teacher, (list, tuple)):
+        return ensemble(teacher, weights, average)
+    if weights is not None:
+        raise ValueError("`teacher_weights` weighs a list of teachers; `teacher` is one model.")
+    return teacher
+
+
 def combiner(teacher):
     """The `EnsembleAverage` layer of a model `ensemble` built, or None.
 
