@@ -10,14 +10,17 @@ projector (a `Dense` on the last axis, or a 1x1 `Conv2D` for feature maps)
 maps the student's features to the teacher's width; it trains with the
 student and is saved with the distiller, not with the student.
 
-The distiller runs each model once per step: `extractor` rebuilds a
-Functional or Sequential model as one that also returns the named layers'
-outputs, from the same layers and weights.
+The distiller runs each model once per step: a `Tap` records the named
+layers' outputs while the model runs (Functional, Sequential and subclassed
+models; layers inside nested models by path, `"encoder/block_1"`).
 """
 
 from __future__ import annotations
 
+import threading
+
 import keras
+import tensorflow as tf
 from keras import ops
 
 from keras_distill.objective import reduce
@@ -35,9 +38,9 @@ class FeatureDistillation:
     `distillation_loss/<name>`.
 
     Args:
-        teacher_layer: Name of the teacher's layer (a top-level layer of a
-            Functional or Sequential model).
-        student_layer: Name of the student's layer.
+        teacher_layer: Name of the teacher's layer, or its path inside nested
+            models (`"backbone/transformer_layer_1"`); any model kind.
+        student_layer: Name or path of the student's layer.
         loss: One of `FEATURE_LOSSES`.
         projector: `"auto"` (a `Dense` on the last axis, a 1x1 `Conv2D` for
             4-D feature maps, only when the widths differ), `"dense"`,
@@ -81,46 +84,113 @@ class FeatureDistillation:
         return cls(**config)
 
 
-def layer_output(model, name: str, role: str):
-    """The symbolic output of a model's top-level layer, or a clear error.
+def find_layer(model, path: str, role: str):
+    """The layer at `path` in `model` (`"encoder/block_1"` inside nested models or layers).
+
+    Raises:
+        ValueError: Naming the missing step and listing the layers available there.
 
     Example:
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
-    >>> tuple(layer_output(model, "d", "teacher").shape)
-    (None, 3)
+    >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")],
+    ...                          name="inner")
+    >>> find_layer(keras.Sequential([keras.Input((4,)), inner]), "inner/d", "student").name
+    'd'
     """
-    names = [layer.name for layer in model.layers]
-    if name not in names:
-        raise ValueError(f"The {role} {model.name!r} has no layer {name!r}; its layers are "
-                         f"{names}.")  # fmt: skip
-    try:
-        return model.get_layer(name).output
-    except (AttributeError, ValueError) as error:
-        raise ValueError(
-            f"The {role} layer {name!r} has no single symbolic output (a subclassed model, or a "
-            "layer called several times); feature distillation needs a Functional or "
-            "Sequential model."
-        ) from error
+    layer = model
+    for name in path.split("/"):
+        children = (layer.layers if isinstance(layer, keras.Model)  # sublayers of a custom layer:
+                    else layer._flatten_layers(include_self=False, recursive=False))  # fmt: skip
+        if not children:
+            raise ValueError(f"The {role} layer path {path!r}: {layer.name!r} has no sublayers, "
+                             f"so no layer {name!r}.")  # fmt: skip
+        names = [child.name for child in children]
+        if name not in names:
+            raise ValueError(f"The {role} {model.name!r} has no layer {path!r}: the layers of "
+                             f"{layer.name!r} are {names}.")  # fmt: skip
+        layer = children[names.index(name)]
+    return layer
 
 
-def extractor(model, names: list[str], role: str):
-    """`model` rebuilt to return `(its outputs, [outputs of the named layers])` in one pass.
+def _recording(call, record: list):
+    def recording_call(*args, **kwargs):
+        outputs = call(*args, **kwargs)
+        record.append(outputs)
+        return outputs
+
+    return recording_call
+
+
+class Tap:
+    """A model run once per call, returning `(its outputs, [outputs of the named layers])`.
+
+    Works for Functional, Sequential and subclassed models and for layers
+    inside nested models (paths such as `"encoder/block_1"`): while the model
+    runs, each named layer's `call` also records its output, so the features
+    come from the same forward pass as the outputs, from the same weights.
+
+    Args:
+        model: A built Keras model (a subclassed one called once on a batch).
+        paths: The layer paths.
+        role: `"teacher"` or `"student"`, for error messages.
+
+    Raises:
+        ValueError: For unknown paths (the available layers listed), an
+            unbuilt subclassed model, or a layer called more than once per pass.
 
     Example:
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d"),
     ...                           keras.layers.Dense(2)])
-    >>> outputs, features = extractor(model, ["d"], "student")(ops.zeros((1, 4)))
-    >>> tuple(outputs.shape), tuple(features[0].shape)
-    ((1, 2), (1, 3))
+    >>> tap = Tap(model, ["d"], "student")
+    >>> outputs, features = tap(ops.zeros((1, 4)))
+    >>> tuple(outputs.shape), tuple(features[0].shape), tap.shapes
+    ((1, 2), (1, 3), [(None, 3)])
     """
-    if not getattr(model, "inputs", None):
-        raise ValueError(f"The {role} {model.name!r} has no symbolic inputs; feature "
-                         "distillation needs a built Functional or Sequential model.")  # fmt: skip
-    features = [layer_output(model, name, role) for name in names]
-    # A Sequential model's `output` is that of its last call (e.g. inside an ensemble), not of
-    # its own graph; a Functional model's is its own output structure.
-    outputs = model.outputs[0] if isinstance(model, keras.Sequential) else model.output
-    return keras.Model(model.inputs, (outputs, features), name=f"{model.name}_with_features")
+
+    _lock = threading.Lock()  # the recording calls are set per pass; replicas trace in threads
+
+    def __init__(self, model, paths: list[str], role: str):
+        self.model, self.paths, self.role = model, list(paths), role
+        self.layers = [find_layer(model, path, role) for path in self.paths]
+        self.shapes = self._probe()
+
+    def __call__(self, x, training=False):
+        """`(the model's outputs, [the named layers' outputs])` from one forward pass."""
+        records = {id(layer): [] for layer in self.layers}
+        unique = {id(layer): layer for layer in self.layers}.values()
+        with self._lock:
+            for layer in unique:
+                layer.call = _recording(layer.call, records[id(layer)])
+            try:
+                outputs = self.model(x, training=training)
+            finally:
+                for layer in unique:
+                    del layer.call  # back to the class's own `call`
+        for path, layer in zip(self.paths, self.layers, strict=True):
+            if len(records[id(layer)]) != 1:
+                raise ValueError(f"The {self.role} layer {path!r} ran {len(records[id(layer)])} "
+                                 "times in one forward pass; name one that runs once.")  # fmt: skip
+        return outputs, [records[id(layer)][0] for layer in self.layers]
+
+    def _probe(self) -> list[tuple]:
+        """The features' shapes (batch axis None), from one symbolic pass."""
+        probe = tf.function(lambda x: self(x)[1])
+        return [tuple(t.shape) for t in
+                probe.get_concrete_function(self._input_spec()).structured_outputs]  # fmt: skip
+
+    def _input_spec(self):
+        def spec(shape, dtype):
+            return tf.TensorSpec((None, *shape[1:]), dtype)
+
+        inputs = getattr(self.model, "inputs", None)
+        if inputs:  # Functional or Sequential: its input structure (a dict for keras_hub models)
+            structure = self.model.input if len(inputs) > 1 else inputs[0]
+            return keras.tree.map_structure(lambda t: spec(t.shape, t.dtype), structure)
+        shapes = getattr(self.model, "_build_shapes_dict", None) or {}
+        if len(shapes) != 1:
+            raise ValueError(f"The {self.role} {self.model.name!r} is a subclassed model that "
+                             "has not been called; call it once on a batch before building the "
+                             "Distiller, so that its feature shapes are known.")  # fmt: skip
+        return spec(next(iter(shapes.values())), "float32")
 
 
 def projector_for(term: FeatureDistillation, teacher_shape: tuple, student_shape: tuple):
@@ -220,13 +290,12 @@ class Extraction:
 
     def __init__(self, teacher, student, terms):
         self.terms = list(terms)
-        self.teacher = extractor(teacher, [t.teacher_layer for t in self.terms], "teacher")
-        self.student = extractor(student, [t.student_layer for t in self.terms], "student")
+        self.teacher = Tap(teacher, [term.teacher_layer for term in self.terms], "teacher")
+        self.student = Tap(student, [term.student_layer for term in self.terms], "student")
         self.projectors = [
-            projector_for(term, tuple(t.shape), tuple(s.shape))
-            for term, t, s in zip(self.terms, self.teacher.outputs[-len(self.terms):],
-                                  self.student.outputs[-len(self.terms):], strict=True)
-        ]  # fmt: skip
+            projector_for(term, t, s)
+            for term, t, s in zip(self.terms, self.teacher.shapes, self.student.shapes, strict=True)
+        ]
 
     def value(self, index: int, teacher_features, student_features, sample_weight=None):
         """The term's loss, a scalar averaged over examples (and valid positions)."""

@@ -10,7 +10,7 @@ from test_distiller import reference_kl
 from test_teacher_cache import Counting
 
 from keras_distill import Distiller
-from keras_distill.features import FeatureDistillation, feature_loss
+from keras_distill.features import FeatureDistillation, Tap, feature_loss
 
 
 def hidden_name(teacher):
@@ -117,7 +117,8 @@ def test_attention_transfer_matches_the_papers_definition():
 def test_bad_terms_are_refused_at_construction_with_the_details(teacher):
     student = named_mlp(16, "s", 5)
     names = [layer.name for layer in teacher.layers]
-    with pytest.raises(ValueError, match=re.escape(f"no layer 'nope'; its layers are {names}")):
+    expected = f"no layer 'nope': the layers of 'teacher' are {names}"
+    with pytest.raises(ValueError, match=re.escape(expected)):
         Distiller(teacher, student, distillation_loss=[FeatureDistillation("nope", "s_hidden")])
     with pytest.raises(ValueError, match=r"widths differ; use projector='auto'"):
         Distiller(teacher, student, distillation_loss=[
@@ -176,3 +177,71 @@ def test_a_sequential_teacher_called_elsewhere_before_still_gives_its_features(d
                           distillation_loss=[FeatureDistillation("t_hidden", "s_hidden")])
     history, _, _ = one_step(distiller, digits)
     assert history["distillation_loss"][0] > 0
+
+
+class SubclassedStudent(keras.Model):
+    def __init__(self):
+        super().__init__(name="sub_student")
+        self.hidden = keras.layers.Dense(8, activation="relu", name="s_hidden")
+        self.logits = keras.layers.Dense(10, name="s_logits")
+
+    def call(self, x, training=False):
+        return self.logits(self.hidden(x))
+
+
+def nested_teacher(seed=10):
+    """A teacher whose hidden layer sits inside a nested Functional block."""
+    keras.utils.set_random_seed(seed)
+    block_in = keras.Input((64,))
+    block = keras.Model(block_in, keras.layers.Dense(32, activation="relu", name="inner")(
+        block_in), name="block")  # fmt: skip
+    inputs = keras.Input((64,))
+    return keras.Model(inputs, keras.layers.Dense(10)(block(inputs)), name="nested")
+
+
+@pytest.mark.filterwarnings("ignore:Cannot see which activation ends")  # logits, as assumed
+def test_nested_paths_and_subclassed_students_give_the_layers_outputs(digits):
+    teacher, student = nested_teacher(), SubclassedStudent()
+    with pytest.raises(ValueError, match="call it once on a batch"):
+        Distiller(teacher, student,
+                  distillation_loss=[FeatureDistillation("block/inner", "s_hidden")])
+    student(digits.x_train[:1])
+    with pytest.raises(ValueError, match=re.escape("the layers of 'block' are ['input_layer")):
+        Distiller(teacher, student, distillation_loss=[FeatureDistillation("block/x", "s_hidden")])
+    with pytest.raises(ValueError, match="'inner' has no sublayers"):
+        Distiller(teacher, student,
+                  distillation_loss=[FeatureDistillation("block/inner/x", "s_hidden")])
+    term = FeatureDistillation("block/inner", "s_hidden", loss="cosine")
+    distiller = Distiller(teacher, student, distillation_loss=[term])
+    assert distiller._projectors[0].units == 32
+    history, x, _ = one_step(distiller, digits)
+    block = teacher.get_layer("block")
+    t = keras.Model(block.inputs, block.get_layer("inner").output).predict(x, verbose=0)
+    s = distiller._projectors[0](student.hidden(x)).numpy()
+    assert history["distillation_loss"][0] == pytest.approx(numpy_cosine(t, s), rel=1e-4)
+    assert [layer.name for layer in student.layers] == ["s_hidden", "s_logits"]
+
+
+def test_a_layer_that_runs_twice_per_pass_is_refused(teacher):
+    inputs = keras.Input((64,))
+    shared = keras.layers.Dense(64, name="shared")
+    student = keras.Model(inputs, keras.layers.Dense(10)(shared(shared(inputs))))
+    with pytest.raises(ValueError, match="'shared' ran 2 times in one forward pass"):
+        Distiller(teacher, student,
+                  distillation_loss=[FeatureDistillation(hidden_name(teacher), "shared")])
+
+
+def test_features_inside_a_keras_hub_backbone_come_from_its_own_pass():
+    keras_hub = pytest.importorskip("keras_hub", reason="keras_hub is optional (not installed)")
+    keras.utils.set_random_seed(11)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=2, num_heads=2,
+                                             hidden_dim=16, intermediate_dim=32,
+                                             max_sequence_length=8)  # fmt: skip
+    tap = Tap(backbone, ["transformer_layer_1", "transformer_layer_0/self_attention_layer"],
+              "teacher")
+    assert tap.shapes == [(None, None, 16), (None, None, 16)]
+    x = {"token_ids": np.arange(16).reshape(2, 8) % 50, "segment_ids": np.zeros((2, 8), "int32"),
+         "padding_mask": np.ones((2, 8), "int32")}  # fmt: skip
+    outputs, (last, attention) = tap(x)
+    np.testing.assert_allclose(last, outputs["sequence_output"], atol=1e-6)
+    assert tuple(attention.shape) == (2, 8, 16)
