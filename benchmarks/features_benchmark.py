@@ -10,9 +10,14 @@ same optimizer (Adam 1e-3, batch 32; no augmentation, so every row is comparable
 - a 4-block teacher halved to 2 blocks: scratch, initialised from every other teacher block
   (`init_from_teacher`) then trained on the labels, and the DistilBERT recipe
   (`recipes.train_distilbert_style`: init + 5:2:1 soft-target KL at T 2, hard loss, cosine on
-  the last hidden state).
+  the last hidden state);
+- a small transformer (`keras_distill.architectures.transformer_classifier`, MNIST-1D as a
+  sequence of 10 patches) with 4 blocks halved to 2 blocks: scratch, logits KD, logits + the
+  cosine hidden-state term, initialised from every other teacher block then trained on the labels,
+  and the DistilBERT recipe.
 
-Usage: python benchmarks/features_benchmark.py [--quick] [--out benchmarks/results/features.md]
+Usage: python benchmarks/features_benchmark.py [--quick] [--tasks digits mnist1d transformer]
+       [--out benchmarks/results/features.md]
 """
 
 import argparse
@@ -27,6 +32,7 @@ from common import write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill import datasets, markdown, recipes  # noqa: E402
+from keras_distill.architectures import transformer_classifier  # noqa: E402
 from keras_distill.features import FeatureDistillation  # noqa: E402
 
 
@@ -65,6 +71,21 @@ def runs(data, inputs, width, seed, epochs, teachers):
     }  # fmt: skip
 
 
+def transformer_runs(data, seed, epochs, teacher):
+    student = lambda: transformer_classifier(2, seed=100 + seed, name="student")  # noqa: E731
+    cosine = FeatureDistillation("block_3", "block_1", loss="cosine")
+    common = dict(epochs=epochs)
+    return {
+        "half depth, scratch": recipes.train_from_scratch(student(), data, **common),
+        "half depth, logits KD": recipes.train_distilled(teacher, student(), data, **common),
+        "half depth, logits + cosine on the last block": recipes.train_distilled(
+            teacher, student(), data, distillation_loss=["kl_divergence", cosine], **common),
+        "half depth, init from teacher": _init_then_labels(teacher, student(), data, epochs),
+        "half depth, DistilBERT recipe": recipes.train_distilbert_style(
+            teacher, student(), data, hidden_pairs=[("block_3", "block_1")], **common)[0],
+    }  # fmt: skip
+
+
 def _init_then_labels(teacher, student, data, epochs):
     kd.init_from_teacher(student, teacher)
     return recipes.train_from_scratch(student, data, epochs=epochs)
@@ -76,40 +97,61 @@ def task_data(name):
     return datasets.load_mnist1d(), 40
 
 
+def run_task(task, seeds, epochs):
+    """(title, teacher accuracies, per-seed results, table header) of one task."""
+    if task == "transformer":
+        data = datasets.load_mnist1d()
+        teacher = trained(transformer_classifier(4, seed=0, name="teacher"), data, 2 * epochs)
+        accuracy = {"4-block transformer": recipes.test_accuracy(teacher, data)}
+        return ("MNIST-1D as a sequence, transformer", accuracy,
+                [transformer_runs(data, seed, epochs, teacher) for seed in seeds],
+                "student (transformer, 2 blocks of the teacher's 4)")  # fmt: skip
+    data, inputs = task_data(task)
+    teachers = (trained(mlp(inputs, [256, 256], 0, "a", 0.3), data, 2 * epochs),
+                trained(mlp(inputs, [128, 128], 1, "t", 0.3), data, 2 * epochs),
+                trained(mlp(inputs, [64] * 5, 2, "b"), data, 2 * epochs))  # fmt: skip
+    accuracy = {f"teacher {k}": recipes.test_accuracy(t, data)
+                for k, t in zip("AB", teachers[:2], strict=True)}  # fmt: skip
+    accuracy["4-block teacher"] = recipes.test_accuracy(teachers[2], data)
+    return ({"digits": "digits", "mnist1d": "MNIST-1D"}[task], accuracy,
+            [runs(data, inputs, 16, seed, epochs, teachers) for seed in seeds],
+            "student (MLP, hidden 16; half depth: 64-64-64)")  # fmt: skip
+
+
+def summary(results):
+    """Rows `[name, "mean ± std (difference to the same student's scratch row)"]`."""
+    rows = []
+    for key in results[0]:
+        values = 100 * np.array([r[key] for r in results])
+        base = 100 * np.array([r["half depth, scratch" if key.startswith("half")
+                                 else "scratch"] for r in results])  # fmt: skip
+        rows.append([key, f"{values.mean():.1f} ± {values.std():.1f} "
+                          f"({values.mean() - base.mean():+.1f})"])  # fmt: skip
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--tasks", nargs="+", default=["digits", "mnist1d", "transformer"],
+                        choices=["digits", "mnist1d", "transformer"])
     parser.add_argument("--out", default="benchmarks/results/features.md")
     args = parser.parse_args()
     seeds, epochs = ([0], 3) if args.quick else ([0, 1, 2, 3, 4], 60)
     lines = [
         "# Features benchmark", "",
-        f"Command: `python benchmarks/features_benchmark.py{' --quick' if args.quick else ''}`. "
+        f"Command: `python benchmarks/features_benchmark.py{' --quick' if args.quick else ''}"
+        f" --tasks {' '.join(args.tasks)}`. "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}; "
         f"{len(seeds)} seeds, {epochs} epochs per student (teachers {2 * epochs}), Adam 1e-3, "
         "batch 32, no augmentation. Test accuracy in %, mean ± std; in brackets the difference "
         "to the scratch row of the same student.",
     ]  # fmt: skip
-    for name in ("digits", "MNIST-1D"):
-        data, inputs = task_data(name)
-        teachers = (trained(mlp(inputs, [256, 256], 0, "a", 0.3), data, 2 * epochs),
-                    trained(mlp(inputs, [128, 128], 1, "t", 0.3), data, 2 * epochs),
-                    trained(mlp(inputs, [64] * 5, 2, "b"), data, 2 * epochs))  # fmt: skip
-        accuracy = {f"teacher {k}": recipes.test_accuracy(t, data)
-                    for k, t in zip("AB", teachers[:2], strict=True)}  # fmt: skip
-        accuracy["4-block teacher"] = recipes.test_accuracy(teachers[2], data)
-        results = [runs(data, inputs, 16, seed, epochs, teachers) for seed in seeds]
-        rows = []
-        for key in results[0]:
-            values = 100 * np.array([r[key] for r in results])
-            base = 100 * np.array([r["half depth, scratch" if key.startswith("half")
-                                     else "scratch"] for r in results])  # fmt: skip
-            rows.append([key, f"{values.mean():.1f} ± {values.std():.1f} "
-                              f"({values.mean() - base.mean():+.1f})"])  # fmt: skip
+    for task in args.tasks:
+        name, accuracy, results, header = run_task(task, seeds, epochs)
         lines += ["", f"## {name} (teachers: " + ", ".join(
             f"{k} {v:.1%}" for k, v in accuracy.items()) + ")", "",
-            markdown.table(["student (MLP, hidden 16; half depth: 64-64-64)", "test accuracy"],
-                           rows)]  # fmt: skip
+            markdown.table([header, "test accuracy"], summary(results))]  # fmt: skip
         print("\n".join(lines[-3:]), flush=True)
     write_report(lines, args.out)
 

@@ -112,6 +112,7 @@ def find_layer(model, path: str, role: str):
 
 
 def _recording(call, record: list):
+    @tf.autograph.experimental.do_not_convert  # Keras' own calls are not converted either
     def recording_call(*args, **kwargs):
         outputs = call(*args, **kwargs)
         record.append(outputs)
@@ -173,7 +174,7 @@ class Tap:
 
     def _probe(self) -> list[tuple]:
         """The features' shapes (batch axis None), from one symbolic pass."""
-        probe = tf.function(lambda x: self(x)[1])
+        probe = tf.function(lambda x: self(x)[1], autograph=False)
         return [tuple(t.shape) for t in
                 probe.get_concrete_function(self._input_spec()).structured_outputs]  # fmt: skip
 
