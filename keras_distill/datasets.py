@@ -97,3 +97,58 @@ def load_mnist1d(seed: int = 42) -> Split:
         data["x"].astype("float32"), data["y"].astype("int32"),
         data["x_test"].astype("float32"), data["y_test"].astype("int32"),
     )  # fmt: skip
+
+
+# Addition as text, for sequence-level distillation: "12+34=" -> "46" then the end token.
+ADDITION_TOKENS = ("<pad>", *"0123456789+=", "<end>")  # ids 0 (pad) .. 13 (end)
+ADDITION_END = len(ADDITION_TOKENS) - 1
+
+
+def addition_text(tokens) -> str:
+    """Token ids of the addition task as text (pads dropped).
+
+    Example:
+    >>> addition_text([2, 3, 11, 4, 12, 0])
+    '12+3='
+    """
+    return "".join(ADDITION_TOKENS[t] for t in tokens if t != 0)
+
+
+def make_addition(num: int, digits: int = 2, seed: int = 0, exclude=()) -> tuple[list, list]:
+    """Distinct addition problems as token ids: prompts `"a+b="` and answers `"c<end>"`.
+
+    Args:
+        num: Number of problems.
+        digits: Largest number of digits of each operand.
+        seed: Seed of the draw.
+        exclude: Prompts (token lists) not to draw, e.g. another split's.
+
+    Returns:
+        `(prompts, answers)`: lists of int32 token arrays (no padding).
+
+    Raises:
+        ValueError: If fewer than `num` distinct problems are left.
+
+    Example:
+    >>> prompts, answers = make_addition(2, digits=1, seed=0)
+    >>> [addition_text(p) + addition_text(a) for p, a in zip(prompts, answers)]
+    ['8+6=14<end>', '5+2=7<end>']
+    """
+    def ids(text):
+        return np.array([ADDITION_TOKENS.index(c) for c in text], "int32")
+
+    top = 10**digits
+    taken = {tuple(np.asarray(p).tolist()) for p in exclude}
+    if num > top * top - len(taken):
+        raise ValueError(f"Only {top * top - len(taken)} distinct {digits}-digit problems are "
+                         f"left; received num={num}.")  # fmt: skip
+    rng, prompts, answers = np.random.default_rng(seed), [], []
+    while len(prompts) < num:
+        a, b = (int(v) for v in rng.integers(0, top, 2))
+        prompt = ids(f"{a}+{b}=")
+        if tuple(prompt.tolist()) in taken:
+            continue
+        taken.add(tuple(prompt.tolist()))
+        prompts.append(prompt)
+        answers.append(np.append(ids(str(a + b)), ADDITION_END).astype("int32"))
+    return prompts, answers

@@ -222,7 +222,8 @@ def stored_term(stored, y_pred, *, loss_fn, student_probabilities, temperature,
     kind = targets.kind_of(stored)
     loss_fn = _with_labels(loss_fn, labels)
     term = kind.term(stored, y_pred, student_probabilities, temperature, loss_fn)
-    return reduce(term.values, _combined(sample_weight, term.weight), mask)
+    return reduce(term.values, _combined(sample_weight, term.weight),
+                  mask if term.mask is None else term.mask)
 
 
 def compute(*, student_loss, y_pred, teacher_logits, stored, loss_fn, student_probabilities,

@@ -121,6 +121,8 @@ class ShardWriter:
         directory: The output directory.
         settings: What the outputs were made with; a resume must match them.
         worker_index: This worker's part.
+        summarize: Optional `summarize(records) -> dict`, kept in each shard's
+            manifest entry as `"summary"` (e.g. token counts of responses).
 
     Raises:
         TeacherLabelsError: If the directory holds outputs made with other settings.
@@ -134,7 +136,9 @@ class ShardWriter:
     (3, 2)
     """
 
-    def __init__(self, directory: pathlib.Path, settings: dict, worker_index: int):
+    def __init__(self, directory: pathlib.Path, settings: dict, worker_index: int,
+                 summarize=None):  # fmt: skip
+        self.summarize = summarize  # optional: records -> facts kept in the shard's entry
         num_workers = settings["num_workers"]
         _check_directory(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -187,9 +191,15 @@ class ShardWriter:
             {"file": path.name, "examples": len(self.pending), "sha256": _file_digest(path),
              "data_sha256": data_digest(self.pending)}
         )  # fmt: skip
+        if self.summarize is not None:
+            self.manifest["shards"][-1]["summary"] = self.summarize(self.pending)
         self.manifest["features"] = _features_of(self.pending[0])
         _atomic_write_json(self.path, self.manifest)
         self.pending.clear()
+
+    def save(self) -> None:
+        """Writes the manifest as it is now (atomically)."""
+        _atomic_write_json(self.path, self.manifest)
 
     def finish(self, num_examples: int) -> dict:
         """Writes the last shard and marks the manifest complete; returns it."""

@@ -28,7 +28,10 @@ LABEL_KEYS = ("labels", "label_mask")
 
 @dataclasses.dataclass(frozen=True)
 class Term:
-    """What a stored kind gives the objective: a loss per position and an extra weight.
+    """What a stored kind gives the objective: a loss per position, a weight, a mask.
+
+    `mask` (positions that count, e.g. a response's tokens) replaces the
+    student's own output mask when given.
 
     Example:
     >>> Term(values=[0.5, 0.1]).weight is None
@@ -37,6 +40,7 @@ class Term:
 
     values: object
     weight: object = None
+    mask: object = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +59,8 @@ class StoredKind:
         constants: Manifest entry -> target key, for values of the whole run
             that every example's targets repeat (e.g. the teacher's class count).
         term: `term(stored, y_pred, student_probabilities, temperature, loss_fn) -> Term`.
+        derived: Target keys computed when loading rather than stored (e.g.
+            the weights of scored responses).
 
     Example:
     >>> KINDS["logits"].fields
@@ -70,6 +76,7 @@ class StoredKind:
     label_dtype: str = "int32"
     decode: Callable = dataclasses.field(default=lambda targets: targets)
     constants: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    derived: tuple = ()
 
     @property
     def target_keys(self) -> frozenset:
@@ -177,6 +184,20 @@ def _scores_term(stored, y_pred, student_probabilities, temperature, loss_fn) ->
     return Term(values, stored.get("teacher_confidence"))
 
 
+def _encode_sequences(outputs, confidence, settings) -> dict:
+    del confidence, settings
+    return outputs  # keras_distill.generation writes the records itself
+
+
+def _sequences_term(stored, y_pred, student_probabilities, temperature, loss_fn) -> Term:
+    """Teacher-forced cross-entropy on the response tokens (sequence-level KD), weighted."""
+    del temperature, loss_fn  # the teacher's tokens are hard targets: no temperature
+    student = as_logits(y_pred, student_probabilities)
+    values = keras.losses.sparse_categorical_crossentropy(
+        stored["teacher_tokens"], student, from_logits=True)
+    return Term(values, stored.get("teacher_weight"), stored["teacher_response_mask"])
+
+
 KINDS: dict[str, StoredKind] = {
     kind.name: kind
     for kind in (
@@ -212,11 +233,21 @@ KINDS: dict[str, StoredKind] = {
             classes_last=False,
             label_dtype="float32",
         ),
+        StoredKind(
+            "sequences",
+            {"teacher": "teacher_tokens", "response_mask": "teacher_response_mask",
+             "score": "teacher_score", "group_scores": "teacher_group_scores",
+             "rank": "teacher_rank"},
+            _encode_sequences,
+            _sequences_term,
+            classes_last=False,
+            derived=("teacher_weight",),
+        ),  # fmt: skip
     )
 }
 
 TARGET_KEYS = frozenset(LABEL_KEYS).union(
-    *(kind.target_keys | {*kind.optional.values(), *kind.constants.values()}
+    *(kind.target_keys | {*kind.optional.values(), *kind.constants.values(), *kind.derived}
       for kind in KINDS.values())
 )  # fmt: skip
 

@@ -36,12 +36,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from keras_distill import inputs, shards, targets
+from keras_distill import generation, inputs, shards, targets
 from keras_distill.ensemble import ensemble
 from keras_distill.models import probability_outputs
 from keras_distill.shards import TeacherLabelsError
 
-OUTPUT_KINDS = ("logits", "probabilities", "scores", "labels")
+OUTPUT_KINDS = ("logits", "probabilities", "scores", "labels", "sequences")
 CACHE_BYTES = 1 << 30  # load_teacher_labels(cache="auto") keeps up to this much in memory
 PROBE_EXAMPLES = 8  # a callable teacher's outputs on these first examples identify it
 def _arrays_of(data):
@@ -157,6 +157,7 @@ def label_with_teacher(
     worker_index: int | None = None,
     num_workers: int | None = None,
     verbose: int = 1,
+    **sequence_options,
 ) -> dict:
     """Runs a teacher over data once and stores its outputs as TFRecord shards.
 
@@ -175,7 +176,10 @@ def label_with_teacher(
             (see `keras_distill.losses.top_k_logits`).
         batch_size: Examples per teacher call (for array data).
         output: `"logits"`, `"probabilities"`, `"scores"` (regression targets
-            or ratings) or `"labels"` (class ids). By default `"logits"`, or
+            or ratings), `"labels"` (class ids) or `"sequences"` (generated
+            responses: `teacher` is `generate(prompts) -> responses` or
+            `(responses, scores)`, `data` the prompts; see
+            `keras_distill.generation`). By default `"logits"`, or
             `"probabilities"` for a Keras teacher that ends in a softmax.
         shard_size: Examples per shard; a killed run loses at most one shard.
         teacher_id: A string identifying a callable teacher's version (e.g. a
@@ -188,6 +192,11 @@ def label_with_teacher(
         num_workers: Number of parts. Both default to the `TF_CONFIG`
             cluster (chief first, then workers), else to one part.
         verbose: 1 shows a progress bar with throughput.
+        **sequence_options: For `output="sequences"` only: `vocabulary_size`,
+            `max_length` (prompt + response tokens), `pad_id` (0),
+            `num_samples` (responses per prompt, 1), `score` (a grader
+            `score(prompt, response) -> float`) and `tokenizer` (for string
+            prompts); see `keras_distill.generation.SequenceOptions`.
 
     Returns:
         The manifest (also written to `path/manifest.json`, or to this
@@ -210,6 +219,14 @@ def label_with_teacher(
     teacher = ensemble(teacher) if isinstance(teacher, (list, tuple)) else teacher
     output = _output_kind(teacher, output)
     _check_arguments(teacher, output, top_k, shard_size, batch_size)
+    if output == "sequences":
+        return generation.label_sequences(
+            teacher, data, path, options=generation.SequenceOptions(**sequence_options),
+            teacher_id=_fingerprint_teacher(teacher, teacher_id), batch_size=batch_size,
+            shard_size=shard_size, verbose=verbose)  # fmt: skip
+    if sequence_options:
+        raise TypeError(f"{sorted(sequence_options)} apply to output='sequences' only; "
+                        f"received output={output!r}.")  # fmt: skip
     worker_index, num_workers = _worker_part(worker_index, num_workers)
     plan = _plan(data, worker_index, num_workers)
     first = next(iter(_batches(data, plan, 0, PROBE_EXAMPLES, worker_index, num_workers)), None)
@@ -217,14 +234,9 @@ def label_with_teacher(
         raise TeacherLabelsError(
             "The data to label is empty (this worker's part has no example); nothing was written."
         )
-    settings = {
-        "teacher": _fingerprint_teacher(teacher, teacher_id),
-        "data": plan.data_id,
-        "output": output,
-        "top_k": top_k,
-        "shard_size": shard_size,
-        "num_workers": num_workers,
-    }
+    settings = {"teacher": _fingerprint_teacher(teacher, teacher_id), "data": plan.data_id,
+                "output": output, "top_k": top_k, "shard_size": shard_size,
+                "num_workers": num_workers}  # fmt: skip
     writer = shards.ShardWriter(pathlib.Path(path), settings, worker_index)
     if writer.manifest.get("complete"):
         return writer.manifest
@@ -235,10 +247,17 @@ def label_with_teacher(
     if probe and "teacher_probe" in writer.manifest:
         outputs, _ = _call_teacher(teacher, inputs.unpack(first)[0], output, 0)
         _check_probe(writer, outputs, teacher_id)
-    progress = _progress_bar(plan.total, verbose)
+    batches = _batches(data, plan, writer.done, batch_size, worker_index, num_workers)
+    return _label_batches(teacher, batches, writer, kind, settings, probe,
+                          _progress_bar(plan.total, verbose))  # fmt: skip
+
+
+def _label_batches(teacher, batches, writer, kind, settings: dict, probe: bool, progress) -> dict:
+    """Runs the teacher over the remaining batches into the writer; the finished manifest."""
+    output, top_k = settings["output"], settings["top_k"]
     progress.update(writer.done)
     started, position = time.perf_counter(), writer.done
-    for batch in _batches(data, plan, writer.done, batch_size, worker_index, num_workers):
+    for batch in batches:
         x, y = inputs.unpack(batch)
         outputs, confidence = _call_teacher(teacher, x, output, position)
         if position == 0:  # what the manifest says of the teacher
@@ -383,6 +402,8 @@ def load_teacher_labels(
     allow_incomplete: bool = False,
     verify: bool = True,
     cache: bool | str = "auto",
+    score_weighting=None,
+    best_of_n: bool = False,
 ):
     """Reads stored teacher outputs as a `tf.data.Dataset` of `(x, targets)`.
 
@@ -404,6 +425,13 @@ def load_teacher_labels(
         cache: Keep the serialized records in memory after the first epoch
             (`Dataset.cache()`): `"auto"` when the shards total at most
             `CACHE_BYTES` (1 GiB), True, or False (read every epoch from disk).
+        score_weighting: For generated responses (`output="sequences"`): None
+            (every response weighs 1), `"linear"`, `"softmax"`, `"threshold"`
+            or a callable `fn(score, group_scores) -> weight`; see
+            `keras_distill.generation.score_weights`. The weight is the target
+            `"teacher_weight"`.
+        best_of_n: For generated responses: keep only the best-scored response
+            of each prompt (rejection sampling).
 
     Records are parsed a batch at a time. Keras' `fit(shuffle=True)` does not
     shuffle datasets: pass `shuffle=` (a buffer size; the records are
@@ -440,6 +468,9 @@ def load_teacher_labels(
     records = tf.data.TFRecordDataset(files).apply(
         tf.data.experimental.assert_cardinality(num_examples)
     )
+    weights = generation.check_selection(manifests[0], score_weighting, best_of_n)
+    if best_of_n:
+        records = generation.best_of_each_prompt(records, manifests[0])
     if _fits_in_memory(cache, directory, manifests):
         records = records.cache()  # the serialized records: read from disk once
     if shuffle:
@@ -451,6 +482,8 @@ def load_teacher_labels(
     else:
         parse = shards.record_parser(features, kind, constants=constants)
         dataset = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    if weights is not None:
+        dataset = dataset.map(generation.with_weights(weights))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

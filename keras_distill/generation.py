@@ -1,0 +1,469 @@
+"""A generating teacher's responses: collected in bulk, scored, stored for a sequence student.
+
+Sequence-level distillation (Kim & Rush 2016) needs no access to the
+teacher's insides: give it prompts, keep its responses, and train a small
+language model on them with teacher forcing. `label_with_teacher(generate,
+prompts, path, output="sequences", ...)` stores them with this module: every
+response (several per prompt with `num_samples`) as one record of the prompt
+and response tokens, a mask of the response tokens, and a score (the
+teacher's own, e.g. its log-probability, or a grader's). The records use the
+same shards, manifest, checksums and resumption as every stored output.
+
+`load_teacher_labels(path, score_weighting=..., best_of_n=...)` reads them back
+for `Distiller(teacher=None, student=causal_lm)`, which then trains with the
+cross-entropy of the student on the response tokens, each response weighted
+by a function of its score (see `SCORE_WEIGHTINGS`).
+
+`keras_generator` and `keras_hub_generator` turn a Keras language model, or a
+`keras_hub` causal LM, into a `generate` callable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from keras_distill import shards, targets
+from keras_distill.shards import TeacherLabelsError
+
+SCORE_WEIGHTINGS = ("linear", "softmax", "threshold")
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceOptions:
+    """What `label_with_teacher(output="sequences")` needs besides the teacher and prompts.
+
+    Attributes:
+        vocabulary_size: Token ids must be in `[0, vocabulary_size)`.
+        max_length: Longest prompt + response, in tokens; records are padded to it.
+        pad_id: The padding token (stripped from the end of padded rows).
+        num_samples: Responses per prompt (`generate` is called that many times).
+        score: Optional grader `score(prompt, response) -> float`, on tokens
+            (or strings, with a tokenizer).
+        tokenizer: Optional `tokenizer(text) -> token ids`, for string prompts
+            and responses.
+
+    Raises:
+        ValueError: For sizes < 1 or a pad id outside the vocabulary.
+
+    Example:
+    >>> SequenceOptions(vocabulary_size=14, max_length=12).num_samples
+    1
+    """
+
+    vocabulary_size: int | None = None
+    max_length: int | None = None
+    pad_id: int = 0
+    num_samples: int = 1
+    score: Callable | None = None
+    tokenizer: Callable | None = None
+
+    def __post_init__(self):
+        if self.vocabulary_size is None or self.max_length is None:
+            raise ValueError(
+                "output='sequences' needs `vocabulary_size` and `max_length`; received "
+                f"{self.vocabulary_size!r}, {self.max_length!r}.")  # fmt: skip
+        if min(self.vocabulary_size, self.max_length, self.num_samples) < 1:
+            raise ValueError(f"`vocabulary_size`, `max_length` and `num_samples` must be >= 1; "
+                             f"received {self.vocabulary_size}, {self.max_length}, "
+                             f"{self.num_samples}.")  # fmt: skip
+        if not 0 <= self.pad_id < self.vocabulary_size:
+            raise ValueError(f"`pad_id` must be in [0, vocabulary_size); received {self.pad_id}.")
+
+
+def _tokens(row, options: SequenceOptions, padded: bool) -> np.ndarray:
+    if isinstance(row, str):
+        if options.tokenizer is None:
+            raise TeacherLabelsError("Prompts or responses are strings; pass tokenizer= (a "
+                                     "callable from text to token ids).")  # fmt: skip
+        row = options.tokenizer(row)
+    tokens = np.asarray(row).reshape(-1)
+    if padded:  # a row of a padded array: its trailing pads are padding
+        nonpad = np.nonzero(tokens != options.pad_id)[0]
+        tokens = tokens[: nonpad[-1] + 1 if len(nonpad) else 0]
+    return tokens
+
+
+def prompt_tokens(prompts, options: SequenceOptions) -> list[np.ndarray]:
+    """The prompts as token arrays: from a padded int array, token lists, or strings.
+
+    Example:
+    >>> [p.tolist() for p in prompt_tokens(np.array([[3, 4, 0], [5, 0, 0]]),
+    ...                                    SequenceOptions(14, 8))]
+    [[3, 4], [5]]
+    """
+    padded = isinstance(prompts, np.ndarray) and prompts.ndim == 2
+    rows = [_tokens(row, options, padded) for row in prompts]
+    if not rows:
+        raise TeacherLabelsError("There are no prompts to label; nothing was written.")
+    return rows
+
+
+def _responses(generated, prompts: list, start: int, options: SequenceOptions):
+    """(responses as returned, as token arrays, scores or None) from one `generate` call."""
+    scores = None
+    if isinstance(generated, tuple) and len(generated) == 2:
+        generated, scores = generated
+    if hasattr(generated, "to_list"):  # a tf.RaggedTensor
+        generated = generated.to_list()
+    padded = isinstance(generated, np.ndarray) and generated.ndim == 2
+    if len(generated) != len(prompts):
+        raise TeacherLabelsError(f"`generate` returned {len(generated)} responses for "
+                                 f"{len(prompts)} prompts (prompts {start}-"
+                                 f"{start + len(prompts) - 1}); it must return one per "
+                                 "prompt. Nothing of this batch was stored.")  # fmt: skip
+    generated = list(generated)
+    responses = [_tokens(row, options, padded) for row in generated]
+    if scores is not None:
+        scores = np.asarray(scores, "float64").reshape(-1)
+        if len(scores) != len(prompts):
+            raise TeacherLabelsError(f"`generate` returned {len(scores)} scores for "
+                                     f"{len(prompts)} prompts (prompts {start}-...).")  # fmt: skip
+    return generated, responses, scores
+
+
+def _check_pair(index: int, prompt, response, score, options: SequenceOptions) -> None:
+    where = f"prompt {index}"
+    if len(response) == 0:
+        raise TeacherLabelsError(f"The teacher's response to {where} is empty; nothing of this "
+                                 "batch was stored.")  # fmt: skip
+    for name, tokens in (("prompt", prompt), ("response", response)):
+        bad = tokens[(tokens < 0) | (tokens >= options.vocabulary_size)]
+        if len(bad) or not np.issubdtype(tokens.dtype, np.integer):
+            raise TeacherLabelsError(f"The {name} of {where} has tokens outside the vocabulary "
+                                     f"[0, {options.vocabulary_size}): {bad[:5].tolist()} "
+                                     f"(dtype {tokens.dtype}).")  # fmt: skip
+    if len(prompt) + len(response) > options.max_length:
+        raise TeacherLabelsError(f"{where}: {len(prompt)} prompt + {len(response)} response "
+                                 f"tokens exceed max_length={options.max_length}; raise it or "
+                                 "generate shorter responses.")  # fmt: skip
+    if not np.isfinite(score):
+        raise TeacherLabelsError(f"The score of a response to {where} is {score}; scores must "
+                                 "be finite. Nothing of this batch was stored.")  # fmt: skip
+
+
+def _records(prompts: list, samples: list, first: int, options: SequenceOptions) -> dict:
+    """One record per (prompt, sample): tokens, next tokens, response mask, scores, rank."""
+    n, length = options.num_samples, options.max_length
+    count = len(prompts) * n
+    x = np.full((count, length), options.pad_id, "int32")
+    mask = np.zeros((count, length), "float32")
+    scores = np.array([[s for _, s in per_prompt] for per_prompt in samples], "float32")
+    for i, (prompt, per_prompt) in enumerate(zip(prompts, samples, strict=True)):
+        for j, (response, _) in enumerate(per_prompt):
+            row, end = i * n + j, len(prompt) + len(response)
+            x[row, :end] = np.concatenate([prompt, response])
+            mask[row, len(prompt) - 1 : end - 1] = 1.0  # positions that predict the response
+    teacher = np.concatenate([x[:, 1:], np.full((count, 1), options.pad_id, "int32")], axis=1)
+    ranks = np.argsort(np.argsort(-scores, axis=1, kind="stable"), axis=1).astype("int32")
+    return {
+        "x": x, "teacher": teacher, "response_mask": mask,
+        "score": scores.reshape(-1), "group_scores": np.repeat(scores, n, axis=0),
+        "rank": ranks.reshape(-1),
+        "prompt_index": np.repeat(np.arange(first, first + len(prompts), dtype="int64"), n),
+    }  # fmt: skip
+
+
+def shard_summary(records: list[dict]) -> dict:
+    """What the manifest keeps of a shard's responses: token counts and score range.
+
+    Example:
+    >>> record = {"x": np.array([3, 4, 5, 0]), "response_mask": np.array([0, 1, 1, 0.0]),
+    ...           "score": np.float32(-0.5)}
+    >>> shard_summary([record])["response_tokens"]
+    2
+    """
+    response = [int(r["response_mask"].sum()) for r in records]
+    prompt = [int(np.count_nonzero(r["x"])) - k for r, k in zip(records, response, strict=True)]
+    scores = [float(r["score"]) for r in records]
+    return {"prompt_tokens": sum(prompt), "response_tokens": sum(response),
+            "longest": max(p + k for p, k in zip(prompt, response, strict=True)),
+            "score_min": min(scores), "score_max": max(scores),
+            "score_sum": sum(scores)}  # fmt: skip
+
+
+def _fingerprint(prompts: list) -> str:
+    digest = hashlib.sha256()
+    for prompt in prompts:
+        digest.update(np.asarray(prompt, "int64").tobytes() + b"|")
+    return digest.hexdigest()[:16]
+
+
+def _sample_all(generate, batch: list, raw: list, start: int, options: SequenceOptions):
+    """`num_samples` checked `(response, score)` pairs per prompt of the batch."""
+    per_prompt = [[] for _ in batch]
+    for _ in range(options.num_samples):
+        as_returned, responses, scores = _responses(generate(raw), batch, start, options)
+        for i, response in enumerate(responses):
+            score = 0.0 if scores is None else scores[i]
+            if options.score is not None:  # the grader sees what the teacher was given and said
+                score = float(options.score(raw[i], as_returned[i]))
+            _check_pair(start + i, batch[i], response, score, options)
+            per_prompt[i].append((response, score))
+    return per_prompt, scores is not None or options.score is not None
+
+
+def label_sequences(generate, prompts, path, *, options: SequenceOptions, teacher_id: str,
+                    batch_size: int, shard_size: int, verbose: int) -> dict:  # fmt: skip
+    """Collects and stores `generate`'s responses (see `keras_distill.label_with_teacher`).
+
+    Returns:
+        The manifest.
+
+    Example:
+    >>> import tempfile
+    >>> echo = lambda batch: [p[::-1] for p in batch]
+    >>> manifest = label_sequences(echo, [[1, 2, 3], [4, 5]], tempfile.mkdtemp(),
+    ...     options=SequenceOptions(vocabulary_size=8, max_length=8), teacher_id="echo",
+    ...     batch_size=2, shard_size=10, verbose=0)
+    >>> manifest["num_examples"], manifest["response_tokens"]
+    (2, 5)
+    """
+    import keras
+
+    tokens = prompt_tokens(prompts, options)
+    raw = list(prompts)
+    n = options.num_samples
+    settings = {"teacher": teacher_id, "data": f"prompts:{_fingerprint(tokens)}",
+                "output": "sequences", "top_k": None, "num_workers": 1,
+                "shard_size": -(-shard_size // n) * n,  # whole prompts per shard
+                **{k: getattr(options, k) for k in ("num_samples", "max_length",
+                                                     "vocabulary_size", "pad_id")}}  # fmt: skip
+    writer = shards.ShardWriter(pathlib.Path(path), settings, 0, summarize=shard_summary)
+    if writer.manifest.get("complete"):
+        return writer.manifest
+    progress = keras.utils.Progbar(len(tokens), unit_name="prompt", verbose=verbose)
+    done = writer.done // n
+    progress.update(done)
+    started, generated_tokens = time.perf_counter(), 0
+    for start in range(done, len(tokens), batch_size):
+        batch = tokens[start : start + batch_size]
+        samples, scored = _sample_all(generate, batch, raw[start : start + batch_size], start,
+                                      options)  # fmt: skip
+        writer.manifest["scored"] = scored
+        writer.add(targets.KINDS["sequences"].encode(_records(batch, samples, start, options),
+                                                     None, settings))  # fmt: skip
+        generated_tokens += sum(len(r) for per_prompt in samples for r, _ in per_prompt)
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        progress.update(start + len(batch), values=[
+            ("prompts/s", (start + len(batch) - done) / elapsed),
+            ("tokens/s", generated_tokens / elapsed)])  # fmt: skip
+    manifest = writer.finish(len(tokens) * n)
+    return _with_totals(writer, manifest)
+
+
+def _with_totals(writer, manifest: dict) -> dict:
+    summaries = [shard["summary"] for shard in manifest["shards"]]
+    count = manifest["num_examples"]
+    manifest.update(
+        prompts=count // manifest["settings"]["num_samples"],
+        prompt_tokens=sum(s["prompt_tokens"] for s in summaries),
+        response_tokens=sum(s["response_tokens"] for s in summaries),
+        longest=max(s["longest"] for s in summaries),
+        score_range=[min(s["score_min"] for s in summaries),
+                     max(s["score_max"] for s in summaries)],
+        score_mean=sum(s["score_sum"] for s in summaries) / max(count, 1),
+    )  # fmt: skip
+    writer.save()
+    return manifest
+
+
+def score_weights(weighting, manifest: dict) -> Callable:
+    """`weights(score, group_scores)` (tensors) for `load_teacher_labels(score_weighting=...)`.
+
+    - `"linear"`: the score mapped linearly from the run's range to [0, 1];
+    - `"softmax"`: `n * softmax(group scores)` of the response's own prompt
+      (a prompt's weights sum to its `n` responses, shifted to the better ones);
+    - `"threshold"`: 1 for scores at least the run's mean, else 0;
+    - a callable `fn(score, group_scores) -> weight`, on tensors.
+
+    Raises:
+        ValueError: For an unknown weighting, or a weighting of unscored responses.
+
+    Example:
+    >>> manifest = {"scored": True, "score_range": [-2.0, 0.0], "score_mean": -1.0}
+    >>> float(score_weights("linear", manifest)(-0.5, [-0.5]))
+    0.75
+    """
+    from keras import ops
+
+    if callable(weighting):
+        return weighting
+    if weighting not in SCORE_WEIGHTINGS:
+        raise ValueError(f"`score_weighting` must be one of {SCORE_WEIGHTINGS} or a callable; "
+                         f"received {weighting!r}.")  # fmt: skip
+    if not manifest.get("scored"):
+        raise ValueError(f"score_weighting={weighting!r}, but these responses have no scores: "
+                         "have `generate` return (responses, scores), or pass score=.")  # fmt: skip
+    low, high = manifest["score_range"]
+    if weighting == "linear":
+        return lambda s, g: (ops.cast(s, "float32") - low) / (high - low) if high > low else 1.0
+    if weighting == "threshold":
+        return lambda s, g: ops.cast(ops.cast(s, "float32") >= manifest["score_mean"], "float32")
+    return lambda s, g: ops.cast(ops.shape(g)[-1], "float32") * ops.exp(
+        ops.cast(s, "float32") - ops.logsumexp(ops.cast(g, "float32"), axis=-1))
+
+
+def check_selection(manifest: dict, score_weighting, best_of_n: bool) -> Callable | None:
+    """The weights function for `load_teacher_labels`, or None; refuses misuse.
+
+    Raises:
+        ValueError: For score weighting or best-of-n of outputs that are not
+            generated responses, or of unscored responses.
+
+    Example:
+    >>> check_selection({"settings": {"output": "logits"}}, None, False) is None
+    True
+    """
+    output = manifest["settings"]["output"]
+    if output != "sequences" and (score_weighting is not None or best_of_n):
+        raise ValueError(f"score_weighting and best_of_n apply to generated responses "
+                         f"(output='sequences'); these outputs are {output!r}.")  # fmt: skip
+    if best_of_n and not manifest.get("scored"):
+        raise ValueError("best_of_n needs scored responses: have `generate` return "
+                         "(responses, scores), or pass score= when labelling.")  # fmt: skip
+    return None if score_weighting is None else score_weights(score_weighting, manifest)
+
+
+def best_of_each_prompt(records, manifest: dict):
+    """The serialized records of each prompt's best-scored response (rank 0).
+
+    Example:
+    >>> callable(best_of_each_prompt)
+    True
+    """
+    import tensorflow as tf
+
+    spec = {"rank": tf.io.FixedLenFeature([], tf.string)}
+
+    def best(serialized):
+        rank = tf.io.decode_raw(tf.io.parse_single_example(serialized, spec)["rank"], tf.int32)
+        return tf.equal(rank[0], 0)
+
+    return records.filter(best).apply(tf.data.experimental.assert_cardinality(
+        manifest["num_examples"] // manifest["settings"]["num_samples"]))  # fmt: skip
+
+
+def with_weights(weights: Callable) -> Callable:
+    """A `Dataset.map` function adding `"teacher_weight"` to the targets.
+
+    Example:
+    >>> x, t = with_weights(lambda s, g: 2 * s)(0, {"teacher_score": 1.5,
+    ...                                            "teacher_group_scores": [1.5]})
+    >>> t["teacher_weight"]
+    3.0
+    """
+
+    def add(x, stored):
+        weight = weights(stored["teacher_score"], stored["teacher_group_scores"])
+        return x, {**stored, "teacher_weight": weight}
+
+    return add
+
+
+def keras_generator(model, max_new_tokens: int, *, end_id: int | None = None, pad_id: int = 0,
+                    temperature: float = 0.0, seed: int | None = None) -> Callable:  # fmt: skip
+    """A `generate` callable from a Keras language model: prompts to (responses, log-probs).
+
+    The model maps `(batch, length)` tokens to next-token logits at every
+    position (causal). Decoding is greedy with `temperature=0`, else sampled
+    from `softmax(logits / temperature)`. The score of a response is the
+    model's own log-probability of it (at T = 1), a teacher's confidence.
+
+    Args:
+        model: The language model (its input length is the longest sequence).
+        max_new_tokens: Response tokens at most.
+        end_id: A token that ends a response (kept in it), or None.
+        pad_id: The padding token after each prompt.
+        temperature: 0 for greedy decoding, > 0 to sample.
+        seed: Seed of the sampling.
+
+    Returns:
+        `generate(prompts) -> (responses, scores)`.
+
+    Example:
+    >>> from keras_distill.architectures import causal_lm
+    >>> generate = keras_generator(causal_lm(14, 8, blocks=1, width=16), 3)
+    >>> responses, scores = generate([[1, 2], [3]])
+    >>> [len(r) for r in responses], scores.shape
+    ([3, 3], (2,))
+    """
+    length = int(model.inputs[0].shape[1])
+    rng = np.random.default_rng(seed)
+
+    def generate(prompts):
+        rows = [np.asarray(p, "int32").reshape(-1) for p in prompts]
+        tokens = np.full((len(rows), length), pad_id, "int32")
+        for i, row in enumerate(rows):
+            tokens[i, : len(row)] = row
+        ends = np.array([len(r) for r in rows])
+        done, scores = np.zeros(len(rows), bool), np.zeros(len(rows))
+        responses = [[] for _ in rows]
+        for _ in range(max_new_tokens):
+            active = np.nonzero(~done & (ends < length))[0]
+            if not len(active):
+                break
+            logits = np.asarray(model.predict_on_batch(tokens[active]), "float64")
+            logits = logits[np.arange(len(active)), ends[active] - 1]
+            log_probs = logits - _logsumexp(logits)
+            if temperature > 0:
+                choice = [rng.choice(len(p), p=np.exp(_log_softmax(p / temperature)))
+                          for p in logits]  # fmt: skip
+            else:
+                choice = log_probs.argmax(-1)
+            for k, i in enumerate(active):
+                token = int(choice[k])
+                tokens[i, ends[i]], scores[i] = token, scores[i] + log_probs[k, token]
+                responses[i].append(token)
+                ends[i] += 1
+                done[i] = token == end_id
+        return [np.array(r, "int32") for r in responses], scores
+
+    return generate
+
+
+def _logsumexp(values):
+    peak = values.max(-1, keepdims=True)
+    return peak + np.log(np.exp(values - peak).sum(-1, keepdims=True))
+
+
+def _log_softmax(values):
+    return values - _logsumexp(values)
+
+
+def keras_hub_generator(causal_lm, max_length: int, stop_token_ids=None) -> Callable:
+    """A `generate` callable from a `keras_hub` causal LM (`causal_lm.generate`), on token ids.
+
+    Args:
+        causal_lm: A `keras_hub.models.CausalLM` (e.g. `GPT2CausalLM`), with or
+            without a preprocessor; prompts are token ids.
+        max_length: `generate`'s `max_length` (prompt and response).
+        stop_token_ids: Token ids that end a response (`generate`'s argument;
+            None generates up to `max_length`).
+
+    Returns:
+        `generate(prompts) -> responses` (the tokens after each prompt, up to
+        the model's end).
+
+    Example:
+    >>> callable(keras_hub_generator(object(), 16))
+    True
+    """
+
+    def generate(prompts):
+        rows = [np.asarray(p, "int32").reshape(-1) for p in prompts]
+        token_ids = np.zeros((len(rows), max_length), "int32")
+        padding_mask = np.zeros((len(rows), max_length), bool)
+        for i, row in enumerate(rows):
+            token_ids[i, : len(row)], padding_mask[i, : len(row)] = row, True
+        output = causal_lm.generate({"token_ids": token_ids, "padding_mask": padding_mask},
+                                    max_length=max_length, stop_token_ids=stop_token_ids)
+        ids, mask = np.asarray(output["token_ids"]), np.asarray(output["padding_mask"])
+        return [ids[i, len(row):][mask[i, len(row):]] for i, row in enumerate(rows)]
+
+    return generate
