@@ -29,9 +29,11 @@ from collections.abc import Callable
 import numpy as np
 
 from keras_distill import shards, targets
+from keras_distill.models import weights_digest
 from keras_distill.shards import TeacherLabelsError
 
 SCORE_WEIGHTINGS = ("linear", "softmax", "threshold")
+PER_PROMPT_KEYS = ("teacher_group_scores", "teacher_rank")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,6 +343,7 @@ def best_of_each_prompt(records, manifest: dict):
 
     spec = {"rank": tf.io.FixedLenFeature([], tf.string)}
 
+    @tf.autograph.experimental.do_not_convert  # plain TF ops; nothing to convert
     def best(serialized):
         rank = tf.io.decode_raw(tf.io.parse_single_example(serialized, spec)["rank"], tf.int32)
         return tf.equal(rank[0], 0)
@@ -349,19 +352,30 @@ def best_of_each_prompt(records, manifest: dict):
         manifest["num_examples"] // manifest["settings"]["num_samples"]))  # fmt: skip
 
 
-def with_weights(weights: Callable) -> Callable:
-    """A `Dataset.map` function adding `"teacher_weight"` to the targets.
+def with_weights(weights: Callable | None) -> Callable:
+    """A `Dataset.map` function giving every response its `"teacher_weight"` (1 without weights).
+
+    The per-prompt fields (`"teacher_group_scores"`, `"teacher_rank"`) are
+    dropped once used, so that datasets of responses with the same
+    `max_length` concatenate, whatever their `num_samples` (e.g. labelled
+    answers and a teacher's samples).
 
     Example:
     >>> x, t = with_weights(lambda s, g: 2 * s)(0, {"teacher_score": 1.5,
     ...                                            "teacher_group_scores": [1.5]})
-    >>> t["teacher_weight"]
-    3.0
+    >>> sorted(t), float(t["teacher_weight"])
+    (['teacher_score', 'teacher_weight'], 3.0)
     """
+    import tensorflow as tf
+    from keras import ops
 
+    @tf.autograph.experimental.do_not_convert  # the weighting is plain ops (and may be a lambda)
     def add(x, stored):
-        weight = weights(stored["teacher_score"], stored["teacher_group_scores"])
-        return x, {**stored, "teacher_weight": weight}
+        score = ops.cast(stored["teacher_score"], "float32")
+        weight = (ops.ones_like(score) if weights is None
+                  else weights(score, stored["teacher_group_scores"]))  # fmt: skip
+        kept = {k: v for k, v in stored.items() if k not in PER_PROMPT_KEYS}
+        return x, {**kept, "teacher_weight": ops.cast(weight, "float32")}
 
     return add
 
@@ -384,7 +398,9 @@ def keras_generator(model, max_new_tokens: int, *, end_id: int | None = None, pa
         seed: Seed of the sampling.
 
     Returns:
-        `generate(prompts) -> (responses, scores)`.
+        `generate(prompts) -> (responses, scores)`; its `teacher_id` names the
+        model's weights and the decoding, so `label_with_teacher` refuses to
+        resume with another teacher.
 
     Example:
     >>> from keras_distill.architectures import causal_lm
@@ -408,8 +424,9 @@ def keras_generator(model, max_new_tokens: int, *, end_id: int | None = None, pa
             active = np.nonzero(~done & (ends < length))[0]
             if not len(active):
                 break
-            logits = np.asarray(model.predict_on_batch(tokens[active]), "float64")
-            logits = logits[np.arange(len(active)), ends[active] - 1]
+            # the whole batch every step: one input shape, no retracing (finished rows are ignored)
+            logits = np.asarray(model.predict_on_batch(tokens), "float64")
+            logits = logits[active, ends[active] - 1]
             log_probs = logits - _logsumexp(logits)
             if temperature > 0:
                 choice = [rng.choice(len(p), p=np.exp(_log_softmax(p / temperature)))
@@ -424,7 +441,35 @@ def keras_generator(model, max_new_tokens: int, *, end_id: int | None = None, pa
                 done[i] = token == end_id
         return [np.array(r, "int32") for r in responses], scores
 
+    # what label_with_teacher records of the teacher: its weights and how it decodes
+    generate.teacher_id = (f"keras_generator:{model.name}:{weights_digest(model)}:"
+                           f"{max_new_tokens}:{end_id}:{temperature}:{seed}")  # fmt: skip
     return generate
+
+
+def exact_match(model, prompts, answers, *, end_id: int | None, pad_id: int = 0) -> float:
+    """The fraction of prompts whose greedy response equals the answer exactly.
+
+    Args:
+        model: A Keras causal language model (see `keras_generator`).
+        prompts: Prompt token lists.
+        answers: The expected responses (token lists, ending in `end_id`).
+        end_id: The token that ends a response.
+        pad_id: The padding token.
+
+    Returns:
+        Exact-match accuracy in [0, 1].
+
+    Example:
+    >>> from keras_distill.architectures import causal_lm
+    >>> 0.0 <= exact_match(causal_lm(14, 8, blocks=1, width=16), [[1, 2]], [[3, 13]],
+    ...                    end_id=13) <= 1.0
+    True
+    """
+    longest = max(len(a) for a in answers)
+    responses, _ = keras_generator(model, longest, end_id=end_id, pad_id=pad_id)(prompts)
+    return float(np.mean([np.array_equal(r, np.asarray(a))
+                          for r, a in zip(responses, answers, strict=True)]))  # fmt: skip
 
 
 def _logsumexp(values):

@@ -295,3 +295,19 @@ def predictions(model, x, batch_size: int = 1024) -> np.ndarray:
     chunks = [np.asarray(model(x[start:start + batch_size], training=False))
               for start in range(0, len(x), batch_size)]  # fmt: skip
     return np.concatenate(chunks) if chunks else np.zeros((0,))
+
+
+def weights_digest(model) -> str:
+    """A short SHA-256 of a model's weights: the same weights give the same digest.
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> weights_digest(model) == weights_digest(model)
+    True
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]

@@ -235,11 +235,11 @@ KINDS: dict[str, StoredKind] = {
         ),
         StoredKind(
             "sequences",
-            {"teacher": "teacher_tokens", "response_mask": "teacher_response_mask",
-             "score": "teacher_score", "group_scores": "teacher_group_scores",
-             "rank": "teacher_rank"},
+            {"teacher": "teacher_tokens", "response_mask": "teacher_response_mask"},
             _encode_sequences,
             _sequences_term,
+            optional={"score": "teacher_score", "group_scores": "teacher_group_scores",
+                      "rank": "teacher_rank"},  # what weighting and best-of-n read
             classes_last=False,
             derived=("teacher_weight",),
         ),  # fmt: skip

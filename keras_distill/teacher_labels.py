@@ -38,7 +38,7 @@ import numpy as np
 
 from keras_distill import generation, inputs, shards, targets
 from keras_distill.ensemble import ensemble
-from keras_distill.models import probability_outputs
+from keras_distill.models import probability_outputs, weights_digest
 from keras_distill.shards import TeacherLabelsError
 
 OUTPUT_KINDS = ("logits", "probabilities", "scores", "labels", "sequences")
@@ -82,10 +82,9 @@ def _fingerprint_teacher(teacher, teacher_id: str | None) -> str:
     if teacher_id is not None:
         return f"id:{teacher_id}"
     if isinstance(teacher, keras.Model):
-        digest = hashlib.sha256()
-        for weight in teacher.get_weights():
-            digest.update(np.ascontiguousarray(weight).tobytes())
-        return f"keras:{teacher.name}:{digest.hexdigest()[:16]}"
+        return f"keras:{teacher.name}:{weights_digest(teacher)}"
+    if hasattr(teacher, "teacher_id"):  # e.g. keras_distill.generation.keras_generator's
+        return f"id:{teacher.teacher_id}"
     name = getattr(teacher, "__qualname__", type(teacher).__qualname__)
     return f"callable:{getattr(teacher, '__module__', '')}.{name}"
 
@@ -482,7 +481,7 @@ def load_teacher_labels(
     else:
         parse = shards.record_parser(features, kind, constants=constants)
         dataset = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    if weights is not None:
+    if output == "sequences":
         dataset = dataset.map(generation.with_weights(weights))
     return dataset.prefetch(tf.data.AUTOTUNE)
 

@@ -68,6 +68,12 @@ def test_several_scored_samples_weighting_and_best_of_n(problems, tmp_path):
     _, linear = next(iter(kd.load_teacher_labels(tmp_path, batch_size=80,
                                                  score_weighting="linear")))
     np.testing.assert_allclose(np.asarray(linear["teacher_weight"]).reshape(40, 2), [[1, 0]] * 40)
+    labelled = tmp_path.parent / (tmp_path.name + "_labelled")
+    kd.label_with_teacher(oracle(table), prompts, labelled, output="sequences", verbose=0,
+                          **OPTIONS)
+    both = kd.load_teacher_labels(labelled, batch_size=None).concatenate(
+        kd.load_teacher_labels(tmp_path, batch_size=None, score_weighting="softmax"))
+    assert len(list(both)) == 40 + 80  # one answer per prompt and two samples: one dataset
     best = kd.load_teacher_labels(tmp_path, batch_size=80, best_of_n=True)
     assert best.cardinality() == 1
     _, chosen = next(iter(best))
@@ -175,3 +181,13 @@ def test_a_killed_run_resumes_and_another_teacher_is_refused(problems, tmp_path)
     with pytest.raises(TeacherLabelsError, match="other teacher"):
         kd.label_with_teacher(generate, prompts, tmp_path, output="sequences", batch_size=10,
                               shard_size=10, teacher_id="oracle-v2", verbose=0, **OPTIONS)
+
+
+def test_a_keras_generator_names_its_weights_so_another_model_is_refused(tmp_path):
+    prompts, _ = datasets.make_addition(4, seed=9)
+    first = generation.keras_generator(causal_lm(VOCAB, LENGTH, blocks=1, width=16, seed=1), 3)
+    other = generation.keras_generator(causal_lm(VOCAB, LENGTH, blocks=1, width=16, seed=2), 3)
+    assert first.teacher_id != other.teacher_id
+    kd.label_with_teacher(first, prompts, tmp_path, output="sequences", verbose=0, **OPTIONS)
+    with pytest.raises(TeacherLabelsError, match="other teacher"):
+        kd.label_with_teacher(other, prompts, tmp_path, output="sequences", verbose=0, **OPTIONS)
