@@ -166,3 +166,32 @@ def test_06_when_distillation_pays(tmp_path):
     assert all(20.0 <= float(value) <= 100.0 for value in rows.values())
     assert re.search(r"teacher's top class: input \d \(\d+%\), view \d \(\d+%\)", text)
     assert str(notebook.cells).count("image/png") >= 2
+
+
+@pytest.mark.slow
+def test_07_distilbert_style_compression(tmp_path):
+    notebook = execute(TUTORIALS[6], tmp_path)
+    text = outputs(notebook)
+    assert "| block_1 | block_2 | copied |" in text
+    assert "'distillation_loss/feature_block_1', 'distillation_loss/kl_divergence'" in text
+    rows = dict(re.findall(r"^\s*([\w ]+): ([\d.]+)% \([+-][\d.]+ vs scratch\)", text, re.M))
+    assert set(rows) == {"scratch", "logits KD", "init from teacher", "DistilBERT recipe"}
+    assert float(rows["DistilBERT recipe"]) >= float(rows["scratch"]) + 2.0  # quick run: +7.3
+    assert re.search(r"top-1 agreement, TFLM int8 vs Keras float \| [\d.]+%", text)
+    assert "BATCH_MATMUL" in text and "image/png" in str(notebook.cells)
+
+
+@pytest.mark.slow
+def test_08_distil_a_generating_teacher(tmp_path):
+    notebook = execute(TUTORIALS[7], tmp_path)
+    text = outputs(notebook)
+    assert re.search(r"teacher \([\d,]+ parameters\): exact match [\d.]+%", text)
+    assert "'prompts': 2000, 'num_examples': 8000" in text
+    assert re.search(r"prompts/s: [\d.]+ - tokens/s: [\d.]+", text)
+    weights = [float(w) for w in re.findall(r"log-prob +-?[\d.]+ +weight ([\d.]+)", text)]
+    assert len(weights) == 8 and sum(weights[:4]) == pytest.approx(4.0, abs=0.02)
+    row = r"^\s*(\S[^:\n]*): ([\d.]+)% \([+-][\d.]+ vs labelled only\)"
+    rows = dict(re.findall(row, text, re.M))
+    assert set(rows) == {"labelled only", "+ teacher (greedy)", "+ 4 samples weighted by log-prob",
+                         "+ best of 4"}  # fmt: skip
+    assert "image/png" in str(notebook.cells)
