@@ -25,11 +25,12 @@ import hashlib
 import pathlib
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
 from keras_distill import shards, targets
-from keras_distill.models import weights_digest
+from keras_distill.models import PROBABILITY_FLOOR, weights_digest
 from keras_distill.shards import TeacherLabelsError
 
 SCORE_WEIGHTINGS = ("linear", "softmax", "threshold")
@@ -78,6 +79,19 @@ class SequenceOptions:
             raise ValueError(f"`pad_id` must be in [0, vocabulary_size); received {self.pad_id}.")
 
 
+class Sample(NamedTuple):
+    """One checked response: its tokens, score, and optional top-k `(log-probs, indices)`.
+
+    Example:
+    >>> Sample(np.array([3, 13]), -0.5, None).score
+    -0.5
+    """
+
+    response: np.ndarray
+    score: float
+    top_k: tuple | None
+
+
 def _tokens(row, options: SequenceOptions, padded: bool) -> np.ndarray:
     if isinstance(row, str):
         if options.tokenizer is None:
@@ -107,9 +121,11 @@ def prompt_tokens(prompts, options: SequenceOptions) -> list[np.ndarray]:
 
 
 def _responses(generated, prompts: list, start: int, options: SequenceOptions):
-    """(responses as returned, as token arrays, scores or None) from one `generate` call."""
-    scores = None
-    if isinstance(generated, tuple) and len(generated) == 2:
+    """(responses as returned, as token arrays, scores or None, top-k or None), checked."""
+    scores = top_k = None
+    if isinstance(generated, dict):
+        generated, scores, top_k = (generated.get(k) for k in ("responses", "scores", "top_k"))
+    elif isinstance(generated, tuple) and len(generated) == 2:
         generated, scores = generated
     if hasattr(generated, "to_list"):  # a tf.RaggedTensor
         generated = generated.to_list()
@@ -126,7 +142,26 @@ def _responses(generated, prompts: list, start: int, options: SequenceOptions):
         if len(scores) != len(prompts):
             raise TeacherLabelsError(f"`generate` returned {len(scores)} scores for "
                                      f"{len(prompts)} prompts (prompts {start}-...).")  # fmt: skip
-    return generated, responses, scores
+    if top_k is not None and len(top_k) != len(prompts):
+        raise TeacherLabelsError(f"`generate` returned top-k outputs for {len(top_k)} responses "
+                                 f"of {len(prompts)} (prompts {start}-...).")  # fmt: skip
+    return generated, responses, scores, top_k
+
+
+def _checked_top_k(index: int, top_k, response, options: SequenceOptions) -> tuple:
+    """(log-probabilities, indices), each `(response tokens, k)`, of one response; checked."""
+    values, indices = (np.asarray(a) for a in top_k)
+    where = f"the top-k outputs of the response to prompt {index}"
+    if values.shape != indices.shape or values.ndim != 2 or len(values) != len(response):
+        raise TeacherLabelsError(f"{where} must be two arrays of shape (response tokens "
+                                 f"{len(response)}, k); received {values.shape} and "
+                                 f"{indices.shape}.")  # fmt: skip
+    if not np.all(np.isfinite(values)) or np.any(values > 1e-6):
+        raise TeacherLabelsError(f"{where} must be finite log-probabilities (<= 0).")
+    if np.any((indices < 0) | (indices >= options.vocabulary_size)):
+        raise TeacherLabelsError(f"{where} have token ids outside [0, "
+                                 f"{options.vocabulary_size}).")  # fmt: skip
+    return values.astype("float32"), indices.astype("int32")
 
 
 def _check_pair(index: int, prompt, response, score, options: SequenceOptions) -> None:
@@ -155,12 +190,17 @@ def _records(prompts: list, samples: list, first: int, options: SequenceOptions)
     count = len(prompts) * n
     x = np.full((count, length), options.pad_id, "int32")
     mask = np.zeros((count, length), "float32")
-    scores = np.array([[s for _, s in per_prompt] for per_prompt in samples], "float32")
+    scores = np.array([[sample.score for sample in per_prompt] for per_prompt in samples],
+                      "float32")  # fmt: skip
+    top_k = _top_k_fields(samples, count, length) if samples[0][0].top_k is not None else {}
     for i, (prompt, per_prompt) in enumerate(zip(prompts, samples, strict=True)):
-        for j, (response, _) in enumerate(per_prompt):
-            row, end = i * n + j, len(prompt) + len(response)
-            x[row, :end] = np.concatenate([prompt, response])
+        for j, sample in enumerate(per_prompt):
+            row, end = i * n + j, len(prompt) + len(sample.response)
+            x[row, :end] = np.concatenate([prompt, sample.response])
             mask[row, len(prompt) - 1 : end - 1] = 1.0  # positions that predict the response
+            if top_k:
+                top_k["topk_values"][row, len(prompt) - 1 : end - 1] = sample.top_k[0]
+                top_k["topk_indices"][row, len(prompt) - 1 : end - 1] = sample.top_k[1]
     teacher = np.concatenate([x[:, 1:], np.full((count, 1), options.pad_id, "int32")], axis=1)
     ranks = np.argsort(np.argsort(-scores, axis=1, kind="stable"), axis=1).astype("int32")
     return {
@@ -168,7 +208,23 @@ def _records(prompts: list, samples: list, first: int, options: SequenceOptions)
         "score": scores.reshape(-1), "group_scores": np.repeat(scores, n, axis=0),
         "rank": ranks.reshape(-1),
         "prompt_index": np.repeat(np.arange(first, first + len(prompts), dtype="int64"), n),
+        **_with_rest(top_k),
     }  # fmt: skip
+
+
+def _top_k_fields(samples: list, count: int, length: int) -> dict:
+    k = samples[0][0].top_k[0].shape[-1]
+    return {"topk_values": np.zeros((count, length, k), "float32"),
+            "topk_indices": np.zeros((count, length, k), "int32")}  # fmt: skip
+
+
+def _with_rest(top_k: dict) -> dict:
+    """The top-k fields plus the log of the probability mass outside them, per position."""
+    if not top_k:
+        return {}
+    rest = 1.0 - np.exp(top_k["topk_values"].astype("float64")).sum(-1)
+    return {**top_k, "rest_logsumexp": np.log(np.maximum(rest, PROBABILITY_FLOOR)).astype(
+        "float32")}  # fmt: skip
 
 
 def shard_summary(records: list[dict]) -> dict:
@@ -197,17 +253,31 @@ def _fingerprint(prompts: list) -> str:
 
 
 def _sample_all(generate, batch: list, raw: list, start: int, options: SequenceOptions):
-    """`num_samples` checked `(response, score)` pairs per prompt of the batch."""
+    """`num_samples` checked `Sample`s per prompt of the batch; whether they are scored."""
     per_prompt = [[] for _ in batch]
     for _ in range(options.num_samples):
-        as_returned, responses, scores = _responses(generate(raw), batch, start, options)
+        as_returned, responses, scores, top_k = _responses(generate(raw), batch, start, options)
         for i, response in enumerate(responses):
             score = 0.0 if scores is None else scores[i]
             if options.score is not None:  # the grader sees what the teacher was given and said
                 score = float(options.score(raw[i], as_returned[i]))
             _check_pair(start + i, batch[i], response, score, options)
-            per_prompt[i].append((response, score))
+            checked = None if top_k is None else _checked_top_k(start + i, top_k[i], response,
+                                                                 options)  # fmt: skip
+            per_prompt[i].append(Sample(response, score, checked))
+    if len({sample.top_k is None for samples in per_prompt for sample in samples}) > 1:
+        raise TeacherLabelsError(f"Some responses of prompts {start}-{start + len(batch) - 1} "
+                                 "have top-k outputs and some have not.")  # fmt: skip
     return per_prompt, scores is not None or options.score is not None
+
+
+def _check_same_top_k(manifest: dict, sample: Sample, start: int) -> None:
+    """Records the top-k size of the run's responses; refuses a batch with another."""
+    k = None if sample.top_k is None else int(sample.top_k[0].shape[-1])
+    if manifest.setdefault("response_top_k", k) != k:
+        raise TeacherLabelsError(f"The responses to prompts from {start} on have top-k outputs "
+                                 f"of size {k}, earlier ones {manifest['response_top_k']}; "
+                                 "every response of a run must have the same.")  # fmt: skip
 
 
 def label_sequences(generate, prompts, path, *, options: SequenceOptions, teacher_id: str,
@@ -248,9 +318,10 @@ def label_sequences(generate, prompts, path, *, options: SequenceOptions, teache
         samples, scored = _sample_all(generate, batch, raw[start : start + batch_size], start,
                                       options)  # fmt: skip
         writer.manifest["scored"] = scored
+        _check_same_top_k(writer.manifest, samples[0][0], start)
         writer.add(targets.KINDS["sequences"].encode(_records(batch, samples, start, options),
                                                      None, settings))  # fmt: skip
-        generated_tokens += sum(len(r) for per_prompt in samples for r, _ in per_prompt)
+        generated_tokens += sum(len(sample.response) for per in samples for sample in per)
         elapsed = max(time.perf_counter() - started, 1e-9)
         progress.update(start + len(batch), values=[
             ("prompts/s", (start + len(batch) - done) / elapsed),
@@ -381,7 +452,8 @@ def with_weights(weights: Callable | None) -> Callable:
 
 
 def keras_generator(model, max_new_tokens: int, *, end_id: int | None = None, pad_id: int = 0,
-                    temperature: float = 0.0, seed: int | None = None) -> Callable:  # fmt: skip
+                    temperature: float = 0.0, seed: int | None = None,
+                    top_k: int | None = None) -> Callable:  # fmt: skip
     """A `generate` callable from a Keras language model: prompts to (responses, log-probs).
 
     The model maps `(batch, length)` tokens to next-token logits at every
@@ -396,9 +468,13 @@ def keras_generator(model, max_new_tokens: int, *, end_id: int | None = None, pa
         pad_id: The padding token after each prompt.
         temperature: 0 for greedy decoding, > 0 to sample.
         seed: Seed of the sampling.
+        top_k: Also return the model's `top_k` most probable next tokens and
+            their log-probabilities at every response position (stored for
+            the student to match, as DistillKit's offline top-k).
 
     Returns:
-        `generate(prompts) -> (responses, scores)`; its `teacher_id` names the
+        `generate(prompts) -> (responses, scores)`, or a dict with
+        `"responses"`, `"scores"` and `"top_k"` when `top_k` is set; its `teacher_id` names the
         model's weights and the decoding, so `label_with_teacher` refuses to
         resume with another teacher.
 
@@ -419,7 +495,7 @@ def keras_generator(model, max_new_tokens: int, *, end_id: int | None = None, pa
             tokens[i, : len(row)] = row
         ends = np.array([len(r) for r in rows])
         done, scores = np.zeros(len(rows), bool), np.zeros(len(rows))
-        responses = [[] for _ in rows]
+        responses, distributions = [[] for _ in rows], [[] for _ in rows]
         for _ in range(max_new_tokens):
             active = np.nonzero(~done & (ends < length))[0]
             if not len(active):
@@ -437,13 +513,21 @@ def keras_generator(model, max_new_tokens: int, *, end_id: int | None = None, pa
                 token = int(choice[k])
                 tokens[i, ends[i]], scores[i] = token, scores[i] + log_probs[k, token]
                 responses[i].append(token)
+                if top_k:
+                    best = np.argsort(-log_probs[k], kind="stable")[:top_k]
+                    distributions[i].append((log_probs[k, best], best))
                 ends[i] += 1
                 done[i] = token == end_id
-        return [np.array(r, "int32") for r in responses], scores
+        responses = [np.array(r, "int32") for r in responses]
+        if not top_k:
+            return responses, scores
+        return {"responses": responses, "scores": scores,
+                "top_k": [(np.stack([v for v, _ in d]), np.stack([i for _, i in d]))
+                          for d in distributions]}  # fmt: skip
 
     # what label_with_teacher records of the teacher: its weights and how it decodes
     generate.teacher_id = (f"keras_generator:{model.name}:{weights_digest(model)}:"
-                           f"{max_new_tokens}:{end_id}:{temperature}:{seed}")  # fmt: skip
+                           f"{max_new_tokens}:{end_id}:{temperature}:{seed}:{top_k}")  # fmt: skip
     return generate
 
 

@@ -190,17 +190,35 @@ def _encode_sequences(outputs, confidence, settings) -> dict:
 
 
 def _sequences_term(stored, y_pred, student_probabilities, temperature, loss_fn) -> Term:
-    """Teacher-forced cross-entropy on the response tokens (sequence-level KD), weighted."""
-    del temperature, loss_fn  # the teacher's tokens are hard targets: no temperature
+    """Teacher-forced cross-entropy on the response tokens (sequence-level KD), weighted.
+
+    The teacher's tokens are hard targets (no temperature); where the teacher
+    also gave its top-k token distribution, the distillation loss on those
+    buckets (at the temperature) is added at each response position.
+    """
     student = as_logits(y_pred, student_probabilities)
     values = keras.losses.sparse_categorical_crossentropy(
         stored["teacher_tokens"], student, from_logits=True)
+    if "teacher_topk_values" in stored:
+        values = values + _top_k_term(stored, student, False, temperature, loss_fn).values
     return Term(values, stored.get("teacher_weight"), stored["teacher_response_mask"])
 
 
 KINDS: dict[str, StoredKind] = {
     kind.name: kind
-    for kind in (
+    for kind in (  # sequences first: its optional top-k keys are also the top-k kind's
+        StoredKind(
+            "sequences",
+            {"teacher": "teacher_tokens", "response_mask": "teacher_response_mask"},
+            _encode_sequences,
+            _sequences_term,
+            optional={"score": "teacher_score", "group_scores": "teacher_group_scores",
+                      "rank": "teacher_rank",  # what weighting and best-of-n read
+                      "topk_values": "teacher_topk_values", "topk_indices": "teacher_topk_indices",
+                      "rest_logsumexp": "teacher_rest_logsumexp"},  # the teacher's top-k, if any
+            classes_last=False,
+            derived=("teacher_weight",),
+        ),  # fmt: skip
         StoredKind("logits", {"teacher": "teacher_logits"}, _encode_outputs, _distribution_term),
         StoredKind(
             "probabilities",
@@ -233,16 +251,6 @@ KINDS: dict[str, StoredKind] = {
             classes_last=False,
             label_dtype="float32",
         ),
-        StoredKind(
-            "sequences",
-            {"teacher": "teacher_tokens", "response_mask": "teacher_response_mask"},
-            _encode_sequences,
-            _sequences_term,
-            optional={"score": "teacher_score", "group_scores": "teacher_group_scores",
-                      "rank": "teacher_rank"},  # what weighting and best-of-n read
-            classes_last=False,
-            derived=("teacher_weight",),
-        ),  # fmt: skip
     )
 }
 

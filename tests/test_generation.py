@@ -191,3 +191,67 @@ def test_a_keras_generator_names_its_weights_so_another_model_is_refused(tmp_pat
     kd.label_with_teacher(first, prompts, tmp_path, output="sequences", verbose=0, **OPTIONS)
     with pytest.raises(TeacherLabelsError, match="other teacher"):
         kd.label_with_teacher(other, prompts, tmp_path, output="sequences", verbose=0, **OPTIONS)
+
+
+def test_the_teachers_top_k_per_token_is_stored_and_matched_beside_its_tokens(tmp_path):
+    prompts, _ = datasets.make_addition(16, seed=11)
+    teacher = causal_lm(VOCAB, LENGTH, blocks=1, width=16, seed=3)
+    generate = generation.keras_generator(teacher, 3, top_k=4)
+    manifest = kd.label_with_teacher(generate, prompts, tmp_path, output="sequences", verbose=0,
+                                     **OPTIONS)  # fmt: skip
+    assert manifest["response_top_k"] == 4
+    x, stored = next(iter(kd.load_teacher_labels(tmp_path, batch_size=16)))
+    mask = np.asarray(stored["teacher_response_mask"])
+    values, indices = np.asarray(stored["teacher_topk_values"]), np.asarray(
+        stored["teacher_topk_indices"])  # fmt: skip
+    t_log_p = np.asarray(keras.ops.log_softmax(teacher(x), axis=-1))
+    row, position = 0, int(np.nonzero(mask[0])[0][0])
+    np.testing.assert_allclose(values[row, position],
+                               np.sort(t_log_p[row, position])[::-1][:4], atol=1e-5)  # fmt: skip
+    student = causal_lm(VOCAB, LENGTH, blocks=1, width=16, seed=4)
+    distiller = kd.Distiller(None, student, alpha=0.0, temperature=1.0)
+    distiller.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))  # fmt: skip
+    logs = distiller.fit(kd.load_teacher_labels(tmp_path, batch_size=16), epochs=1, verbose=0,
+                         shuffle=False).history  # fmt: skip
+    s_p = np.asarray(keras.ops.softmax(student(x), axis=-1), "float64")
+    tokens = np.asarray(stored["teacher_tokens"])
+    nll = -np.log(np.take_along_axis(s_p, tokens[..., None], axis=-1)[..., 0])
+    t_buckets = np.exp(values.astype("float64"))
+    t_buckets = np.concatenate([t_buckets, 1 - t_buckets.sum(-1, keepdims=True)], -1)
+    s_top = np.take_along_axis(s_p, indices, axis=-1)
+    s_buckets = np.concatenate([s_top, 1 - s_top.sum(-1, keepdims=True)], -1)
+    with np.errstate(invalid="ignore"):  # positions outside the responses have no top-k
+        kl = np.sum(t_buckets * (np.log(np.maximum(t_buckets, 1e-12)) - np.log(s_buckets)), -1)
+    expected = np.where(mask == 1, nll + kl, 0.0).sum() / mask.sum()  # elsewhere: no top-k
+    assert logs["distillation_loss"][0] == pytest.approx(expected, rel=1e-3)
+    with pytest.raises(TeacherLabelsError, match="top-k outputs of the response to prompt 0"):
+        kd.label_with_teacher(
+            lambda b: {"responses": [np.array([3])] * len(b),
+                       "top_k": [(np.zeros((2, 4)), np.zeros((2, 4), "int32"))] * len(b)},
+            prompts, tmp_path / "bad", output="sequences", verbose=0, **OPTIONS)  # fmt: skip
+
+
+def test_string_prompts_with_a_tokenizer_a_grader_and_a_weighting_function(tmp_path):
+    def tokenizer(text):
+        return [datasets.ADDITION_TOKENS.index(c) for c in text]
+
+    prompts = ["12+3=", "4+4="]
+    graded = []
+
+    def grader(prompt, response):
+        graded.append((prompt, response))
+        return float(eval(prompt[:-1]) == int(response))  # noqa: S307  (our own prompts)
+
+    manifest = kd.label_with_teacher(lambda batch: ["15", "9"], prompts, tmp_path,
+                                     output="sequences", tokenizer=tokenizer, score=grader,
+                                     teacher_id="strings", verbose=0, **OPTIONS)  # fmt: skip
+    assert graded == [("12+3=", "15"), ("4+4=", "9")] and manifest["score_range"] == [0.0, 1.0]
+    x, stored = next(iter(kd.load_teacher_labels(
+        tmp_path, batch_size=2, score_weighting=lambda s, g: 3.0 * s + 1.0)))  # fmt: skip
+    assert datasets.addition_text(np.asarray(x)[0]) == "12+3=15"
+    np.testing.assert_allclose(stored["teacher_weight"], [4.0, 1.0])
+    with pytest.raises(TeacherLabelsError, match="other data"):
+        kd.label_with_teacher(lambda batch: ["15", "9"], ["1+1=", "4+4="], tmp_path,
+                              output="sequences", tokenizer=tokenizer, teacher_id="strings",
+                              verbose=0, **OPTIONS)  # fmt: skip
