@@ -1,6 +1,6 @@
 """keras-distill: knowledge distillation for Keras 3, from `fit` to the microcontroller."""
 
-from keras_distill import augment, ensemble, features, losses, micro, recipes, schedules
+from keras_distill import augment, ensemble, features, generation, losses, micro, recipes, schedules
 from keras_distill.base_distiller import BaseDistiller
 from keras_distill.callbacks import TemperatureScheduler
 from keras_distill.capacity import sweep, teacher_assistant_chain
@@ -23,6 +23,7 @@ __all__ = [
     "ensemble",
     "export_micro",
     "features",
+    "generation",
     "InitReport",
     "init_from_teacher",
     "label_with_teacher",

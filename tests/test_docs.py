@@ -45,6 +45,7 @@ def test_all_names_the_public_api():
         "augment",
         "ensemble",
         "features",
+        "generation",
         "InitReport",
         "init_from_teacher",
         "CompressionReport",
