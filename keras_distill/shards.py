@@ -53,7 +53,13 @@ def _file_digest(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def _features_of(record: dict) -> dict:
+def features_of(record: dict) -> dict:
+    """The manifest's `"features"`: each record field's dtype and shape.
+
+    Example:
+    >>> features_of({"x": np.zeros(3, "float32")})
+    {'x': {'dtype': 'float32', 'shape': [3]}}
+    """
     return {
         name: {"dtype": str(value.dtype), "shape": list(value.shape)}
         for name, value in record.items()
@@ -80,7 +86,25 @@ def data_digest(examples) -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_shard(path: pathlib.Path, records: list[dict]) -> None:
+def write_shard(path: pathlib.Path, records: list[dict]) -> dict:
+    """Writes records to a TFRecord shard atomically; returns its manifest entry.
+
+    The bytes depend only on the records (deterministic serialization), so
+    any process that writes the same records writes the same file.
+
+    Example:
+    >>> import tempfile
+    >>> entry = write_shard(pathlib.Path(tempfile.mkdtemp()) / "shard-00000.tfrecord",
+    ...                     [{"x": np.zeros(2, "float32")}])
+    >>> entry["file"], entry["examples"]
+    ('shard-00000.tfrecord', 1)
+    """
+    _write_records(path, records)
+    return {"file": path.name, "examples": len(records), "sha256": _file_digest(path),
+            "data_sha256": data_digest(records)}  # fmt: skip
+
+
+def _write_records(path: pathlib.Path, records: list[dict]) -> None:
     import tensorflow as tf
 
     temporary = path.with_name(path.name + ".tmp")
@@ -186,14 +210,10 @@ class ShardWriter:
 
     def _flush(self) -> None:
         path = self._shard_path(len(self.manifest["shards"]))
-        _write_shard(path, self.pending)
-        self.manifest["shards"].append(
-            {"file": path.name, "examples": len(self.pending), "sha256": _file_digest(path),
-             "data_sha256": data_digest(self.pending)}
-        )  # fmt: skip
+        self.manifest["shards"].append(write_shard(path, self.pending))
         if self.summarize is not None:
             self.manifest["shards"][-1]["summary"] = self.summarize(self.pending)
-        self.manifest["features"] = _features_of(self.pending[0])
+        self.manifest["features"] = features_of(self.pending[0])
         _atomic_write_json(self.path, self.manifest)
         self.pending.clear()
 
@@ -205,15 +225,24 @@ class ShardWriter:
         """Writes the last shard and marks the manifest complete; returns it."""
         if self.pending:
             self._flush()
-        shards = self.manifest["shards"]
-        stored_bytes = sum((self.directory / shard["file"]).stat().st_size for shard in shards)
-        self.manifest.update(
-            complete=True,
-            num_examples=num_examples,
-            bytes_per_example=round(stored_bytes / max(num_examples, 1), 1),
-        )
-        _atomic_write_json(self.path, self.manifest)
-        return self.manifest
+        return write_complete_manifest(self.path, self.manifest, num_examples)
+
+
+def write_complete_manifest(path: pathlib.Path, manifest: dict, num_examples: int) -> dict:
+    """Marks a manifest whose shards are all written complete, and writes it atomically.
+
+    Example:
+    >>> import tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> entry = write_shard(folder / "shard-00000.tfrecord", [{"x": np.zeros(2, "float32")}])
+    >>> write_complete_manifest(folder / MANIFEST, {"shards": [entry]}, 1)["complete"]
+    True
+    """
+    stored_bytes = sum((path.parent / shard["file"]).stat().st_size for shard in manifest["shards"])
+    manifest.update(complete=True, num_examples=num_examples,
+                    bytes_per_example=round(stored_bytes / max(num_examples, 1), 1))  # fmt: skip
+    _atomic_write_json(path, manifest)
+    return manifest
 
 
 def _read_json(path: pathlib.Path) -> dict:

@@ -76,7 +76,13 @@ def _worker_part(worker_index: int | None, num_workers: int | None) -> tuple[int
     return worker_index, num_workers
 
 
-def _fingerprint_teacher(teacher, teacher_id: str | None) -> str:
+def fingerprint_teacher(teacher, teacher_id: str | None) -> str:
+    """What the manifest records of a teacher: its id, its weights, or its name.
+
+    Example:
+    >>> fingerprint_teacher(len, "api-v1")
+    'id:api-v1'
+    """
     import keras
 
     if teacher_id is not None:
@@ -98,8 +104,17 @@ def _fingerprint_arrays(*arrays) -> str:
     return digest.hexdigest()[:16]
 
 
-def _call_teacher(teacher, x: np.ndarray, kind: str, start: int):
-    """Returns (outputs, confidence or None) as NumPy, checked."""
+def call_teacher(teacher, x: np.ndarray, kind: str, start: int):
+    """Runs the teacher on a batch: (outputs, confidence or None) as NumPy, checked.
+
+    Raises:
+        TeacherLabelsError: For the wrong number of outputs, NaN/inf, non-integer
+            labels or non-normalized probabilities (the examples named).
+
+    Example:
+    >>> call_teacher(lambda b: b * 2, np.ones((2, 3), "float32"), "logits", 0)[0].shape
+    (2, 3)
+    """
     import keras
 
     if isinstance(teacher, keras.Model):
@@ -216,12 +231,12 @@ def label_with_teacher(
     (100, 3)
     """
     teacher = ensemble(teacher) if isinstance(teacher, (list, tuple)) else teacher
-    output = _output_kind(teacher, output)
-    _check_arguments(teacher, output, top_k, shard_size, batch_size)
+    output = output_kind(teacher, output)
+    check_arguments(teacher, output, top_k, shard_size, batch_size)
     if output == "sequences":
         return generation.label_sequences(
             teacher, data, path, options=generation.SequenceOptions(**sequence_options),
-            teacher_id=_fingerprint_teacher(teacher, teacher_id), batch_size=batch_size,
+            teacher_id=fingerprint_teacher(teacher, teacher_id), batch_size=batch_size,
             shard_size=shard_size, verbose=verbose)  # fmt: skip
     if sequence_options:
         raise TypeError(f"{sorted(sequence_options)} apply to output='sequences' only; "
@@ -233,7 +248,7 @@ def label_with_teacher(
         raise TeacherLabelsError(
             "The data to label is empty (this worker's part has no example); nothing was written."
         )
-    settings = {"teacher": _fingerprint_teacher(teacher, teacher_id), "data": plan.data_id,
+    settings = {"teacher": fingerprint_teacher(teacher, teacher_id), "data": plan.data_id,
                 "output": output, "top_k": top_k, "shard_size": shard_size,
                 "num_workers": num_workers}  # fmt: skip
     writer = shards.ShardWriter(pathlib.Path(path), settings, worker_index)
@@ -244,7 +259,7 @@ def label_with_teacher(
         _check_resumed_data(data, writer, kind, worker_index, num_workers)
     probe = not _is_keras_model(teacher)  # a callable is identified by what it answers, too
     if probe and "teacher_probe" in writer.manifest:
-        outputs, _ = _call_teacher(teacher, inputs.unpack(first)[0], output, 0)
+        outputs, _ = call_teacher(teacher, inputs.unpack(first)[0], output, 0)
         _check_probe(writer, outputs, teacher_id)
     batches = _batches(data, plan, writer.done, batch_size, worker_index, num_workers)
     return _label_batches(teacher, batches, writer, kind, settings, probe,
@@ -258,11 +273,11 @@ def _label_batches(teacher, batches, writer, kind, settings: dict, probe: bool, 
     started, position = time.perf_counter(), writer.done
     for batch in batches:
         x, y = inputs.unpack(batch)
-        outputs, confidence = _call_teacher(teacher, x, output, position)
+        outputs, confidence = call_teacher(teacher, x, output, position)
         if position == 0:  # what the manifest says of the teacher
-            writer.manifest.update(_teacher_facts(outputs, kind, probe))
+            writer.manifest.update(teacher_facts(outputs, kind, probe))
         if top_k is not None:
-            _check_top_k(top_k, outputs.shape[-1])
+            check_top_k(top_k, outputs.shape[-1])
         fields = kind.encode(outputs, confidence, settings)
         if y is not None:
             fields["labels"] = y.astype(kind.label_dtype)
@@ -273,8 +288,13 @@ def _label_batches(teacher, batches, writer, kind, settings: dict, probe: bool, 
     return writer.finish(position)
 
 
-def _teacher_facts(outputs: np.ndarray, kind, probe: bool) -> dict:
-    """The probe digest (callables) and class count (class outputs), from the first batch."""
+def teacher_facts(outputs: np.ndarray, kind, probe: bool) -> dict:
+    """The probe digest (callables) and class count (class outputs), from the first batch.
+
+    Example:
+    >>> teacher_facts(np.zeros((2, 3)), targets.KINDS["logits"], probe=False)
+    {'teacher_classes': 3}
+    """
     facts = {"teacher_probe": _outputs_digest(outputs[:PROBE_EXAMPLES])} if probe else {}
     if kind.classes_last:
         facts["teacher_classes"] = int(outputs.shape[-1])
@@ -330,7 +350,13 @@ def _progress_bar(total: int | None, verbose: int):
     return keras.utils.Progbar(total, unit_name="example", verbose=verbose)
 
 
-def _output_kind(teacher, output: str | None) -> str:
+def output_kind(teacher, output: str | None) -> str:
+    """`output`, or the default for the teacher: probabilities for a softmax Keras model.
+
+    Example:
+    >>> output_kind(len, None)
+    'logits'
+    """
     if output is not None:
         return output
     import keras
@@ -340,7 +366,13 @@ def _output_kind(teacher, output: str | None) -> str:
     return "logits"
 
 
-def _check_arguments(teacher, output, top_k, shard_size, batch_size) -> None:
+def check_arguments(teacher, output, top_k, shard_size, batch_size) -> None:
+    """Refuses an unknown output kind, top-k of non-class outputs, sizes < 1, a non-callable.
+
+    Example:
+    >>> check_arguments(len, "logits", None, 10, 10) is None
+    True
+    """
     if output not in OUTPUT_KINDS:
         raise ValueError(f"`output` must be one of {OUTPUT_KINDS}; received {output!r}.")
     if top_k is not None and output not in ("logits", "probabilities"):
@@ -353,7 +385,13 @@ def _check_arguments(teacher, output, top_k, shard_size, batch_size) -> None:
         raise TypeError(f"`teacher` must be a keras.Model or a callable; received {teacher!r}.")
 
 
-def _check_top_k(k: int, classes: int) -> None:
+def check_top_k(k: int, classes: int) -> None:
+    """Refuses a top-k that is not between 1 and the class count minus one.
+
+    Example:
+    >>> check_top_k(2, 10) is None
+    True
+    """
     if not 0 < k < classes:
         raise TeacherLabelsError(
             f"top_k must be between 1 and {classes - 1} (the number of classes "

@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 
@@ -9,10 +10,12 @@ import pytest
 
 import keras_distill
 
+OPTIONAL = {"keras_distill.beam": "apache_beam"}  # modules of optional extras
 MODULES = [
     importlib.import_module(info.name)
     for info in pkgutil.walk_packages(keras_distill.__path__, prefix="keras_distill.")
     if not info.name.rsplit(".", 1)[-1].startswith("_")
+    and importlib.util.find_spec(OPTIONAL.get(info.name, "keras")) is not None
 ]
 
 

@@ -1,0 +1,78 @@
+"""Bulk teacher labelling on Apache Beam (DirectRunner, two worker processes)."""
+
+import json
+
+import numpy as np
+import pytest
+
+import keras_distill as kd
+from keras_distill.shards import TeacherLabelsError
+
+beam = pytest.importorskip("apache_beam", reason="apache-beam is optional (keras-distill[beam])")
+kbeam = pytest.importorskip("keras_distill.beam")
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+
+TWO_WORKERS = PipelineOptions(direct_num_workers=2, direct_running_mode="multi_processing")
+
+
+def loaded(path):
+    return list(kd.load_teacher_labels(path, batch_size=None).as_numpy_iterator())
+
+
+def manifest(path):
+    return json.loads((path / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("kind", ["logits", "top_k", "scores"])
+def test_two_beam_workers_write_what_the_local_path_writes(digits, teacher, tmp_path, kind):
+    x, y = digits.x_train[:1200], digits.y_train[:1200]
+    options = {"logits": {}, "top_k": {"top_k": 3}, "scores": {"output": "scores"}}[kind]
+    def scorer(batch):  # a black box that rates examples and says how sure it is (defined here:
+        return batch[:, :2].sum(-1), np.full(len(batch), 0.5, "float32")  # pickled by value)
+
+    model = scorer if kind == "scores" else teacher
+    local, on_beam = tmp_path / "local", tmp_path / "beam"
+    kd.label_with_teacher(model, (x, y), local, shard_size=500, verbose=0, **options)
+    result = kbeam.label(model, (x, y), on_beam, shard_size=500, pipeline_options=TWO_WORKERS,
+                         **options)  # fmt: skip
+    assert result["complete"] and result["num_examples"] == 1200
+    assert [s["sha256"] for s in result["shards"]] == [
+        s["sha256"] for s in manifest(local)["shards"]]  # the same bytes  # fmt: skip
+    for (xa, ta), (xb, tb) in zip(loaded(local), loaded(on_beam), strict=True):
+        np.testing.assert_array_equal(xa, xb)
+        assert sorted(ta) == sorted(tb)
+        for key in ta:
+            np.testing.assert_array_equal(ta[key], tb[key])
+
+
+def test_the_output_does_not_depend_on_parallelism_or_order(digits, tmp_path):
+    x = digits.x_train[:700]
+    one, two = tmp_path / "one", tmp_path / "two"
+    kbeam.label(lambda b: b[:, :5], x, one, shard_size=200)
+    with beam.Pipeline(options=TWO_WORKERS) as pipeline:  # the transform itself, shuffled input
+        order = np.random.default_rng(0).permutation(len(x))
+        _ = (pipeline | beam.Create([(int(i), x[i]) for i in order])
+             | kbeam.LabelWithTeacher(kbeam.CallableModelHandler(lambda b: b[:, :5]), two,
+                                      kbeam.label_settings("id:t", "logits", None, 200)))
+    shards_of = [[s["sha256"] for s in manifest(p)["shards"]] for p in (one, two)]
+    assert shards_of[0] == shards_of[1] and len(shards_of[0]) == 4
+
+
+def test_a_failing_teacher_fails_the_pipeline_and_leaves_no_complete_manifest(digits, tmp_path):
+    x = digits.x_train[:300]
+
+    def flaky(batch):  # fails on the batch that holds example 150
+        if np.any(np.all(batch == x[150], axis=1)):
+            raise RuntimeError("the teacher API answered 503")
+        return batch[:, :4]
+
+    with pytest.raises(Exception, match="the teacher API answered 503"):
+        kbeam.label(flaky, x, tmp_path, shard_size=100)
+    assert not (tmp_path / "manifest.json").exists()
+    rerun = kbeam.label(lambda b: b[:, :4], x, tmp_path, shard_size=100)  # rewrites the shards
+    assert rerun["complete"] and rerun["num_examples"] == 300
+    with pytest.raises(TeacherLabelsError, match="already holds a complete labelling run"):
+        kbeam.label(lambda b: b[:, :4], x, tmp_path, shard_size=100)
+    with pytest.raises(TeacherLabelsError, match="NaN or infinite"):
+        kbeam.label(lambda b: np.full((len(b), 3), np.nan), x, tmp_path / "nan", shard_size=100)
+    assert not (tmp_path / "nan" / "manifest.json").exists()
