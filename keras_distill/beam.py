@@ -1,7 +1,8 @@
 """Bulk teacher labelling on Apache Beam (optional: `pip install keras-distill[beam]`).
 
 `LabelWithTeacher` is a `PTransform` from a `PCollection` of `(index, example)`
-pairs (an example is `x` or `(x, y)`, NumPy arrays) to the same shards and
+pairs (an example is `x` or `(x, y)`, NumPy arrays, or a prompt for a
+generating teacher) to the same shards and
 manifest that `keras_distill.label_with_teacher` writes, so that
 `load_teacher_labels` reads them as usual. The teacher runs in Beam's
 `RunInference`, batched, loaded once per worker: a Keras model from a
@@ -34,7 +35,7 @@ from apache_beam.ml.inference.base import (
     RunInference,
 )
 
-from keras_distill import shards, targets, teacher_labels
+from keras_distill import generation, shards, targets, teacher_labels
 from keras_distill.shards import TeacherLabelsError
 
 
@@ -96,6 +97,43 @@ class CallableModelHandler(_CheckedHandler):
         return self.teacher
 
 
+class GenerateModelHandler(ModelHandler):
+    """A generating teacher (`generate(prompts) -> responses`) as a Beam model handler.
+
+    Its examples are `(index, prompt tokens, prompt as given)`; each result is
+    the prompt's checked samples (`keras_distill.generation.sample_batch`).
+
+    Args:
+        generate: The callable (pickled to the workers).
+        options: A `keras_distill.generation.SequenceOptions`.
+
+    Example:
+    >>> handler = GenerateModelHandler(lambda b: [[3]] * len(b), generation.SequenceOptions(8, 4))
+    >>> handler.options.max_length
+    4
+    """
+
+    batch_size = 64  # prompts per `generate` call
+
+    def __init__(self, generate, options):
+        self.generate, self.options = generate, options
+
+    def batch_elements_kwargs(self):
+        """Batches of `batch_size` prompts."""
+        return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
+
+    def load_model(self):
+        """The callable itself."""
+        return self.generate
+
+    def run_inference(self, batch, model, inference_args=None):
+        """The checked samples of each prompt, and whether they are scored."""
+        samples, scored = generation.sample_batch(
+            model, [b[1] for b in batch], [b[2] for b in batch], [b[0] for b in batch],
+            self.options)  # fmt: skip
+        return [PredictionResult(b, (s, scored)) for b, s in zip(batch, samples, strict=True)]
+
+
 class LabelWithTeacher(beam.PTransform):
     """Labels `(index, example)` pairs with a teacher into keras-distill shards and a manifest.
 
@@ -115,18 +153,28 @@ class LabelWithTeacher(beam.PTransform):
     def __init__(self, handler, path, settings: dict, shard_size: int | None = None):
         super().__init__()
         _check_directory(pathlib.Path(path))
-        handler.output = settings["output"]
+        if not isinstance(handler, GenerateModelHandler):
+            handler.output = settings["output"]
         self.handler, self.path, self.settings = handler, str(path), settings
         self.shard_size = shard_size or settings["shard_size"]
 
     def expand(self, examples):
         """Inference, shards keyed by index, then the manifest from every shard's entry."""
-        keyed = examples | "Key" >> beam.Map(_keyed)
-        results = keyed | "Teacher" >> RunInference(KeyedModelHandler(self.handler))
-        entries = (results
-                   | "ByShard" >> beam.Map(_by_shard, self.shard_size)
-                   | "Group" >> beam.GroupByKey()
-                   | "WriteShard" >> beam.Map(_write, self.path, self.settings))  # fmt: skip
+        if isinstance(self.handler, GenerateModelHandler):  # prompts: whole prompts per shard
+            options = self.handler.options
+            per_shard = self.shard_size // options.num_samples
+            grouped = (examples | "Key" >> beam.Map(_prompt, options)
+                       | "Teacher" >> RunInference(self.handler)
+                       | "ByShard" >> beam.Map(_by_prompt_shard, per_shard)
+                       | "Group" >> beam.GroupByKey())  # fmt: skip
+            entries = grouped | "WriteShard" >> beam.Map(_write_responses, self.path,
+                                                         self.settings, options)  # fmt: skip
+        else:
+            entries = (examples | "Key" >> beam.Map(_keyed)
+                       | "Teacher" >> RunInference(KeyedModelHandler(self.handler))
+                       | "ByShard" >> beam.Map(_by_shard, self.shard_size)
+                       | "Group" >> beam.GroupByKey()
+                       | "WriteShard" >> beam.Map(_write, self.path, self.settings))  # fmt: skip
         return (entries | "All" >> beam.combiners.ToList()
                 | "Manifest" >> beam.Map(_manifest, self.path, self.settings))  # fmt: skip
 
@@ -176,27 +224,60 @@ def _write(group, path: str, settings: dict) -> dict:
             "features": shards.features_of(records[0]), "facts": facts}  # fmt: skip
 
 
+def _prompt(element, options):
+    index, prompt = element
+    return int(index), generation.prompt_tokens([prompt], options)[0], prompt
+
+
+def _by_prompt_shard(result, per_shard: int):
+    (index, tokens, _), (samples, scored) = result.example, result.inference
+    return index // per_shard, (index, tokens, samples, scored)
+
+
+def _write_responses(group, path: str, settings: dict, options) -> dict:
+    """Writes one shard of responses (whole prompts, by index); its manifest entry."""
+    shard, members = group
+    members = sorted(members, key=lambda member: member[0])
+    facts = {"scored": any(m[3] for m in members)}
+    for member in members:
+        generation.check_same_top_k(facts, member[2][0], member[0])
+    fields = targets.KINDS["sequences"].encode(generation.response_records(
+        [m[1] for m in members], [m[2] for m in members], members[0][0], options), None, settings)
+    records = [{k: np.asarray(v[i]) for k, v in fields.items()} for i in range(len(fields["x"]))]
+    pathlib.Path(path).mkdir(parents=True, exist_ok=True)  # on the worker
+    entry = shards.write_shard(pathlib.Path(path) / f"shard-{shard:05d}.tfrecord", records)
+    return {**entry, "index": shard, "first": members[0][0], "last": members[-1][0],
+            "units": len(members), "summary": generation.shard_summary(records),
+            "features": shards.features_of(records[0]), "facts": facts}  # fmt: skip
+
+
 def _manifest(entries: list, path: str, settings: dict) -> dict:
     """The complete manifest, written last; refuses gaps in the indices."""
     entries = sorted(entries, key=lambda entry: entry["index"])
-    count = sum(entry["examples"] for entry in entries)
     if not entries:
         raise TeacherLabelsError("The data to label is empty; no manifest was written.")
-    if entries[-1]["last"] != count - 1 or entries[0]["first"] != 0:
-        raise TeacherLabelsError(f"The example indices must be 0..n-1 without gaps or repeats; "
-                                 f"{count} examples, last {entries[-1]['last']}.")  # fmt: skip
+    count = sum(entry["examples"] for entry in entries)
+    units = sum(entry.get("units", entry["examples"]) for entry in entries)  # examples or prompts
+    if entries[-1]["last"] != units - 1 or entries[0]["first"] != 0:
+        raise TeacherLabelsError(f"The indices must be 0..n-1 without gaps or repeats; {units} "
+                                 f"elements, last {entries[-1]['last']}.")  # fmt: skip
+    if len({str(e["facts"].get("response_top_k")) for e in entries}) > 1:
+        raise TeacherLabelsError("Some responses have top-k outputs of another size than others.")
     digest = hashlib.sha256("".join(e["data_sha256"] for e in entries).encode()).hexdigest()
+    keys = ("file", "examples", "sha256", "data_sha256", "summary")
     manifest = {"format": shards.FORMAT, "worker_index": 0, **entries[0]["facts"],
                 "settings": {**settings, "data": f"beam:{digest[:16]}"},
-                "features": entries[0]["features"],
-                "shards": [{k: e[k] for k in ("file", "examples", "sha256", "data_sha256")}
-                           for e in entries]}  # fmt: skip
+                "features": entries[0]["features"], "num_examples": count,
+                "shards": [{k: e[k] for k in keys if k in e} for e in entries]}  # fmt: skip
+    if settings["output"] == "sequences":
+        manifest = generation.with_totals(
+            {**manifest, "scored": any(e["facts"]["scored"] for e in entries)})
     return shards.write_complete_manifest(pathlib.Path(path) / shards.MANIFEST, manifest, count)
 
 
 def label(teacher, data, path: str | os.PathLike, *, output: str | None = None,
           top_k: int | None = None, shard_size: int = 10_000, teacher_id: str | None = None,
-          pipeline_options=None) -> dict:  # fmt: skip
+          pipeline_options=None, **sequence_options) -> dict:  # fmt: skip
     """`label_with_teacher` for arrays, on Beam: one call, any runner.
 
     Args:
@@ -210,6 +291,9 @@ def label(teacher, data, path: str | os.PathLike, *, output: str | None = None,
         teacher_id: As for `label_with_teacher`.
         pipeline_options: `apache_beam.options.pipeline_options.PipelineOptions`
             (default: the DirectRunner in this process).
+        **sequence_options: For `output="sequences"` (`teacher` is then a
+            `generate` callable and `data` the prompts): as for
+            `label_with_teacher`.
 
     Returns:
         The manifest.
@@ -227,22 +311,30 @@ def label(teacher, data, path: str | os.PathLike, *, output: str | None = None,
     """
     import keras
 
-    x, y = data if isinstance(data, tuple) else (data, None)
     output = teacher_labels.output_kind(teacher, output)
     teacher_labels.check_arguments(teacher, output, top_k, shard_size, 1)
-    settings = label_settings(teacher_labels.fingerprint_teacher(teacher, teacher_id), output,
-                              top_k, shard_size)  # fmt: skip
-    directory = pathlib.Path(path)
+    fingerprint = teacher_labels.fingerprint_teacher(teacher, teacher_id)
+    if output == "sequences":
+        options = generation.SequenceOptions(**sequence_options)
+        return _run(list(enumerate(data)), GenerateModelHandler(teacher, options), path,
+                    generation.sequence_settings(fingerprint, "beam", options, shard_size),
+                    pipeline_options)  # fmt: skip
+    x, y = data if isinstance(data, tuple) else (data, None)
+    settings = label_settings(fingerprint, output, top_k, shard_size)
     handler = CallableModelHandler(teacher)
     if isinstance(teacher, keras.Model):  # local workers read it; on a cluster, use a shared path
         model_path = pathlib.Path(tempfile.mkdtemp()) / "teacher.keras"
         teacher.save(model_path)
         handler = KerasModelHandler(model_path)
     examples = [(i, (x[i], y[i]) if y is not None else x[i]) for i in range(len(x))]
+    return _run(examples, handler, path, settings, pipeline_options)
+
+
+def _run(examples: list, handler, path, settings: dict, pipeline_options) -> dict:
     with beam.Pipeline(options=pipeline_options) as pipeline:
         _ = (pipeline | "Examples" >> beam.Create(examples)
-             | LabelWithTeacher(handler, directory, settings))  # fmt: skip
-    return shards.read_manifests(directory, allow_incomplete=False, verify=True)[0]
+             | LabelWithTeacher(handler, path, settings))  # fmt: skip
+    return shards.read_manifests(pathlib.Path(path), allow_incomplete=False, verify=True)[0]
 
 
 def _check_directory(directory: pathlib.Path) -> None:

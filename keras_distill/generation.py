@@ -184,8 +184,24 @@ def _check_pair(index: int, prompt, response, score, options: SequenceOptions) -
                                  "be finite. Nothing of this batch was stored.")  # fmt: skip
 
 
-def _records(prompts: list, samples: list, first: int, options: SequenceOptions) -> dict:
-    """One record per (prompt, sample): tokens, next tokens, response mask, scores, rank."""
+def response_records(prompts: list, samples: list, first: int, options: SequenceOptions) -> dict:
+    """One record per (prompt, sample): tokens, next tokens, response mask, scores, rank.
+
+    Args:
+        prompts: Consecutive prompts' token arrays, the first of index `first`.
+        samples: Their `Sample`s (`sample_batch`).
+        first: The first prompt's index.
+        options: The `SequenceOptions`.
+
+    Returns:
+        `{field: array with one row per record}`, prompt-major.
+
+    Example:
+    >>> fields = response_records([np.array([1, 2])], [[Sample(np.array([3]), 0.0, None)]], 0,
+    ...                           SequenceOptions(8, 4))
+    >>> fields["x"].tolist(), fields["response_mask"].tolist()
+    ([[1, 2, 3, 0]], [[0.0, 1.0, 0.0, 0.0]])
+    """
     n, length = options.num_samples, options.max_length
     count = len(prompts) * n
     x = np.full((count, length), options.pad_id, "int32")
@@ -252,27 +268,53 @@ def _fingerprint(prompts: list) -> str:
     return digest.hexdigest()[:16]
 
 
-def _sample_all(generate, batch: list, raw: list, start: int, options: SequenceOptions):
-    """`num_samples` checked `Sample`s per prompt of the batch; whether they are scored."""
+def sample_batch(generate, batch: list, raw: list, indices: list, options: SequenceOptions):
+    """`num_samples` checked `Sample`s per prompt of a batch, and whether they are scored.
+
+    Args:
+        generate: The teacher's `generate` callable.
+        batch: The prompts' token arrays.
+        raw: The prompts as given (what `generate` and the grader see).
+        indices: The prompts' indices, for error messages.
+        options: The `SequenceOptions`.
+
+    Raises:
+        TeacherLabelsError: Naming the prompt, for any response that fails a check.
+
+    Example:
+    >>> samples, scored = sample_batch(lambda b: [[5]] * len(b), [np.array([1])], [[1]], [0],
+    ...                                SequenceOptions(8, 4))
+    >>> samples[0][0].response.tolist(), scored
+    ([5], False)
+    """
     per_prompt = [[] for _ in batch]
+    where = f"prompts {indices[0]}-{indices[-1]}"
     for _ in range(options.num_samples):
-        as_returned, responses, scores, top_k = _responses(generate(raw), batch, start, options)
+        as_returned, responses, scores, top_k = _responses(generate(raw), batch, indices[0],
+                                                           options)  # fmt: skip
         for i, response in enumerate(responses):
             score = 0.0 if scores is None else scores[i]
             if options.score is not None:  # the grader sees what the teacher was given and said
                 score = float(options.score(raw[i], as_returned[i]))
-            _check_pair(start + i, batch[i], response, score, options)
-            checked = None if top_k is None else _checked_top_k(start + i, top_k[i], response,
+            _check_pair(indices[i], batch[i], response, score, options)
+            checked = None if top_k is None else _checked_top_k(indices[i], top_k[i], response,
                                                                  options)  # fmt: skip
             per_prompt[i].append(Sample(response, score, checked))
     if len({sample.top_k is None for samples in per_prompt for sample in samples}) > 1:
-        raise TeacherLabelsError(f"Some responses of prompts {start}-{start + len(batch) - 1} "
-                                 "have top-k outputs and some have not.")  # fmt: skip
+        raise TeacherLabelsError(f"Some responses of {where} have top-k outputs and some "
+                                 "have not.")  # fmt: skip
     return per_prompt, scores is not None or options.score is not None
 
 
-def _check_same_top_k(manifest: dict, sample: Sample, start: int) -> None:
-    """Records the top-k size of the run's responses; refuses a batch with another."""
+def check_same_top_k(manifest: dict, sample: Sample, start: int) -> None:
+    """Records the top-k size of the run's responses; refuses a batch with another.
+
+    Example:
+    >>> manifest = {}
+    >>> check_same_top_k(manifest, Sample(np.array([1]), 0.0, None), 0)
+    >>> manifest
+    {'response_top_k': None}
+    """
     k = None if sample.top_k is None else int(sample.top_k[0].shape[-1])
     if manifest.setdefault("response_top_k", k) != k:
         raise TeacherLabelsError(f"The responses to prompts from {start} on have top-k outputs "
@@ -301,11 +343,8 @@ def label_sequences(generate, prompts, path, *, options: SequenceOptions, teache
     tokens = prompt_tokens(prompts, options)
     raw = list(prompts)
     n = options.num_samples
-    settings = {"teacher": teacher_id, "data": f"prompts:{_fingerprint(tokens)}",
-                "output": "sequences", "top_k": None, "num_workers": 1,
-                "shard_size": -(-shard_size // n) * n,  # whole prompts per shard
-                **{k: getattr(options, k) for k in ("num_samples", "max_length",
-                                                     "vocabulary_size", "pad_id")}}  # fmt: skip
+    settings = sequence_settings(teacher_id, f"prompts:{_fingerprint(tokens)}", options,
+                                 shard_size)  # fmt: skip
     writer = shards.ShardWriter(pathlib.Path(path), settings, 0, summarize=shard_summary)
     if writer.manifest.get("complete"):
         return writer.manifest
@@ -315,22 +354,48 @@ def label_sequences(generate, prompts, path, *, options: SequenceOptions, teache
     started, generated_tokens = time.perf_counter(), 0
     for start in range(done, len(tokens), batch_size):
         batch = tokens[start : start + batch_size]
-        samples, scored = _sample_all(generate, batch, raw[start : start + batch_size], start,
-                                      options)  # fmt: skip
+        samples, scored = sample_batch(generate, batch, raw[start : start + batch_size],
+                                       list(range(start, start + len(batch))), options)
         writer.manifest["scored"] = scored
-        _check_same_top_k(writer.manifest, samples[0][0], start)
-        writer.add(targets.KINDS["sequences"].encode(_records(batch, samples, start, options),
-                                                     None, settings))  # fmt: skip
+        check_same_top_k(writer.manifest, samples[0][0], start)
+        writer.add(targets.KINDS["sequences"].encode(
+            response_records(batch, samples, start, options), None, settings))
         generated_tokens += sum(len(sample.response) for per in samples for sample in per)
         elapsed = max(time.perf_counter() - started, 1e-9)
         progress.update(start + len(batch), values=[
             ("prompts/s", (start + len(batch) - done) / elapsed),
             ("tokens/s", generated_tokens / elapsed)])  # fmt: skip
-    manifest = writer.finish(len(tokens) * n)
-    return _with_totals(writer, manifest)
+    manifest = with_totals(writer.finish(len(tokens) * n))
+    writer.save()
+    return manifest
 
 
-def _with_totals(writer, manifest: dict) -> dict:
+def sequence_settings(teacher_id: str, data_id: str, options: SequenceOptions,
+                      shard_size: int) -> dict:  # fmt: skip
+    """The manifest's `"settings"` of stored responses (whole prompts per shard).
+
+    Example:
+    >>> sequence_settings("id:t", "prompts:ab", SequenceOptions(8, 4, num_samples=3), 10)[
+    ...     "shard_size"]
+    12
+    """
+    n = options.num_samples
+    return {"teacher": teacher_id, "data": data_id, "output": "sequences", "top_k": None,
+            "num_workers": 1, "shard_size": -(-shard_size // n) * n,
+            **{k: getattr(options, k) for k in ("num_samples", "max_length",
+                                                 "vocabulary_size", "pad_id")}}  # fmt: skip
+
+
+def with_totals(manifest: dict) -> dict:
+    """A complete manifest of responses with its token counts and score range, from the shards.
+
+    Example:
+    >>> summary = {"prompt_tokens": 4, "response_tokens": 2, "longest": 5, "score_min": 0.0,
+    ...            "score_max": 1.0, "score_sum": 1.0}
+    >>> with_totals({"num_examples": 2, "settings": {"num_samples": 1},
+    ...              "shards": [{"summary": summary}]})["score_mean"]
+    0.5
+    """
     summaries = [shard["summary"] for shard in manifest["shards"]]
     count = manifest["num_examples"]
     manifest.update(
@@ -342,7 +407,6 @@ def _with_totals(writer, manifest: dict) -> dict:
                      max(s["score_max"] for s in summaries)],
         score_mean=sum(s["score_sum"] for s in summaries) / max(count, 1),
     )  # fmt: skip
-    writer.save()
     return manifest
 
 

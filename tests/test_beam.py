@@ -76,3 +76,32 @@ def test_a_failing_teacher_fails_the_pipeline_and_leaves_no_complete_manifest(di
     with pytest.raises(TeacherLabelsError, match="NaN or infinite"):
         kbeam.label(lambda b: np.full((len(b), 3), np.nan), x, tmp_path / "nan", shard_size=100)
     assert not (tmp_path / "nan" / "manifest.json").exists()
+
+
+def test_generated_responses_on_two_workers_equal_the_local_run(tmp_path):
+    from keras_distill import datasets
+
+    prompts, answers = datasets.make_addition(90, seed=2)
+    table = {tuple(p.tolist()): a for p, a in zip(prompts, answers, strict=True)}
+
+    def generate(batch):  # two scored samples per prompt: the answer, then a wrong one
+        generate.calls = getattr(generate, "calls", 0) + 1
+        responses = [table[tuple(p.tolist())] for p in batch]
+        if generate.calls % 2 == 0:
+            return [np.concatenate([[2], r]) for r in responses], -np.ones(len(batch))
+        return responses, np.zeros(len(batch))
+
+    options = dict(output="sequences", vocabulary_size=len(datasets.ADDITION_TOKENS),
+                   max_length=12, num_samples=2, teacher_id="oracle")  # fmt: skip
+    local = kd.label_with_teacher(generate, prompts, tmp_path / "local", batch_size=64,
+                                  shard_size=40, verbose=0, **options)  # fmt: skip
+    generate.calls = 0
+    on_beam = kbeam.label(generate, prompts, tmp_path / "beam", shard_size=40,
+                          pipeline_options=TWO_WORKERS, **options)  # fmt: skip
+    for key in ("prompts", "num_examples", "response_tokens", "longest", "score_range", "scored"):
+        assert on_beam[key] == local[key], key
+    best = [kd.load_teacher_labels(tmp_path / p, batch_size=None, best_of_n=True)
+            for p in ("local", "beam")]  # fmt: skip
+    for (xa, ta), (xb, tb) in zip(*(b.as_numpy_iterator() for b in best), strict=True):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ta["teacher_tokens"], tb["teacher_tokens"])
