@@ -23,19 +23,27 @@ def manifest(path):
     return json.loads((path / "manifest.json").read_text())
 
 
-@pytest.mark.parametrize("kind", ["logits", "top_k", "scores"])
+@pytest.mark.parametrize("kind", ["logits", "top_k", "scores", "probabilities", "labels"])
 def test_two_beam_workers_write_what_the_local_path_writes(digits, teacher, tmp_path, kind):
-    x, y = digits.x_train[:1200], digits.y_train[:1200]
-    options = {"logits": {}, "top_k": {"top_k": 3}, "scores": {"output": "scores"}}[kind]
+    x, y = digits.x_train, digits.y_train  # 1,347 examples
+    options = {"logits": {}, "top_k": {"top_k": 3}, "scores": {"output": "scores"},
+               "probabilities": {"output": "probabilities"}, "labels": {"output": "labels"}}[kind]
     def scorer(batch):  # a black box that rates examples and says how sure it is (defined here:
         return batch[:, :2].sum(-1), np.full(len(batch), 0.5, "float32")  # pickled by value)
 
-    model = scorer if kind == "scores" else teacher
+    def probabilities(batch):
+        logits = batch[:, :10] - batch[:, :10].max(-1, keepdims=True)
+        return np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+
+    def labels(batch):
+        return np.argmax(batch[:, :10], axis=-1)
+
+    model = {"scores": scorer, "probabilities": probabilities, "labels": labels}.get(kind, teacher)
     local, on_beam = tmp_path / "local", tmp_path / "beam"
     kd.label_with_teacher(model, (x, y), local, shard_size=500, verbose=0, **options)
     result = kbeam.label(model, (x, y), on_beam, shard_size=500, pipeline_options=TWO_WORKERS,
                          **options)  # fmt: skip
-    assert result["complete"] and result["num_examples"] == 1200
+    assert result["complete"] and result["num_examples"] == len(x)
     assert [s["sha256"] for s in result["shards"]] == [
         s["sha256"] for s in manifest(local)["shards"]]  # the same bytes  # fmt: skip
     for (xa, ta), (xb, tb) in zip(loaded(local), loaded(on_beam), strict=True):
