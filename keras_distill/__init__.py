@@ -1,6 +1,16 @@
 """keras-distill: knowledge distillation for Keras 3, from `fit` to the microcontroller."""
 
-from keras_distill import augment, ensemble, features, generation, losses, micro, recipes, schedules
+from keras_distill import (
+    augment,
+    ensemble,
+    features,
+    generation,
+    losses,
+    micro,
+    recipes,
+    responses,
+    schedules,
+)
 from keras_distill.base_distiller import BaseDistiller
 from keras_distill.callbacks import TemperatureScheduler
 from keras_distill.capacity import sweep, teacher_assistant_chain
@@ -31,6 +41,7 @@ __all__ = [
     "losses",
     "micro",
     "recipes",
+    "responses",
     "schedules",
     "sweep",
     "teacher_assistant_chain",

@@ -35,7 +35,7 @@ from apache_beam.ml.inference.base import (
     RunInference,
 )
 
-from keras_distill import generation, shards, targets, teacher_labels
+from keras_distill import responses, shards, targets, teacher_labels
 from keras_distill.shards import TeacherLabelsError
 
 
@@ -101,14 +101,14 @@ class GenerateModelHandler(ModelHandler):
     """A generating teacher (`generate(prompts) -> responses`) as a Beam model handler.
 
     Its examples are `(index, prompt tokens, prompt as given)`; each result is
-    the prompt's checked samples (`keras_distill.generation.sample_batch`).
+    the prompt's checked samples (`keras_distill.responses.sample_batch`).
 
     Args:
         generate: The callable (pickled to the workers).
-        options: A `keras_distill.generation.SequenceOptions`.
+        options: A `keras_distill.responses.SequenceOptions`.
 
     Example:
-    >>> handler = GenerateModelHandler(lambda b: [[3]] * len(b), generation.SequenceOptions(8, 4))
+    >>> handler = GenerateModelHandler(lambda b: [[3]] * len(b), responses.SequenceOptions(8, 4))
     >>> handler.options.max_length
     4
     """
@@ -128,7 +128,7 @@ class GenerateModelHandler(ModelHandler):
 
     def run_inference(self, batch, model, inference_args=None):
         """The checked samples of each prompt, and whether they are scored."""
-        samples, scored = generation.sample_batch(
+        samples, scored = responses.sample_batch(
             model, [b[1] for b in batch], [b[2] for b in batch], [b[0] for b in batch],
             self.options)  # fmt: skip
         return [PredictionResult(b, (s, scored)) for b, s in zip(batch, samples, strict=True)]
@@ -226,7 +226,7 @@ def _write(group, path: str, settings: dict) -> dict:
 
 def _prompt(element, options):
     index, prompt = element
-    return int(index), generation.prompt_tokens([prompt], options)[0], prompt
+    return int(index), responses.prompt_tokens([prompt], options)[0], prompt
 
 
 def _by_prompt_shard(result, per_shard: int):
@@ -240,14 +240,14 @@ def _write_responses(group, path: str, settings: dict, options) -> dict:
     members = sorted(members, key=lambda member: member[0])
     facts = {"scored": any(m[3] for m in members)}
     for member in members:
-        generation.check_same_top_k(facts, member[2][0], member[0])
-    fields = targets.KINDS["sequences"].encode(generation.response_records(
+        responses.check_same_top_k(facts, member[2][0], member[0])
+    fields = targets.KINDS["sequences"].encode(responses.response_records(
         [m[1] for m in members], [m[2] for m in members], members[0][0], options), None, settings)
     records = [{k: np.asarray(v[i]) for k, v in fields.items()} for i in range(len(fields["x"]))]
     pathlib.Path(path).mkdir(parents=True, exist_ok=True)  # on the worker
     entry = shards.write_shard(pathlib.Path(path) / f"shard-{shard:05d}.tfrecord", records)
     return {**entry, "index": shard, "first": members[0][0], "last": members[-1][0],
-            "units": len(members), "summary": generation.shard_summary(records),
+            "units": len(members), "summary": responses.shard_summary(records),
             "features": shards.features_of(records[0]), "facts": facts}  # fmt: skip
 
 
@@ -270,7 +270,7 @@ def _manifest(entries: list, path: str, settings: dict) -> dict:
                 "features": entries[0]["features"], "num_examples": count,
                 "shards": [{k: e[k] for k in keys if k in e} for e in entries]}  # fmt: skip
     if settings["output"] == "sequences":
-        manifest = generation.with_totals(
+        manifest = responses.with_totals(
             {**manifest, "scored": any(e["facts"]["scored"] for e in entries)})
     return shards.write_complete_manifest(pathlib.Path(path) / shards.MANIFEST, manifest, count)
 
@@ -315,9 +315,9 @@ def label(teacher, data, path: str | os.PathLike, *, output: str | None = None,
     teacher_labels.check_arguments(teacher, output, top_k, shard_size, 1)
     fingerprint = teacher_labels.fingerprint_teacher(teacher, teacher_id)
     if output == "sequences":
-        options = generation.SequenceOptions(**sequence_options)
+        options = responses.SequenceOptions(**sequence_options)
         return _run(list(enumerate(data)), GenerateModelHandler(teacher, options), path,
-                    generation.sequence_settings(fingerprint, "beam", options, shard_size),
+                    responses.sequence_settings(fingerprint, "beam", options, shard_size),
                     pipeline_options)  # fmt: skip
     x, y = data if isinstance(data, tuple) else (data, None)
     settings = label_settings(fingerprint, output, top_k, shard_size)

@@ -186,7 +186,7 @@ def _scores_term(stored, y_pred, student_probabilities, temperature, loss_fn) ->
 
 def _encode_sequences(outputs, confidence, settings) -> dict:
     del confidence, settings
-    return outputs  # keras_distill.generation writes the records itself
+    return outputs  # keras_distill.responses writes the records itself
 
 
 def _sequences_term(stored, y_pred, student_probabilities, temperature, loss_fn) -> Term:

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from keras_distill import generation, inputs, shards, targets
+from keras_distill import inputs, responses, shards, targets
 from keras_distill.ensemble import ensemble
 from keras_distill.models import probability_outputs, weights_digest
 from keras_distill.shards import TeacherLabelsError
@@ -193,7 +193,7 @@ def label_with_teacher(
             or ratings), `"labels"` (class ids) or `"sequences"` (generated
             responses: `teacher` is `generate(prompts) -> responses` or
             `(responses, scores)`, `data` the prompts; see
-            `keras_distill.generation`). By default `"logits"`, or
+            `keras_distill.responses`). By default `"logits"`, or
             `"probabilities"` for a Keras teacher that ends in a softmax.
         shard_size: Examples per shard; a killed run loses at most one shard.
         teacher_id: A string identifying a callable teacher's version (e.g. a
@@ -210,7 +210,7 @@ def label_with_teacher(
             `max_length` (prompt + response tokens), `pad_id` (0),
             `num_samples` (responses per prompt, 1), `score` (a grader
             `score(prompt, response) -> float`) and `tokenizer` (for string
-            prompts); see `keras_distill.generation.SequenceOptions`.
+            prompts); see `keras_distill.responses.SequenceOptions`.
 
     Returns:
         The manifest (also written to `path/manifest.json`, or to this
@@ -234,8 +234,8 @@ def label_with_teacher(
     output = output_kind(teacher, output)
     check_arguments(teacher, output, top_k, shard_size, batch_size)
     if output == "sequences":
-        return generation.label_sequences(
-            teacher, data, path, options=generation.SequenceOptions(**sequence_options),
+        return responses.label_sequences(
+            teacher, data, path, options=responses.SequenceOptions(**sequence_options),
             teacher_id=fingerprint_teacher(teacher, teacher_id), batch_size=batch_size,
             shard_size=shard_size, verbose=verbose)  # fmt: skip
     if sequence_options:
@@ -465,7 +465,7 @@ def load_teacher_labels(
         score_weighting: For generated responses (`output="sequences"`): None
             (every response weighs 1), `"linear"`, `"softmax"`, `"threshold"`
             or a callable `fn(score, group_scores) -> weight`; see
-            `keras_distill.generation.score_weights`. The weight is the target
+            `keras_distill.responses.score_weights`. The weight is the target
             `"teacher_weight"`.
         best_of_n: For generated responses: keep only the best-scored response
             of each prompt (rejection sampling).
@@ -505,9 +505,9 @@ def load_teacher_labels(
     records = tf.data.TFRecordDataset(files).apply(
         tf.data.experimental.assert_cardinality(num_examples)
     )
-    weights = generation.check_selection(manifests[0], score_weighting, best_of_n)
+    weights = responses.check_selection(manifests[0], score_weighting, best_of_n)
     if best_of_n:
-        records = generation.best_of_each_prompt(records, manifests[0])
+        records = responses.best_of_each_prompt(records, manifests[0])
     if _fits_in_memory(cache, directory, manifests):
         records = records.cache()  # the serialized records: read from disk once
     if shuffle:
@@ -520,7 +520,7 @@ def load_teacher_labels(
         parse = shards.record_parser(features, kind, constants=constants)
         dataset = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     if output == "sequences":
-        dataset = dataset.map(generation.with_weights(weights))
+        dataset = dataset.map(responses.with_weights(weights))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

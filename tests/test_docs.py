@@ -55,6 +55,7 @@ def test_all_names_the_public_api():
         "Distiller",
         "compare",
         "recipes",
+        "responses",
         "sweep",
         "teacher_assistant_chain",
         "TemperatureScheduler",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import keras_distill as kd
-from keras_distill import datasets, generation
+from keras_distill import datasets, generation, responses
 from keras_distill.architectures import causal_lm
 from keras_distill.shards import TeacherLabelsError
 
@@ -160,20 +160,20 @@ def test_bad_responses_are_refused_naming_the_prompt_and_nothing_is_half_written
 def test_a_killed_run_resumes_and_another_teacher_is_refused(problems, tmp_path):
     prompts, _, table = problems
     generate = oracle(table)
-    original = generation.response_records
+    original = responses.response_records
 
     def dying(batch, *args):
         if len(generate.calls) == 3:
             raise KeyboardInterrupt
         return original(batch, *args)
 
-    generation.response_records = dying
+    responses.response_records = dying
     try:
         with pytest.raises(KeyboardInterrupt):
             kd.label_with_teacher(generate, prompts, tmp_path, output="sequences", batch_size=10,
                                   shard_size=10, teacher_id="oracle", verbose=0, **OPTIONS)
     finally:
-        generation.response_records = original
+        responses.response_records = original
     manifest = kd.label_with_teacher(generate, prompts, tmp_path, output="sequences",
                                      batch_size=10, shard_size=10, teacher_id="oracle",
                                      verbose=0, **OPTIONS)  # fmt: skip
