@@ -473,15 +473,16 @@ def read_manifests(directory: pathlib.Path, allow_incomplete: bool, verify: bool
     return manifests
 
 
-def record_parser(features: dict, kind: targets.StoredKind, batched: bool = False,
-                  constants: dict | None = None):  # fmt: skip
-    """A function from serialized records to `(x, targets)`, per the kind's table entry.
+def record_parser(features: dict, kind: targets.StoredKind, constants: dict | None = None):
+    """A function from a batch of serialized records to `(x, targets)` batches.
+
+    Records are parsed a vector at a time (`tf.io.parse_example`, after
+    `Dataset.batch`: one op per batch instead of per record), per the kind's
+    table entry.
 
     Args:
         features: The manifest's `"features"` (name -> dtype and shape).
         kind: The stored kind (`keras_distill.targets`).
-        batched: Parse a vector of records at once (`tf.io.parse_example`,
-            after `Dataset.batch`: one op per batch instead of per record).
         constants: The manifest's entries for the kind's `constants` (e.g.
             `{"teacher_classes": 10}`), repeated into every example's targets.
 
@@ -505,15 +506,10 @@ def record_parser(features: dict, kind: targets.StoredKind, batched: bool = Fals
 
     def decode(raw, name):
         info = features[name]
-        shape = ([-1] if batched else []) + list(info["shape"])
-        return tf.reshape(tf.io.decode_raw(raw[name], info["dtype"]), shape)
+        return tf.reshape(tf.io.decode_raw(raw[name], info["dtype"]), [-1, *info["shape"]])
 
     def parse(serialized):
-        if batched:
-            raw = tf.io.parse_example(serialized, spec)
-            lead = [tf.shape(serialized)[0]]
-        else:
-            raw, lead = tf.io.parse_single_example(serialized, spec), []
+        raw, lead = tf.io.parse_example(serialized, spec), [tf.shape(serialized)[0]]
         stored = kind.decode({key: decode(raw, field) for field, key in fields.items()})
         if "labels" in features:
             labels, mask = decode(raw, "labels"), tf.ones(lead)

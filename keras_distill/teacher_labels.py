@@ -43,6 +43,7 @@ from keras_distill.shards import TeacherLabelsError
 
 OUTPUT_KINDS = ("logits", "probabilities", "scores", "labels", "sequences")
 CACHE_BYTES = 1 << 30  # load_teacher_labels(cache="auto") keeps up to this much in memory
+PARSE_BATCH_SIZE = 1024  # records parsed at once by load_teacher_labels
 PROBE_EXAMPLES = 8  # a callable teacher's outputs on these first examples identify it
 def _arrays_of(data):
     """(x, y or None) for array data; None for a `tf.data.Dataset`."""
@@ -459,8 +460,8 @@ def load_teacher_labels(
         allow_incomplete: For outputs labelled in parts by several workers,
             load the complete parts even if others are missing or unfinished.
         verify: Check every shard's presence and checksum before loading.
-        cache: Keep the serialized records in memory after the first epoch
-            (`Dataset.cache()`): `"auto"` when the shards total at most
+        cache: Keep the parsed examples in memory after the first epoch
+            (`Dataset.cache()`; epochs then cost no parsing): `"auto"` when the shards total at most
             `CACHE_BYTES` (1 GiB), True, or False (read every epoch from disk).
         score_weighting: For generated responses (`output="sequences"`): None
             (every response weighs 1), `"linear"`, `"softmax"`, `"threshold"`
@@ -508,20 +509,38 @@ def load_teacher_labels(
     weights = responses.check_selection(manifests[0], score_weighting, best_of_n)
     if best_of_n:
         records = responses.best_of_each_prompt(records, manifests[0])
-    if _fits_in_memory(cache, directory, manifests):
-        records = records.cache()  # the serialized records: read from disk once
-    if shuffle:
-        records = records.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
     constants = {name: manifests[0][name] for name in kind.constants if name in manifests[0]}
-    if batch_size:
-        parse = shards.record_parser(features, kind, batched=True, constants=constants)
-        dataset = records.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        parse = shards.record_parser(features, kind, constants=constants)
-        dataset = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    parse = shards.record_parser(features, kind, constants=constants)
+    if _fits_in_memory(cache, directory, manifests):
+        # Parsed once, in batches, then kept as tensors: an epoch costs a shuffle
+        # and a batch of in-memory examples, no parsing.
+        examples = _parsed(records, parse, batch_size=None).cache()
+        dataset = _shuffled(examples, shuffle, seed)
+        dataset = dataset.batch(batch_size) if batch_size else dataset
+    else:  # parsed every epoch, a batch at a time
+        dataset = _parsed(_shuffled(records, shuffle, seed), parse, batch_size)
     if output == "sequences":
         dataset = dataset.map(responses.with_weights(weights))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _parsed(records, parse, batch_size: int | None):
+    """Records parsed a batch at a time; without `batch_size`, single examples (count kept)."""
+    import tensorflow as tf
+
+    count = int(records.cardinality())  # known unless best-of-n selection left it open
+    parsed = records.batch(batch_size or PARSE_BATCH_SIZE).map(
+        parse, num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
+    if batch_size:
+        return parsed
+    parsed = parsed.unbatch()  # which forgets the count; Keras' progress bar wants it
+    return parsed.apply(tf.data.experimental.assert_cardinality(count)) if count >= 0 else parsed
+
+
+def _shuffled(dataset, shuffle, seed):
+    if not shuffle:
+        return dataset
+    return dataset.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
 
 
 def _fits_in_memory(cache, directory: pathlib.Path, manifests: list) -> bool:

@@ -359,3 +359,25 @@ def test_stored_outputs_only_fit_the_inputs_they_were_computed_on(digits, teache
     agreement = (live.argmax(-1) == stored["teacher_logits"].argmax(-1)).mean()
     assert np.abs(stored["teacher_logits"] - teacher.predict(x, verbose=0)).max() < 1e-4
     assert agreement < 0.97  # the stored targets no longer describe the augmented inputs
+
+
+def test_in_memory_loading_parses_once_and_reshuffles_like_reading_from_disk(digits, tmp_path):
+    x, y = digits.x_train[:100], digits.y_train[:100]
+    label_with_teacher(lambda b: b[:, :10], (x, y), tmp_path, shard_size=32, verbose=0)
+    epochs = {}
+    for cache in (True, False):
+        dataset = load_teacher_labels(tmp_path, batch_size=16, shuffle=100, seed=3, cache=cache)
+        assert int(dataset.cardinality()) == 7  # Keras' progress bar knows the steps
+        epochs[cache] = [collect(dataset)[0] for _ in range(2)]
+    for first, second in epochs.values():
+        assert sorted(map(tuple, first)) == sorted(map(tuple, x))  # every example once
+        assert not np.array_equal(first, second)  # reshuffled every epoch
+    np.testing.assert_array_equal(epochs[True], epochs[False])  # the same order, seeded
+    cached = load_teacher_labels(tmp_path, batch_size=16, cache=True)
+    collect(cached)
+    for shard in tmp_path.glob("*.tfrecord*"):
+        shard.unlink()
+    np.testing.assert_array_equal(collect(cached)[0], x)  # from memory: no file read again
+    single = load_teacher_labels(tmp_path, batch_size=None, verify=False, cache=True)
+    with pytest.raises(tf.errors.NotFoundError):
+        next(iter(single))
