@@ -13,12 +13,16 @@ rounds so that drifts of the machine hit all alike) of:
   with `jit_compile=True` (live), and from stored outputs (`load_teacher_labels`);
 - Keras' `keras.distillation.Distiller` (LogitsDistillation with a KLDivergence()
   instance) and the keras.io example;
+- the floor: Keras' own train step with CE + T**2-scaled KL on the cached logits
+  written out by hand (what any distillation step must compute);
 
-as ratios to S and to S + T. Also the whole `fit` of 60 epochs (teacher pass
-included) and the peak resident memory of a cached and a live fit (each in a
-fresh subprocess), and every student's test accuracy after the timing.
+as ratios to S and to S + T; and each compiled train step alone on one batch
+(without Keras' input pipeline, whose per-fit speed varies). Also the whole
+`fit` of 60 epochs (teacher pass included), the peak resident memory of a
+cached and a live fit (each in a fresh subprocess), and every student's test
+accuracy after the timing.
 
-Usage: python benchmarks/speed_benchmark.py [--quick] [--out benchmarks/results/speed.md]
+Usage: python benchmarks/speed_benchmark.py [--quick] [--rounds N] [--out FILE]
 """
 
 import argparse
@@ -42,6 +46,7 @@ from keras_distill import markdown  # noqa: E402
 from keras_distill.datasets import load_digits  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+FLOOR = "hand-written Keras step, CE + KL on the cached logits (the floor)"
 TEMPERATURE, ALPHA = 2.0, 0.5
 
 
@@ -70,6 +75,25 @@ class KerasIoDistiller(keras.Model):
 
     def call(self, x):
         return self.student(x)
+
+
+class HandWritten(keras.Model):
+    """The floor: Keras' own `train_step`, CE + T**2-scaled KL on cached logits, nothing else."""
+
+    def __init__(self, student):
+        super().__init__()
+        self.student = student
+
+    def call(self, x):
+        return self.student(x)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        ops = keras.ops
+        hard = ops.mean(LOSS.call(y["labels"], y_pred))
+        teacher = ops.log_softmax(y["teacher_logits"] / TEMPERATURE)
+        student = ops.log_softmax(y_pred / TEMPERATURE)
+        soft = ops.mean(ops.sum(ops.exp(teacher) * (teacher - student), -1)) * TEMPERATURE**2
+        return ALPHA * hard + (1 - ALPHA) * soft
 
 
 def mlp(inputs, hidden, seed):
@@ -121,6 +145,9 @@ def implementations(teacher, student, data, stored, batch):
         distillation_losses=keras.distillation.LogitsDistillation(
             temperature=TEMPERATURE, loss=keras.losses.KLDivergence()),
     )  # fmt: skip
+    logits = teacher.predict(data.x_train, batch_size=1024, verbose=0)
+    floor = HandWritten(student())
+    floor.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
     kerasio = KerasIoDistiller(student(), teacher)
     kerasio.compile(keras.optimizers.Adam(1e-3), ["accuracy"], LOSS,
                     keras.losses.KLDivergence(), ALPHA, TEMPERATURE)  # fmt: skip
@@ -128,6 +155,7 @@ def implementations(teacher, student, data, stored, batch):
         "S: plain student": (compiled(student()), arrays),
         "S (tf.data)": (compiled(student()), dict(x=pipeline)),
         "keras-distill, in memory (outputs once per fit)": (compiled(ours()), arrays),
+        FLOOR: (floor, dict(arrays, y={"labels": data.y_train, "teacher_logits": logits})),
         "keras-distill, live teacher": (compiled(ours(cache_teacher_outputs=False)), arrays),
         "keras-distill, live, jit_compile=True": (
             compiled(ours(cache_teacher_outputs=False), jit_compile=True), arrays),
@@ -154,11 +182,11 @@ FIT_EPOCHS = 5  # per timed fit; the first (tracing) is not timed
 
 
 def round_robin(runs, rounds):
-    """Every entry's epoch times; entries take turns, one fit each per round."""
+    """Every entry's times, a list per fit; entries take turns, one fit each per round."""
     times = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
-            times[name] += run()
+            times[name].append(run())
     return times
 
 
@@ -179,6 +207,37 @@ def timed(function):
         return [time.perf_counter() - started]
 
     return run
+
+
+STEP_CALLS = 300  # per timing of the compiled train step alone
+
+
+def compiled_step(model, batch):
+    """Seconds per call of `model.train_step` compiled as `fit` does, on one fixed batch."""
+    step = tf.function(model.train_step)
+    step(batch)  # traced once
+
+    def run():
+        started = time.perf_counter()
+        for _ in range(STEP_CALLS):
+            step(batch)
+        return [(time.perf_counter() - started) / STEP_CALLS]
+
+    return run
+
+
+def step_runs(entries, data, batch):
+    """The compiled steps worth timing alone (no data pipeline), each on the batch it receives."""
+    x, y = data.x_train[:batch], data.y_train[:batch]
+    plain = (x, y)
+    cached = (x, {"labels": y, "teacher_logits": entries[FLOOR][1]["y"]["teacher_logits"][:batch]})
+    stored = next(iter(entries["keras-distill, stored outputs"][1]["x"]))
+    batches = {"S: plain student": plain, FLOOR: cached,
+               "keras-distill, in memory (outputs once per fit)": cached,
+               "keras-distill, stored outputs": stored, "keras-distill, live teacher": plain,
+               "keras.distillation.Distiller": plain, "keras.io example": plain}  # fmt: skip
+    return {name: compiled_step(entries[name][0], tf.nest.map_structure(tf.convert_to_tensor, b))
+            for name, b in batches.items()}  # fmt: skip
 
 
 MEMORY = """
@@ -244,28 +303,46 @@ def measure(task, batch, rounds, work):
     for name, (model, _) in entries.items():
         predictions = model.predict(data.x_test, batch_size=1024, verbose=0)
         accuracy[name] = float(np.mean(predictions.argmax(-1) == data.y_test))
-    return teacher, times, accuracy
+    steps = round_robin(step_runs(entries, data, batch), 2 * rounds)
+    return teacher, times, accuracy, steps
 
 
 def table(samples, accuracy):
-    """Median epoch time, its ratios, and the interquartile range as a share of the median."""
-    times = {name: float(np.median(values)) for name, values in samples.items()}
+    """Median epoch time, its ratios, its spread, and the fastest fit's median."""
+    epochs = {name: [t for fit in fits for t in fit] for name, fits in samples.items()}
+    times = {name: float(np.median(values)) for name, values in epochs.items()}
+    fastest = {name: min(float(np.median(fit)) for fit in fits) for name, fits in samples.items()}
     s, t = times["S: plain student"], times["T: teacher pass"]
     spread = {name: float(np.subtract(*np.percentile(values, [75, 25]))) / times[name]
-              for name, values in samples.items()}  # fmt: skip
+              for name, values in epochs.items()}  # fmt: skip
     rows = [[name, f"{seconds * 1000:.1f} ms", f"±{spread[name] / 2:.0%}", f"{seconds / s:.2f}",
-             f"{seconds / (s + t):.2f}", f"{accuracy[name]:.1%}" if name in accuracy else ""]
+             f"{seconds / (s + t):.2f}", f"{fastest[name] / fastest['S: plain student']:.2f}",
+             f"{accuracy[name]:.1%}" if name in accuracy else ""]
             for name, seconds in times.items()]  # fmt: skip
-    header = ["", "epoch (median)", "half IQR", "/ S", "/ (S + T)", "test accuracy"]
+    header = ["", "epoch (median)", "half IQR", "/ S", "/ (S + T)", "/ S, fastest fits",
+              "test accuracy"]  # fmt: skip
     return markdown.table(header, rows)
+
+
+def step_table(samples):
+    """The compiled step alone: median time per call and its ratio to the plain student's."""
+    times = {name: float(np.median(fits)) for name, fits in samples.items()}
+    spread = {name: float(np.subtract(*np.percentile(fits, [75, 25]))) / times[name]
+              for name, fits in samples.items()}  # fmt: skip
+    s = times["S: plain student"]
+    rows = [[name, f"{seconds * 1e6:.0f} us", f"±{spread[name] / 2:.0%}", f"{seconds / s:.2f}"]
+            for name, seconds in times.items()]  # fmt: skip
+    return markdown.table(["compiled step alone", "per call (median)", "half IQR", "/ S"], rows)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/speed.md")
+    parser.add_argument("--rounds", type=int, help="rounds of fits (2 quick, 16 full)")
     args = parser.parse_args()
-    rounds, epochs = (2, 10) if args.quick else (10, 60)
+    rounds, epochs = (2, 10) if args.quick else (16, 60)
+    rounds = args.rounds or rounds
     work = tempfile.mkdtemp()
     lines = [
         f"# Speed benchmark ({'quick' if args.quick else 'full'} run)", "",
@@ -274,14 +351,20 @@ def main():
         f"Keras {keras.__version__}. T = {TEMPERATURE:g}, alpha = {ALPHA:g}. Epoch time: median "
         f"of epochs 2-{FIT_EPOCHS} of {FIT_EPOCHS}-epoch fits, {rounds} rounds taking turns "
         f"({(FIT_EPOCHS - 1) * rounds} epochs per row; half IQR: half the interquartile range "
-        f"as a share of the median); accuracy after the {FIT_EPOCHS * rounds} epochs.",
+        f"as a share of the median); accuracy after the {FIT_EPOCHS * rounds} epochs. "
+        "Keras' `fit` on arrays is fast in some fits and slow in others (its input pipeline, "
+        "the same for S and the cached rows), so '/ S, fastest fits' also compares the fastest "
+        "fit's median of each row. Second table of each setting: the compiled train step alone "
+        f"on one fixed batch ({STEP_CALLS} calls per timing, {2 * rounds} timings taking turns), "
+        "which is what the library itself adds, without the input pipeline.",
     ]  # fmt: skip
     for task in tasks():
         for batch in (64, 256):
-            teacher, times, accuracy = measure(task, batch, rounds, work)
+            teacher, times, accuracy, steps = measure(task, batch, rounds, work)
             lines += ["", f"## {task}, teacher {teacher.count_params():,} parameters, batch "
-                          f"{batch}", "", table(times, accuracy)]  # fmt: skip
-            print("\n".join(lines[-3:]), flush=True)
+                          f"{batch}", "", table(times, accuracy), "",
+                      step_table(steps)]  # fmt: skip
+            print("\n".join(lines[-5:]), flush=True)
         data, _, student = tasks()[task]
         seconds = whole_fit(teacher, student, data, os.path.join(work, task), epochs)
         peaks = peak_memory(task)
