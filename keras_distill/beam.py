@@ -167,8 +167,7 @@ class LabelWithTeacher(beam.PTransform):
                        | "Teacher" >> RunInference(self.handler)
                        | "ByShard" >> beam.Map(_by_prompt_shard, per_shard)
                        | "Group" >> beam.GroupByKey())  # fmt: skip
-            entries = grouped | "WriteShard" >> beam.Map(_write_responses, self.path,
-                                                         self.settings, options)  # fmt: skip
+            entries = grouped | "WriteShard" >> beam.Map(_write_responses, self.path, options)
         else:
             entries = (examples | "Key" >> beam.Map(_keyed)
                        | "Teacher" >> RunInference(KeyedModelHandler(self.handler))
@@ -210,15 +209,10 @@ def _write(group, path: str, settings: dict) -> dict:
     x = np.stack([m[1] for m in members])
     outputs = np.stack([m[3] for m in members])
     confidence = None if members[0][4] is None else np.array([m[4] for m in members], "float32")
+    labels = None if members[0][2] is None else np.asarray([m[2] for m in members])
     kind = targets.stored_kind(settings["output"], settings["top_k"])
-    if settings["top_k"] is not None:
-        teacher_labels.check_top_k(settings["top_k"], outputs.shape[-1])
-    fields = {"x": x, **kind.encode(outputs, confidence, settings)}
-    if members[0][2] is not None:
-        fields["labels"] = np.asarray([m[2] for m in members]).astype(kind.label_dtype)
-    records = [{k: np.asarray(v[i]) for k, v in fields.items()} for i in range(len(members))]
-    pathlib.Path(path).mkdir(parents=True, exist_ok=True)  # on the worker
-    entry = shards.write_shard(pathlib.Path(path) / f"shard-{shard:05d}.tfrecord", records)
+    fields = teacher_labels.record_fields(x, labels, outputs, confidence, kind, settings)
+    entry, records = _write_shard(path, shard, fields)
     facts = teacher_labels.teacher_facts(outputs, kind, probe=False)
     return {**entry, "index": shard, "first": indices[0], "last": indices[-1],
             "features": shards.features_of(records[0]), "facts": facts}  # fmt: skip
@@ -234,18 +228,22 @@ def _by_prompt_shard(result, per_shard: int):
     return index // per_shard, (index, tokens, samples, scored)
 
 
-def _write_responses(group, path: str, settings: dict, options) -> dict:
+def _write_shard(path: str, shard: int, fields: dict) -> tuple[dict, list]:
+    """Writes a shard's batch of fields as records (on the worker); its entry and records."""
+    records = [{k: np.asarray(v[i]) for k, v in fields.items()} for i in range(len(fields["x"]))]
+    pathlib.Path(path).mkdir(parents=True, exist_ok=True)
+    return shards.write_shard(pathlib.Path(path) / f"shard-{shard:05d}.tfrecord", records), records
+
+
+def _write_responses(group, path: str, options) -> dict:
     """Writes one shard of responses (whole prompts, by index); its manifest entry."""
     shard, members = group
     members = sorted(members, key=lambda member: member[0])
     facts = {"scored": any(m[3] for m in members)}
     for member in members:
         responses.check_same_top_k(facts, member[2][0], member[0])
-    fields = targets.KINDS["sequences"].encode(responses.response_records(
-        [m[1] for m in members], [m[2] for m in members], members[0][0], options), None, settings)
-    records = [{k: np.asarray(v[i]) for k, v in fields.items()} for i in range(len(fields["x"]))]
-    pathlib.Path(path).mkdir(parents=True, exist_ok=True)  # on the worker
-    entry = shards.write_shard(pathlib.Path(path) / f"shard-{shard:05d}.tfrecord", records)
+    entry, records = _write_shard(path, shard, responses.response_records(
+        [m[1] for m in members], [m[2] for m in members], members[0][0], options))
     return {**entry, "index": shard, "first": members[0][0], "last": members[-1][0],
             "units": len(members), "summary": responses.shard_summary(records),
             "features": shards.features_of(records[0]), "facts": facts}  # fmt: skip

@@ -10,10 +10,11 @@ teacher's own, e.g. its log-probability, or a grader's). The records use the
 same shards, manifest, checksums and resumption as every stored output; the
 Beam path (`keras_distill.beam`) writes them with the same functions.
 
-`load_teacher_labels(path, score_weighting=..., best_of_n=...)` reads them back
-for `Distiller(teacher=None, student=causal_lm)`, which then trains with the
-cross-entropy of the student on the response tokens, each response weighted
-by a function of its score (see `SCORE_WEIGHTINGS`).
+`load_teacher_labels(path, score_weighting=..., best_of_n=...)`
+(`keras_distill.loading`) reads them back for `Distiller(teacher=None,
+student=causal_lm)`, which then trains with the cross-entropy of the
+student on the response tokens, each response weighted by a function of its
+score (`keras_distill.loading.SCORE_WEIGHTINGS`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from keras_distill import shards, targets
+from keras_distill import shards
 from keras_distill.models import PROBABILITY_FLOOR
 from keras_distill.shards import TeacherLabelsError
-
-SCORE_WEIGHTINGS = ("linear", "softmax", "threshold")
-PER_PROMPT_KEYS = ("teacher_group_scores", "teacher_rank")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,8 +354,7 @@ def label_sequences(generate, prompts, path, *, options: SequenceOptions, teache
                                        list(range(start, start + len(batch))), options)
         writer.manifest["scored"] = scored
         check_same_top_k(writer.manifest, samples[0][0], start)
-        writer.add(targets.KINDS["sequences"].encode(
-            response_records(batch, samples, start, options), None, settings))
+        writer.add(response_records(batch, samples, start, options))
         generated_tokens += sum(len(sample.response) for per in samples for sample in per)
         elapsed = max(time.perf_counter() - started, 1e-9)
         progress.update(start + len(batch), values=[
@@ -406,108 +403,3 @@ def with_totals(manifest: dict) -> dict:
         score_mean=sum(s["score_sum"] for s in summaries) / max(count, 1),
     )  # fmt: skip
     return manifest
-
-
-def score_weights(weighting, manifest: dict) -> Callable:
-    """`weights(score, group_scores)` (tensors) for `load_teacher_labels(score_weighting=...)`.
-
-    - `"linear"`: the score mapped linearly from the run's range to [0, 1];
-    - `"softmax"`: `n * softmax(group scores)` of the response's own prompt
-      (a prompt's weights sum to its `n` responses, shifted to the better ones);
-    - `"threshold"`: 1 for scores at least the run's mean, else 0;
-    - a callable `fn(score, group_scores) -> weight`, on tensors.
-
-    Raises:
-        ValueError: For an unknown weighting, or a weighting of unscored responses.
-
-    Example:
-    >>> manifest = {"scored": True, "score_range": [-2.0, 0.0], "score_mean": -1.0}
-    >>> float(score_weights("linear", manifest)(-0.5, [-0.5]))
-    0.75
-    """
-    from keras import ops
-
-    if callable(weighting):
-        return weighting
-    if weighting not in SCORE_WEIGHTINGS:
-        raise ValueError(f"`score_weighting` must be one of {SCORE_WEIGHTINGS} or a callable; "
-                         f"received {weighting!r}.")  # fmt: skip
-    if not manifest.get("scored"):
-        raise ValueError(f"score_weighting={weighting!r}, but these responses have no scores: "
-                         "have `generate` return (responses, scores), or pass score=.")  # fmt: skip
-    low, high = manifest["score_range"]
-    if weighting == "linear":
-        return lambda s, g: (ops.cast(s, "float32") - low) / (high - low) if high > low else 1.0
-    if weighting == "threshold":
-        return lambda s, g: ops.cast(ops.cast(s, "float32") >= manifest["score_mean"], "float32")
-    return lambda s, g: ops.cast(ops.shape(g)[-1], "float32") * ops.exp(
-        ops.cast(s, "float32") - ops.logsumexp(ops.cast(g, "float32"), axis=-1))
-
-
-def check_selection(manifest: dict, score_weighting, best_of_n: bool) -> Callable | None:
-    """The weights function for `load_teacher_labels`, or None; refuses misuse.
-
-    Raises:
-        ValueError: For score weighting or best-of-n of outputs that are not
-            generated responses, or of unscored responses.
-
-    Example:
-    >>> check_selection({"settings": {"output": "logits"}}, None, False) is None
-    True
-    """
-    output = manifest["settings"]["output"]
-    if output != "sequences" and (score_weighting is not None or best_of_n):
-        raise ValueError(f"score_weighting and best_of_n apply to generated responses "
-                         f"(output='sequences'); these outputs are {output!r}.")  # fmt: skip
-    if best_of_n and not manifest.get("scored"):
-        raise ValueError("best_of_n needs scored responses: have `generate` return "
-                         "(responses, scores), or pass score= when labelling.")  # fmt: skip
-    return None if score_weighting is None else score_weights(score_weighting, manifest)
-
-
-def best_of_each_prompt(records, manifest: dict):
-    """The serialized records of each prompt's best-scored response (rank 0).
-
-    Example:
-    >>> callable(best_of_each_prompt)
-    True
-    """
-    import tensorflow as tf
-
-    spec = {"rank": tf.io.FixedLenFeature([], tf.string)}
-
-    @tf.autograph.experimental.do_not_convert  # plain TF ops; nothing to convert
-    def best(serialized):
-        rank = tf.io.decode_raw(tf.io.parse_single_example(serialized, spec)["rank"], tf.int32)
-        return tf.equal(rank[0], 0)
-
-    return records.filter(best).apply(tf.data.experimental.assert_cardinality(
-        manifest["num_examples"] // manifest["settings"]["num_samples"]))  # fmt: skip
-
-
-def with_weights(weights: Callable | None) -> Callable:
-    """A `Dataset.map` function giving every response its `"teacher_weight"` (1 without weights).
-
-    The per-prompt fields (`"teacher_group_scores"`, `"teacher_rank"`) are
-    dropped once used, so that datasets of responses with the same
-    `max_length` concatenate, whatever their `num_samples` (e.g. labelled
-    answers and a teacher's samples).
-
-    Example:
-    >>> x, t = with_weights(lambda s, g: 2 * s)(0, {"teacher_score": 1.5,
-    ...                                            "teacher_group_scores": [1.5]})
-    >>> sorted(t), float(t["teacher_weight"])
-    (['teacher_score', 'teacher_weight'], 3.0)
-    """
-    import tensorflow as tf
-    from keras import ops
-
-    @tf.autograph.experimental.do_not_convert  # the weighting is plain ops (and may be a lambda)
-    def add(x, stored):
-        score = ops.cast(stored["teacher_score"], "float32")
-        weight = (ops.ones_like(score) if weights is None
-                  else weights(score, stored["teacher_group_scores"]))  # fmt: skip
-        kept = {k: v for k, v in stored.items() if k not in PER_PROMPT_KEYS}
-        return x, {**kept, "teacher_weight": ops.cast(weight, "float32")}
-
-    return add

@@ -2,8 +2,8 @@
 
 `ShardWriter` writes one worker's shards atomically and keeps its manifest
 (settings, shard checksums, record features); `read_manifests` checks what a
-directory holds before anything is read; `record_parser` turns a record back
-into `(x, targets)` with the stored kind's entry in `keras_distill.targets`.
+directory holds before anything is read (`keras_distill.loading` then parses
+the records).
 """
 
 from __future__ import annotations
@@ -471,55 +471,3 @@ def read_manifests(directory: pathlib.Path, allow_incomplete: bool, verify: bool
         if verify:
             _check_shards(directory, manifest)
     return manifests
-
-
-def record_parser(features: dict, kind: targets.StoredKind, constants: dict | None = None):
-    """A function from a batch of serialized records to `(x, targets)` batches.
-
-    Records are parsed a vector at a time (`tf.io.parse_example`, after
-    `Dataset.batch`: one op per batch instead of per record), per the kind's
-    table entry.
-
-    Args:
-        features: The manifest's `"features"` (name -> dtype and shape).
-        kind: The stored kind (`keras_distill.targets`).
-        constants: The manifest's entries for the kind's `constants` (e.g.
-            `{"teacher_classes": 10}`), repeated into every example's targets.
-
-    Returns:
-        `parse(serialized) -> (x, targets)`, for `tf.data.Dataset.map`.
-
-    Example:
-    >>> features = {"x": {"dtype": "float32", "shape": [2]},
-    ...             "teacher": {"dtype": "float32", "shape": [3]}}
-    >>> parse = record_parser(features, targets.KINDS["logits"])
-    >>> callable(parse)
-    True
-    """
-    import tensorflow as tf
-
-    needed = {"x", "labels", *kind.fields, *kind.optional}
-    spec = {name: tf.io.FixedLenFeature([], tf.string) for name in features if name in needed}
-    first = features[next(iter(kind.fields))]
-    label_shape = first["shape"][:-1] if kind.classes_last else first["shape"]
-    fields = {**kind.fields, **{k: v for k, v in kind.optional.items() if k in features}}
-
-    def decode(raw, name):
-        info = features[name]
-        return tf.reshape(tf.io.decode_raw(raw[name], info["dtype"]), [-1, *info["shape"]])
-
-    def parse(serialized):
-        raw, lead = tf.io.parse_example(serialized, spec), [tf.shape(serialized)[0]]
-        stored = kind.decode({key: decode(raw, field) for field, key in fields.items()})
-        if "labels" in features:
-            labels, mask = decode(raw, "labels"), tf.ones(lead)
-        else:
-            labels, mask = tf.zeros(lead + list(label_shape), kind.label_dtype), tf.zeros(lead)
-        repeated = {
-            key: tf.fill(lead, tf.constant(constants[name], "int32"))
-            for name, key in kind.constants.items()
-            if name in (constants or {})
-        }
-        return decode(raw, "x"), {**stored, **repeated, "labels": labels, "label_mask": mask}
-
-    return parse

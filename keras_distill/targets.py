@@ -54,7 +54,9 @@ class StoredKind:
         classes_last: Whether the first field's last axis is the class axis
             (so a label has the field's shape without it).
         label_dtype: The dtype of this kind's hard labels.
-        encode: `encode(outputs, confidence, settings) -> {field: batch array}`.
+        encode: `encode(outputs, confidence, settings) -> {field: batch array}`,
+            or None for a kind whose records another module assembles (the
+            responses of generating teachers, `keras_distill.responses`).
         decode: `decode({target key: tensor}) -> {target key: tensor}`.
         constants: Manifest entry -> target key, for values of the whole run
             that every example's targets repeat (e.g. the teacher's class count).
@@ -69,7 +71,7 @@ class StoredKind:
 
     name: str
     fields: Mapping[str, str]
-    encode: Callable
+    encode: Callable | None
     term: Callable
     optional: Mapping[str, str] = dataclasses.field(default_factory=dict)
     classes_last: bool = True
@@ -184,11 +186,6 @@ def _scores_term(stored, y_pred, student_probabilities, temperature, loss_fn) ->
     return Term(values, stored.get("teacher_confidence"))
 
 
-def _encode_sequences(outputs, confidence, settings) -> dict:
-    del confidence, settings
-    return outputs  # keras_distill.responses writes the records itself
-
-
 def _sequences_term(stored, y_pred, student_probabilities, temperature, loss_fn) -> Term:
     """Teacher-forced cross-entropy on the response tokens (sequence-level KD), weighted.
 
@@ -210,7 +207,7 @@ KINDS: dict[str, StoredKind] = {
         StoredKind(
             "sequences",
             {"teacher": "teacher_tokens", "response_mask": "teacher_response_mask"},
-            _encode_sequences,
+            None,  # keras_distill.responses writes these records itself
             _sequences_term,
             optional={"score": "teacher_score", "group_scores": "teacher_group_scores",
                       "rank": "teacher_rank",  # what weighting and best-of-n read

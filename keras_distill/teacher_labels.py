@@ -5,8 +5,8 @@ e.g. a remote model behind an API) over arrays or a `tf.data` dataset and
 writes the inputs, any hard labels and the teacher's outputs to TFRecord
 shards with a JSON manifest. Runs are resumable: completed shards are never
 rewritten, and a rerun continues after the last complete shard.
-`load_teacher_labels` reads them back as a `tf.data.Dataset` for
-`Distiller(teacher=None, ...).fit`.
+`load_teacher_labels` (`keras_distill.loading`) reads them back as a
+`tf.data.Dataset` for `Distiller(teacher=None, ...).fit`.
 
 Each element of the loaded dataset is `(x, targets)`, where `targets` is a
 dict with the keys the `Distiller` understands:
@@ -42,8 +42,6 @@ from keras_distill.models import probability_outputs, weights_digest
 from keras_distill.shards import TeacherLabelsError
 
 OUTPUT_KINDS = ("logits", "probabilities", "scores", "labels", "sequences")
-CACHE_BYTES = 1 << 30  # load_teacher_labels(cache="auto") keeps up to this much in memory
-PARSE_BATCH_SIZE = 1024  # records parsed at once by load_teacher_labels
 PROBE_EXAMPLES = 8  # a callable teacher's outputs on these first examples identify it
 def _arrays_of(data):
     """(x, y or None) for array data; None for a `tf.data.Dataset`."""
@@ -269,7 +267,7 @@ def label_with_teacher(
 
 def _label_batches(teacher, batches, writer, kind, settings: dict, probe: bool, progress) -> dict:
     """Runs the teacher over the remaining batches into the writer; the finished manifest."""
-    output, top_k = settings["output"], settings["top_k"]
+    output = settings["output"]
     progress.update(writer.done)
     started, position = time.perf_counter(), writer.done
     for batch in batches:
@@ -277,16 +275,33 @@ def _label_batches(teacher, batches, writer, kind, settings: dict, probe: bool, 
         outputs, confidence = call_teacher(teacher, x, output, position)
         if position == 0:  # what the manifest says of the teacher
             writer.manifest.update(teacher_facts(outputs, kind, probe))
-        if top_k is not None:
-            check_top_k(top_k, outputs.shape[-1])
-        fields = kind.encode(outputs, confidence, settings)
-        if y is not None:
-            fields["labels"] = y.astype(kind.label_dtype)
-        writer.add({"x": x, **fields})
+        writer.add(record_fields(x, y, outputs, confidence, kind, settings))
         position += len(x)
         rate = (position - writer.done) / max(time.perf_counter() - started, 1e-9)
         progress.update(position, values=[("examples/s", rate)])
     return writer.finish(position)
+
+
+def record_fields(x, labels, outputs, confidence, kind, settings: dict) -> dict:
+    """A batch's record fields: the inputs, the teacher's encoded outputs, the labels if known.
+
+    Shared by both writers (`label_with_teacher` and `keras_distill.beam`).
+
+    Raises:
+        ValueError: If `settings["top_k"]` is not below the number of classes.
+
+    Example:
+    >>> fields = record_fields(np.zeros((2, 4)), np.array([0, 1]), np.zeros((2, 3)), None,
+    ...                        targets.KINDS["logits"], {"top_k": None})
+    >>> sorted(fields)
+    ['labels', 'teacher', 'x']
+    """
+    if settings["top_k"] is not None:
+        check_top_k(settings["top_k"], outputs.shape[-1])
+    fields = {"x": x, **kind.encode(outputs, confidence, settings)}
+    if labels is not None:
+        fields["labels"] = np.asarray(labels).astype(kind.label_dtype)
+    return fields
 
 
 def teacher_facts(outputs: np.ndarray, kind, probe: bool) -> dict:
@@ -429,124 +444,3 @@ def _batches(data, plan: _Plan, done: int, batch_size: int, worker_index: int, n
         (x_all[i : i + batch_size],) + (() if y_all is None else (y_all[i : i + batch_size],))
         for i in range(done, len(x_all), batch_size)
     )
-
-
-def load_teacher_labels(
-    path: str | os.PathLike,
-    batch_size: int | None = 32,
-    *,
-    shuffle: int | None = None,
-    seed: int | None = None,
-    allow_incomplete: bool = False,
-    verify: bool = True,
-    cache: bool | str = "auto",
-    score_weighting=None,
-    best_of_n: bool = False,
-):
-    """Reads stored teacher outputs as a `tf.data.Dataset` of `(x, targets)`.
-
-    Every shard is checked against the manifest (presence and SHA-256) first,
-    unless `verify=False` (which saves reading the data twice).
-    Probabilities are turned into log-probabilities, which serve as logits.
-    Unlabeled examples get a placeholder label and `label_mask` 0, so labeled
-    and unlabeled sets can be concatenated (load both with `batch_size=None`,
-    `concatenate`, shuffle, then batch).
-
-    Args:
-        path: A directory written by `label_with_teacher`.
-        batch_size: Batch size, or `None` for single examples.
-        shuffle: Shuffle buffer size, or `None` to keep the stored order.
-        seed: Shuffle seed.
-        allow_incomplete: For outputs labelled in parts by several workers,
-            load the complete parts even if others are missing or unfinished.
-        verify: Check every shard's presence and checksum before loading.
-        cache: Keep the parsed examples in memory after the first epoch
-            (`Dataset.cache()`; epochs then cost no parsing): `"auto"` when the shards total at most
-            `CACHE_BYTES` (1 GiB), True, or False (read every epoch from disk).
-        score_weighting: For generated responses (`output="sequences"`): None
-            (every response weighs 1), `"linear"`, `"softmax"`, `"threshold"`
-            or a callable `fn(score, group_scores) -> weight`; see
-            `keras_distill.responses.score_weights`. The weight is the target
-            `"teacher_weight"`.
-        best_of_n: For generated responses: keep only the best-scored response
-            of each prompt (rejection sampling).
-
-    Records are parsed a batch at a time. Keras' `fit(shuffle=True)` does not
-    shuffle datasets: pass `shuffle=` (a buffer size; the records are
-    reshuffled every epoch, seeded by `seed`).
-
-    Returns:
-        A `tf.data.Dataset` ready for `Distiller(teacher=None, ...).fit`. Parts
-        written by several workers are read in worker order.
-
-    Raises:
-        TeacherLabelsError: If the manifest is missing, malformed or marks an
-            incomplete run; if a shard is missing or corrupt; if the parts of a
-            multi-worker run do not cover the data exactly once (the message
-            names the missing parts).
-
-    Example:
-    >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> x, y = np.random.rand(10, 4).astype("float32"), np.arange(10) % 3
-    >>> _ = label_with_teacher(lambda b: b[:, :3], (x, y), folder, verbose=0)
-    >>> batch_x, targets = next(iter(load_teacher_labels(folder, batch_size=5)))
-    >>> sorted(targets), tuple(targets["teacher_logits"].shape)
-    (['label_mask', 'labels', 'teacher_logits'], (5, 3))
-    """
-    import tensorflow as tf
-
-    directory = pathlib.Path(path)
-    manifests = shards.read_manifests(directory, allow_incomplete, verify)
-    features = manifests[0]["features"]
-    output = manifests[0]["settings"]["output"]
-    files = [str(directory / shard["file"]) for m in manifests for shard in m["shards"]]
-    num_examples = sum(m["num_examples"] for m in manifests)
-    kind = targets.stored_kind(output, manifests[0]["settings"].get("top_k"))
-    records = tf.data.TFRecordDataset(files).apply(
-        tf.data.experimental.assert_cardinality(num_examples)
-    )
-    weights = responses.check_selection(manifests[0], score_weighting, best_of_n)
-    if best_of_n:
-        records = responses.best_of_each_prompt(records, manifests[0])
-    constants = {name: manifests[0][name] for name in kind.constants if name in manifests[0]}
-    parse = shards.record_parser(features, kind, constants=constants)
-    if _fits_in_memory(cache, directory, manifests):
-        # Parsed once, in batches, then kept as tensors: an epoch costs a shuffle
-        # and a batch of in-memory examples, no parsing.
-        examples = _parsed(records, parse, batch_size=None).cache()
-        dataset = _shuffled(examples, shuffle, seed)
-        dataset = dataset.batch(batch_size) if batch_size else dataset
-    else:  # parsed every epoch, a batch at a time
-        dataset = _parsed(_shuffled(records, shuffle, seed), parse, batch_size)
-    if output == "sequences":
-        dataset = dataset.map(responses.with_weights(weights))
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def _parsed(records, parse, batch_size: int | None):
-    """Records parsed a batch at a time; without `batch_size`, single examples (count kept)."""
-    import tensorflow as tf
-
-    count = int(records.cardinality())  # known unless best-of-n selection left it open
-    parsed = records.batch(batch_size or PARSE_BATCH_SIZE).map(
-        parse, num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
-    if batch_size:
-        return parsed
-    parsed = parsed.unbatch()  # which forgets the count; Keras' progress bar wants it
-    return parsed.apply(tf.data.experimental.assert_cardinality(count)) if count >= 0 else parsed
-
-
-def _shuffled(dataset, shuffle, seed):
-    if not shuffle:
-        return dataset
-    return dataset.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
-
-
-def _fits_in_memory(cache, directory: pathlib.Path, manifests: list) -> bool:
-    if cache not in ("auto", True, False):
-        raise ValueError(f"`cache` must be 'auto', True or False; received {cache!r}.")
-    if cache != "auto":
-        return cache
-    size = sum((directory / s["file"]).stat().st_size for m in manifests for s in m["shards"])
-    return size <= CACHE_BYTES
