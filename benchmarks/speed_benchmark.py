@@ -288,14 +288,27 @@ def whole_fit(teacher, student, data, stored, epochs):
     return seconds
 
 
-def measure(task, batch, rounds, work):
+def setting(task, batch, work):
+    """The data, the trained teacher and every implementation of one task and batch size."""
     data, make_teacher, student = tasks()[task]
     teacher = make_teacher()
     teacher.compile(keras.optimizers.Adam(1e-3), LOSS)
     teacher.fit(data.x_train, data.y_train, epochs=10, batch_size=64, verbose=0)
     stored = os.path.join(work, f"{task}-{batch}")
     kd.label_with_teacher(teacher, (data.x_train, data.y_train), stored, verbose=0)
-    entries = implementations(teacher, student, data, stored, batch)
+    return data, teacher, implementations(teacher, student, data, stored, batch)
+
+
+def measure_steps(task, batch, rounds, work):
+    """Only the compiled steps (`--steps-only`); each model is fit for an epoch first."""
+    data, teacher, entries = setting(task, batch, work)
+    for model, inputs in entries.values():
+        model.fit(**inputs, epochs=1, verbose=0)
+    return teacher, round_robin(step_runs(entries, data, batch), 2 * rounds)
+
+
+def measure(task, batch, rounds, work):
+    data, teacher, entries = setting(task, batch, work)
     runs = {"T: teacher pass": timed(teacher_pass(teacher, data, batch))}
     runs.update({name: fit_epochs(model, inputs) for name, (model, inputs) in entries.items()})
     times = round_robin(runs, rounds)
@@ -335,15 +348,38 @@ def step_table(samples):
     return markdown.table(["compiled step alone", "per call (median)", "half IQR", "/ S"], rows)
 
 
+def steps_report(rounds, work):
+    """The `--steps-only` report: each setting's compiled-step table."""
+    cpus = sorted(os.sched_getaffinity(0))
+    lines = [
+        "# Speed benchmark: the compiled train steps alone", "",
+        f"Command: `python benchmarks/speed_benchmark.py --steps-only --rounds {rounds}`, on "
+        f"CPUs {cpus} of {os.cpu_count()} (one CPU, e.g. `taskset -c 1`, makes these timings "
+        f"several times quieter). TensorFlow {tf.__version__}, Keras {keras.__version__}; "
+        f"{STEP_CALLS} calls per timing, {2 * rounds} timings taking turns, on one fixed batch.",
+    ]  # fmt: skip
+    for task in tasks():
+        for batch in (64, 256):
+            teacher, steps = measure_steps(task, batch, rounds, work)
+            lines += ["", f"## {task}, teacher {teacher.count_params():,} parameters, batch "
+                          f"{batch}", "", step_table(steps)]  # fmt: skip
+            print("\n".join(lines[-3:]), flush=True)
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/speed.md")
     parser.add_argument("--rounds", type=int, help="rounds of fits (2 quick, 16 full)")
+    parser.add_argument("--steps-only", action="store_true",
+                        help="only the compiled steps (e.g. under `taskset -c 1`)")  # fmt: skip
     args = parser.parse_args()
     rounds, epochs = (2, 10) if args.quick else (16, 60)
     rounds = args.rounds or rounds
     work = tempfile.mkdtemp()
+    if args.steps_only:
+        return write_report(steps_report(rounds, work), args.out)
     lines = [
         f"# Speed benchmark ({'quick' if args.quick else 'full'} run)", "",
         f"Command: `python benchmarks/speed_benchmark.py{' --quick' if args.quick else ''}`. "
