@@ -424,13 +424,13 @@ class BaseDistiller(abc.ABC):
             extra_terms=self._feature_values(features, sample_weight),
         )
         batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
-        replicas = float(objective.num_replicas())
+        replicas = objective.num_replicas()
         # The trackers report the values before Keras' per-replica scaling.
-        trackers = (self._loss_tracker, self._student_loss_tracker, self._distillation_loss_tracker)
-        for tracker, value in zip(trackers, result[:3], strict=True):
-            tracker.update_state(value * replicas, sample_weight=batch_size)
-        for tracker, value in zip(self._term_trackers, result.terms, strict=True):
-            tracker.update_state(value * replicas, sample_weight=batch_size)
+        trackers = (self._loss_tracker, self._student_loss_tracker, self._distillation_loss_tracker,
+                    *self._term_trackers)  # fmt: skip
+        for tracker, value in zip(trackers, (*result[:3], *result.terms), strict=True):
+            tracker.update_state(value if replicas == 1 else value * float(replicas),
+                                 sample_weight=batch_size)  # fmt: skip
         return result.total
 
     def _checked_in_step(self, temperature, training):

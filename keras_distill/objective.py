@@ -123,7 +123,9 @@ def reduce(values, weight=None, mask=None):
         count = ops.cast(ops.size(values), "float32")
     else:
         count = ops.sum(ops.cast(mask, "float32"))
-    return ops.divide_no_nan(ops.sum(values), count) / float(num_replicas())
+    mean = ops.divide_no_nan(ops.sum(values), count)  # 0 for no valid position
+    replicas = num_replicas()
+    return mean if replicas == 1 else mean / float(replicas)  # no op per step without replicas
 
 
 def _with_labels(loss_fn, labels):
