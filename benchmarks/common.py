@@ -4,6 +4,7 @@ import pathlib
 import time
 
 import keras
+import numpy as np
 
 
 def write_report(lines: list[str], path: str) -> None:
@@ -12,6 +13,11 @@ def write_report(lines: list[str], path: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def mean_std(values, scale: float = 100.0) -> str:
+    """`"mean ± std"` of accuracies, as percentages by default (one decimal)."""
+    return f"{scale * np.mean(values):.1f} ± {scale * np.std(values):.1f}"
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -18,11 +18,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
-from common import write_report  # noqa: E402
-from quality_benchmark import cnn_1d, mean_std, mlp, scarce, tasks  # noqa: E402
+from common import mean_std, write_report  # noqa: E402
+from quality_benchmark import mlp, scarce, tasks  # noqa: E402
 
 from keras_distill import recipes  # noqa: E402
 from keras_distill.datasets import load_digits  # noqa: E402
+from keras_distill.demo import teacher_cnn  # noqa: E402
 
 SETTINGS = [  # (label, start temperature, final temperature, alpha)
     ("T 1, alpha 0.5", 1.0, 1.0, 0.5),
@@ -48,7 +49,7 @@ def main():
         inputs, hidden = 64, [8]
     else:
         epochs = 10 if args.quick else 60
-        data, teacher = tasks()["MNIST-1D"][0], cnn_1d(0)
+        data, teacher = tasks()["MNIST-1D"][0], teacher_cnn(0)
         inputs, hidden = 40, [16]
 
     def student(seed):

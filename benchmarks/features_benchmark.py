@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from common import write_report  # noqa: E402
+from common import mean_std, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill import datasets, markdown, recipes  # noqa: E402
@@ -122,11 +122,10 @@ def summary(results):
     """Rows `[name, "mean ± std (difference to the same student's scratch row)"]`."""
     rows = []
     for key in results[0]:
-        values = 100 * np.array([r[key] for r in results])
-        base = 100 * np.array([r["half depth, scratch" if key.startswith("half")
-                                 else "scratch"] for r in results])  # fmt: skip
-        rows.append([key, f"{values.mean():.1f} ± {values.std():.1f} "
-                          f"({values.mean() - base.mean():+.1f})"])  # fmt: skip
+        values = np.array([r[key] for r in results])
+        base = np.array([r["half depth, scratch" if key.startswith("half")
+                           else "scratch"] for r in results])  # fmt: skip
+        rows.append([key, f"{mean_std(values)} ({100 * (values.mean() - base.mean()):+.1f})"])
     return rows
 
 

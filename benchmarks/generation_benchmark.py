@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from common import write_report  # noqa: E402
+from common import mean_std, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill import datasets, generation, markdown  # noqa: E402
@@ -117,10 +117,9 @@ def main():
     results = [run_seed(seed, teacher, sizes, epochs) for seed in seeds]
     rows = []
     for key in results[0]:
-        values = 100 * np.array([r[key] for r in results])
-        base = 100 * np.array([r["labelled only"] for r in results])
-        rows.append([key, f"{values.mean():.1f} ± {values.std():.1f}",
-                     f"{values.mean() - base.mean():+.1f}"])  # fmt: skip
+        values = np.array([r[key] for r in results])
+        base = np.array([r["labelled only"] for r in results])
+        rows.append([key, mean_std(values), f"{100 * (values.mean() - base.mean()):+.1f}"])
     lines = [
         "# Generation benchmark", "",
         f"Command: `python benchmarks/generation_benchmark.py{' --quick' if args.quick else ''}`. "

@@ -24,7 +24,7 @@ import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import write_report  # noqa: E402
+from common import mean_std, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill import optimize  # noqa: E402
@@ -62,10 +62,6 @@ def int8_accuracy(model, split, representative):
 def float_accuracy(model, split):
     predictions = model.predict(split.x_test, verbose=0)
     return float(np.mean(predictions.argmax(-1) == split.y_test))
-
-
-def mean_std(values):
-    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
 
 
 def main():

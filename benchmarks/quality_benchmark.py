@@ -40,10 +40,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import write_report  # noqa: E402
+from common import mean_std, write_report  # noqa: E402
 
 from keras_distill import augment, losses, markdown, recipes  # noqa: E402
-from keras_distill.datasets import load_digits  # noqa: E402
+from keras_distill.datasets import load_digits, load_mnist1d  # noqa: E402
+from keras_distill.demo import teacher_cnn  # noqa: E402
 
 BATCH = 128
 
@@ -56,21 +57,6 @@ def mlp(inputs, hidden, seed, dropout=0.0):
         if dropout:
             layers.append(keras.layers.Dropout(dropout))
     return keras.Sequential(layers + [keras.layers.Dense(10)])
-
-
-def cnn_1d(seed):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((40,)),
-            keras.layers.Reshape((40, 1)),
-            keras.layers.Conv1D(32, 5, padding="same", activation="relu"),
-            keras.layers.Conv1D(32, 5, strides=2, padding="same", activation="relu"),
-            keras.layers.Conv1D(32, 5, strides=2, padding="same", activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10),
-        ]
-    )
 
 
 def recommended_augmentation(input_shape, kind):
@@ -88,17 +74,11 @@ def recommended_augmentation(input_shape, kind):
 
 
 def tasks():
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    m = make_dataset(get_dataset_args())  # generated offline, never downloaded
-    mnist1d = recipes.Data(
-        m["x"].astype("float32"), m["y"].astype("int32"),
-        m["x_test"].astype("float32"), m["y_test"].astype("int32"),
-    )  # fmt: skip
+    mnist1d = load_mnist1d()  # generated offline, never downloaded
     return {
         "digits": (load_digits(), lambda: mlp(64, [256, 256], 0, dropout=0.3), 64, [[8], [32]],
                    recommended_augmentation((64,), "features")),
-        "MNIST-1D": (mnist1d, lambda: cnn_1d(0), 40, [[16], [64, 64]],
+        "MNIST-1D": (mnist1d, lambda: teacher_cnn(0), 40, [[16], [64, 64]],
                      recommended_augmentation((40,), "signal")),
     }  # fmt: skip
 
@@ -228,7 +208,7 @@ def summarize(part):
 
 
 def cell(values, key, base=None, teacher=None):
-    text = f"{100 * values[key].mean():.1f} ± {100 * values[key].std():.1f}"
+    text = mean_std(values[key])
     if base is not None:
         delta = 100 * (values[key].mean() - values[base].mean())
         text += f" ({delta:+.1f})"

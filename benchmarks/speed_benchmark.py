@@ -43,7 +43,8 @@ from common import EpochTimer, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill import markdown  # noqa: E402
-from keras_distill.datasets import load_digits  # noqa: E402
+from keras_distill.datasets import load_digits, load_mnist1d  # noqa: E402
+from keras_distill.demo import teacher_cnn  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 FLOOR = "hand-written Keras step, CE + KL on the cached logits (the floor)"
@@ -103,27 +104,11 @@ def mlp(inputs, hidden, seed):
     return keras.Sequential(layers + [keras.layers.Dense(10)])
 
 
-def cnn_1d(seed):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((40,)), keras.layers.Reshape((40, 1)),
-        keras.layers.Conv1D(32, 5, padding="same", activation="relu"),
-        keras.layers.Conv1D(32, 5, strides=2, padding="same", activation="relu"),
-        keras.layers.Conv1D(32, 5, strides=2, padding="same", activation="relu"),
-        keras.layers.Flatten(), keras.layers.Dense(10),
-    ])  # fmt: skip
-
-
 def tasks():
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    digits = load_digits()
-    m = make_dataset(get_dataset_args())
-    mnist1d = kd.recipes.Data(m["x"].astype("float32"), m["y"].astype("int32"),
-                              m["x_test"].astype("float32"), m["y_test"].astype("int32"))
+    digits, mnist1d = load_digits(), load_mnist1d()
     return {
         "digits": (digits, lambda: mlp(64, [1024, 1024, 1024], 0), lambda: mlp(64, [32], 1)),
-        "MNIST-1D": (mnist1d, lambda: cnn_1d(0), lambda: mlp(40, [32, 32], 1)),
+        "MNIST-1D": (mnist1d, lambda: teacher_cnn(0), lambda: mlp(40, [32, 32], 1)),
     }  # fmt: skip
 
 

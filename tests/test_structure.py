@@ -1,6 +1,7 @@
 """The package's shape: imports point one way, private names stay home, functions stay short."""
 
 import ast
+import importlib.util
 import pathlib
 import sys
 
@@ -110,3 +111,16 @@ def test_micro_depends_only_on_its_own_modules_and_the_core():
         if not dep.startswith("keras_distill.micro") and dep not in core
     }
     assert outside == set()
+
+
+BENCHMARKS = sorted((PACKAGE.parent / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=[p.stem for p in BENCHMARKS])
+def test_every_benchmark_script_imports_and_has_a_main(path, monkeypatch):
+    # A benchmark that no longer imports (a helper moved away) fails here, not months later.
+    monkeypatch.syspath_prepend(str(path.parent))
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (path.stem == "common") or callable(getattr(module, "main", None))
