@@ -89,6 +89,8 @@ def load_teacher_labels(
     """
     import tensorflow as tf
 
+    if cache not in ("auto", True, False):
+        raise ValueError(f"`cache` must be 'auto', True or False; received {cache!r}.")
     directory = pathlib.Path(path)
     manifests = shards.read_manifests(directory, allow_incomplete, verify)
     features = manifests[0]["features"]
@@ -105,29 +107,28 @@ def load_teacher_labels(
     constants = {name: manifests[0][name] for name in kind.constants if name in manifests[0]}
     parse = record_parser(features, kind, constants=constants)
     if _fits_in_memory(cache, directory, manifests):
-        # Parsed once, in batches, then kept as tensors: an epoch costs a shuffle
-        # and a batch of in-memory examples, no parsing.
-        examples = _parsed(records, parse, batch_size=None).cache()
-        dataset = _shuffled(examples, shuffle, seed)
+        # Parsed once, in batches kept as tensors: an epoch costs a shuffle and a batch.
+        dataset = _shuffled(_examples(records, parse, cache=True), shuffle, seed)
         dataset = dataset.batch(batch_size) if batch_size else dataset
     else:  # parsed every epoch, a batch at a time
-        dataset = _parsed(_shuffled(records, shuffle, seed), parse, batch_size)
+        records = _shuffled(records, shuffle, seed)
+        dataset = (records.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+                   if batch_size else _examples(records, parse, cache=False))  # fmt: skip
     if output == "sequences":
         dataset = dataset.map(with_weights(weights))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _parsed(records, parse, batch_size: int | None):
-    """Records parsed a batch at a time; without `batch_size`, single examples (count kept)."""
+def _examples(records, parse, cache: bool):
+    """Single examples, parsed a batch of records at a time (the parsed batches kept if `cache`)."""
     import tensorflow as tf
 
     count = int(records.cardinality())  # known unless best-of-n selection left it open
-    parsed = records.batch(batch_size or PARSE_BATCH_SIZE).map(
-        parse, num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
-    if batch_size:
-        return parsed
-    parsed = parsed.unbatch()  # which forgets the count; Keras' progress bar wants it
-    return parsed.apply(tf.data.experimental.assert_cardinality(count)) if count >= 0 else parsed
+    batches = records.batch(PARSE_BATCH_SIZE).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    examples = (batches.cache() if cache else batches).unbatch()  # few large tensors in memory
+    # unbatch forgets the count; Keras' progress bar wants it
+    return examples.apply(tf.data.experimental.assert_cardinality(count)) if count >= 0 \
+        else examples
 
 
 def _shuffled(dataset, shuffle, seed):
@@ -137,8 +138,6 @@ def _shuffled(dataset, shuffle, seed):
 
 
 def _fits_in_memory(cache, directory: pathlib.Path, manifests: list) -> bool:
-    if cache not in ("auto", True, False):
-        raise ValueError(f"`cache` must be 'auto', True or False; received {cache!r}.")
     if cache != "auto":
         return cache
     size = sum((directory / s["file"]).stat().st_size for m in manifests for s in m["shards"])

@@ -381,3 +381,5 @@ def test_in_memory_loading_parses_once_and_reshuffles_like_reading_from_disk(dig
     single = load_teacher_labels(tmp_path, batch_size=None, verify=False, cache=True)
     with pytest.raises(tf.errors.NotFoundError):
         next(iter(single))
+    with pytest.raises(ValueError, match=r"`cache` must be 'auto', True or False; received 'yes'"):
+        load_teacher_labels(tmp_path / "not there", cache="yes")  # checked before any reading
