@@ -7,7 +7,7 @@ epochs 2-5 of 5-epoch fits, the implementations taking turns for several
 rounds so that drifts of the machine hit all alike) of:
 
 - S: plain student training on the arrays; S (tf.data): the same from a cached
-  `tf.data` pipeline; T: the teacher's inference pass alone;
+  `tf.data` pipeline, reshuffled every epoch; T: the teacher's inference pass alone;
 - keras-distill with in-memory arrays (the teacher's outputs computed once per
   fit, the default), with the live teacher (`cache_teacher_outputs=False`),
   with `jit_compile=True` (live), and from stored outputs (`load_teacher_labels`);
@@ -116,7 +116,7 @@ def implementations(teacher, student, data, stored, batch):
     """name -> (compiled model, fit inputs as keyword arguments)."""
     arrays = dict(x=data.x_train, y=data.y_train, batch_size=batch)
     pipeline = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-    pipeline = pipeline.shuffle(len(data.x_train)).batch(batch).cache().prefetch(2)
+    pipeline = pipeline.cache().shuffle(len(data.x_train)).batch(batch).prefetch(2)  # reshuffled
 
     def compiled(model, **options):
         model.compile(keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"], **options)
