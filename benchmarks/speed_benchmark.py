@@ -22,7 +22,8 @@ as ratios to S and to S + T; and each compiled train step alone on one batch
 cached and a live fit (each in a fresh subprocess), and every student's test
 accuracy after the timing.
 
-Usage: python benchmarks/speed_benchmark.py [--quick] [--rounds N] [--out FILE]
+Usage: python benchmarks/speed_benchmark.py [--quick] [--rounds N] [--steps-only]
+       [--only TASK:BATCH] [--out FILE]
 """
 
 import argparse
@@ -359,6 +360,7 @@ def main():
     parser.add_argument("--rounds", type=int, help="rounds of fits (2 quick, 16 full)")
     parser.add_argument("--steps-only", action="store_true",
                         help="only the compiled steps (e.g. under `taskset -c 1`)")  # fmt: skip
+    parser.add_argument("--only", help="one setting, TASK:BATCH (e.g. MNIST-1D:64), no whole fits")
     args = parser.parse_args()
     rounds, epochs = (2, 10) if args.quick else (16, 60)
     rounds = args.rounds or rounds
@@ -367,7 +369,7 @@ def main():
         return write_report(steps_report(rounds, work), args.out)
     lines = [
         f"# Speed benchmark ({'quick' if args.quick else 'full'} run)", "",
-        f"Command: `python benchmarks/speed_benchmark.py{' --quick' if args.quick else ''}`. "
+        f"Command: `{' '.join(['python benchmarks/speed_benchmark.py', *sys.argv[1:]])}`. "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}, "
         f"Keras {keras.__version__}. T = {TEMPERATURE:g}, alpha = {ALPHA:g}. Epoch time: median "
         f"of epochs 2-{FIT_EPOCHS} of {FIT_EPOCHS}-epoch fits, {rounds} rounds taking turns "
@@ -381,11 +383,15 @@ def main():
     ]  # fmt: skip
     for task in tasks():
         for batch in (64, 256):
+            if args.only and args.only != f"{task}:{batch}":
+                continue
             teacher, times, accuracy, steps = measure(task, batch, rounds, work)
             lines += ["", f"## {task}, teacher {teacher.count_params():,} parameters, batch "
                           f"{batch}", "", table(times, accuracy), "",
                       step_table(steps)]  # fmt: skip
             print("\n".join(lines[-5:]), flush=True)
+        if args.only:
+            continue
         data, _, student = tasks()[task]
         seconds = whole_fit(teacher, student, data, os.path.join(work, task), epochs)
         peaks = peak_memory(task)
