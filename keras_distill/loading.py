@@ -51,14 +51,14 @@ def load_teacher_labels(
         allow_incomplete: For outputs labelled in parts by several workers,
             load the complete parts even if others are missing or unfinished.
         verify: Check every shard's presence and checksum before loading.
-        cache: Keep the parsed examples in memory after the first epoch
-            (`Dataset.cache()`; epochs then cost no parsing): `"auto"` when the shards total at most
-            `CACHE_BYTES` (1 GiB), True, or False (read every epoch from disk).
+        cache: Keep the parsed batches of records in memory after the first
+            epoch (`Dataset.cache()`; later epochs cost no parsing): `"auto"`
+            when the shards total at most `CACHE_BYTES` (1 GiB), True, or
+            False (read and parse every epoch).
         score_weighting: For generated responses (`output="sequences"`): None
             (every response weighs 1), `"linear"`, `"softmax"`, `"threshold"`
             or a callable `fn(score, group_scores) -> weight`; see
-            `score_weights`. The weight is the target
-            `"teacher_weight"`.
+            `score_weights`. The weight is the target `"teacher_weight"`.
         best_of_n: For generated responses: keep only the best-scored response
             of each prompt (rejection sampling).
 
@@ -71,6 +71,7 @@ def load_teacher_labels(
         written by several workers are read in worker order.
 
     Raises:
+        ValueError: If `cache` is not "auto", True or False (checked before any reading).
         TeacherLabelsError: If the manifest is missing, malformed or marks an
             incomplete run; if a shard is missing or corrupt; if the parts of a
             multi-worker run do not cover the data exactly once (the message
