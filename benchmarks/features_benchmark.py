@@ -11,7 +11,7 @@ same optimizer (Adam 1e-3, batch 32; no augmentation, so every row is comparable
   (`init_from_teacher`) then trained on the labels, and the DistilBERT recipe
   (`recipes.train_distilbert_style`: init + 5:2:1 soft-target KL at T 2, hard loss, cosine on
   the last hidden state);
-- a small transformer (`keras_distill.architectures.transformer_classifier`, MNIST-1D as a
+- a small transformer (`keras_distill.studies.architectures.transformer_classifier`, MNIST-1D as a
   sequence of 10 patches) with 4 blocks halved to 2 blocks: scratch, logits KD, logits + the
   cosine hidden-state term, initialised from every other teacher block then trained on the labels,
   and the DistilBERT recipe.
@@ -31,9 +31,13 @@ import numpy as np  # noqa: E402
 from common import mean_std, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill import datasets, markdown, recipes  # noqa: E402
-from keras_distill.architectures import transformer_classifier  # noqa: E402
-from keras_distill.features import FeatureDistillation  # noqa: E402
+from keras_distill.objective.features import FeatureDistillation  # noqa: E402
+from keras_distill.studies import (
+    datasets,  # noqa: E402
+    recipes,
+)
+from keras_distill.studies.architectures import transformer_classifier  # noqa: E402
+from keras_distill.utils import markdown
 
 
 def mlp(inputs, hidden, seed, prefix, dropout=0.0):
@@ -61,14 +65,16 @@ def runs(data, inputs, width, seed, epochs, teachers):
         "scratch": recipes.train_from_scratch(student(), data, **common),
         "logits KD (teacher A)": recipes.train_distilled(a, student(), data, **common),
         "logits + feature KD (teacher A)": recipes.train_distilled(
-            a, student(), data, distillation_loss=["kl_divergence", feature], **common),
+            a, student(), data, distillation_loss=["kl_divergence", feature], **common
+        ),
         "logits KD (teacher B)": recipes.train_distilled(b, student(), data, **common),
         "ensemble A + B": recipes.train_distilled([a, b], student(), data, **common),
         "half depth, scratch": recipes.train_from_scratch(half(), data, **common),
         "half depth, init from teacher": _init_then_labels(deep, half(), data, epochs),
         "half depth, DistilBERT recipe": recipes.train_distilbert_style(
-            deep, half(), data, hidden_pairs=[("b_4", "b_2")], **common)[0],
-    }  # fmt: skip
+            deep, half(), data, hidden_pairs=[("b_4", "b_2")], **common
+        )[0],
+    }
 
 
 def transformer_runs(data, seed, epochs, teacher):
@@ -79,11 +85,13 @@ def transformer_runs(data, seed, epochs, teacher):
         "half depth, scratch": recipes.train_from_scratch(student(), data, **common),
         "half depth, logits KD": recipes.train_distilled(teacher, student(), data, **common),
         "half depth, logits + cosine on the last block": recipes.train_distilled(
-            teacher, student(), data, distillation_loss=["kl_divergence", cosine], **common),
+            teacher, student(), data, distillation_loss=["kl_divergence", cosine], **common
+        ),
         "half depth, init from teacher": _init_then_labels(teacher, student(), data, epochs),
         "half depth, DistilBERT recipe": recipes.train_distilbert_style(
-            teacher, student(), data, hidden_pairs=[("block_3", "block_1")], **common)[0],
-    }  # fmt: skip
+            teacher, student(), data, hidden_pairs=[("block_3", "block_1")], **common
+        )[0],
+    }
 
 
 def _init_then_labels(teacher, student, data, epochs):
@@ -103,19 +111,29 @@ def run_task(task, seeds, epochs):
         data = datasets.load_mnist1d()
         teacher = trained(transformer_classifier(4, seed=0, name="teacher"), data, 2 * epochs)
         accuracy = {"4-block transformer": recipes.test_accuracy(teacher, data)}
-        return ("MNIST-1D as a sequence, transformer", accuracy,
-                [transformer_runs(data, seed, epochs, teacher) for seed in seeds],
-                "student (transformer, 2 blocks of the teacher's 4)")  # fmt: skip
+        return (
+            "MNIST-1D as a sequence, transformer",
+            accuracy,
+            [transformer_runs(data, seed, epochs, teacher) for seed in seeds],
+            "student (transformer, 2 blocks of the teacher's 4)",
+        )
     data, inputs = task_data(task)
-    teachers = (trained(mlp(inputs, [256, 256], 0, "a", 0.3), data, 2 * epochs),
-                trained(mlp(inputs, [128, 128], 1, "t", 0.3), data, 2 * epochs),
-                trained(mlp(inputs, [64] * 5, 2, "b"), data, 2 * epochs))  # fmt: skip
-    accuracy = {f"teacher {k}": recipes.test_accuracy(t, data)
-                for k, t in zip("AB", teachers[:2], strict=True)}  # fmt: skip
+    teachers = (
+        trained(mlp(inputs, [256, 256], 0, "a", 0.3), data, 2 * epochs),
+        trained(mlp(inputs, [128, 128], 1, "t", 0.3), data, 2 * epochs),
+        trained(mlp(inputs, [64] * 5, 2, "b"), data, 2 * epochs),
+    )
+    accuracy = {
+        f"teacher {k}": recipes.test_accuracy(t, data)
+        for k, t in zip("AB", teachers[:2], strict=True)
+    }
     accuracy["4-block teacher"] = recipes.test_accuracy(teachers[2], data)
-    return ({"digits": "digits", "mnist1d": "MNIST-1D"}[task], accuracy,
-            [runs(data, inputs, 16, seed, epochs, teachers) for seed in seeds],
-            "student (MLP, hidden 16; half depth: 64-64-64)")  # fmt: skip
+    return (
+        {"digits": "digits", "mnist1d": "MNIST-1D"}[task],
+        accuracy,
+        [runs(data, inputs, 16, seed, epochs, teachers) for seed in seeds],
+        "student (MLP, hidden 16; half depth: 64-64-64)",
+    )
 
 
 def summary(results):
@@ -123,8 +141,9 @@ def summary(results):
     rows = []
     for key in results[0]:
         values = np.array([r[key] for r in results])
-        base = np.array([r["half depth, scratch" if key.startswith("half")
-                           else "scratch"] for r in results])  # fmt: skip
+        base = np.array(
+            [r["half depth, scratch" if key.startswith("half") else "scratch"] for r in results]
+        )
         rows.append([key, f"{mean_std(values)} ({100 * (values.mean() - base.mean()):+.1f})"])
     return rows
 
@@ -132,25 +151,33 @@ def summary(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--tasks", nargs="+", default=["digits", "mnist1d", "transformer"],
-                        choices=["digits", "mnist1d", "transformer"])
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["digits", "mnist1d", "transformer"],
+        choices=["digits", "mnist1d", "transformer"],
+    )
     parser.add_argument("--out", default="benchmarks/results/features.md")
     args = parser.parse_args()
     seeds, epochs = ([0], 3) if args.quick else ([0, 1, 2, 3, 4], 60)
     lines = [
-        "# Features benchmark", "",
+        "# Features benchmark",
+        "",
         f"Command: `python benchmarks/features_benchmark.py{' --quick' if args.quick else ''}"
         f" --tasks {' '.join(args.tasks)}`. "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}; "
         f"{len(seeds)} seeds, {epochs} epochs per student (teachers {2 * epochs}), Adam 1e-3, "
         "batch 32, no augmentation. Test accuracy in %, mean ± std; in brackets the difference "
         "to the scratch row of the same student.",
-    ]  # fmt: skip
+    ]
     for task in args.tasks:
         name, accuracy, results, header = run_task(task, seeds, epochs)
-        lines += ["", f"## {name} (teachers: " + ", ".join(
-            f"{k} {v:.1%}" for k, v in accuracy.items()) + ")", "",
-            markdown.table([header, "test accuracy"], summary(results))]  # fmt: skip
+        lines += [
+            "",
+            f"## {name} (teachers: " + ", ".join(f"{k} {v:.1%}" for k, v in accuracy.items()) + ")",
+            "",
+            markdown.table([header, "test accuracy"], summary(results)),
+        ]
         print("\n".join(lines[-3:]), flush=True)
     write_report(lines, args.out)
 

@@ -42,12 +42,18 @@ def main():
     for axis, (title, rows) in zip(axes, found.items(), strict=True):
         rows = [r for r in rows if not r[0].endswith("scratch")]
         names = [r[0].replace("half depth, ", "half: ") for r in rows]
-        axis.barh(names, [r[1] for r in rows], xerr=[r[2] for r in rows],
-                  color=["#2a7" if r[1] > 0 else "#c55" for r in rows])  # fmt: skip
+        axis.barh(
+            names,
+            [r[1] for r in rows],
+            xerr=[r[2] for r in rows],
+            color=["#2a7" if r[1] > 0 else "#c55" for r in rows],
+        )
         axis.axvline(0, color="k", linewidth=0.8)
         axis.set_title(title, fontsize=10)
-        axis.set_xlabel("test accuracy vs the same student from scratch, points "
-                        "(5 seeds; lines: std)", fontsize=8)
+        axis.set_xlabel(
+            "test accuracy vs the same student from scratch, points (5 seeds; lines: std)",
+            fontsize=8,
+        )
         axis.invert_yaxis()
     plt.tight_layout()
     figure.savefig(args.out, dpi=110)

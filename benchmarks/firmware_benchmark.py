@@ -25,8 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from common import write_report  # noqa: E402
 
-from keras_distill import datasets, demo, markdown, micro, recipes  # noqa: E402
+from keras_distill import micro  # noqa: E402
 from keras_distill.micro import model_info, verify  # noqa: E402
+from keras_distill.studies import datasets, demo, recipes
+from keras_distill.utils import markdown
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -36,8 +38,11 @@ def exports(folder):
     split = datasets.load_mnist1d()
     student = demo.student_mlp()
     recipes.train_from_scratch(student, split, epochs=5)
-    yield "MNIST-1D student (MLP 40-64-64-10)", micro.export(
-        student, split.x_train, folder / "student", name="student"), split.x_test[:20]
+    yield (
+        "MNIST-1D student (MLP 40-64-64-10)",
+        micro.export(student, split.x_train, folder / "student", name="student"),
+        split.x_test[:20],
+    )
     for file in sorted((SHARED / "data" / "mlperf-tiny").glob("*.tflite")):
         export = micro.export(file, None, folder / file.stem, name=file.stem.split("_")[0])
         source = export.inputs[0]
@@ -47,15 +52,28 @@ def exports(folder):
 
 def row(label, export, x, tflm):
     model_bytes = export.tflite_path.read_bytes()
-    expected = verify.run_tflm(model_bytes, model_info.inspect_model(model_bytes), x,
-                               export.recommended_arena_bytes, dequantize=False)
-    runs = {t: micro.run_on_target(micro.build(export, tflm, t), x, measure_arena=True)
-            for t in ("host", "cortex-m4")}
+    expected = verify.run_tflm(
+        model_bytes,
+        model_info.inspect_model(model_bytes),
+        x,
+        export.recommended_arena_bytes,
+        dequantize=False,
+    )
+    runs = {
+        t: micro.run_on_target(micro.build(export, tflm, t), x, measure_arena=True)
+        for t in ("host", "cortex-m4")
+    }
     same = all(np.array_equal(r.raw_outputs, expected) for r in runs.values())
     m4 = runs["cortex-m4"]
-    return [label, f"{export.arena_bytes:,}", f"{runs['host'].arena_minimum_bytes:,}",
-            f"{m4.arena_minimum_bytes:,}", f"{m4.arena_used_bytes:,}",
-            f"{int(np.median(m4.instructions)):,}", f"{'yes' if same else 'NO'} ({len(x)})"]
+    return [
+        label,
+        f"{export.arena_bytes:,}",
+        f"{runs['host'].arena_minimum_bytes:,}",
+        f"{m4.arena_minimum_bytes:,}",
+        f"{m4.arena_used_bytes:,}",
+        f"{int(np.median(m4.instructions)):,}",
+        f"{'yes' if same else 'NO'} ({len(x)})",
+    ]
 
 
 def main():
@@ -64,20 +82,33 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/firmware.md"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        rows = [row(label, export, x, args.tflm_dir)
-                for label, export, x in exports(pathlib.Path(scratch))]
-    header = ["model", "arena, TFLM Python x86-64 (B)", "arena, built app on host (B)",
-              "arena, Cortex-M4 (B)", "arena_used_bytes, Cortex-M4 (B)",
-              "instructions / inference, Cortex-M4", "outputs bit-identical (examples)"]
-    write_report([
-        "# Firmware benchmark", "",
-        f"Command: `python benchmarks/firmware_benchmark.py`. Machine: {platform.machine()}; "
-        "TFLite Micro from ../shared/tflm built with its Makefile (host: g++; Cortex-M4: "
-        "Debian's arm-none-eabi-gcc, TARGET=cortex_m_qemu, reference kernels), run in "
-        "qemu-system-arm -M mps2-an386 -icount shift=0. Arenas: smallest that allocates and "
-        "runs, to 16 bytes.", "",
-        markdown.table(header, rows),
-    ], args.out)
+        rows = [
+            row(label, export, x, args.tflm_dir)
+            for label, export, x in exports(pathlib.Path(scratch))
+        ]
+    header = [
+        "model",
+        "arena, TFLM Python x86-64 (B)",
+        "arena, built app on host (B)",
+        "arena, Cortex-M4 (B)",
+        "arena_used_bytes, Cortex-M4 (B)",
+        "instructions / inference, Cortex-M4",
+        "outputs bit-identical (examples)",
+    ]
+    write_report(
+        [
+            "# Firmware benchmark",
+            "",
+            f"Command: `python benchmarks/firmware_benchmark.py`. Machine: {platform.machine()}; "
+            "TFLite Micro from ../shared/tflm built with its Makefile (host: g++; Cortex-M4: "
+            "Debian's arm-none-eabi-gcc, TARGET=cortex_m_qemu, reference kernels), run in "
+            "qemu-system-arm -M mps2-an386 -icount shift=0. Arenas: smallest that allocates and "
+            "runs, to 16 bytes.",
+            "",
+            markdown.table(header, rows),
+        ],
+        args.out,
+    )
 
 
 if __name__ == "__main__":

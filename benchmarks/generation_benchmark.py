@@ -1,6 +1,6 @@
 """Generation protocol: a small language model learns from a teacher's generated responses.
 
-Task: two-digit addition as text (`"12+34="` -> `"46<end>"`, `keras_distill.datasets.
+Task: two-digit addition as text (`"12+34="` -> `"46<end>"`, `keras_distill.studies.datasets.
 make_addition`), exact-match accuracy of greedy decoding on held-out prompts. A teacher
 (`architectures.causal_lm`, 2 blocks, width 64) is trained on its own labelled problems; the
 student (1 block, width 32) has a few labelled problems and many prompts without answers, which
@@ -33,8 +33,10 @@ import numpy as np  # noqa: E402
 from common import mean_std, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill import datasets, generation, markdown  # noqa: E402
-from keras_distill.architectures import causal_lm  # noqa: E402
+from keras_distill.studies import datasets  # noqa: E402
+from keras_distill.studies.architectures import causal_lm  # noqa: E402
+from keras_distill.teachers import generation
+from keras_distill.utils import markdown
 
 VOCAB, LENGTH, END = len(datasets.ADDITION_TOKENS), 12, datasets.ADDITION_END
 OPTIONS = dict(vocabulary_size=VOCAB, max_length=LENGTH, verbose=0)
@@ -48,8 +50,9 @@ def oracle(prompts, answers):
 def stored(generate, prompts, **options):
     """Labels `prompts` with `generate` into a fresh directory; its path."""
     path = tempfile.mkdtemp()
-    kd.label_with_teacher(generate, prompts, path, output="sequences", teacher_id="benchmark",
-                          **OPTIONS, **options)  # fmt: skip
+    kd.label_with_teacher(
+        generate, prompts, path, output="sequences", teacher_id="benchmark", **OPTIONS, **options
+    )
     return path
 
 
@@ -64,8 +67,9 @@ def train(model, sets, epochs, seed):
     size = int(data.reduce(0, lambda n, _: n + 1))
     data = data.shuffle(size, seed=seed, reshuffle_each_iteration=True).batch(64)
     distiller = kd.Distiller(None, model, alpha=0.0)
-    distiller.compile(keras.optimizers.Adam(2e-3),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    distiller.compile(
+        keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     distiller.fit(data, epochs=epochs, verbose=0, shuffle=False)
     return model
 
@@ -81,22 +85,33 @@ def run_seed(seed, teacher, sizes, epochs):
     mine = stored(oracle(pool, answers), pool[:labelled])
     prompts = pool[labelled : labelled + unlabelled]
     greedy = stored(generation.keras_generator(teacher, 4, end_id=END), prompts)
-    sampled = stored(generation.keras_generator(teacher, 4, end_id=END, temperature=1.0,
-                                                seed=seed), prompts, num_samples=4)  # fmt: skip
+    sampled = stored(
+        generation.keras_generator(teacher, 4, end_id=END, temperature=1.0, seed=seed),
+        prompts,
+        num_samples=4,
+    )
     runs = {
         "labelled only": [loaded(mine)],
         "+ teacher (greedy)": [loaded(mine), loaded(greedy)],
         "+ teacher (greedy), 4 x the epochs": [loaded(mine), loaded(greedy)],
         "+ teacher, 4 samples weighted by log-prob": [
-            loaded(mine), loaded(sampled, score_weighting="softmax")],
+            loaded(mine),
+            loaded(sampled, score_weighting="softmax"),
+        ],
         "+ teacher, best of 4": [loaded(mine), loaded(sampled, best_of_n=True)],
-    }  # fmt: skip
+    }
     return {
-        name: exact_match(train(causal_lm(VOCAB, LENGTH, blocks=1, width=32, seed=seed,
-                                          name="student"), sets,
-                                epochs * (4 if "4 x" in name else 1), seed), *test)
+        name: exact_match(
+            train(
+                causal_lm(VOCAB, LENGTH, blocks=1, width=32, seed=seed, name="student"),
+                sets,
+                epochs * (4 if "4 x" in name else 1),
+                seed,
+            ),
+            *test,
+        )
         for name, sets in runs.items()
-    }  # fmt: skip
+    }
 
 
 def main():
@@ -109,9 +124,12 @@ def main():
     sizes = (200, 2000, 500)
     started = time.perf_counter()
     teacher_prompts, teacher_answers = datasets.make_addition(3000, seed=7)
-    teacher = train(causal_lm(VOCAB, LENGTH, blocks=2, width=64, seed=0, name="teacher"),
-                    [loaded(stored(oracle(teacher_prompts, teacher_answers), teacher_prompts))],
-                    2 * epochs, 0)  # fmt: skip
+    teacher = train(
+        causal_lm(VOCAB, LENGTH, blocks=2, width=64, seed=0, name="teacher"),
+        [loaded(stored(oracle(teacher_prompts, teacher_answers), teacher_prompts))],
+        2 * epochs,
+        0,
+    )
     check, check_answers = datasets.make_addition(500, seed=8, exclude=teacher_prompts)
     teacher_accuracy = exact_match(teacher, check, check_answers)
     results = [run_seed(seed, teacher, sizes, epochs) for seed in seeds]
@@ -121,7 +139,8 @@ def main():
         base = np.array([r["labelled only"] for r in results])
         rows.append([key, mean_std(values), f"{100 * (values.mean() - base.mean()):+.1f}"])
     lines = [
-        "# Generation benchmark", "",
+        "# Generation benchmark",
+        "",
         f"Command: `python benchmarks/generation_benchmark.py{' --quick' if args.quick else ''}`. "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}; "
         f"{len(seeds)} seeds, {epochs} epochs per student (teacher {2 * epochs}, on 3,000 "
@@ -130,8 +149,9 @@ def main():
         f"{sizes[2]} held-out problems, in %. Teacher (2 blocks, width 64, "
         f"{teacher.count_params():,} parameters): {100 * teacher_accuracy:.1f}% on held-out "
         f"problems; student: 1 block, width 32. Total {time.perf_counter() - started:.0f} s.",
-        "", markdown.table(["student trained on", "exact match", "vs labelled only"], rows),
-    ]  # fmt: skip
+        "",
+        markdown.table(["student trained on", "exact match", "vs labelled only"], rows),
+    ]
     print("\n".join(lines), flush=True)
     write_report(lines, args.out)
 

@@ -24,10 +24,10 @@ import tensorflow as tf  # noqa: E402
 from common import write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill.datasets import load_digits  # noqa: E402
-from keras_distill.interpreter import tflite_interpreter  # noqa: E402
 from keras_distill.micro import model_info  # noqa: E402
-from keras_distill.report import median_seconds  # noqa: E402
+from keras_distill.studies.compression_report import median_seconds  # noqa: E402
+from keras_distill.studies.datasets import load_digits  # noqa: E402
+from keras_distill.utils.tflite_interpreter import tflite_interpreter  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -95,9 +95,13 @@ def main():
     distiller = kd.Distiller(teacher, student, temperature=2.0, alpha=0.5)
     distiller.compile(keras.optimizers.Adam(3e-3), LOSS)
     distiller.fit(
-        x_train, split.y_train, epochs=epochs, batch_size=32, verbose=0,
+        x_train,
+        split.y_train,
+        epochs=epochs,
+        batch_size=32,
+        verbose=0,
         callbacks=[kd.TemperatureScheduler(kd.schedules.Linear(2.0, 1.0, steps=epochs))],
-    )  # fmt: skip
+    )
 
     rows = []
     for name, model in (("teacher", teacher), ("student", student)):

@@ -27,8 +27,8 @@ import tensorflow as tf  # noqa: E402
 from common import mean_std, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill import optimize  # noqa: E402
-from keras_distill.datasets import load_digits  # noqa: E402
+from keras_distill.studies.datasets import load_digits  # noqa: E402
+from keras_distill.training import tfmot as optimize  # noqa: E402
 
 LOSS = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -49,13 +49,19 @@ def train(model, split, epochs, teacher=None, callbacks=()):
     else:
         model_to_fit = model
     model_to_fit.compile(tf.keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"])
-    model_to_fit.fit(split.x_train, split.y_train, epochs=epochs, batch_size=32, verbose=0,
-                     callbacks=callbacks)  # fmt: skip
+    model_to_fit.fit(
+        split.x_train, split.y_train, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks
+    )
 
 
 def int8_accuracy(model, split, representative):
-    result = kd.micro.export(model, representative, tempfile.mkdtemp(), name="m",
-                             validation_data=(split.x_test, split.y_test))  # fmt: skip
+    result = kd.micro.export(
+        model,
+        representative,
+        tempfile.mkdtemp(),
+        name="m",
+        validation_data=(split.x_test, split.y_test),
+    )
     return result.validation["int8_accuracy"]
 
 
@@ -93,8 +99,9 @@ def main():
         quantized["qat"].append(int8_accuracy(qat, split, None))
         for target in sparsities:
             for kind, source in (("kd", teacher), ("alone", None)):
-                model, callbacks = optimize.prune(mlp([32], seed), target, end_step=steps // 2,
-                                                  frequency=20)  # fmt: skip
+                model, callbacks = optimize.prune(
+                    mlp([32], seed), target, end_step=steps // 2, frequency=20
+                )
                 train(model, split, epochs, source, callbacks)
                 pruned[target][kind].append(float_accuracy(optimize.strip(model), split))
         print(f"seed {seed}:", {k: v[-1] for k, v in quantized.items()}, flush=True)

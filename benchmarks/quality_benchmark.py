@@ -42,9 +42,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from common import mean_std, write_report  # noqa: E402
 
-from keras_distill import augment, losses, markdown, recipes  # noqa: E402
-from keras_distill.datasets import load_digits, load_mnist1d  # noqa: E402
-from keras_distill.demo import teacher_cnn  # noqa: E402
+from keras_distill import losses  # noqa: E402
+from keras_distill.studies import recipes
+from keras_distill.studies.datasets import load_digits, load_mnist1d  # noqa: E402
+from keras_distill.studies.demo import teacher_cnn  # noqa: E402
+from keras_distill.training import augment
+from keras_distill.utils import markdown
 
 BATCH = 128
 
@@ -60,7 +63,7 @@ def mlp(inputs, hidden, seed, dropout=0.0):
 
 
 def recommended_augmentation(input_shape, kind):
-    """`keras_distill.augment.default_augmentation` of a kind, with or without input mixup.
+    """`keras_distill.training.augment.default_augmentation` of a kind, with or without input mixup.
 
     Digits are flat feature vectors to the default ("features": noise, mixup); a 1-pixel
     translation of the 8x8 images cost the small students 3-8 points even from scratch
@@ -76,11 +79,21 @@ def recommended_augmentation(input_shape, kind):
 def tasks():
     mnist1d = load_mnist1d()  # generated offline, never downloaded
     return {
-        "digits": (load_digits(), lambda: mlp(64, [256, 256], 0, dropout=0.3), 64, [[8], [32]],
-                   recommended_augmentation((64,), "features")),
-        "MNIST-1D": (mnist1d, lambda: teacher_cnn(0), 40, [[16], [64, 64]],
-                     recommended_augmentation((40,), "signal")),
-    }  # fmt: skip
+        "digits": (
+            load_digits(),
+            lambda: mlp(64, [256, 256], 0, dropout=0.3),
+            64,
+            [[8], [32]],
+            recommended_augmentation((64,), "features"),
+        ),
+        "MNIST-1D": (
+            mnist1d,
+            lambda: teacher_cnn(0),
+            40,
+            [[16], [64, 64]],
+            recommended_augmentation((40,), "signal"),
+        ),
+    }
 
 
 def scarce(data, seed, fraction=0.1):
@@ -111,28 +124,45 @@ def rows_for(teacher, data, student, make_aug, epochs, seed):
     runs = {
         "scratch": lambda: recipes.train_from_scratch(student(), data, **scratch),
         "scratch_aug": lambda: recipes.train_from_scratch(
-            student(), data, augment=make_aug(False, seed), **scratch),
+            student(), data, augment=make_aug(False, seed), **scratch
+        ),
         "scratch_mix": lambda: recipes.train_from_scratch(
-            student(), data, augment=make_aug(True, seed), **scratch),
+            student(), data, augment=make_aug(True, seed), **scratch
+        ),
         "default": lambda: recipes.train_distilled(teacher, student(), data, **scratch),
         "fm": lambda: recipes.train_function_matching(
-            teacher, student(), data, augment=make_aug(False, seed), **fm),
+            teacher, student(), data, augment=make_aug(False, seed), **fm
+        ),
         "fm_mix": lambda: recipes.train_function_matching(
-            teacher, student(), data, augment=make_aug(True, seed), **fm),
+            teacher, student(), data, augment=make_aug(True, seed), **fm
+        ),
         "dkd": lambda: recipes.train_function_matching(
-            teacher, student(), data, augment=make_aug(True, seed), temperature=4.0,
-            distillation_loss=losses.DecoupledKD(alpha=1.0, beta=8.0), **fm),
+            teacher,
+            student(),
+            data,
+            augment=make_aug(True, seed),
+            temperature=4.0,
+            distillation_loss=losses.DecoupledKD(alpha=1.0, beta=8.0),
+            **fm,
+        ),
         "dist": lambda: recipes.train_function_matching(
-            teacher, student(), data, augment=make_aug(True, seed), distillation_loss="dist",
-            **fm),
+            teacher, student(), data, augment=make_aug(True, seed), distillation_loss="dist", **fm
+        ),
         "standardized": lambda: recipes.train_function_matching(
-            teacher, student(), data, augment=make_aug(True, seed), temperature=2.0,
-            distillation_loss="standardized_kl", **fm),
+            teacher,
+            student(),
+            data,
+            augment=make_aug(True, seed),
+            temperature=2.0,
+            distillation_loss="standardized_kl",
+            **fm,
+        ),
         "scarce_scratch": lambda: recipes.train_from_scratch(student(), few, **scratch),
         "scarce_scratch_aug": lambda: recipes.train_from_scratch(
-            student(), few, augment=make_aug(True, seed), **scratch),
+            student(), few, augment=make_aug(True, seed), **scratch
+        ),
         "scarce_default": lambda: recipes.train_distilled(teacher, student(), transfer, **scratch),
-    }  # fmt: skip
+    }
     # Function matching at alpha 0 uses no label: on the transfer set it is the same run as
     # "fm_mix" (same inputs, seed and steps), so that result is reused, not recomputed.
     results = {}
@@ -140,8 +170,10 @@ def rows_for(teacher, data, student, make_aug, epochs, seed):
         started = time.perf_counter()
         results[name] = run()
         results[f"{name}_seconds"] = time.perf_counter() - started
-        print(f"  seed {seed} {name}: {results[name]:.1%} "
-              f"({results[f'{name}_seconds']:.0f} s)", flush=True)  # fmt: skip
+        print(
+            f"  seed {seed} {name}: {results[name]:.1%} ({results[f'{name}_seconds']:.0f} s)",
+            flush=True,
+        )
     results["scarce_fm"], results["scarce_fm_seconds"] = results["fm_mix"], 0.0
     return results
 
@@ -155,13 +187,25 @@ def run_auto(task, student_index, seeds, epochs, teacher_epochs, part_dir):
         hidden, runs = sizes[index], []
         for seed in seeds:
             accuracy, info = recipes.train_recommended(
-                teacher, lambda seed=seed, hidden=hidden: mlp(inputs, hidden, seed), data,
-                epochs=epochs, make_augment=lambda seed=seed: make_aug(False, seed), seed=seed,
-            )  # fmt: skip
-            runs.append({"auto": accuracy, "chosen": info["chosen"], "seconds": info["seconds"],
-                         "validation": info["validation"]})  # fmt: skip
-            print(f"  seed {seed} auto: {accuracy:.1%} ({info['chosen']}, "
-                  f"{info['seconds']:.0f} s)", flush=True)  # fmt: skip
+                teacher,
+                lambda seed=seed, hidden=hidden: mlp(inputs, hidden, seed),
+                data,
+                epochs=epochs,
+                make_augment=lambda seed=seed: make_aug(False, seed),
+                seed=seed,
+            )
+            runs.append(
+                {
+                    "auto": accuracy,
+                    "chosen": info["chosen"],
+                    "seconds": info["seconds"],
+                    "validation": info["validation"],
+                }
+            )
+            print(
+                f"  seed {seed} auto: {accuracy:.1%} ({info['chosen']}, {info['seconds']:.0f} s)",
+                flush=True,
+            )
             path = part_dir / f"{task}-{'-'.join(map(str, hidden))}.auto"
             path.write_text(json.dumps(runs, indent=1))
 
@@ -174,10 +218,15 @@ def run_part(task, student_index, seeds, epochs, teacher_epochs, part_dir):
     for index in [student_index] if student_index is not None else range(len(sizes)):
         hidden = sizes[index]
         part = {
-            "task": task, "hidden": hidden, "params": mlp(inputs, hidden, 0).count_params(),
-            "teacher_params": teacher.count_params(), "teacher": teacher_accuracy,
-            "epochs": epochs, "seeds": list(seeds), "runs": [],
-        }  # fmt: skip
+            "task": task,
+            "hidden": hidden,
+            "params": mlp(inputs, hidden, 0).count_params(),
+            "teacher_params": teacher.count_params(),
+            "teacher": teacher_accuracy,
+            "epochs": epochs,
+            "seeds": list(seeds),
+            "runs": [],
+        }
         for seed in seeds:
             student = lambda seed=seed, hidden=hidden: mlp(inputs, hidden, seed)  # noqa: E731
             part["runs"].append(rows_for(teacher, data, student, make_aug, epochs, seed))
@@ -226,9 +275,11 @@ def with_auto(part, part_dir, values):
     runs = json.loads(path.read_text())
     values["auto"] = np.array([run["auto"] for run in runs])
     chosen = [run["chosen"] for run in runs]
-    return (f"{cell(values, 'auto', summarize(part)[1])}; chose "
-            + ", ".join(f"{name} {chosen.count(name)}x" for name in sorted(set(chosen)))
-            + f"; {np.mean([run['seconds'] for run in runs]):.0f} s")  # fmt: skip
+    return (
+        f"{cell(values, 'auto', summarize(part)[1])}; chose "
+        + ", ".join(f"{name} {chosen.count(name)}x" for name in sorted(set(chosen)))
+        + f"; {np.mean([run['seconds'] for run in runs]):.0f} s"
+    )
 
 
 def report(part_dir, out_dir, header):
@@ -239,37 +290,68 @@ def report(part_dir, out_dir, header):
     for part in parts:
         values, best, scarce_best = summarize(part)
         name = f"{part['task']} {'-'.join(map(str, part['hidden']))} ({part['params']:,} params)"
-        full_rows.append([name] + [cell(values, key, None if key in SCRATCH else best)
-                                   for key, _ in ROWS] + [best])  # fmt: skip
-        scarce_rows.append([
-            name, f"{100 * part['teacher']:.1f}", cell(values, "scarce_scratch"),
-            cell(values, "scarce_scratch_aug"),
-            cell(values, "scarce_default", scarce_best, part["teacher"]),
-            cell(values, "fm", scarce_best, part["teacher"]),
-        ])  # fmt: skip
+        full_rows.append(
+            [name]
+            + [cell(values, key, None if key in SCRATCH else best) for key, _ in ROWS]
+            + [best]
+        )
+        scarce_rows.append(
+            [
+                name,
+                f"{100 * part['teacher']:.1f}",
+                cell(values, "scarce_scratch"),
+                cell(values, "scarce_scratch_aug"),
+                cell(values, "scarce_default", scarce_best, part["teacher"]),
+                cell(values, "fm", scarce_best, part["teacher"]),
+            ]
+        )
         auto = with_auto(part, part_dir, values)
         if auto:
             auto_rows.append([name, cell(values, best), auto])
         plot.append((name, values, best))
     lines += ["", "### All labels (test accuracy %, mean ± std; (delta vs strongest scratch))", ""]
-    lines.append(markdown.table(["student"] + [label for _, label in ROWS] + ["strongest scratch"],
-                                full_rows))  # fmt: skip
+    lines.append(
+        markdown.table(
+            ["student"] + [label for _, label in ROWS] + ["strongest scratch"], full_rows
+        )
+    )
     if auto_rows:
-        lines += ["", "### The recommended recipe (`recipes.train_recommended`): the better of "
-                  "today's default and function matching on a 20% validation split, then "
-                  "trained on all the training data", ""]  # fmt: skip
-        header = ["student", "strongest scratch",
-                  "recommended (delta); choices; seconds (its three trainings)"]  # fmt: skip
+        lines += [
+            "",
+            "### The recommended recipe (`recipes.train_recommended`): the better of "
+            "today's default and function matching on a 20% validation split, then "
+            "trained on all the training data",
+            "",
+        ]
+        header = [
+            "student",
+            "strongest scratch",
+            "recommended (delta); choices; seconds (its three trainings)",
+        ]
         lines.append(markdown.table(header, auto_rows))
     lines += ["", "### 10% of the labels + teacher outputs on all training inputs", ""]
-    lines.append(markdown.table(
-        ["student", "teacher", "scratch on 10%", "scratch on 10% + aug + mixup",
-         "today's default", "function matching (alpha 0: no label used, the full-label run)"],
-        scarce_rows))  # fmt: skip
-    seconds = {key: np.mean([run[f"{key}_seconds"] for p in parts for run in p["runs"]])
-               for key, _ in ROWS}  # fmt: skip
-    lines += ["", "Mean seconds per run (all tasks): " + ", ".join(
-        f"{key} {value:.0f}" for key, value in seconds.items()) + "."]  # fmt: skip
+    lines.append(
+        markdown.table(
+            [
+                "student",
+                "teacher",
+                "scratch on 10%",
+                "scratch on 10% + aug + mixup",
+                "today's default",
+                "function matching (alpha 0: no label used, the full-label run)",
+            ],
+            scarce_rows,
+        )
+    )
+    seconds = {
+        key: np.mean([run[f"{key}_seconds"] for p in parts for run in p["runs"]]) for key, _ in ROWS
+    }
+    lines += [
+        "",
+        "Mean seconds per run (all tasks): "
+        + ", ".join(f"{key} {value:.0f}" for key, value in seconds.items())
+        + ".",
+    ]
     write_report(lines, out_dir / "quality.md")
     save_plot(plot, out_dir / "quality.png")
 
@@ -306,8 +388,9 @@ def main():
     args = parser.parse_args()
     seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
     epochs = {"digits": 20, "MNIST-1D": 20} if args.quick else {"digits": 200, "MNIST-1D": 300}
-    teacher_epochs = {"digits": 15, "MNIST-1D": 10} if args.quick else {"digits": 100,
-                                                                          "MNIST-1D": 60}
+    teacher_epochs = (
+        {"digits": 15, "MNIST-1D": 10} if args.quick else {"digits": 100, "MNIST-1D": 60}
+    )
     part_dir, out_dir = pathlib.Path(args.part_dir), pathlib.Path(args.out_dir)
     part_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -317,7 +400,8 @@ def main():
             run(task, args.student, seeds, epochs[task], teacher_epochs[task], part_dir)
     if args.report or not (args.task or args.auto):
         header = [
-            f"# Quality benchmark ({'quick' if args.quick else 'full'} run)", "",
+            f"# Quality benchmark ({'quick' if args.quick else 'full'} run)",
+            "",
             f"Command: `python benchmarks/quality_benchmark.py{' --quick' if args.quick else ''}` "
             f"(parts run in parallel with --task/--student, merged with --report). Machine: "
             f"{platform.machine()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}, Keras "
@@ -326,7 +410,7 @@ def main():
             f"{teacher_epochs}. Test accuracy in %, mean ± std over seeds; in brackets the "
             "difference to the strongest scratch baseline (the best of the three scratch rows, "
             "same student, epochs and augmentation).",
-        ]  # fmt: skip
+        ]
         if not args.report:
             header.append(f"Took {(time.time() - started) / 60:.0f} min.")
         report(part_dir, out_dir if not args.quick else out_dir / "quick", header)

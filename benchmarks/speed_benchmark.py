@@ -43,9 +43,9 @@ import tensorflow as tf  # noqa: E402
 from common import EpochTimer, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill import markdown  # noqa: E402
-from keras_distill.datasets import load_digits, load_mnist1d  # noqa: E402
-from keras_distill.demo import teacher_cnn  # noqa: E402
+from keras_distill.studies.datasets import load_digits, load_mnist1d  # noqa: E402
+from keras_distill.studies.demo import teacher_cnn  # noqa: E402
+from keras_distill.utils import markdown  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 FLOOR = "hand-written Keras step, CE + KL on the cached logits (the floor)"
@@ -59,8 +59,9 @@ class KerasIoDistiller(keras.Model):
         super().__init__()
         self.teacher, self.student = teacher, student
 
-    def compile(self, optimizer, metrics, student_loss_fn, distillation_loss_fn, alpha,
-                temperature):  # fmt: skip
+    def compile(
+        self, optimizer, metrics, student_loss_fn, distillation_loss_fn, alpha, temperature
+    ):
         super().compile(optimizer=optimizer, metrics=metrics)
         self.student_loss_fn = student_loss_fn
         self.distillation_loss_fn = distillation_loss_fn
@@ -110,7 +111,7 @@ def tasks():
     return {
         "digits": (digits, lambda: mlp(64, [1024, 1024, 1024], 0), lambda: mlp(64, [32], 1)),
         "MNIST-1D": (mnist1d, lambda: teacher_cnn(0), lambda: mlp(40, [32, 32], 1)),
-    }  # fmt: skip
+    }
 
 
 def implementations(teacher, student, data, stored, batch):
@@ -127,16 +128,25 @@ def implementations(teacher, student, data, stored, batch):
         return kd.Distiller(teacher, student(), temperature=TEMPERATURE, alpha=ALPHA, **options)
 
     builtin = keras.distillation.Distiller(
-        teacher=teacher, student=student(), student_loss_weight=ALPHA,
+        teacher=teacher,
+        student=student(),
+        student_loss_weight=ALPHA,
         distillation_losses=keras.distillation.LogitsDistillation(
-            temperature=TEMPERATURE, loss=keras.losses.KLDivergence()),
-    )  # fmt: skip
+            temperature=TEMPERATURE, loss=keras.losses.KLDivergence()
+        ),
+    )
     logits = teacher.predict(data.x_train, batch_size=1024, verbose=0)
     floor = HandWritten(student())
     floor.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
     kerasio = KerasIoDistiller(student(), teacher)
-    kerasio.compile(keras.optimizers.Adam(1e-3), ["accuracy"], LOSS,
-                    keras.losses.KLDivergence(), ALPHA, TEMPERATURE)  # fmt: skip
+    kerasio.compile(
+        keras.optimizers.Adam(1e-3),
+        ["accuracy"],
+        LOSS,
+        keras.losses.KLDivergence(),
+        ALPHA,
+        TEMPERATURE,
+    )
     return {
         "S: plain student": (compiled(student()), arrays),
         "S (tf.data)": (compiled(student()), dict(x=pipeline)),
@@ -144,13 +154,16 @@ def implementations(teacher, student, data, stored, batch):
         FLOOR: (floor, dict(arrays, y={"labels": data.y_train, "teacher_logits": logits})),
         "keras-distill, live teacher": (compiled(ours(cache_teacher_outputs=False)), arrays),
         "keras-distill, live, jit_compile=True": (
-            compiled(ours(cache_teacher_outputs=False), jit_compile=True), arrays),
+            compiled(ours(cache_teacher_outputs=False), jit_compile=True),
+            arrays,
+        ),
         "keras-distill, stored outputs": (
             compiled(kd.Distiller(None, student(), temperature=TEMPERATURE, alpha=ALPHA)),
-            dict(x=kd.load_teacher_labels(stored, batch_size=batch, shuffle=len(data.x_train)))),
+            dict(x=kd.load_teacher_labels(stored, batch_size=batch, shuffle=len(data.x_train))),
+        ),
         "keras.distillation.Distiller": (compiled(builtin), arrays),
         "keras.io example": (kerasio, arrays),
-    }  # fmt: skip
+    }
 
 
 def teacher_pass(teacher, data, batch):
@@ -218,12 +231,19 @@ def step_runs(entries, data, batch):
     plain = (x, y)
     cached = (x, {"labels": y, "teacher_logits": entries[FLOOR][1]["y"]["teacher_logits"][:batch]})
     stored = next(iter(entries["keras-distill, stored outputs"][1]["x"]))
-    batches = {"S: plain student": plain, FLOOR: cached,
-               "keras-distill, in memory (outputs once per fit)": cached,
-               "keras-distill, stored outputs": stored, "keras-distill, live teacher": plain,
-               "keras.distillation.Distiller": plain, "keras.io example": plain}  # fmt: skip
-    return {name: compiled_step(entries[name][0], tf.nest.map_structure(tf.convert_to_tensor, b))
-            for name, b in batches.items()}  # fmt: skip
+    batches = {
+        "S: plain student": plain,
+        FLOOR: cached,
+        "keras-distill, in memory (outputs once per fit)": cached,
+        "keras-distill, stored outputs": stored,
+        "keras-distill, live teacher": plain,
+        "keras.distillation.Distiller": plain,
+        "keras.io example": plain,
+    }
+    return {
+        name: compiled_step(entries[name][0], tf.nest.map_structure(tf.convert_to_tensor, b))
+        for name, b in batches.items()
+    }
 
 
 MEMORY = """
@@ -248,8 +268,10 @@ def peak_memory(task):
     for mode in ("cached", "live"):
         result = subprocess.run(
             [sys.executable, "-c", MEMORY, os.path.dirname(__file__), task, mode],
-            capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         line = [line for line in result.stdout.splitlines() if line.startswith("PEAK")]
         peaks[mode] = int(line[0].split()[1]) / 1024 if line else float("nan")
     return peaks
@@ -268,8 +290,11 @@ def whole_fit(teacher, student, data, stored, epochs):
     kd.label_with_teacher(teacher, (data.x_train, data.y_train), stored + "-fit", verbose=0)
     model = kd.Distiller(None, student())
     model.compile(keras.optimizers.Adam(1e-3), LOSS)
-    model.fit(kd.load_teacher_labels(stored + "-fit", batch_size=64,
-                                     shuffle=len(data.x_train)), epochs=epochs, verbose=0)
+    model.fit(
+        kd.load_teacher_labels(stored + "-fit", batch_size=64, shuffle=len(data.x_train)),
+        epochs=epochs,
+        verbose=0,
+    )
     seconds["labelled once + stored"] = time.perf_counter() - started
     return seconds
 
@@ -312,25 +337,46 @@ def table(samples, accuracy):
     times = {name: float(np.median(values)) for name, values in epochs.items()}
     fastest = {name: min(float(np.median(fit)) for fit in fits) for name, fits in samples.items()}
     s, t = times["S: plain student"], times["T: teacher pass"]
-    spread = {name: float(np.subtract(*np.percentile(values, [75, 25]))) / times[name]
-              for name, values in epochs.items()}  # fmt: skip
-    rows = [[name, f"{seconds * 1000:.1f} ms", f"±{spread[name] / 2:.0%}", f"{seconds / s:.2f}",
-             f"{seconds / (s + t):.2f}", f"{fastest[name] / fastest['S: plain student']:.2f}",
-             f"{accuracy[name]:.1%}" if name in accuracy else ""]
-            for name, seconds in times.items()]  # fmt: skip
-    header = ["", "epoch (median)", "half IQR", "/ S", "/ (S + T)", "/ S, fastest fits",
-              "test accuracy"]  # fmt: skip
+    spread = {
+        name: float(np.subtract(*np.percentile(values, [75, 25]))) / times[name]
+        for name, values in epochs.items()
+    }
+    rows = [
+        [
+            name,
+            f"{seconds * 1000:.1f} ms",
+            f"±{spread[name] / 2:.0%}",
+            f"{seconds / s:.2f}",
+            f"{seconds / (s + t):.2f}",
+            f"{fastest[name] / fastest['S: plain student']:.2f}",
+            f"{accuracy[name]:.1%}" if name in accuracy else "",
+        ]
+        for name, seconds in times.items()
+    ]
+    header = [
+        "",
+        "epoch (median)",
+        "half IQR",
+        "/ S",
+        "/ (S + T)",
+        "/ S, fastest fits",
+        "test accuracy",
+    ]
     return markdown.table(header, rows)
 
 
 def step_table(samples):
     """The compiled step alone: median time per call and its ratio to the plain student's."""
     times = {name: float(np.median(fits)) for name, fits in samples.items()}
-    spread = {name: float(np.subtract(*np.percentile(fits, [75, 25]))) / times[name]
-              for name, fits in samples.items()}  # fmt: skip
+    spread = {
+        name: float(np.subtract(*np.percentile(fits, [75, 25]))) / times[name]
+        for name, fits in samples.items()
+    }
     s = times["S: plain student"]
-    rows = [[name, f"{seconds * 1e6:.0f} us", f"±{spread[name] / 2:.0%}", f"{seconds / s:.2f}"]
-            for name, seconds in times.items()]  # fmt: skip
+    rows = [
+        [name, f"{seconds * 1e6:.0f} us", f"±{spread[name] / 2:.0%}", f"{seconds / s:.2f}"]
+        for name, seconds in times.items()
+    ]
     return markdown.table(["compiled step alone", "per call (median)", "half IQR", "/ S"], rows)
 
 
@@ -338,17 +384,22 @@ def steps_report(rounds, work):
     """The `--steps-only` report: each setting's compiled-step table."""
     cpus = sorted(os.sched_getaffinity(0))
     lines = [
-        "# Speed benchmark: the compiled train steps alone", "",
+        "# Speed benchmark: the compiled train steps alone",
+        "",
         f"Command: `python benchmarks/speed_benchmark.py --steps-only --rounds {rounds}`, on "
         f"CPUs {cpus} of {os.cpu_count()} (one CPU, e.g. `taskset -c 1`, makes these timings "
         f"several times quieter). TensorFlow {tf.__version__}, Keras {keras.__version__}; "
         f"{STEP_CALLS} calls per timing, {2 * rounds} timings taking turns, on one fixed batch.",
-    ]  # fmt: skip
+    ]
     for task in tasks():
         for batch in (64, 256):
             teacher, steps = measure_steps(task, batch, rounds, work)
-            lines += ["", f"## {task}, teacher {teacher.count_params():,} parameters, batch "
-                          f"{batch}", "", step_table(steps)]  # fmt: skip
+            lines += [
+                "",
+                f"## {task}, teacher {teacher.count_params():,} parameters, batch {batch}",
+                "",
+                step_table(steps),
+            ]
             print("\n".join(lines[-3:]), flush=True)
     return lines
 
@@ -358,8 +409,11 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/speed.md")
     parser.add_argument("--rounds", type=int, help="rounds of fits (2 quick, 16 full)")
-    parser.add_argument("--steps-only", action="store_true",
-                        help="only the compiled steps (e.g. under `taskset -c 1`)")  # fmt: skip
+    parser.add_argument(
+        "--steps-only",
+        action="store_true",
+        help="only the compiled steps (e.g. under `taskset -c 1`)",
+    )
     parser.add_argument("--only", help="one setting, TASK:BATCH (e.g. MNIST-1D:64), no whole fits")
     args = parser.parse_args()
     rounds, epochs = (2, 10) if args.quick else (16, 60)
@@ -368,7 +422,8 @@ def main():
     if args.steps_only:
         return write_report(steps_report(rounds, work), args.out)
     lines = [
-        f"# Speed benchmark ({'quick' if args.quick else 'full'} run)", "",
+        f"# Speed benchmark ({'quick' if args.quick else 'full'} run)",
+        "",
         f"Command: `{' '.join(['python benchmarks/speed_benchmark.py', *sys.argv[1:]])}`. "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}, "
         f"Keras {keras.__version__}. T = {TEMPERATURE:g}, alpha = {ALPHA:g}. Epoch time: median "
@@ -380,25 +435,33 @@ def main():
         "fit's median of each row. Second table of each setting: the compiled train step alone "
         f"on one fixed batch ({STEP_CALLS} calls per timing, {2 * rounds} timings taking turns), "
         "which is what the library itself adds, without the input pipeline.",
-    ]  # fmt: skip
+    ]
     for task in tasks():
         for batch in (64, 256):
             if args.only and args.only != f"{task}:{batch}":
                 continue
             teacher, times, accuracy, steps = measure(task, batch, rounds, work)
-            lines += ["", f"## {task}, teacher {teacher.count_params():,} parameters, batch "
-                          f"{batch}", "", table(times, accuracy), "",
-                      step_table(steps)]  # fmt: skip
+            lines += [
+                "",
+                f"## {task}, teacher {teacher.count_params():,} parameters, batch {batch}",
+                "",
+                table(times, accuracy),
+                "",
+                step_table(steps),
+            ]
             print("\n".join(lines[-5:]), flush=True)
         if args.only:
             continue
         data, _, student = tasks()[task]
         seconds = whole_fit(teacher, student, data, os.path.join(work, task), epochs)
         peaks = peak_memory(task)
-        lines += ["", f"Whole `fit` of {epochs} epochs at batch 64 (teacher pass included): "
-                  + ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items())
-                  + f". Peak resident memory of a 3-epoch fit: in memory {peaks['cached']:,.0f} "
-                  f"MiB, live {peaks['live']:,.0f} MiB."]  # fmt: skip
+        lines += [
+            "",
+            f"Whole `fit` of {epochs} epochs at batch 64 (teacher pass included): "
+            + ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items())
+            + f". Peak resident memory of a 3-epoch fit: in memory {peaks['cached']:,.0f} "
+            f"MiB, live {peaks['live']:,.0f} MiB.",
+        ]
         print(json.dumps({"whole_fit": seconds, "memory": peaks}), flush=True)
     write_report(lines, args.out)
 

@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 from common import EpochTimer, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill.datasets import load_digits  # noqa: E402
+from keras_distill.studies.datasets import load_digits  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -81,13 +81,15 @@ def main():
 
     storage = []
     for top_k in (None, 3):
-        manifest = kd.label_with_teacher(teacher, x, work / f"digits-{top_k}", top_k=top_k,
-                                         verbose=0)  # fmt: skip
+        manifest = kd.label_with_teacher(
+            teacher, x, work / f"digits-{top_k}", top_k=top_k, verbose=0
+        )
         storage.append(("digits, 10 classes", top_k, manifest["bytes_per_example"]))
     projection = np.random.default_rng(0).normal(size=(64, 2000)).astype("float32")
     for top_k in (None, 20):
-        manifest = kd.label_with_teacher(lambda b: b @ projection, x[:256], work / f"v-{top_k}",
-                                         top_k=top_k, verbose=0)  # fmt: skip
+        manifest = kd.label_with_teacher(
+            lambda b: b @ projection, x[:256], work / f"v-{top_k}", top_k=top_k, verbose=0
+        )
         storage.append(("synthetic, 2,000-word vocabulary", top_k, manifest["bytes_per_example"]))
 
     lines = [

@@ -1,27 +1,51 @@
-"""keras-distill: knowledge distillation for Keras 3, from `fit` to the microcontroller."""
+"""keras-distill: knowledge distillation for Keras 3, from `fit` to the microcontroller.
 
-from keras_distill import (
-    augment,
-    ensemble,
-    features,
-    generation,
-    losses,
-    micro,
+The package is organised by concept, as Keras' own source is:
+
+- `losses`: distillation losses (functions and `keras.losses.Loss` classes).
+- `objective`: the distillation objective, its terms, feature terms, stored kinds.
+- `teachers`: ensembles of teachers and generating (language-model) teachers.
+- `training`: the `Distiller`, its callbacks and schedules, augmentation,
+  student initialisation, tensorflow-model-optimization students.
+- `labelling`: labelling data with a teacher once and training from the labels.
+- `micro`: TFLite Micro export, verification and firmware.
+- `studies`: recipes, sweeps, comparisons, the demo and its data.
+- `utils`: helpers shared by the others.
+
+Example:
+>>> import keras_distill as kd
+>>> kd.Distiller.__module__
+'keras_distill.training.distiller'
+"""
+
+from keras_distill import losses, micro
+from keras_distill.labelling import label_with_teacher, load_teacher_labels, responses
+from keras_distill.micro import export as export_micro
+from keras_distill.objective import features
+from keras_distill.studies import (
+    CompressionReport,
+    compare,
     recipes,
-    responses,
+    sweep,
+    teacher_assistant_chain,
+)
+from keras_distill.studies import (
+    datasets as datasets,  # the example data sets, public as before
+)
+from keras_distill.teachers import ensemble, generation
+from keras_distill.training import (
+    BaseDistiller,
+    Distiller,
+    InitReport,
+    TemperatureScheduler,
+    augment,
+    init_from_teacher,
     schedules,
 )
-from keras_distill.base_distiller import BaseDistiller
-from keras_distill.callbacks import TemperatureScheduler
-from keras_distill.capacity import sweep, teacher_assistant_chain
-from keras_distill.distiller import Distiller
-from keras_distill.initialization import InitReport, init_from_teacher
-from keras_distill.loading import load_teacher_labels
-from keras_distill.micro import export as export_micro
-from keras_distill.report import CompressionReport, compare
-from keras_distill.teacher_labels import label_with_teacher
+from keras_distill.utils import moved_modules
+from keras_distill.version import __version__
 
-__version__ = "0.1.0"
+moved_modules.install()
 
 __all__ = [
     "BaseDistiller",

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from keras_distill import __version__
 from keras_distill.micro import BOARDS, TARGETS, MicroExportError, export
+from keras_distill.version import __version__
 
 
 def _positive_int(text: str) -> int:
@@ -41,16 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="distil a student on MNIST-1D, compare it with the same student trained alone, "
         "export it for TFLite Micro (offline, about three minutes)",
     )
-    demo.add_argument("--epochs", type=_positive_int, default=None,
-                      help="student training epochs (default: 300)")
-    demo.add_argument("--teacher-epochs", type=_positive_int, default=None,
-                      help="teacher training epochs (default: 60)")
-    demo.add_argument("--quick", action="store_true",
-                      help="2 epochs per model: checks the job end to end in seconds")
-    demo.add_argument("--output-dir", default="keras_distill_demo",
-                      help="where the figure and the C++ files go (default: %(default)s)")
-    demo.add_argument("--no-export", action="store_true",
-                      help="skip the TFLite Micro export")
+    demo.add_argument(
+        "--epochs", type=_positive_int, default=None, help="student training epochs (default: 300)"
+    )
+    demo.add_argument(
+        "--teacher-epochs",
+        type=_positive_int,
+        default=None,
+        help="teacher training epochs (default: 60)",
+    )
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 epochs per model: checks the job end to end in seconds",
+    )
+    demo.add_argument(
+        "--output-dir",
+        default="keras_distill_demo",
+        help="where the figure and the C++ files go (default: %(default)s)",
+    )
+    demo.add_argument("--no-export", action="store_true", help="skip the TFLite Micro export")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress output, only results")
 
@@ -69,11 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     micro.add_argument("--validation-data", help="inputs (.npy) to compare int8 with float")
     micro.add_argument("--validation-labels", help="labels (.npy) for --validation-data")
     micro.add_argument("--float-io", action="store_true", help="keep float32 input and output")
-    micro.add_argument("--verify-on", choices=sorted(TARGETS),
-                       help="build with the real TFLite Micro and check the outputs there "
-                       "(cortex-m4/m3: emulated by qemu-system-arm)")  # fmt: skip
-    micro.add_argument("--tflm-dir", help="TFLite Micro tree for --verify-on "
-                       "(default: $KERAS_DISTILL_TFLM_DIR)")  # fmt: skip
+    micro.add_argument(
+        "--verify-on",
+        choices=sorted(TARGETS),
+        help="build with the real TFLite Micro and check the outputs there "
+        "(cortex-m4/m3: emulated by qemu-system-arm)",
+    )
+    micro.add_argument(
+        "--tflm-dir", help="TFLite Micro tree for --verify-on (default: $KERAS_DISTILL_TFLM_DIR)"
+    )
 
     firmware = commands.add_parser(
         "firmware",
@@ -81,11 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
         "the host or an emulated Cortex-M",
     )
     firmware.add_argument("export", help="a folder written by export-micro")
-    firmware.add_argument("--target", default="cortex-m4", choices=sorted(TARGETS),
-                          help="default: cortex-m4 (qemu-system-arm -M mps2-an386)")  # fmt: skip
+    firmware.add_argument(
+        "--target",
+        default="cortex-m4",
+        choices=sorted(TARGETS),
+        help="default: cortex-m4 (qemu-system-arm -M mps2-an386)",
+    )
     firmware.add_argument("--tflm-dir", help="TFLite Micro tree (default: $KERAS_DISTILL_TFLM_DIR)")
-    firmware.add_argument("--arena-bytes", type=_positive_int,
-                          help="tensor arena (default: the export's recommended size)")
+    firmware.add_argument(
+        "--arena-bytes",
+        type=_positive_int,
+        help="tensor arena (default: the export's recommended size)",
+    )
     firmware.add_argument("--inputs", help="float inputs (.npy/.npz) to run on the target")
     return parser
 
@@ -105,15 +126,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from keras_distill import demo
+        from keras_distill.studies import demo
 
         quick = demo.QUICK_EPOCHS if args.quick else None
         result = demo.run_demo(
             epochs=args.epochs or quick or demo.STUDENT_EPOCHS,
             teacher_epochs=args.teacher_epochs or quick or demo.TEACHER_EPOCHS,
-            seed=args.seed, output_dir=args.output_dir, export=not args.no_export,
+            seed=args.seed,
+            output_dir=args.output_dir,
+            export=not args.no_export,
             progress=not args.quiet,
-        )  # fmt: skip
+        )
         print(demo.report(result))
         return 0
     try:
@@ -186,11 +209,15 @@ def _firmware(args) -> str:
     x = _load_array(args.inputs, "--inputs")
     if x is not None:
         run = run_on_target(firmware, x)
-        lines.append(f"Ran {len(run.outputs):,} examples: arena_used_bytes "
-                     f"{run.arena_used_bytes:,} B on {run.target}")  # fmt: skip
+        lines.append(
+            f"Ran {len(run.outputs):,} examples: arena_used_bytes "
+            f"{run.arena_used_bytes:,} B on {run.target}"
+        )
         if run.instructions is not None:
-            lines.append(f"instructions per inference (QEMU -icount): median "
-                         f"{int(np.median(run.instructions)):,}")  # fmt: skip
+            lines.append(
+                f"instructions per inference (QEMU -icount): median "
+                f"{int(np.median(run.instructions)):,}"
+            )
         lines.append(f"top-1 classes: {run.outputs.reshape(len(run.outputs), -1).argmax(-1)[:20]}")
     return "\n".join(lines)
 

@@ -8,7 +8,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from keras_distill import datasets  # noqa: E402
+from keras_distill.studies import datasets  # noqa: E402
 
 SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

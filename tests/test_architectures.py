@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 
 import keras_distill as kd
-from keras_distill.architectures import IntegerLayerNorm, TransformerBlock, transformer_classifier
+from keras_distill.studies.architectures import (
+    IntegerLayerNorm,
+    TransformerBlock,
+    transformer_classifier,
+)
 
 
 def test_integer_layer_norm_equals_keras_layer_normalization():

@@ -7,7 +7,8 @@ import tensorflow as tf
 from conftest import SCE, mlp
 from test_distiller import reference_kl
 
-from keras_distill import Distiller, augment
+from keras_distill import Distiller
+from keras_distill.training import augment
 
 BASIS = np.eye(8, dtype="float32")  # example i is the i-th basis vector: mixing is visible
 
@@ -183,12 +184,16 @@ def test_bad_augmentations_are_refused_with_what_they_returned(digits, teacher):
     with pytest.raises(TypeError, match=r"`augment` must be a Keras layer .* received 3"):
         Distiller(teacher, mlp([4]), augment=3)
     cases = [
-        (lambda x, training: x[:, :32], ValueError, r"changed the batch shape from \(\w+, 64\) "
-                                                    r"to \(\w+, 32\)"),
+        (
+            lambda x, training: x[:, :32],
+            ValueError,
+            r"changed the batch shape from \(\w+, 64\) "
+            r"to \(\w+, 32\)",
+        ),
         (lambda x, training: [x, x], ValueError, r"returned list for inputs of structure"),
         (lambda x, training: 1.0, ValueError, r"returned a float, not a tensor"),
         (lambda x, training: x[:-1], Exception, r"changed the batch (size|shape)"),
-    ]  # fmt: skip
+    ]
     for fn, error, message in cases:
         distiller = Distiller(teacher, mlp([4]), augment=fn)
         distiller.compile("adam", SCE)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import keras_distill as kd
-from keras_distill.shards import TeacherLabelsError
+from keras_distill.labelling.shards import TeacherLabelsError
 
 beam = pytest.importorskip("apache_beam", reason="apache-beam is optional (keras-distill[beam])")
-kbeam = pytest.importorskip("keras_distill.beam")
+kbeam = pytest.importorskip("keras_distill.labelling.beam")
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 TWO_WORKERS = PipelineOptions(direct_num_workers=2, direct_running_mode="multi_processing")
@@ -26,8 +26,14 @@ def manifest(path):
 @pytest.mark.parametrize("kind", ["logits", "top_k", "scores", "probabilities", "labels"])
 def test_two_beam_workers_write_what_the_local_path_writes(digits, teacher, tmp_path, kind):
     x, y = digits.x_train, digits.y_train  # 1,347 examples
-    options = {"logits": {}, "top_k": {"top_k": 3}, "scores": {"output": "scores"},
-               "probabilities": {"output": "probabilities"}, "labels": {"output": "labels"}}[kind]
+    options = {
+        "logits": {},
+        "top_k": {"top_k": 3},
+        "scores": {"output": "scores"},
+        "probabilities": {"output": "probabilities"},
+        "labels": {"output": "labels"},
+    }[kind]
+
     def scorer(batch):  # a black box that rates examples and says how sure it is (defined here:
         return batch[:, :2].sum(-1), np.full(len(batch), 0.5, "float32")  # pickled by value)
 
@@ -41,11 +47,13 @@ def test_two_beam_workers_write_what_the_local_path_writes(digits, teacher, tmp_
     model = {"scores": scorer, "probabilities": probabilities, "labels": labels}.get(kind, teacher)
     local, on_beam = tmp_path / "local", tmp_path / "beam"
     kd.label_with_teacher(model, (x, y), local, shard_size=500, verbose=0, **options)
-    result = kbeam.label(model, (x, y), on_beam, shard_size=500, pipeline_options=TWO_WORKERS,
-                         **options)  # fmt: skip
+    result = kbeam.label(
+        model, (x, y), on_beam, shard_size=500, pipeline_options=TWO_WORKERS, **options
+    )
     assert result["complete"] and result["num_examples"] == len(x)
     assert [s["sha256"] for s in result["shards"]] == [
-        s["sha256"] for s in manifest(local)["shards"]]  # the same bytes  # fmt: skip
+        s["sha256"] for s in manifest(local)["shards"]
+    ]  # the same bytes
     for (xa, ta), (xb, tb) in zip(loaded(local), loaded(on_beam), strict=True):
         np.testing.assert_array_equal(xa, xb)
         assert sorted(ta) == sorted(tb)
@@ -59,9 +67,15 @@ def test_the_output_does_not_depend_on_parallelism_or_order(digits, tmp_path):
     kbeam.label(lambda b: b[:, :5], x, one, shard_size=200)
     with beam.Pipeline(options=TWO_WORKERS) as pipeline:  # the transform itself, shuffled input
         order = np.random.default_rng(0).permutation(len(x))
-        _ = (pipeline | beam.Create([(int(i), x[i]) for i in order])
-             | kbeam.LabelWithTeacher(kbeam.CallableModelHandler(lambda b: b[:, :5]), two,
-                                      kbeam.label_settings("id:t", "logits", None, 200)))
+        _ = (
+            pipeline
+            | beam.Create([(int(i), x[i]) for i in order])
+            | kbeam.LabelWithTeacher(
+                kbeam.CallableModelHandler(lambda b: b[:, :5]),
+                two,
+                kbeam.label_settings("id:t", "logits", None, 200),
+            )
+        )
     shards_of = [[s["sha256"] for s in manifest(p)["shards"]] for p in (one, two)]
     assert shards_of[0] == shards_of[1] and len(shards_of[0]) == 4
 
@@ -87,7 +101,7 @@ def test_a_failing_teacher_fails_the_pipeline_and_leaves_no_complete_manifest(di
 
 
 def test_generated_responses_on_two_workers_equal_the_local_run(tmp_path):
-    from keras_distill import datasets
+    from keras_distill.studies import datasets
 
     prompts, answers = datasets.make_addition(90, seed=2)
     table = {tuple(p.tolist()): a for p, a in zip(prompts, answers, strict=True)}
@@ -99,17 +113,26 @@ def test_generated_responses_on_two_workers_equal_the_local_run(tmp_path):
             return [np.concatenate([[2], r]) for r in responses], -np.ones(len(batch))
         return responses, np.zeros(len(batch))
 
-    options = dict(output="sequences", vocabulary_size=len(datasets.ADDITION_TOKENS),
-                   max_length=12, num_samples=2, teacher_id="oracle")  # fmt: skip
-    local = kd.label_with_teacher(generate, prompts, tmp_path / "local", batch_size=64,
-                                  shard_size=40, verbose=0, **options)  # fmt: skip
+    options = dict(
+        output="sequences",
+        vocabulary_size=len(datasets.ADDITION_TOKENS),
+        max_length=12,
+        num_samples=2,
+        teacher_id="oracle",
+    )
+    local = kd.label_with_teacher(
+        generate, prompts, tmp_path / "local", batch_size=64, shard_size=40, verbose=0, **options
+    )
     generate.calls = 0
-    on_beam = kbeam.label(generate, prompts, tmp_path / "beam", shard_size=40,
-                          pipeline_options=TWO_WORKERS, **options)  # fmt: skip
+    on_beam = kbeam.label(
+        generate, prompts, tmp_path / "beam", shard_size=40, pipeline_options=TWO_WORKERS, **options
+    )
     for key in ("prompts", "num_examples", "response_tokens", "longest", "score_range", "scored"):
         assert on_beam[key] == local[key], key
-    best = [kd.load_teacher_labels(tmp_path / p, batch_size=None, best_of_n=True)
-            for p in ("local", "beam")]  # fmt: skip
+    best = [
+        kd.load_teacher_labels(tmp_path / p, batch_size=None, best_of_n=True)
+        for p in ("local", "beam")
+    ]
     for (xa, ta), (xb, tb) in zip(*(b.as_numpy_iterator() for b in best), strict=True):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ta["teacher_tokens"], tb["teacher_tokens"])

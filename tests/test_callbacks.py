@@ -4,7 +4,8 @@ import pytest
 from conftest import SCE, mlp
 from test_distiller import reference_kl
 
-from keras_distill import Distiller, TemperatureScheduler, schedules
+from keras_distill import Distiller, TemperatureScheduler
+from keras_distill.training import schedules
 
 
 class CountingDistiller(Distiller):

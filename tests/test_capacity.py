@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from conftest import mlp
 
-from keras_distill import recipes, sweep, teacher_assistant_chain
+from keras_distill import sweep, teacher_assistant_chain
+from keras_distill.studies import recipes
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,10 @@ def test_teacher_assistant_chain_compares_with_direct_and_scratch(teacher, small
     result = teacher_assistant_chain([teacher, assistant, student], small, epochs=3)
     assert [name for name, _, _ in result.steps] == ["teacher", "assistant 1", "student"]
     assert [params for _, params, _ in result.steps] == [
-        teacher.count_params(), assistant.count_params(), student.count_params()
-    ]  # fmt: skip
+        teacher.count_params(),
+        assistant.count_params(),
+        student.count_params(),
+    ]
     assert all(0.0 <= acc <= 1.0 for _, _, acc in result.steps)
     assert 0.0 <= result.direct <= 1.0 and 0.0 <= result.scratch <= 1.0
     assert result.chain_gain == pytest.approx(result.steps[-1][2] - result.direct)

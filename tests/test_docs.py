@@ -10,7 +10,7 @@ import pytest
 
 import keras_distill
 
-OPTIONAL = {"keras_distill.beam": "apache_beam"}  # modules of optional extras
+OPTIONAL = {"keras_distill.labelling.beam": "apache_beam"}  # modules of optional extras
 MODULES = [
     importlib.import_module(info.name)
     for info in pkgutil.walk_packages(keras_distill.__path__, prefix="keras_distill.")

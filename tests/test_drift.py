@@ -11,11 +11,14 @@ from keras_distill.micro import drift
 def three_layers(digits, outlier):
     """An MLP whose middle layer has, if `outlier`, one unit 300x larger than the rest."""
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((64,)), keras.layers.Dense(32, activation="relu", name="hidden"),
-        keras.layers.Dense(32, activation="relu", name="wide"),
-        keras.layers.Dense(10, name="logits"),
-    ])  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(32, activation="relu", name="hidden"),
+            keras.layers.Dense(32, activation="relu", name="wide"),
+            keras.layers.Dense(10, name="logits"),
+        ]
+    )
     model.compile("adam", SCE)
     model.fit(digits.x_train, digits.y_train, epochs=5, verbose=0)
     if outlier:  # the same function, but one activation sets the int8 range of `wide`
@@ -44,19 +47,33 @@ def test_a_healthy_model_rounds_and_an_outlier_is_found(digits):
 @pytest.mark.slow
 def test_export_explains_a_low_agreement_with_the_worst_layers(digits, tmp_path):
     model = three_layers(digits, True)
-    with pytest.warns(UserWarning, match=r"agrees with the float model on [\d.]+% .*logits "
-                      r"\(output\) [\d.]+.*quantization-aware training"):  # fmt: skip
-        result = micro.export(model, digits.x_train[:200], tmp_path / "a",
-                              validation_data=(digits.x_test, digits.y_test),
-                              agreement_threshold=1.0)  # fmt: skip
+    with pytest.warns(
+        UserWarning,
+        match=r"agrees with the float model on [\d.]+% .*logits "
+        r"\(output\) [\d.]+.*quantization-aware training",
+    ):
+        result = micro.export(
+            model,
+            digits.x_train[:200],
+            tmp_path / "a",
+            validation_data=(digits.x_test, digits.y_test),
+            agreement_threshold=1.0,
+        )
     assert result.quantization_errors[0].layer == "logits (output)"
-    assert "| largest int8 errors (RMSE in quantization steps) | logits (output)" in \
-        result.summary()  # fmt: skip
-    quiet = micro.export(model, digits.x_train[:200], tmp_path / "b",
-                         validation_data=(digits.x_test, digits.y_test), agreement_threshold=0.0)
+    assert (
+        "| largest int8 errors (RMSE in quantization steps) | logits (output)" in result.summary()
+    )
+    quiet = micro.export(
+        model,
+        digits.x_train[:200],
+        tmp_path / "b",
+        validation_data=(digits.x_test, digits.y_test),
+        agreement_threshold=0.0,
+    )
     assert quiet.quantization_errors is None
-    asked = micro.export(three_layers(digits, False), digits.x_train[:200], tmp_path / "c",
-                         explain_quantization=True)  # fmt: skip
+    asked = micro.export(
+        three_layers(digits, False), digits.x_train[:200], tmp_path / "c", explain_quantization=True
+    )
     assert len(asked.quantization_errors) == 3
 
 

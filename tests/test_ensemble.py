@@ -6,7 +6,8 @@ import pytest
 from conftest import SCE, mlp
 
 import keras_distill as kd
-from keras_distill import Distiller, ensemble
+from keras_distill import Distiller
+from keras_distill.teachers import ensemble
 
 
 def softmax(z):
@@ -42,8 +43,9 @@ def test_the_target_is_the_numpy_average_of_softened_probabilities(teachers, dig
     expected = sum(w * softmax(z) for w, z in zip([0.25, 0.5, 0.25], logits))
     np.testing.assert_allclose(target, expected, atol=1e-5)
     averaged = Distiller(teachers[:2], mlp([8], seed=12), teacher_average="logits")
-    np.testing.assert_allclose(averaged.teacher.predict(x, verbose=0),
-                               (logits[0] + logits[1]) / 2, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        averaged.teacher.predict(x, verbose=0), (logits[0] + logits[1]) / 2, atol=1e-5
+    )
 
 
 def test_an_ensemble_trains_runs_live_and_saves(teachers, digits, tmp_path, capsys):
@@ -60,8 +62,9 @@ def test_an_ensemble_trains_runs_live_and_saves(teachers, digits, tmp_path, caps
     loaded.temperature = 5.0
     x = digits.x_test[:20]
     distiller.temperature = 5.0
-    np.testing.assert_allclose(loaded.teacher.predict(x, verbose=0),
-                               distiller.teacher.predict(x, verbose=0), atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        loaded.teacher.predict(x, verbose=0), distiller.teacher.predict(x, verbose=0), atol=1e-5
+    )
 
 
 def test_label_with_teacher_stores_the_ensemble(teachers, digits, tmp_path):
@@ -69,8 +72,9 @@ def test_label_with_teacher_stores_the_ensemble(teachers, digits, tmp_path):
     kd.label_with_teacher(teachers[:2], x, tmp_path / "labels", verbose=0)
     dataset = kd.load_teacher_labels(tmp_path / "labels", shuffle=False)
     stored = np.concatenate([targets["teacher_logits"].numpy() for _, targets in dataset])
-    expected = (softmax(teachers[0].predict(x, verbose=0))
-                + softmax(teachers[1].predict(x, verbose=0))) / 2  # fmt: skip
+    expected = (
+        softmax(teachers[0].predict(x, verbose=0)) + softmax(teachers[1].predict(x, verbose=0))
+    ) / 2
     np.testing.assert_allclose(softmax(stored), expected, atol=1e-5)
 
 

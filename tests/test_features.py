@@ -10,7 +10,7 @@ from test_distiller import reference_kl
 from test_teacher_cache import Counting
 
 from keras_distill import Distiller
-from keras_distill.features import FeatureDistillation, Tap, feature_loss
+from keras_distill.objective.features import FeatureDistillation, Tap, feature_loss
 
 
 def hidden_name(teacher):
@@ -20,10 +20,13 @@ def hidden_name(teacher):
 
 def named_mlp(width, prefix, seed):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((64,)), keras.layers.Dense(width, activation="relu", name=f"{prefix}_hidden"),
-        keras.layers.Dense(10, name=f"{prefix}_logits"),
-    ])  # fmt: skip
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(width, activation="relu", name=f"{prefix}_hidden"),
+            keras.layers.Dense(10, name=f"{prefix}_logits"),
+        ]
+    )
 
 
 def one_step(distiller, digits, n=64):
@@ -43,16 +46,23 @@ def test_weighted_terms_make_the_objective_and_are_logged_by_name(digits, teache
     student = named_mlp(128, "s", 1)
     # the same width: no projector
     term = FeatureDistillation(hidden_name(teacher), "s_hidden", loss="cosine")
-    distiller = Distiller(teacher, student, temperature=2.0, alpha=0.3,
-                          distillation_loss=["kl_divergence", "logit_mse", term],
-                          distillation_loss_weights=[1.0, 0.25, 2.0])  # fmt: skip
+    distiller = Distiller(
+        teacher,
+        student,
+        temperature=2.0,
+        alpha=0.3,
+        distillation_loss=["kl_divergence", "logit_mse", term],
+        distillation_loss_weights=[1.0, 0.25, 2.0],
+    )
     history, x, y = one_step(distiller, digits)
     t_logits, s_logits = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
     kl = reference_kl(t_logits, s_logits, 2.0).mean()
     mse = np.mean((s_logits - t_logits) ** 2)
     hidden = lambda model, layer: keras.Model(model.inputs, model.get_layer(layer).output)  # noqa: E731
-    cosine = numpy_cosine(hidden(teacher, hidden_name(teacher)).predict(x, verbose=0),
-                          hidden(student, "s_hidden").predict(x, verbose=0))  # fmt: skip
+    cosine = numpy_cosine(
+        hidden(teacher, hidden_name(teacher)).predict(x, verbose=0),
+        hidden(student, "s_hidden").predict(x, verbose=0),
+    )
     hard = SCE(y, s_logits).numpy()
     logs = {key: value[0] for key, value in history.items()}
     assert logs["distillation_loss/kl_divergence"] == pytest.approx(kl, rel=1e-4)
@@ -68,11 +78,15 @@ def test_one_term_keeps_todays_log_names(digits, teacher):
     assert not [key for key in history if "/" in key]
 
 
-def test_the_projector_trains_and_saves_with_the_distiller_not_the_student(digits, teacher,
-                                                                           tmp_path):  # fmt: skip
+def test_the_projector_trains_and_saves_with_the_distiller_not_the_student(
+    digits, teacher, tmp_path
+):
     student = named_mlp(16, "s", 3)
-    distiller = Distiller(teacher, student, distillation_loss=[
-        "kl_divergence", FeatureDistillation(hidden_name(teacher), "s_hidden")])  # fmt: skip
+    distiller = Distiller(
+        teacher,
+        student,
+        distillation_loss=["kl_divergence", FeatureDistillation(hidden_name(teacher), "s_hidden")],
+    )
     projector = distiller._projectors[0]
     assert projector.units == 128 and not any(v is projector.kernel for v in student.weights)
     before = projector.get_weights()[0].copy()
@@ -84,8 +98,9 @@ def test_the_projector_trains_and_saves_with_the_distiller_not_the_student(digit
     assert [layer.name for layer in student.layers] == ["s_hidden", "s_logits"]
     distiller.save(tmp_path / "d.keras")
     loaded = keras.models.load_model(tmp_path / "d.keras")
-    np.testing.assert_array_equal(loaded._projectors[0].get_weights()[0],
-                                  projector.get_weights()[0])  # fmt: skip
+    np.testing.assert_array_equal(
+        loaded._projectors[0].get_weights()[0], projector.get_weights()[0]
+    )
     assert loaded.distillation_loss_weights is None
     assert isinstance(loaded.distillation_loss[1], FeatureDistillation)
 
@@ -95,8 +110,11 @@ def test_each_model_runs_once_per_step_with_feature_terms(digits, teacher):
     counter = Counting()
     hidden = keras.layers.Dense(32, activation="relu", name="t_hidden")(inputs)
     counting = keras.Model(inputs, counter(keras.layers.Dense(10)(hidden)))
-    distiller = Distiller(counting, named_mlp(8, "s", 4),
-                          distillation_loss=[FeatureDistillation("t_hidden", "s_hidden")])
+    distiller = Distiller(
+        counting,
+        named_mlp(8, "s", 4),
+        distillation_loss=[FeatureDistillation("t_hidden", "s_hidden")],
+    )
     distiller.compile("adam", SCE)
     distiller.fit(digits.x_train[:256], digits.y_train[:256], batch_size=64, epochs=2, verbose=0)
     assert float(counter.calls) == 2 * 4  # one teacher pass per step, live (not cached)
@@ -121,22 +139,38 @@ def test_bad_terms_are_refused_at_construction_with_the_details(teacher):
     with pytest.raises(ValueError, match=re.escape(expected)):
         Distiller(teacher, student, distillation_loss=[FeatureDistillation("nope", "s_hidden")])
     with pytest.raises(ValueError, match=r"widths differ; use projector='auto'"):
-        Distiller(teacher, student, distillation_loss=[
-            FeatureDistillation(hidden_name(teacher), "s_hidden", projector=None)])  # fmt: skip
+        Distiller(
+            teacher,
+            student,
+            distillation_loss=[
+                FeatureDistillation(hidden_name(teacher), "s_hidden", projector=None)
+            ],
+        )
     with pytest.raises(ValueError, match=r"\(None, 128\).*\(None, 16\).*4-D feature maps"):
-        Distiller(teacher, student, distillation_loss=[
-            FeatureDistillation(hidden_name(teacher), "s_hidden", loss="attention")])  # fmt: skip
+        Distiller(
+            teacher,
+            student,
+            distillation_loss=[
+                FeatureDistillation(hidden_name(teacher), "s_hidden", loss="attention")
+            ],
+        )
     with pytest.raises(ValueError, match=r"one weight >= 0 per term \(2\); received \[1.0\]"):
-        Distiller(teacher, student, distillation_loss=["kl", "logit_mse"],
-                  distillation_loss_weights=[1.0])  # fmt: skip
+        Distiller(
+            teacher, student, distillation_loss=["kl", "logit_mse"], distillation_loss_weights=[1.0]
+        )
     with pytest.raises(ValueError, match=r"received \[1.0, -0.5\]"):
-        Distiller(teacher, student, distillation_loss=["kl", "logit_mse"],
-                  distillation_loss_weights=[1.0, -0.5])  # fmt: skip
+        Distiller(
+            teacher,
+            student,
+            distillation_loss=["kl", "logit_mse"],
+            distillation_loss_weights=[1.0, -0.5],
+        )
     with pytest.raises(ValueError, match="empty list"):
         Distiller(teacher, student, distillation_loss=[])
     with pytest.raises(ValueError, match="Feature terms need a live teacher"):
-        Distiller(None, student,
-                  distillation_loss=[FeatureDistillation(hidden_name(teacher), "s_hidden")])
+        Distiller(
+            None, student, distillation_loss=[FeatureDistillation(hidden_name(teacher), "s_hidden")]
+        )
     with pytest.raises(ValueError, match="`loss` must be one of"):
         FeatureDistillation("a", "b", loss="kl")
 
@@ -144,12 +178,14 @@ def test_bad_terms_are_refused_at_construction_with_the_details(teacher):
 def test_sequence_features_are_masked():
     inputs = keras.Input((5,), dtype="int32")
     embedded = keras.layers.Embedding(20, 8, mask_zero=True, name="embed")(inputs)
-    teacher = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Dense(8, name="t_seq")(
-        embedded)))  # fmt: skip
+    teacher = keras.Model(
+        inputs, keras.layers.Dense(4)(keras.layers.Dense(8, name="t_seq")(embedded))
+    )
     s_in = keras.Input((5,), dtype="int32")
     s_embedded = keras.layers.Embedding(20, 8, mask_zero=True, name="s_embed")(s_in)
-    student = keras.Model(s_in, keras.layers.Dense(4)(keras.layers.Dense(8, name="s_seq")(
-        s_embedded)))  # fmt: skip
+    student = keras.Model(
+        s_in, keras.layers.Dense(4)(keras.layers.Dense(8, name="s_seq")(s_embedded))
+    )
     term = FeatureDistillation("t_seq", "s_seq")
     distiller = Distiller(teacher, student, distillation_loss=[term])
     x = np.array([[1, 2, 0, 0, 0], [3, 4, 5, 6, 7]])
@@ -173,8 +209,11 @@ def test_a_sequential_teacher_called_elsewhere_before_still_gives_its_features(d
     teacher = named_mlp(32, "t", 7)
     kd_ensemble = Distiller([teacher, named_mlp(32, "u", 8)], mlp([8], seed=9))  # calls teacher
     assert kd_ensemble.teacher is not teacher
-    distiller = Distiller(teacher, named_mlp(8, "s", 9),
-                          distillation_loss=[FeatureDistillation("t_hidden", "s_hidden")])
+    distiller = Distiller(
+        teacher,
+        named_mlp(8, "s", 9),
+        distillation_loss=[FeatureDistillation("t_hidden", "s_hidden")],
+    )
     history, _, _ = one_step(distiller, digits)
     assert history["distillation_loss"][0] > 0
 
@@ -193,8 +232,9 @@ def nested_teacher(seed=10):
     """A teacher whose hidden layer sits inside a nested Functional block."""
     keras.utils.set_random_seed(seed)
     block_in = keras.Input((64,))
-    block = keras.Model(block_in, keras.layers.Dense(32, activation="relu", name="inner")(
-        block_in), name="block")  # fmt: skip
+    block = keras.Model(
+        block_in, keras.layers.Dense(32, activation="relu", name="inner")(block_in), name="block"
+    )
     inputs = keras.Input((64,))
     return keras.Model(inputs, keras.layers.Dense(10)(block(inputs)), name="nested")
 
@@ -203,14 +243,16 @@ def nested_teacher(seed=10):
 def test_nested_paths_and_subclassed_students_give_the_layers_outputs(digits):
     teacher, student = nested_teacher(), SubclassedStudent()
     with pytest.raises(ValueError, match="call it once on a batch"):
-        Distiller(teacher, student,
-                  distillation_loss=[FeatureDistillation("block/inner", "s_hidden")])
+        Distiller(
+            teacher, student, distillation_loss=[FeatureDistillation("block/inner", "s_hidden")]
+        )
     student(digits.x_train[:1])
     with pytest.raises(ValueError, match=re.escape("the layers of 'block' are ['input_layer")):
         Distiller(teacher, student, distillation_loss=[FeatureDistillation("block/x", "s_hidden")])
     with pytest.raises(ValueError, match="'inner' has no sublayers"):
-        Distiller(teacher, student,
-                  distillation_loss=[FeatureDistillation("block/inner/x", "s_hidden")])
+        Distiller(
+            teacher, student, distillation_loss=[FeatureDistillation("block/inner/x", "s_hidden")]
+        )
     term = FeatureDistillation("block/inner", "s_hidden", loss="cosine")
     distiller = Distiller(teacher, student, distillation_loss=[term])
     assert distiller._projectors[0].units == 32
@@ -227,21 +269,33 @@ def test_a_layer_that_runs_twice_per_pass_is_refused(teacher):
     shared = keras.layers.Dense(64, name="shared")
     student = keras.Model(inputs, keras.layers.Dense(10)(shared(shared(inputs))))
     with pytest.raises(ValueError, match="'shared' ran 2 times in one forward pass"):
-        Distiller(teacher, student,
-                  distillation_loss=[FeatureDistillation(hidden_name(teacher), "shared")])
+        Distiller(
+            teacher,
+            student,
+            distillation_loss=[FeatureDistillation(hidden_name(teacher), "shared")],
+        )
 
 
 def test_features_inside_a_keras_hub_backbone_come_from_its_own_pass():
     keras_hub = pytest.importorskip("keras_hub", reason="keras_hub is optional (not installed)")
     keras.utils.set_random_seed(11)
-    backbone = keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=2, num_heads=2,
-                                             hidden_dim=16, intermediate_dim=32,
-                                             max_sequence_length=8)  # fmt: skip
-    tap = Tap(backbone, ["transformer_layer_1", "transformer_layer_0/self_attention_layer"],
-              "teacher")
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=50,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=8,
+    )
+    tap = Tap(
+        backbone, ["transformer_layer_1", "transformer_layer_0/self_attention_layer"], "teacher"
+    )
     assert tap.shapes == [(None, None, 16), (None, None, 16)]
-    x = {"token_ids": np.arange(16).reshape(2, 8) % 50, "segment_ids": np.zeros((2, 8), "int32"),
-         "padding_mask": np.ones((2, 8), "int32")}  # fmt: skip
+    x = {
+        "token_ids": np.arange(16).reshape(2, 8) % 50,
+        "segment_ids": np.zeros((2, 8), "int32"),
+        "padding_mask": np.ones((2, 8), "int32"),
+    }
     outputs, (last, attention) = tap(x)
     np.testing.assert_allclose(last, outputs["sequence_output"], atol=1e-6)
     assert tuple(attention.shape) == (2, 8, 16)

@@ -23,8 +23,10 @@ from keras_distill.micro import firmware as firmware_lib
 from keras_distill.micro import model_info, target_run, verify
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TFLM = pathlib.Path(os.environ.get(firmware_lib.TFLM_DIR_VARIABLE)
-                    or ROOT.parent / "shared" / "tflm" / "tflite-micro")  # fmt: skip
+TFLM = pathlib.Path(
+    os.environ.get(firmware_lib.TFLM_DIR_VARIABLE)
+    or ROOT.parent / "shared" / "tflm" / "tflite-micro"
+)
 MLPERF = ROOT.parent / "shared" / "data" / "mlperf-tiny"
 ARM_TOOLS = ("arm-none-eabi-g++", "qemu-system-arm")
 
@@ -42,10 +44,15 @@ needs_arm = pytest.mark.skipif(
 
 def cnn(seed=0):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.MaxPooling2D(), keras.layers.Flatten(), keras.layers.Dense(10),
-    ])  # fmt: skip
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +61,7 @@ def exports(digits, tmp_path_factory):
     folder = tmp_path_factory.mktemp("exports")
     images = digits.x_train.reshape(-1, 8, 8, 1)
     result = {}
-    for name, model, x in (("mlp", mlp([16], seed=1), digits.x_train),
-                           ("cnn", cnn(), images)):  # fmt: skip
+    for name, model, x in (("mlp", mlp([16], seed=1), digits.x_train), ("cnn", cnn(), images)):
         model.compile("adam", SCE)
         model.fit(x, digits.y_train, epochs=3, verbose=0)
         result[name] = micro.export(model, x[:200], folder / name, name=f"digits_{name}")
@@ -80,8 +86,10 @@ def python_outputs(export, x):
 def test_students_give_bit_identical_outputs_on_host_cortex_m4_and_python(exports, digits, name):
     export, x = exports[name], inputs_for(digits, name)
     expected = python_outputs(export, x)
-    runs = {target: micro.run_on_target(micro.build(export, TFLM, target), x, measure_arena=True)
-            for target in ("host", "cortex-m4")}  # fmt: skip
+    runs = {
+        target: micro.run_on_target(micro.build(export, TFLM, target), x, measure_arena=True)
+        for target in ("host", "cortex-m4")
+    }
     for run in runs.values():
         assert run.raw_outputs.dtype == np.int8 and run.raw_outputs.shape == (40, 10)
         np.testing.assert_array_equal(run.raw_outputs, expected)
@@ -103,9 +111,15 @@ def test_export_verify_on_cortex_m4_recommends_the_targets_arena(digits, tmp_pat
     model = mlp([16], seed=2)
     model.compile("adam", SCE)
     model.fit(digits.x_train, digits.y_train, epochs=2, verbose=0)
-    result = micro.export(model, digits.x_train[:200], tmp_path / "out", name="checked",
-                          validation_data=(digits.x_test, digits.y_test),
-                          verify_on="cortex-m4", tflm_dir=TFLM)  # fmt: skip
+    result = micro.export(
+        model,
+        digits.x_train[:200],
+        tmp_path / "out",
+        name="checked",
+        validation_data=(digits.x_test, digits.y_test),
+        verify_on="cortex-m4",
+        tflm_dir=TFLM,
+    )
     target = result.on_target
     assert target["target"] == "cortex-m4" and target["examples"] == micro.exporter.TARGET_EXAMPLES
     assert target["recommended_arena_bytes"] == result.recommended_arena_bytes
@@ -163,9 +177,20 @@ int main(void) {
   return 0;
 }
 """)
-    subprocess.run(["arm-none-eabi-gcc", "-O2", "-mcpu=cortex-m4", "-mthumb",
-                    "--specs=rdimon.specs", "loop.c", "-o", "loop.elf"], cwd=tmp_path,
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "arm-none-eabi-gcc",
+            "-O2",
+            "-mcpu=cortex-m4",
+            "-mthumb",
+            "--specs=rdimon.specs",
+            "loop.c",
+            "-o",
+            "loop.elf",
+        ],
+        cwd=tmp_path,
+        check=True,
+    )
     fake = micro.Firmware("loop", "cortex-m4", tmp_path / "loop.elf", 0, (), (), tmp_path)
     command = target_run._command(fake, tmp_path)
     out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60).stdout
@@ -229,8 +254,18 @@ def test_cli_builds_and_runs_an_export(exports, digits, tmp_path, capsys):
 
     np.save(tmp_path / "x.npy", digits.x_test[:5])
     folder = str(exports["mlp"].header_path.parent)
-    code = cli.main(["firmware", folder, "--tflm-dir", str(TFLM), "--target", "host",
-                     "--inputs", str(tmp_path / "x.npy")])  # fmt: skip
+    code = cli.main(
+        [
+            "firmware",
+            folder,
+            "--tflm-dir",
+            str(TFLM),
+            "--target",
+            "host",
+            "--inputs",
+            str(tmp_path / "x.npy"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert re.search(r"Built .*kd_app_\w+ for host \(arena [\d,]+ B\)", out)

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 import keras_distill as kd
-from keras_distill import datasets, generation, responses
-from keras_distill.architectures import causal_lm
-from keras_distill.shards import TeacherLabelsError
+from keras_distill.labelling import responses
+from keras_distill.labelling.shards import TeacherLabelsError
+from keras_distill.studies import datasets
+from keras_distill.studies.architectures import causal_lm
+from keras_distill.teachers import generation
 
 VOCAB, LENGTH = len(datasets.ADDITION_TOKENS), 12
 OPTIONS = dict(vocabulary_size=VOCAB, max_length=LENGTH)
@@ -39,8 +41,16 @@ def problems():
 
 def test_records_hold_prompt_and_response_with_a_mask_of_the_response(problems, tmp_path):
     prompts, answers, table = problems
-    manifest = kd.label_with_teacher(oracle(table), prompts, tmp_path, output="sequences",
-                                     batch_size=16, shard_size=25, verbose=0, **OPTIONS)
+    manifest = kd.label_with_teacher(
+        oracle(table),
+        prompts,
+        tmp_path,
+        output="sequences",
+        batch_size=16,
+        shard_size=25,
+        verbose=0,
+        **OPTIONS,
+    )
     assert manifest["prompts"] == 40 and manifest["num_examples"] == 40
     assert manifest["response_tokens"] == sum(len(a) for a in answers)
     assert manifest["settings"]["vocabulary_size"] == VOCAB and manifest["scored"] is True
@@ -56,23 +66,35 @@ def test_records_hold_prompt_and_response_with_a_mask_of_the_response(problems, 
 
 def test_several_scored_samples_weighting_and_best_of_n(problems, tmp_path):
     prompts, _, table = problems
-    kd.label_with_teacher(oracle(table, wrong_every=2), prompts, tmp_path, output="sequences",
-                          num_samples=2, batch_size=40, verbose=0, **OPTIONS)  # fmt: skip
+    kd.label_with_teacher(
+        oracle(table, wrong_every=2),
+        prompts,
+        tmp_path,
+        output="sequences",
+        num_samples=2,
+        batch_size=40,
+        verbose=0,
+        **OPTIONS,
+    )
     everything = kd.load_teacher_labels(tmp_path, batch_size=80, score_weighting="softmax")
     _, stored = next(iter(everything))
     scores = np.asarray(stored["teacher_score"]).reshape(40, 2)
     np.testing.assert_array_equal(scores, [[0.0, -1.0]] * 40)  # sample 1 of each prompt: wrong
     expected = 2 * np.exp([0.0, -1.0]) / np.exp([0.0, -1.0]).sum()
-    np.testing.assert_allclose(np.asarray(stored["teacher_weight"]).reshape(40, 2),
-                               [expected] * 40, rtol=1e-5)  # fmt: skip
-    _, linear = next(iter(kd.load_teacher_labels(tmp_path, batch_size=80,
-                                                 score_weighting="linear")))
+    np.testing.assert_allclose(
+        np.asarray(stored["teacher_weight"]).reshape(40, 2), [expected] * 40, rtol=1e-5
+    )
+    _, linear = next(
+        iter(kd.load_teacher_labels(tmp_path, batch_size=80, score_weighting="linear"))
+    )
     np.testing.assert_allclose(np.asarray(linear["teacher_weight"]).reshape(40, 2), [[1, 0]] * 40)
     labelled = tmp_path.parent / (tmp_path.name + "_labelled")
-    kd.label_with_teacher(oracle(table), prompts, labelled, output="sequences", verbose=0,
-                          **OPTIONS)
+    kd.label_with_teacher(
+        oracle(table), prompts, labelled, output="sequences", verbose=0, **OPTIONS
+    )
     both = kd.load_teacher_labels(labelled, batch_size=None).concatenate(
-        kd.load_teacher_labels(tmp_path, batch_size=None, score_weighting="softmax"))
+        kd.load_teacher_labels(tmp_path, batch_size=None, score_weighting="softmax")
+    )
     assert len(list(both)) == 40 + 80  # one answer per prompt and two samples: one dataset
     best = kd.load_teacher_labels(tmp_path, batch_size=80, best_of_n=True)
     assert best.cardinality() == 1
@@ -82,21 +104,24 @@ def test_several_scored_samples_weighting_and_best_of_n(problems, tmp_path):
 
 def test_the_student_learns_the_responses_with_teacher_forcing(problems, tmp_path):
     prompts, _, table = problems
-    kd.label_with_teacher(oracle(table), prompts, tmp_path, output="sequences", verbose=0,
-                          **OPTIONS)
+    kd.label_with_teacher(
+        oracle(table), prompts, tmp_path, output="sequences", verbose=0, **OPTIONS
+    )
     data = kd.load_teacher_labels(tmp_path, batch_size=40, score_weighting="threshold")
     student = causal_lm(VOCAB, LENGTH, blocks=1, width=16, seed=0)
     distiller = kd.Distiller(None, student, alpha=0.0)
-    distiller.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))  # fmt: skip
+    distiller.compile(
+        keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     logs = distiller.fit(data, epochs=1, verbose=0, shuffle=False).history
     x, stored = next(iter(data))
     log_p = np.asarray(keras.ops.log_softmax(student(x), axis=-1))
     tokens, mask = np.asarray(stored["teacher_tokens"]), np.asarray(stored["teacher_response_mask"])
     nll = -np.take_along_axis(log_p, tokens[..., None], axis=-1)[..., 0]
     assert logs["distillation_loss"][0] == pytest.approx((nll * mask).sum() / mask.sum(), rel=1e-4)
-    distiller.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))  # fmt: skip
+    distiller.compile(
+        keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     trained = distiller.fit(data, epochs=30, verbose=0, shuffle=False).history["distillation_loss"]
     assert trained[-1] < 0.5 * trained[0]
 
@@ -117,35 +142,59 @@ def test_keras_generator_decodes_greedily_and_scores_by_log_probability():
 def test_a_keras_hub_causal_lm_generates_the_responses(tmp_path):
     keras_hub = pytest.importorskip("keras_hub", reason="keras_hub is optional (not installed)")
     keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=VOCAB, num_layers=1, num_heads=2,
-                                             hidden_dim=16, intermediate_dim=32,
-                                             max_sequence_length=LENGTH)  # fmt: skip
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=LENGTH,
+    )
     lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
     generate = generation.keras_hub_generator(lm, max_length=LENGTH)
     prompts, _ = datasets.make_addition(6, seed=5)
-    manifest = kd.label_with_teacher(generate, prompts, tmp_path, output="sequences",
-                                     teacher_id="gpt2-random", verbose=0, **OPTIONS)
+    manifest = kd.label_with_teacher(
+        generate,
+        prompts,
+        tmp_path,
+        output="sequences",
+        teacher_id="gpt2-random",
+        verbose=0,
+        **OPTIONS,
+    )
     longest = max(len(p) for p in prompts)
     assert manifest["prompts"] == 6 and 0 < manifest["longest"] <= LENGTH
     assert manifest["response_tokens"] >= 6 * (LENGTH - longest)
 
 
 def test_bad_responses_are_refused_naming_the_prompt_and_nothing_is_half_written(
-        problems, tmp_path):  # fmt: skip
+    problems, tmp_path
+):
     prompts, answers, _ = problems
 
     def label(generate, **options):
-        return kd.label_with_teacher(generate, prompts[:8], tmp_path / "x", output="sequences",
-                                     verbose=0, **{**OPTIONS, **options})  # fmt: skip
+        return kd.label_with_teacher(
+            generate,
+            prompts[:8],
+            tmp_path / "x",
+            output="sequences",
+            verbose=0,
+            **{**OPTIONS, **options},
+        )
 
     with pytest.raises(TeacherLabelsError, match="returned 7 responses for 8 prompts"):
         label(lambda batch: answers[:7])
-    with pytest.raises(TeacherLabelsError, match=re.escape("response of prompt 3 has tokens "
-                                                           "outside the vocabulary [0, 14): [99]")):
+    with pytest.raises(
+        TeacherLabelsError,
+        match=re.escape("response of prompt 3 has tokens outside the vocabulary [0, 14): [99]"),
+    ):
         label(lambda batch: [np.array([99]) if i == 3 else a for i, a in enumerate(answers[:8])])
     with pytest.raises(TeacherLabelsError, match="response to prompt 5 is empty"):
-        label(lambda batch: [np.array([], "int32") if i == 5 else a
-                             for i, a in enumerate(answers[:8])])  # fmt: skip
+        label(
+            lambda batch: [
+                np.array([], "int32") if i == 5 else a for i, a in enumerate(answers[:8])
+            ]
+        )
     with pytest.raises(TeacherLabelsError, match="score of a response to prompt 2 is nan"):
         label(lambda batch: (answers[:8], [0, 0, np.nan, 0, 0, 0, 0, 0]))
     with pytest.raises(TeacherLabelsError, match="exceed max_length=12"):
@@ -170,17 +219,43 @@ def test_a_killed_run_resumes_and_another_teacher_is_refused(problems, tmp_path)
     responses.response_records = dying
     try:
         with pytest.raises(KeyboardInterrupt):
-            kd.label_with_teacher(generate, prompts, tmp_path, output="sequences", batch_size=10,
-                                  shard_size=10, teacher_id="oracle", verbose=0, **OPTIONS)
+            kd.label_with_teacher(
+                generate,
+                prompts,
+                tmp_path,
+                output="sequences",
+                batch_size=10,
+                shard_size=10,
+                teacher_id="oracle",
+                verbose=0,
+                **OPTIONS,
+            )
     finally:
         responses.response_records = original
-    manifest = kd.label_with_teacher(generate, prompts, tmp_path, output="sequences",
-                                     batch_size=10, shard_size=10, teacher_id="oracle",
-                                     verbose=0, **OPTIONS)  # fmt: skip
+    manifest = kd.label_with_teacher(
+        generate,
+        prompts,
+        tmp_path,
+        output="sequences",
+        batch_size=10,
+        shard_size=10,
+        teacher_id="oracle",
+        verbose=0,
+        **OPTIONS,
+    )
     assert len(generate.calls) == 3 + 2 and manifest["num_examples"] == 40
     with pytest.raises(TeacherLabelsError, match="other teacher"):
-        kd.label_with_teacher(generate, prompts, tmp_path, output="sequences", batch_size=10,
-                              shard_size=10, teacher_id="oracle-v2", verbose=0, **OPTIONS)
+        kd.label_with_teacher(
+            generate,
+            prompts,
+            tmp_path,
+            output="sequences",
+            batch_size=10,
+            shard_size=10,
+            teacher_id="oracle-v2",
+            verbose=0,
+            **OPTIONS,
+        )
 
 
 def test_a_keras_generator_names_its_weights_so_another_model_is_refused(tmp_path):
@@ -197,23 +272,29 @@ def test_the_teachers_top_k_per_token_is_stored_and_matched_beside_its_tokens(tm
     prompts, _ = datasets.make_addition(16, seed=11)
     teacher = causal_lm(VOCAB, LENGTH, blocks=1, width=16, seed=3)
     generate = generation.keras_generator(teacher, 3, top_k=4)
-    manifest = kd.label_with_teacher(generate, prompts, tmp_path, output="sequences", verbose=0,
-                                     **OPTIONS)  # fmt: skip
+    manifest = kd.label_with_teacher(
+        generate, prompts, tmp_path, output="sequences", verbose=0, **OPTIONS
+    )
     assert manifest["response_top_k"] == 4
     x, stored = next(iter(kd.load_teacher_labels(tmp_path, batch_size=16)))
     mask = np.asarray(stored["teacher_response_mask"])
-    values, indices = np.asarray(stored["teacher_topk_values"]), np.asarray(
-        stored["teacher_topk_indices"])  # fmt: skip
+    values, indices = (
+        np.asarray(stored["teacher_topk_values"]),
+        np.asarray(stored["teacher_topk_indices"]),
+    )
     t_log_p = np.asarray(keras.ops.log_softmax(teacher(x), axis=-1))
     row, position = 0, int(np.nonzero(mask[0])[0][0])
-    np.testing.assert_allclose(values[row, position],
-                               np.sort(t_log_p[row, position])[::-1][:4], atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        values[row, position], np.sort(t_log_p[row, position])[::-1][:4], atol=1e-5
+    )
     student = causal_lm(VOCAB, LENGTH, blocks=1, width=16, seed=4)
     distiller = kd.Distiller(None, student, alpha=0.0, temperature=1.0)
-    distiller.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))  # fmt: skip
-    logs = distiller.fit(kd.load_teacher_labels(tmp_path, batch_size=16), epochs=1, verbose=0,
-                         shuffle=False).history  # fmt: skip
+    distiller.compile(
+        keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    logs = distiller.fit(
+        kd.load_teacher_labels(tmp_path, batch_size=16), epochs=1, verbose=0, shuffle=False
+    ).history
     s_p = np.asarray(keras.ops.softmax(student(x), axis=-1), "float64")
     tokens = np.asarray(stored["teacher_tokens"])
     nll = -np.log(np.take_along_axis(s_p, tokens[..., None], axis=-1)[..., 0])
@@ -227,9 +308,16 @@ def test_the_teachers_top_k_per_token_is_stored_and_matched_beside_its_tokens(tm
     assert logs["distillation_loss"][0] == pytest.approx(expected, rel=1e-3)
     with pytest.raises(TeacherLabelsError, match="top-k outputs of the response to prompt 0"):
         kd.label_with_teacher(
-            lambda b: {"responses": [np.array([3])] * len(b),
-                       "top_k": [(np.zeros((2, 4)), np.zeros((2, 4), "int32"))] * len(b)},
-            prompts, tmp_path / "bad", output="sequences", verbose=0, **OPTIONS)  # fmt: skip
+            lambda b: {
+                "responses": [np.array([3])] * len(b),
+                "top_k": [(np.zeros((2, 4)), np.zeros((2, 4), "int32"))] * len(b),
+            },
+            prompts,
+            tmp_path / "bad",
+            output="sequences",
+            verbose=0,
+            **OPTIONS,
+        )
 
 
 def test_string_prompts_with_a_tokenizer_a_grader_and_a_weighting_function(tmp_path):
@@ -243,15 +331,35 @@ def test_string_prompts_with_a_tokenizer_a_grader_and_a_weighting_function(tmp_p
         graded.append((prompt, response))
         return float(eval(prompt[:-1]) == int(response))  # noqa: S307  (our own prompts)
 
-    manifest = kd.label_with_teacher(lambda batch: ["15", "9"], prompts, tmp_path,
-                                     output="sequences", tokenizer=tokenizer, score=grader,
-                                     teacher_id="strings", verbose=0, **OPTIONS)  # fmt: skip
+    manifest = kd.label_with_teacher(
+        lambda batch: ["15", "9"],
+        prompts,
+        tmp_path,
+        output="sequences",
+        tokenizer=tokenizer,
+        score=grader,
+        teacher_id="strings",
+        verbose=0,
+        **OPTIONS,
+    )
     assert graded == [("12+3=", "15"), ("4+4=", "9")] and manifest["score_range"] == [0.0, 1.0]
-    x, stored = next(iter(kd.load_teacher_labels(
-        tmp_path, batch_size=2, score_weighting=lambda s, g: 3.0 * s + 1.0)))  # fmt: skip
+    x, stored = next(
+        iter(
+            kd.load_teacher_labels(
+                tmp_path, batch_size=2, score_weighting=lambda s, g: 3.0 * s + 1.0
+            )
+        )
+    )
     assert datasets.addition_text(np.asarray(x)[0]) == "12+3=15"
     np.testing.assert_allclose(stored["teacher_weight"], [4.0, 1.0])
     with pytest.raises(TeacherLabelsError, match="other data"):
-        kd.label_with_teacher(lambda batch: ["15", "9"], ["1+1=", "4+4="], tmp_path,
-                              output="sequences", tokenizer=tokenizer, teacher_id="strings",
-                              verbose=0, **OPTIONS)  # fmt: skip
+        kd.label_with_teacher(
+            lambda batch: ["15", "9"],
+            ["1+1=", "4+4="],
+            tmp_path,
+            output="sequences",
+            tokenizer=tokenizer,
+            teacher_id="strings",
+            verbose=0,
+            **OPTIONS,
+        )

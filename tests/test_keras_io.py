@@ -47,6 +47,9 @@ def test_keras_io_arguments_are_checked(teacher):
 
 
 def test_swapped_roles_are_warned_about(teacher):
-    with pytest.warns(UserWarning, match=r"teacher 'student_like' \(610 parameters\) is smaller "
-                                         r"than the student 'teacher' \(9,610\).*by keyword"):
+    with pytest.warns(
+        UserWarning,
+        match=r"teacher 'student_like' \(610 parameters\) is smaller "
+        r"than the student 'teacher' \(9,610\).*by keyword",
+    ):
         Distiller(mlp([8], name="student_like"), teacher)  # keras.io's (student, teacher) order

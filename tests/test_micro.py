@@ -43,18 +43,25 @@ def cnn(digits):
 def mlp_export(teacher, digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("mlp")
     return micro.export(
-        teacher, digits.x_train, out, name="digits_mlp", board="arduino_nano_33_ble_sense",
+        teacher,
+        digits.x_train,
+        out,
+        name="digits_mlp",
+        board="arduino_nano_33_ble_sense",
         validation_data=(digits.x_test, digits.y_test),
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
 def cnn_export(cnn, digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("cnn")
     return micro.export(
-        cnn, images(digits.x_train), out, name="digits_cnn",
+        cnn,
+        images(digits.x_train),
+        out,
+        name="digits_cnn",
         validation_data=(images(digits.x_test), digits.y_test),
-    )  # fmt: skip
+    )
 
 
 def assert_arena_is_minimal(result):
@@ -123,16 +130,37 @@ def compile_and_run(result, tmp_path):
     folder = result.source_path.parent
     for source in (result.source_path, main):
         subprocess.run(
-            [GXX, "-std=c++17", "-Wall", "-Werror", "-c", str(source), "-I", str(STUBS),
-             "-I", str(folder), "-o", str(tmp_path / (source.stem + ".o"))],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                GXX,
+                "-std=c++17",
+                "-Wall",
+                "-Werror",
+                "-c",
+                str(source),
+                "-I",
+                str(STUBS),
+                "-I",
+                str(folder),
+                "-o",
+                str(tmp_path / (source.stem + ".o")),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     binary = tmp_path / "check"
     subprocess.run(
-        [GXX, str(tmp_path / "check_main.o"), str(tmp_path / (result.source_path.stem + ".o")),
-         "-o", str(binary)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            GXX,
+            str(tmp_path / "check_main.o"),
+            str(tmp_path / (result.source_path.stem + ".o")),
+            "-o",
+            str(binary),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert subprocess.run([str(binary)]).returncode == 0
 
 
@@ -153,9 +181,13 @@ def test_generated_sources_compile_and_hold_the_exact_model(which, request, tmp_
 
 def test_float_io_keeps_float_input_and_output(teacher, digits, tmp_path):
     result = micro.export(
-        teacher, digits.x_train[:100], tmp_path, name="float_io", float_io=True,
+        teacher,
+        digits.x_train[:100],
+        tmp_path,
+        name="float_io",
+        float_io=True,
         validation_data=digits.x_test[:50],
-    )  # fmt: skip
+    )
     assert result.inputs[0].dtype == "float32" and result.outputs[0].dtype == "float32"
     assert result.validation["agreement"] >= 0.95
     assert result.validation["float_accuracy"] is None  # no labels given
@@ -173,9 +205,12 @@ def test_tflite_bytes_and_paths_skip_conversion(mlp_export, tmp_path):
 def gelu_model():
     keras.utils.set_random_seed(0)
     return keras.Sequential(
-        [keras.Input((64,)), keras.layers.Dense(16, activation="gelu", name="fancy"),
-         keras.layers.Dense(10, name="head")]
-    )  # fmt: skip
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(16, activation="gelu", name="fancy"),
+            keras.layers.Dense(10, name="head"),
+        ]
+    )
 
 
 def assert_nothing_written(folder):
@@ -264,12 +299,29 @@ def test_cli_exports_a_keras_file(cnn, digits, tmp_path):
     np.save(tmp_path / "vx.npy", images(digits.x_test))
     np.save(tmp_path / "vy.npy", digits.y_test)
     result = subprocess.run(
-        [sys.executable, "-m", "keras_distill", "export-micro", str(tmp_path / "cnn.keras"),
-         "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "out"), "--name", "cnn",
-         "--board", "raspberry_pi_pico", "--validation-data", str(tmp_path / "vx.npy"),
-         "--validation-labels", str(tmp_path / "vy.npy")],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "keras_distill",
+            "export-micro",
+            str(tmp_path / "cnn.keras"),
+            "--data",
+            str(tmp_path / "x.npy"),
+            "--out",
+            str(tmp_path / "out"),
+            "--name",
+            "cnn",
+            "--board",
+            "raspberry_pi_pico",
+            "--validation-data",
+            str(tmp_path / "vx.npy"),
+            "--validation-labels",
+            str(tmp_path / "vy.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| top-1 agreement, TFLM int8 vs Keras float |" in result.stdout
     assert "budget (raspberry_pi_pico)" in result.stdout
@@ -290,8 +342,11 @@ def test_cli_reports_bad_files_clearly(tmp_path, capsys):
 
 def test_boards_have_documented_budgets():
     assert set(micro.BOARDS) >= {
-        "arduino_nano_33_ble_sense", "esp32", "stm32f746g_disco", "raspberry_pi_pico",
-    }  # fmt: skip
+        "arduino_nano_33_ble_sense",
+        "esp32",
+        "stm32f746g_disco",
+        "raspberry_pi_pico",
+    }
     for board in micro.BOARDS.values():
         assert board.flash_bytes > board.ram_bytes > 100_000
         assert "datasheet" in board.source.lower() or "manual" in board.source.lower()
@@ -314,9 +369,15 @@ def test_cli_rejects_data_of_the_wrong_shape(teacher, tmp_path, capsys):
     teacher.save(tmp_path / "teacher.keras")
     np.save(tmp_path / "x.npy", np.zeros((20, 8, 8), "float32"))
     code = cli.main(
-        ["export-micro", str(tmp_path / "teacher.keras"), "--data", str(tmp_path / "x.npy"),
-         "--out", str(tmp_path / "out")]
-    )  # fmt: skip
+        [
+            "export-micro",
+            str(tmp_path / "teacher.keras"),
+            "--data",
+            str(tmp_path / "x.npy"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 1
     assert "examples of shape (8, 8), but the model expects inputs of shape (64,)" in (
         capsys.readouterr().err
@@ -334,8 +395,11 @@ def test_non_finite_data_and_float_fallbacks_are_refused(teacher, digits, tmp_pa
     converter = tf.lite.TFLiteConverter.from_keras_model(teacher)
     float_model = converter.convert()
     monkeypatch.setattr(convert, "to_int8_tflite", lambda *args, **kwargs: float_model)
-    with pytest.raises(micro.MicroExportError, match=r"not fully integer: float tensors .*input 0 "
-                                                     r"\(float32\)"):  # fmt: skip
+    with pytest.raises(
+        micro.MicroExportError,
+        match=r"not fully integer: float tensors .*input 0 "
+        r"\(float32\)",
+    ):
         micro.export(teacher, digits.x_train, tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -346,8 +410,15 @@ def test_cli_reads_npz_files_and_checks_label_counts(teacher, digits, tmp_path, 
     base = ["export-micro", str(tmp_path / "teacher.keras"), "--out", str(tmp_path / "out")]
     assert cli.main([*base, "--data", str(tmp_path / "data.npz")]) == 1
     assert "holds ['x', 'y']; name one as FILE.npz:NAME" in capsys.readouterr().err
-    wrong = [*base, "--data", f"{tmp_path / 'data.npz'}:x", "--validation-data",
-             f"{tmp_path / 'data.npz'}:x", "--validation-labels", f"{tmp_path / 'data.npz'}:y"]
+    wrong = [
+        *base,
+        "--data",
+        f"{tmp_path / 'data.npz'}:x",
+        "--validation-data",
+        f"{tmp_path / 'data.npz'}:x",
+        "--validation-labels",
+        f"{tmp_path / 'data.npz'}:y",
+    ]
     np.savez(tmp_path / "data.npz", x=digits.x_train[:100], y=digits.y_train[:90])
     assert cli.main(wrong) == 1
     assert "100 examples but 90 labels" in capsys.readouterr().err

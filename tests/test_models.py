@@ -4,15 +4,20 @@ import keras
 import numpy as np
 import pytest
 
-from keras_distill import models
+from keras_distill.utils import model_inspection as models
 
 
 def test_multiply_accumulates_counts_dense_and_convolutions_in_nested_models():
     inner = keras.Sequential([keras.Input((8, 3)), keras.layers.Conv1D(4, 3, padding="same")])
-    model = keras.Sequential([
-        keras.Input((8, 3)), inner, keras.layers.Conv1D(2, 3, strides=2, padding="same"),
-        keras.layers.Flatten(), keras.layers.Dense(5),
-    ])  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input((8, 3)),
+            inner,
+            keras.layers.Conv1D(2, 3, strides=2, padding="same"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5),
+        ]
+    )
     # 8 positions x 3 x 3 x 4, then 4 positions x 3 x 4 x 2, then 8 x 5
     assert models.multiply_accumulates(model) == 8 * 36 + 4 * 24 + 40
 
@@ -35,5 +40,9 @@ def test_multiply_accumulates_refuses_a_model_without_output_shapes():
 def test_predictions_equal_predict_without_tracing():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     x = np.random.default_rng(0).random((10, 4)).astype("float32")
-    np.testing.assert_allclose(models.predictions(model, x, batch_size=3),
-                               model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        models.predictions(model, x, batch_size=3),
+        model.predict(x, verbose=0),
+        rtol=1e-6,
+        atol=1e-6,
+    )

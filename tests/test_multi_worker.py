@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from keras_distill import compat, label_with_teacher, load_teacher_labels
-from keras_distill.teacher_labels import TeacherLabelsError
+from keras_distill import label_with_teacher, load_teacher_labels
+from keras_distill.labelling.writer import TeacherLabelsError
+from keras_distill.training import multi_worker as compat
 
 TIMEOUT = 300
 
@@ -35,7 +36,8 @@ DISTIL = textwrap.dedent(
     import tensorflow as tf
     import keras
     import keras_distill  # imported before the strategy is created, on purpose
-    from keras_distill import Distiller, TemperatureScheduler, schedules
+    from keras_distill import Distiller, TemperatureScheduler
+    from keras_distill.training import schedules
 
     if os.environ.get("TF_CONFIG"):
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -78,9 +80,11 @@ def free_ports(count):
 def worker_env(ports, index):
     env = dict(os.environ)
     env["TF_CONFIG"] = json.dumps(
-        {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-         "task": {"type": "worker", "index": index}}
-    )  # fmt: skip
+        {
+            "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+            "task": {"type": "worker", "index": index},
+        }
+    )
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return env
@@ -96,7 +100,7 @@ def run_cluster(script, argument, workers=2):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        )  # fmt: skip
+        )
         for i in range(workers)
     ]
     results = []
@@ -120,9 +124,12 @@ def parse(output):
 @pytest.mark.slow
 def test_two_workers_match_a_single_process_on_the_same_global_batch():
     single = subprocess.run(
-        [sys.executable, "-c", DISTIL, "distil"], capture_output=True, text=True,
-        timeout=TIMEOUT, env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"},
-    )  # fmt: skip
+        [sys.executable, "-c", DISTIL, "distil"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"},
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     reference = parse(single.stdout)
     results = run_cluster(DISTIL, "distil")
@@ -157,7 +164,8 @@ LEGACY = textwrap.dedent(
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import numpy as np
     import tensorflow as tf
-    from keras_distill import Distiller, TemperatureScheduler, schedules
+    from keras_distill import Distiller, TemperatureScheduler
+    from keras_distill.training import schedules
 
     if os.environ.get("TF_CONFIG"):
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -191,8 +199,9 @@ LEGACY = textwrap.dedent(
 @pytest.mark.slow
 def test_tf_keras_distiller_works_multi_worker_too():
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    single = subprocess.run([sys.executable, "-c", LEGACY], capture_output=True, text=True,
-                            timeout=TIMEOUT, env=env)  # fmt: skip
+    single = subprocess.run(
+        [sys.executable, "-c", LEGACY], capture_output=True, text=True, timeout=TIMEOUT, env=env
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     reference = parse(single.stdout)
     reports = []
@@ -213,7 +222,8 @@ BACKUP = textwrap.dedent(
     import numpy as np
     import tensorflow as tf
     import keras
-    from keras_distill import Distiller, TemperatureScheduler, schedules
+    from keras_distill import Distiller, TemperatureScheduler
+    from keras_distill.training import schedules
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
@@ -286,10 +296,12 @@ def cos_teacher(batch):
 def test_two_labelling_workers_one_killed_and_resumed_give_the_single_process_result(tmp_path):
     target = tmp_path / "parts"
     ports = free_ports(2)
-    fast = subprocess.Popen([sys.executable, "-c", LABEL, str(target), "0"],
-                            env=worker_env(ports, 0))  # fmt: skip
-    slow = subprocess.Popen([sys.executable, "-c", LABEL, str(target), "0.05"],
-                            env=worker_env(ports, 1))  # fmt: skip
+    fast = subprocess.Popen(
+        [sys.executable, "-c", LABEL, str(target), "0"], env=worker_env(ports, 0)
+    )
+    slow = subprocess.Popen(
+        [sys.executable, "-c", LABEL, str(target), "0.05"], env=worker_env(ports, 1)
+    )
     try:
         assert fast.wait(timeout=TIMEOUT) == 0
         part = target / "manifest-part-00001-of-00002.json"
@@ -330,14 +342,22 @@ def test_two_labelling_workers_one_killed_and_resumed_give_the_single_process_re
 def test_an_incomplete_set_of_parts_is_refused_unless_asked(tmp_path):
     x = np.random.default_rng(3).random((90, 6)).astype("float32")
     for index in (0, 2):
-        label_with_teacher(cos_teacher, x, tmp_path, worker_index=index, num_workers=3,
-                           teacher_id="cos-v1", verbose=0)  # fmt: skip
+        label_with_teacher(
+            cos_teacher,
+            x,
+            tmp_path,
+            worker_index=index,
+            num_workers=3,
+            teacher_id="cos-v1",
+            verbose=0,
+        )
     with pytest.raises(TeacherLabelsError, match=r"of 3 parts, missing \[1\]"):
         load_teacher_labels(tmp_path)
     partial = load_teacher_labels(tmp_path, batch_size=None, allow_incomplete=True)
     assert sum(1 for _ in partial) == 60
-    label_with_teacher(cos_teacher, x, tmp_path, worker_index=0, num_workers=2,
-                       teacher_id="cos-v1", verbose=0)  # fmt: skip
+    label_with_teacher(
+        cos_teacher, x, tmp_path, worker_index=0, num_workers=2, teacher_id="cos-v1", verbose=0
+    )
     with pytest.raises(TeacherLabelsError, match="parts of different labelling runs"):
         load_teacher_labels(tmp_path)
     with pytest.raises(ValueError, match="worker_index=3, num_workers=3"):
@@ -345,10 +365,15 @@ def test_an_incomplete_set_of_parts_is_refused_unless_asked(tmp_path):
 
 
 def test_worker_part_comes_from_tf_config(tmp_path, monkeypatch):
-    monkeypatch.setenv("TF_CONFIG", json.dumps({
-        "cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
-        "task": {"type": "worker", "index": 1},
-    }))  # fmt: skip
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps(
+            {
+                "cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
+                "task": {"type": "worker", "index": 1},
+            }
+        ),
+    )
     x = np.random.default_rng(4).random((30, 6)).astype("float32")
     manifest = label_with_teacher(cos_teacher, x, tmp_path, teacher_id="cos-v1", verbose=0)
     assert manifest["worker_index"] == 2 and manifest["settings"]["num_workers"] == 3

@@ -9,7 +9,7 @@ import textwrap
 import keras
 import pytest
 
-from keras_distill import optimize
+from keras_distill.training import tfmot as optimize
 
 LEGACY = textwrap.dedent(
     """
@@ -19,8 +19,8 @@ LEGACY = textwrap.dedent(
     import tensorflow as tf
     import keras
     import keras_distill as kd
-    from keras_distill import optimize
-    from keras_distill.datasets import load_digits
+    from keras_distill.training import tfmot as optimize
+    from keras_distill.studies.datasets import load_digits
 
     split = load_digits()
     loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -77,7 +77,7 @@ BEHAVIOUR = textwrap.dedent(
     import numpy as np
     import tensorflow as tf
     import keras_distill as kd
-    from keras_distill.datasets import load_digits
+    from keras_distill.studies.datasets import load_digits
 
     split = load_digits()
     sce = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)

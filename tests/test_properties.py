@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from test_losses import reference
 
-from keras_distill import label_with_teacher, load_teacher_labels, losses, schedules
-from keras_distill.teacher_labels import TeacherLabelsError
+from keras_distill import label_with_teacher, load_teacher_labels, losses
+from keras_distill.labelling.writer import TeacherLabelsError
+from keras_distill.training import schedules
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DIVERGENCES = {
@@ -45,8 +46,12 @@ def test_divergences_are_non_negative_and_zero_on_equal_logits(pair, temperature
 
 
 @FAST
-@given(pair=logit_pairs(), temperature=temperatures, name=st.sampled_from(sorted(SHIFT_INVARIANT)),
-       shift=st.floats(-50, 50))  # fmt: skip
+@given(
+    pair=logit_pairs(),
+    temperature=temperatures,
+    name=st.sampled_from(sorted(SHIFT_INVARIANT)),
+    shift=st.floats(-50, 50),
+)
 def test_adding_a_constant_to_the_logits_changes_nothing(pair, temperature, name, shift):
     teacher, student = pair
     if name == "dist":  # a correlation across the batch is ill-conditioned for flat columns
@@ -66,14 +71,20 @@ def test_kl_scales_by_temperature_squared(pair, temperature):
     softened = losses.kl_divergence(teacher / temperature, student / temperature, 1.0)
     np.testing.assert_allclose(
         losses.kl_divergence(teacher, student, temperature),
-        temperature**2 * np.asarray(softened), rtol=1e-3, atol=1e-4,
-    )  # fmt: skip
+        temperature**2 * np.asarray(softened),
+        rtol=1e-3,
+        atol=1e-4,
+    )
 
 
 @FAST
-@given(pair=logit_pairs(), temperature=temperatures,
-       name=st.sampled_from(["kl_divergence", "reverse_kl_divergence", "jensen_shannon_divergence",
-                             "logit_mse"]))  # fmt: skip
+@given(
+    pair=logit_pairs(),
+    temperature=temperatures,
+    name=st.sampled_from(
+        ["kl_divergence", "reverse_kl_divergence", "jensen_shannon_divergence", "logit_mse"]
+    ),
+)
 def test_losses_agree_with_numpy_on_random_shapes(pair, temperature, name):
     teacher, student = pair
     got = np.asarray(losses.get(name)(teacher, student, temperature))
@@ -82,8 +93,11 @@ def test_losses_agree_with_numpy_on_random_shapes(pair, temperature, name):
 
 
 @FAST
-@given(dtype=st.sampled_from(["float16", "float32"]), name=st.sampled_from(sorted(SHIFT_INVARIANT)),
-       sign=st.sampled_from([-1.0, 1.0]))  # fmt: skip
+@given(
+    dtype=st.sampled_from(["float16", "float32"]),
+    name=st.sampled_from(sorted(SHIFT_INVARIANT)),
+    sign=st.sampled_from([-1.0, 1.0]),
+)
 def test_losses_stay_finite_for_extreme_logits(dtype, name, sign):
     big = min(1e4, float(np.finfo(dtype).max) / 4)  # logits far beyond any trained model
     teacher = np.array([[big, 0.0, -big], [0.0, sign * big, 0.0]], dtype)
@@ -110,12 +124,16 @@ def test_annealing_is_monotone_with_exact_endpoints(cls, start, end, steps):
 # -- the manifest loader, fuzzed ---------------------------------------------------------
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 10**6)
+    | st.floats(allow_nan=False)
     | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                 max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=6,
-)  # fmt: skip
+)
 
 
 def paths(value, prefix=()):
@@ -132,8 +150,7 @@ def paths(value, prefix=()):
 def labelled(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
     x = np.random.default_rng(0).random((30, 4)).astype("float32")
-    label_with_teacher(lambda b: b[:, :3], (x, np.arange(30) % 3), folder, shard_size=10,
-                       verbose=0)  # fmt: skip
+    label_with_teacher(lambda b: b[:, :3], (x, np.arange(30) % 3), folder, shard_size=10, verbose=0)
     return folder, json.loads((folder / "manifest.json").read_text())
 
 

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from conftest import mlp
 
-from keras_distill import augment, recipes
+from keras_distill.studies import recipes
+from keras_distill.training import augment
 
 
 @pytest.fixture(scope="module")
 def small(digits):
-    return recipes.Data(digits.x_train[:512], digits.y_train[:512], digits.x_test,
-                        digits.y_test)  # fmt: skip
+    return recipes.Data(digits.x_train[:512], digits.y_train[:512], digits.x_test, digits.y_test)
 
 
 def test_scratch_on_the_same_augmentation_trains_on_mixed_labels(small):

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 from conftest import mlp
 
-from keras_distill import compare, recipes
-from keras_distill.report import accuracy
+from keras_distill import compare
+from keras_distill.studies import recipes
+from keras_distill.studies.compression_report import accuracy
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +47,15 @@ def test_compare_with_a_custom_metric_and_too_little_data(teacher, students, dig
         return float(np.mean([t in np.argsort(p)[-2:] for t, p in zip(y, predictions)]))
 
     report = compare(
-        teacher, students["student"], (digits.x_test, digits.y_test), metric=top2,
-        metric_name="top-2 accuracy", repeats=2, tflite=False, batch_sizes=(1, 8),
-    )  # fmt: skip
+        teacher,
+        students["student"],
+        (digits.x_test, digits.y_test),
+        metric=top2,
+        metric_name="top-2 accuracy",
+        repeats=2,
+        tflite=False,
+        batch_sizes=(1, 8),
+    )
     assert report.student.metric >= accuracy(
         digits.y_test, students["student"].predict(digits.x_test, verbose=0)
     )
@@ -64,8 +71,8 @@ def test_the_tflite_interpreter_is_litert_when_installed_and_never_warns(monkeyp
     import keras
     import numpy as np
 
-    from keras_distill import interpreter
     from keras_distill.micro.convert import to_int8_tflite
+    from keras_distill.utils import tflite_interpreter as interpreter
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     tflite = to_int8_tflite(model, np.random.default_rng(0).random((8, 4)))

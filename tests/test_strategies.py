@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import SCE, mlp
 
-from keras_distill import Distiller, TemperatureScheduler, schedules
+from keras_distill import Distiller, TemperatureScheduler
+from keras_distill.training import schedules
 
 
 @pytest.fixture
@@ -73,7 +74,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
     import keras, numpy as np
-    from keras_distill import Distiller, TemperatureScheduler, schedules
+    from keras_distill import Distiller, TemperatureScheduler
+    from keras_distill.training import schedules
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 16)).astype("float32")
@@ -125,20 +127,18 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device():
     assert report["two"]["temperature"] == [3.0, 1.0]
 
 
-AUGMENTED_SCRIPT = (
-    MIRRORED_SCRIPT.replace(
-        "temperature=3.0, alpha=0.3)",
-        "temperature=3.0, alpha=0.3, augment=lambda x, training: 1.1 * x + 0.1)",
-    ).replace(
-        "print(json.dumps({",
-        "from keras_distill import augment\n"
-        "with tf.distribute.MirroredStrategy(devices).scope():\n"
-        "    noisy = Distiller(model(32, 0), model(8, 1), alpha=0.0, augment=keras.Sequential(\n"
-        "        [augment.RandomShift1D(2), keras.layers.GaussianNoise(0.1)]))\n"
-        "    noisy.compile('adam', keras.losses.SparseCategoricalCrossentropy(from_logits=True))\n"
-        "random_history = noisy.fit(x, y, epochs=2, batch_size=64, verbose=0).history\n"
-        "print(json.dumps({'random': random_history,",
-    )
+AUGMENTED_SCRIPT = MIRRORED_SCRIPT.replace(
+    "temperature=3.0, alpha=0.3)",
+    "temperature=3.0, alpha=0.3, augment=lambda x, training: 1.1 * x + 0.1)",
+).replace(
+    "print(json.dumps({",
+    "from keras_distill import augment\n"
+    "with tf.distribute.MirroredStrategy(devices).scope():\n"
+    "    noisy = Distiller(model(32, 0), model(8, 1), alpha=0.0, augment=keras.Sequential(\n"
+    "        [augment.RandomShift1D(2), keras.layers.GaussianNoise(0.1)]))\n"
+    "    noisy.compile('adam', keras.losses.SparseCategoricalCrossentropy(from_logits=True))\n"
+    "random_history = noisy.fit(x, y, epochs=2, batch_size=64, verbose=0).history\n"
+    "print(json.dumps({'random': random_history,",
 )
 
 

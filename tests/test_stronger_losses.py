@@ -89,8 +89,9 @@ def test_dkd_takes_one_hot_labels_too():
     one_hot = np.eye(5, dtype="float32")[LABELS]
     np.testing.assert_allclose(
         losses.decoupled_kd(TEACHER, STUDENT, 2.0, labels=one_hot),
-        losses.decoupled_kd(TEACHER, STUDENT, 2.0, labels=LABELS), rtol=1e-6,
-    )  # fmt: skip
+        losses.decoupled_kd(TEACHER, STUDENT, 2.0, labels=LABELS),
+        rtol=1e-6,
+    )
 
 
 def test_dkd_without_labels_uses_the_teachers_argmax():
@@ -162,14 +163,20 @@ def test_standardization_ignores_the_scale_and_shift_of_the_logits():
 @pytest.mark.parametrize(
     "loss, expected",
     [
-        (losses.DecoupledKD(alpha=0.5, beta=2.0, temperature=4.0),
-         ref_dkd(TEACHER, STUDENT, 4.0, TEACHER.argmax(-1), alpha=0.5, beta=2.0)[0].mean()),
-        (losses.DIST(beta=2.0, gamma=0.5, temperature=1.0),
-         ref_dist(TEACHER, STUDENT, 1.0, beta=2.0, gamma=0.5).mean()),
-        (losses.StandardizedKLDivergence(temperature=2.0),
-         ref_standardized(TEACHER, STUDENT, 2.0).mean()),
+        (
+            losses.DecoupledKD(alpha=0.5, beta=2.0, temperature=4.0),
+            ref_dkd(TEACHER, STUDENT, 4.0, TEACHER.argmax(-1), alpha=0.5, beta=2.0)[0].mean(),
+        ),
+        (
+            losses.DIST(beta=2.0, gamma=0.5, temperature=1.0),
+            ref_dist(TEACHER, STUDENT, 1.0, beta=2.0, gamma=0.5).mean(),
+        ),
+        (
+            losses.StandardizedKLDivergence(temperature=2.0),
+            ref_standardized(TEACHER, STUDENT, 2.0).mean(),
+        ),
     ],
-)  # fmt: skip
+)
 def test_loss_classes_keep_their_options_through_serialization(loss, expected):
     assert float(loss(TEACHER, STUDENT)) == pytest.approx(expected, rel=2e-4)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
@@ -187,8 +194,13 @@ def test_the_distiller_gives_dkd_the_labels_and_masks_unlabelled_examples(digits
     x, y = digits.x_train[:64], digits.y_train[:64]
     keras.utils.set_random_seed(1)
     student = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
-    distiller = Distiller(teacher, student, temperature=4.0, alpha=0.0,
-                          distillation_loss=losses.DecoupledKD(alpha=1.0, beta=8.0))  # fmt: skip
+    distiller = Distiller(
+        teacher,
+        student,
+        temperature=4.0,
+        alpha=0.0,
+        distillation_loss=losses.DecoupledKD(alpha=1.0, beta=8.0),
+    )
     distiller.compile(keras.optimizers.SGD(0.0), SCE)
     t, s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
     logs = distiller.evaluate(x, y, return_dict=True, verbose=0)
@@ -206,8 +218,11 @@ def test_losses_that_need_full_logits_refuse_top_k_outputs(digits, teacher, tmp_
     for loss in ("dkd", "dist"):
         distiller = Distiller(None, student, distillation_loss=loss)
         distiller.compile("adam", SCE)
-        with pytest.raises(ValueError, match=rf"'{loss if loss == 'dist' else 'decoupled_kd'}' "
-                                             "needs the teacher's full logits"):  # fmt: skip
+        with pytest.raises(
+            ValueError,
+            match=rf"'{loss if loss == 'dist' else 'decoupled_kd'}' "
+            "needs the teacher's full logits",
+        ):
             distiller.fit(load_teacher_labels(tmp_path), verbose=0)
 
 
@@ -217,7 +232,8 @@ def test_stored_full_logits_work_with_dist(digits, teacher, tmp_path):
     student = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
     distiller = Distiller(None, student, temperature=1.0, distillation_loss="dist")
     distiller.compile(keras.optimizers.SGD(0.0), SCE)
-    logs = distiller.evaluate(load_teacher_labels(tmp_path, batch_size=128), return_dict=True,
-                              verbose=0)  # fmt: skip
+    logs = distiller.evaluate(
+        load_teacher_labels(tmp_path, batch_size=128), return_dict=True, verbose=0
+    )
     t, s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
     assert logs["distillation_loss"] == pytest.approx(ref_dist(t, s, 1.0).mean(), rel=1e-4)

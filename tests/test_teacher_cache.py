@@ -29,8 +29,7 @@ def counting_teacher(teacher):
 
 def train(teacher, digits, cache, epochs=3, **fit_kwargs):
     keras.utils.set_random_seed(5)
-    distiller = Distiller(teacher, mlp([8], seed=5), temperature=2.0,
-                          cache_teacher_outputs=cache)  # fmt: skip
+    distiller = Distiller(teacher, mlp([8], seed=5), temperature=2.0, cache_teacher_outputs=cache)
     distiller.compile(keras.optimizers.Adam(1e-2), SCE, metrics=["accuracy"])
     x, y = digits.x_train[:512], digits.y_train[:512]
     history = distiller.fit(x, y, epochs=epochs, batch_size=64, verbose=0, **fit_kwargs)
@@ -89,13 +88,14 @@ def test_outputs_over_the_budget_run_live(digits, teacher, capsys):
 
 
 def test_the_cache_holds_the_outputs_only_and_never_copies_the_inputs(digits, teacher):
-    from keras_distill import teacher_cache
+    from keras_distill.training import teacher_cache
 
     distiller = Distiller(teacher, mlp([8], seed=7))
     x, y = digits.x_train[:300], digits.y_train[:300]
     validation = (digits.x_test[:50], digits.y_test[:50])
     changed = teacher_cache.cached_arguments(
-        distiller, {"x": x, "y": y, "validation_data": validation, "verbose": 0})
+        distiller, {"x": x, "y": y, "validation_data": validation, "verbose": 0}
+    )
     assert "x" not in changed  # fit receives the caller's array itself
     assert changed["y"]["labels"] is y
     logits = changed["y"]["teacher_logits"]

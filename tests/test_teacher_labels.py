@@ -11,14 +11,9 @@ import tensorflow as tf
 from conftest import SCE, mlp
 from test_distiller import log_softmax, reference_kl
 
-from keras_distill import (
-    Distiller,
-    TemperatureScheduler,
-    label_with_teacher,
-    load_teacher_labels,
-    schedules,
-)
-from keras_distill.teacher_labels import TeacherLabelsError
+from keras_distill import Distiller, TemperatureScheduler, label_with_teacher, load_teacher_labels
+from keras_distill.labelling.writer import TeacherLabelsError
+from keras_distill.training import schedules
 
 
 def collect(dataset):
@@ -71,9 +66,14 @@ def test_bad_black_box_outputs_are_refused_and_completed_shards_kept(tmp_path):
     x = np.random.default_rng(0).random((200, 8)).astype("float32")
     with pytest.raises(TeacherLabelsError, match=r"NaN or infinite values for examples \[121\]"):
         label_with_teacher(
-            flaky_teacher(fail_from=4), x, tmp_path, batch_size=40, shard_size=50,
-            teacher_id="v1", verbose=0,
-        )  # fmt: skip
+            flaky_teacher(fail_from=4),
+            x,
+            tmp_path,
+            batch_size=40,
+            shard_size=50,
+            teacher_id="v1",
+            verbose=0,
+        )
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert not manifest["complete"] and len(manifest["shards"]) == 2
     first = (tmp_path / "shard-00000.tfrecord").read_bytes()
@@ -81,9 +81,14 @@ def test_bad_black_box_outputs_are_refused_and_completed_shards_kept(tmp_path):
         load_teacher_labels(tmp_path)
     # resume with a fixed teacher: the completed shards stay as they are
     done = label_with_teacher(
-        flaky_teacher(fail_from=10**9), x, tmp_path, batch_size=40, shard_size=50,
-        teacher_id="v1", verbose=0,
-    )  # fmt: skip
+        flaky_teacher(fail_from=10**9),
+        x,
+        tmp_path,
+        batch_size=40,
+        shard_size=50,
+        teacher_id="v1",
+        verbose=0,
+    )
     assert done["complete"] and (tmp_path / "shard-00000.tfrecord").read_bytes() == first
     fresh = tmp_path / "fresh"
     label_with_teacher(
@@ -302,8 +307,9 @@ def test_teacher_labels_output_trains_on_pseudo_labels(digits, teacher, tmp_path
     label_with_teacher(black_box, x, tmp_path, output="labels", verbose=0)
     distiller = Distiller(None, mlp([16], seed=5), temperature=1.0, alpha=0.0)
     distiller.compile(keras.optimizers.Adam(3e-3), SCE, metrics=["accuracy"])
-    distiller.fit(load_teacher_labels(tmp_path, batch_size=32, shuffle=2000, seed=0), epochs=15,
-                  verbose=0)  # fmt: skip
+    distiller.fit(
+        load_teacher_labels(tmp_path, batch_size=32, shuffle=2000, seed=0), epochs=15, verbose=0
+    )
     accuracy = distiller.evaluate(digits.x_test, digits.y_test, return_dict=True, verbose=0)
     assert accuracy["accuracy"] >= 0.85  # trained without a single true label
 

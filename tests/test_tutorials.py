@@ -192,6 +192,10 @@ def test_08_distil_a_generating_teacher(tmp_path):
     assert len(weights) == 8 and sum(weights[:4]) == pytest.approx(4.0, abs=0.02)
     row = r"^\s*(\S[^:\n]*): ([\d.]+)% \([+-][\d.]+ vs labelled only\)"
     rows = dict(re.findall(row, text, re.M))
-    assert set(rows) == {"labelled only", "+ teacher (greedy)", "+ 4 samples weighted by log-prob",
-                         "+ best of 4"}  # fmt: skip
+    assert set(rows) == {
+        "labelled only",
+        "+ teacher (greedy)",
+        "+ 4 samples weighted by log-prob",
+        "+ best of 4",
+    }
     assert "image/png" in str(notebook.cells)

@@ -30,8 +30,11 @@ def without_tf_start_up_lines(notebook) -> None:
         kept = []
         for output in cell.get("outputs", []):
             if output.get("name") == "stderr":
-                lines = [line for line in output.text.splitlines(keepends=True)
-                         if not TF_LOG_LINE.match(line)]  # fmt: skip
+                lines = [
+                    line
+                    for line in output.text.splitlines(keepends=True)
+                    if not TF_LOG_LINE.match(line)
+                ]
                 if not "".join(lines).strip():
                     continue
                 output.text = "".join(lines)
@@ -44,8 +47,9 @@ def execute_in_place(path: pathlib.Path) -> float:
     notebook = nbformat.read(path, as_version=4)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
-        nbclient.NotebookClient(notebook, timeout=3600, kernel_name="python3",
-                                resources={"metadata": {"path": scratch}}).execute()  # fmt: skip
+        nbclient.NotebookClient(
+            notebook, timeout=3600, kernel_name="python3", resources={"metadata": {"path": scratch}}
+        ).execute()
     without_tf_start_up_lines(notebook)
     nbformat.write(notebook, path)
     return time.perf_counter() - started

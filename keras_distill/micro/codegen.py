@@ -16,13 +16,53 @@ _METHOD_EXCEPTIONS = {
     "CUSTOM:ethos-u": "AddEthosU",
 }
 _C_KEYWORDS = {
-    "alignas", "auto", "bool", "break", "case", "char", "class", "const", "constexpr",
-    "continue", "default", "delete", "do", "double", "else", "enum", "extern", "float",
-    "for", "goto", "if", "int", "long", "namespace", "new", "operator", "private",
-    "public", "register", "return", "short", "signed", "sizeof", "static", "struct",
-    "switch", "template", "this", "typedef", "union", "unsigned", "using", "virtual",
-    "void", "volatile", "while",
-}  # fmt: skip
+    "alignas",
+    "auto",
+    "bool",
+    "break",
+    "case",
+    "char",
+    "class",
+    "const",
+    "constexpr",
+    "continue",
+    "default",
+    "delete",
+    "do",
+    "double",
+    "else",
+    "enum",
+    "extern",
+    "float",
+    "for",
+    "goto",
+    "if",
+    "int",
+    "long",
+    "namespace",
+    "new",
+    "operator",
+    "private",
+    "public",
+    "register",
+    "return",
+    "short",
+    "signed",
+    "sizeof",
+    "static",
+    "struct",
+    "switch",
+    "template",
+    "this",
+    "typedef",
+    "union",
+    "unsigned",
+    "using",
+    "virtual",
+    "void",
+    "volatile",
+    "while",
+}
 
 
 def check_identifier(name: str) -> str:
@@ -281,5 +321,9 @@ def application_source(name: str, arena_bytes: int, version: str) -> str:
     >>> "MicroInterpreter" in application_source("student", 4096, "0.1")
     True
     """
-    return _APPLICATION.format(name=check_identifier(name), arena_bytes=int(arena_bytes),
-                               version=version, inputs_file=INPUTS_FILE)  # fmt: skip
+    return _APPLICATION.format(
+        name=check_identifier(name),
+        arena_bytes=int(arena_bytes),
+        version=version,
+        inputs_file=INPUTS_FILE,
+    )

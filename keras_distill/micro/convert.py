@@ -9,11 +9,12 @@ import warnings
 
 import numpy as np
 
-from keras_distill import inputs
 from keras_distill.micro.errors import HINTS, MicroExportError, layers_mentioned
-from keras_distill.models import is_tf_keras
+from keras_distill.utils import inputs
+from keras_distill.utils.model_inspection import is_tf_keras
 
 DEFAULT_NUM_SAMPLES = 200
+
 
 def representative_samples(
     data, input_shape: tuple, num_samples: int = DEFAULT_NUM_SAMPLES

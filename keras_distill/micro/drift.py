@@ -84,15 +84,17 @@ def layer_errors(model, samples: np.ndarray, float_io: bool = False) -> tuple[La
         steps = math.sqrt(float(row["mean_squared_error"])) / scale if scale else 0.0
         found = layers_mentioned(row["tensor_name"], names)
         layer = found[-1] if found else _output_name(row["tensor_name"], names)
-        errors.append(LayerError(layer, row["op_name"], steps, float(row["max_abs_error"]),
-                                 scale))  # fmt: skip
+        errors.append(LayerError(layer, row["op_name"], steps, float(row["max_abs_error"]), scale))
     return tuple(sorted(errors, key=lambda error: error.steps, reverse=True))
 
 
 def _output_name(tensor: str, names: list) -> str:
     # The model's output tensor is named after the call, not a layer: it is the last one.
-    return f"{names[-1]} (output)" if tensor.startswith("StatefulPartitionedCall") and names \
-        else tensor  # fmt: skip
+    return (
+        f"{names[-1]} (output)"
+        if tensor.startswith("StatefulPartitionedCall") and names
+        else tensor
+    )
 
 
 def advice(errors, agreement: float, threshold: float, num_samples: int, float_io: bool) -> str:
@@ -114,26 +116,37 @@ def advice(errors, agreement: float, threshold: float, num_samples: int, float_i
     TFLM int8 agrees with the float model on 95.0% of the validation examples ...
     """
     worst = ", ".join(f"{e.layer} {e.steps:.2f}" for e in errors[:3])
-    fixes = ["quantization-aware training of the student (keras_distill.optimize."
-             "quantization_aware, then distil it as usual)"]  # fmt: skip
+    fixes = [
+        "quantization-aware training of the student (keras_distill.training.tfmot."
+        "quantization_aware, then distil it as usual)"
+    ]
     if num_samples < convert.DEFAULT_NUM_SAMPLES:
-        fixes.append(f"more representative data ({num_samples} examples were used; give "
-                     f"{convert.DEFAULT_NUM_SAMPLES} or more typical inputs)")  # fmt: skip
+        fixes.append(
+            f"more representative data ({num_samples} examples were used; give "
+            f"{convert.DEFAULT_NUM_SAMPLES} or more typical inputs)"
+        )
     if errors and errors[0].layer.endswith("(output)") and not float_io:
         fixes.append("float_io=True, so the output is not rounded to int8")
     if errors and errors[0].op in ("FULLY_CONNECTED", "BATCH_MATMUL"):
-        fixes.append(f"in {errors[0].layer}: fewer or more evenly scaled units (Dense kernels "
-                     "are quantized per tensor, convolutions per channel), or a 1x1 Conv")
+        fixes.append(
+            f"in {errors[0].layer}: fewer or more evenly scaled units (Dense kernels "
+            "are quantized per tensor, convolutions per channel), or a 1x1 Conv"
+        )
     if errors and errors[0].steps < 2 * ROUNDING_STEPS:
-        diagnosis = ("Every layer is within about twice the rounding error: the disagreements are "
-                     "accumulated rounding on examples near the decision boundary, not one "
-                     "broken layer.")  # fmt: skip
+        diagnosis = (
+            "Every layer is within about twice the rounding error: the disagreements are "
+            "accumulated rounding on examples near the decision boundary, not one "
+            "broken layer."
+        )
     else:
-        diagnosis = ("A layer far above that often gets an input whose int8 range is set by a "
-                     "few large values: look at the layer feeding it too.")  # fmt: skip
+        diagnosis = (
+            "A layer far above that often gets an input whose int8 range is set by a "
+            "few large values: look at the layer feeding it too."
+        )
     return (
         f"TFLM int8 agrees with the float model on {agreement:.1%} of the validation examples "
         f"(threshold {threshold:.0%}). Largest quantization errors, RMSE in quantization "
         f"steps (rounding alone gives {ROUNDING_STEPS:.2f}): {worst}. {diagnosis} Try: "
-        + "; ".join(fixes) + "."
+        + "; ".join(fixes)
+        + "."
     )

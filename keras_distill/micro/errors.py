@@ -11,7 +11,6 @@ HINTS = {
 }
 
 
-
 class MicroExportError(ValueError):
     """A model, its data or its budget does not allow a TFLite Micro export.
 

@@ -10,11 +10,12 @@ import warnings
 
 import numpy as np
 
-from keras_distill import inputs, models
 from keras_distill.micro import codegen, convert, drift, model_info, verify
 from keras_distill.micro.boards import get_board
 from keras_distill.micro.errors import MicroExportError
 from keras_distill.micro.result import MicroExport
+from keras_distill.utils import inputs
+from keras_distill.utils import model_inspection as models
 
 DEFAULT_ARENA_MARGIN = 0.10
 
@@ -101,26 +102,44 @@ def export(
     >>> result.header_path.name, result.ops
     ('tiny_model_data.h', ('FULLY_CONNECTED',))
     """
-    board_name, flash_bytes, ram_bytes = _checked_settings(name, output_dir, arena_margin, board,
-                                                           flash_bytes, ram_bytes)  # fmt: skip
+    board_name, flash_bytes, ram_bytes = _checked_settings(
+        name, output_dir, arena_margin, board, flash_bytes, ram_bytes
+    )
     keras_model, model_bytes = _load(model)
-    model_bytes, samples = (_convert(keras_model, representative_data, float_io, num_samples)
-                            if keras_model is not None else (model_bytes, None))  # fmt: skip
+    model_bytes, samples = (
+        _convert(keras_model, representative_data, float_io, num_samples)
+        if keras_model is not None
+        else (model_bytes, None)
+    )
     info = model_info.inspect_model(model_bytes)
     _check_integer(info, float_io, keras_model)
     arena = _measured_arena(model_bytes, info, keras_model)
     recommended = verify.with_margin(arena, arena_margin)
-    validation = validation_data is not None and _validate(
-        keras_model, model_bytes, info, validation_data, recommended) or None  # fmt: skip
-    errors = _explained(keras_model, samples, validation, float_io, explain_quantization,
-                        agreement_threshold)  # fmt: skip
+    validation = (
+        validation_data is not None
+        and _validate(keras_model, model_bytes, info, validation_data, recommended)
+        or None
+    )
+    errors = _explained(
+        keras_model, samples, validation, float_io, explain_quantization, agreement_threshold
+    )
     on_target = verify_on and _on_target(
-        name, info, model_bytes, arena, recommended, validation_data, representative_data,
-        verify_on, tflm_dir, arena_margin)  # fmt: skip
+        name,
+        info,
+        model_bytes,
+        arena,
+        recommended,
+        validation_data,
+        representative_data,
+        verify_on,
+        tflm_dir,
+        arena_margin,
+    )
     recommended = on_target["recommended_arena_bytes"] if on_target else recommended
     _check_budget(len(model_bytes), recommended, flash_bytes, ram_bytes, board_name)
-    paths = _write_atomically(pathlib.Path(output_dir),
-                              _sources(name, info, model_bytes, arena, recommended))  # fmt: skip
+    paths = _write_atomically(
+        pathlib.Path(output_dir), _sources(name, info, model_bytes, arena, recommended)
+    )
     return MicroExport(
         name=name,
         tflite_path=paths[0],
@@ -182,11 +201,16 @@ def _check_integer(info, float_io: bool, keras_model) -> None:
     """Refuses a conversion (of a Keras model) that left float tensors where int8 has none."""
     if keras_model is None:
         return  # a given .tflite is exported as it is
-    boundary = [] if float_io else [
-        f"{kind} {i} ({t.dtype})" for kind, tensors in (("input", info.inputs),
-                                                        ("output", info.outputs))
-        for i, t in enumerate(tensors) if t.dtype != "int8"
-    ]  # fmt: skip
+    boundary = (
+        []
+        if float_io
+        else [
+            f"{kind} {i} ({t.dtype})"
+            for kind, tensors in (("input", info.inputs), ("output", info.outputs))
+            for i, t in enumerate(tensors)
+            if t.dtype != "int8"
+        ]
+    )
     if info.float_tensors or boundary:
         named = list(info.float_tensors[:5]) + boundary
         more = len(info.float_tensors) - 5
@@ -211,7 +235,7 @@ def _measured_arena(model_bytes: bytes, info, keras_model) -> int:
 
 def _sources(name: str, info, model_bytes: bytes, arena: int, recommended: int) -> dict:
     """The files of an export: the flatbuffer, its C++ array and the header."""
-    from keras_distill import __version__
+    from keras_distill.version import __version__
 
     return {
         f"{name}.tflite": model_bytes,
@@ -303,31 +327,45 @@ def _explained(keras_model, samples, validation, float_io, explain, threshold):
         return None
     errors = drift.layer_errors(keras_model, samples, float_io)
     if low:
-        warnings.warn(drift.advice(errors, agreement, threshold, len(samples), float_io),
-                      stacklevel=3)  # fmt: skip
+        warnings.warn(
+            drift.advice(errors, agreement, threshold, len(samples), float_io), stacklevel=3
+        )
     return errors
 
 
 TARGET_EXAMPLES = 200
 
 
-def _on_target(name, info, model_bytes, arena, recommended, validation, representative, target,
-               tflm_dir, margin):  # fmt: skip
+def _on_target(
+    name,
+    info,
+    model_bytes,
+    arena,
+    recommended,
+    validation,
+    representative,
+    target,
+    tflm_dir,
+    margin,
+):
     """Builds the sources for `target`, runs them, checks them bit for bit (`verify_on`)."""
     from keras_distill.micro import target_run
 
     data = validation if validation is not None else representative
     if data is None:
-        raise MicroExportError("`verify_on` needs inputs to run: give `validation_data` (or "
-                               "`representative_data`).")  # fmt: skip
+        raise MicroExportError(
+            "`verify_on` needs inputs to run: give `validation_data` (or `representative_data`)."
+        )
     x, _ = inputs.collect(data, example_rank=len(info.inputs[0].shape) - 1)
     x = np.asarray(x, "float32")[:TARGET_EXAMPLES]
     expected = verify.run_tflm(model_bytes, info, x, recommended, dequantize=False)
     with tempfile.TemporaryDirectory(prefix="keras_distill_target_") as scratch:
-        _write_atomically(pathlib.Path(scratch),
-                          _sources(name, info, model_bytes, arena, recommended))  # fmt: skip
-        return target_run.verify_on_target(scratch, model_bytes, x, expected, target,
-                                           tflm_dir=tflm_dir, arena_margin=margin)  # fmt: skip
+        _write_atomically(
+            pathlib.Path(scratch), _sources(name, info, model_bytes, arena, recommended)
+        )
+        return target_run.verify_on_target(
+            scratch, model_bytes, x, expected, target, tflm_dir=tflm_dir, arena_margin=margin
+        )
 
 
 def _check_budget(model_bytes, arena_bytes, flash_bytes, ram_bytes, board):

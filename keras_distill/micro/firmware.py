@@ -47,11 +47,13 @@ class Target:
 
 TARGETS = {
     "host": Target(()),
-    "cortex-m3": Target(("TARGET=cortex_m_qemu", "TARGET_ARCH=cortex-m3"), "mps2-an385",
-                        "arm-none-eabi-g++"),
-    "cortex-m4": Target(("TARGET=cortex_m_qemu", "TARGET_ARCH=cortex-m4"), "mps2-an386",
-                        "arm-none-eabi-g++"),
-}  # fmt: skip
+    "cortex-m3": Target(
+        ("TARGET=cortex_m_qemu", "TARGET_ARCH=cortex-m3"), "mps2-an385", "arm-none-eabi-g++"
+    ),
+    "cortex-m4": Target(
+        ("TARGET=cortex_m_qemu", "TARGET_ARCH=cortex-m4"), "mps2-an386", "arm-none-eabi-g++"
+    ),
+}
 
 
 class FirmwareError(MicroExportError):
@@ -93,8 +95,12 @@ class Firmware:
 def _export_files(export) -> tuple[str, pathlib.Path, pathlib.Path, int]:
     """(name, folder, .tflite path, recommended arena) of an export or its folder."""
     if hasattr(export, "header_path"):
-        return (export.name, export.header_path.parent, export.tflite_path,
-                export.recommended_arena_bytes)  # fmt: skip
+        return (
+            export.name,
+            export.header_path.parent,
+            export.tflite_path,
+            export.recommended_arena_bytes,
+        )
     folder = pathlib.Path(export)
     headers = sorted(folder.glob("*_model_data.h")) if folder.is_dir() else []
     if len(headers) != 1:
@@ -106,8 +112,10 @@ def _export_files(export) -> tuple[str, pathlib.Path, pathlib.Path, int]:
     text = headers[0].read_text()
     marker = f"constexpr size_t {name}_arena_size = "
     if marker not in text or not (folder / f"{name}.tflite").is_file():
-        raise FirmwareError(f"{headers[0]} is not a keras-distill export header (or "
-                            f"{name}.tflite is missing beside it).")  # fmt: skip
+        raise FirmwareError(
+            f"{headers[0]} is not a keras-distill export header (or "
+            f"{name}.tflite is missing beside it)."
+        )
     arena = int(text.split(marker, 1)[1].split(";", 1)[0])
     return name, folder, folder / f"{name}.tflite", arena
 
@@ -150,8 +158,9 @@ def _check_toolchain(target: Target) -> None:
     missing = [tool for tool in ("make", target.compiler) if shutil.which(tool) is None]
     if missing:
         install = ARM_PACKAGES if target.machine else "make g++"
-        raise FirmwareError(f"{', '.join(missing)} not found on PATH; install it, e.g. "
-                            f"`apt-get install {install}`.")  # fmt: skip
+        raise FirmwareError(
+            f"{', '.join(missing)} not found on PATH; install it, e.g. `apt-get install {install}`."
+        )
 
 
 def _cache_dir(cache_dir, tflm: pathlib.Path, target: str) -> pathlib.Path:
@@ -196,10 +205,11 @@ def _link_downloads(cache: pathlib.Path, tflm: pathlib.Path, target: Target) -> 
     return downloads
 
 
-def _write_application(cache: pathlib.Path, name: str, folder: pathlib.Path, arena: int,
-                       target: str) -> tuple[str, pathlib.Path]:  # fmt: skip
+def _write_application(
+    cache: pathlib.Path, name: str, folder: pathlib.Path, arena: int, target: str
+) -> tuple[str, pathlib.Path]:
     """Writes main.cc, the model sources and app.mk into an application folder of the cache."""
-    from keras_distill import __version__
+    from keras_distill.version import __version__
 
     sources = {
         "main.cc": codegen.application_source(name, arena, __version__),
@@ -228,16 +238,23 @@ def _make(cache: pathlib.Path, app_dir: pathlib.Path, arguments: list) -> None:
     log_path = app_dir / "build.log"
     with open(log_path, "w") as log:
         try:
-            result = subprocess.run(["make", *arguments], cwd=cache, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT)  # fmt: skip
+            result = subprocess.run(
+                ["make", *arguments],
+                cwd=cache,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=BUILD_TIMEOUT,
+            )
         except subprocess.TimeoutExpired:
             raise FirmwareError(
                 f"The TFLM build took over {BUILD_TIMEOUT} s; see {log_path}."
             ) from None
     if result.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-25:])
-        raise FirmwareError(f"TFLM's Makefile failed (exit {result.returncode}); the end of "
-                            f"{log_path}:\n{tail}")  # fmt: skip
+        raise FirmwareError(
+            f"TFLM's Makefile failed (exit {result.returncode}); the end of {log_path}:\n{tail}"
+        )
 
 
 def build(
@@ -299,14 +316,29 @@ def build(
     app, app_dir = _write_application(cache, name, folder, arena, target)
     first = not any(cache.glob("gen/*/lib/libtensorflow-microlite.a"))
     if verbose and first:
-        print(f"Building TensorFlow Lite Micro for {target} in {cache} (first time: a few "
-              "minutes; later builds reuse it) ...", flush=True)  # fmt: skip
-    _make(cache, app_dir, ["-f", str(app_dir / "app.mk"), f"-j{jobs or os.cpu_count() or 1}",
-                           f"TENSORFLOW_ROOT={_tree_link(cache, tflm)}/",
-                           f"DOWNLOADS_DIR={downloads}", *spec.make_variables, app])  # fmt: skip
+        print(
+            f"Building TensorFlow Lite Micro for {target} in {cache} (first time: a few "
+            "minutes; later builds reuse it) ...",
+            flush=True,
+        )
+    _make(
+        cache,
+        app_dir,
+        [
+            "-f",
+            str(app_dir / "app.mk"),
+            f"-j{jobs or os.cpu_count() or 1}",
+            f"TENSORFLOW_ROOT={_tree_link(cache, tflm)}/",
+            f"DOWNLOADS_DIR={downloads}",
+            *spec.make_variables,
+            app,
+        ],
+    )
     binary = next(cache.glob(f"gen/*/bin/{app}"), None)
     if binary is None:
-        raise FirmwareError(f"The build finished but {app} is not in {cache}/gen/*/bin/; see "
-                            f"{app_dir / 'build.log'}.")  # fmt: skip
+        raise FirmwareError(
+            f"The build finished but {app} is not in {cache}/gen/*/bin/; see "
+            f"{app_dir / 'build.log'}."
+        )
     info = model_info.inspect_model(tflite_path.read_bytes())
     return Firmware(name, target, binary, arena, info.inputs, info.outputs, app_dir)

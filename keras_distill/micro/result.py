@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from keras_distill import markdown
+from keras_distill.utils import markdown
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,13 +83,18 @@ class MicroExport:
         rows = [("int8 model (flash)", f"{self.model_bytes:,} B")]
         if self.float_bytes:
             rows.append(("float32 weights", f"{self.float_bytes:,} B"))
-        rows.append(("tensor arena, measured minimum (TFLM Python, x86-64)",
-                     f"{self.arena_bytes:,} B"))  # fmt: skip
+        rows.append(
+            ("tensor arena, measured minimum (TFLM Python, x86-64)", f"{self.arena_bytes:,} B")
+        )
         if self.on_target:
             t = self.on_target
-            rows.append((f"tensor arena, measured minimum on {t['target']}",
-                         f"{t['arena_minimum_bytes']:,} B (arena_used_bytes "
-                         f"{t['arena_used_bytes']:,} B)"))  # fmt: skip
+            rows.append(
+                (
+                    f"tensor arena, measured minimum on {t['target']}",
+                    f"{t['arena_minimum_bytes']:,} B (arena_used_bytes "
+                    f"{t['arena_used_bytes']:,} B)",
+                )
+            )
         rows += [
             (
                 f"tensor arena, recommended (+{self.arena_margin:.0%})",
@@ -123,11 +128,14 @@ class MicroExport:
             rows.append(("largest int8 errors (RMSE in quantization steps)", worst))
         if self.on_target:
             t = self.on_target
-            rows.append((f"outputs on {t['target']} (built with TFLM's Makefile)",
-                         f"bit-identical to TFLM Python, {t['examples']:,} examples"))  # fmt: skip
+            rows.append(
+                (
+                    f"outputs on {t['target']} (built with TFLM's Makefile)",
+                    f"bit-identical to TFLM Python, {t['examples']:,} examples",
+                )
+            )
             if t["instructions"] is not None:
-                rows.append(("instructions per inference (QEMU -icount)",
-                             f"{t['instructions']:,}"))  # fmt: skip
+                rows.append(("instructions per inference (QEMU -icount)", f"{t['instructions']:,}"))
         if self.flash_bytes:
             rows.append(
                 (

@@ -71,11 +71,16 @@ def _inputs_file(firmware: Firmware, x, path: pathlib.Path, arena_limit: int = 0
     if x.ndim == len(example_shape):
         x = x[None]
     if tuple(x.shape[1:]) != example_shape or len(x) == 0:
-        raise FirmwareError(f"Inputs of shape {tuple(x.shape)}; {firmware.name!r} takes a batch "
-                            f"of examples of shape {example_shape}.")  # fmt: skip
+        raise FirmwareError(
+            f"Inputs of shape {tuple(x.shape)}; {firmware.name!r} takes a batch "
+            f"of examples of shape {example_shape}."
+        )
     examples = np.stack([source.quantize(example) for example in x])
-    path.write_bytes(b"KDIN" + struct.pack("<III", len(x), examples[0].nbytes, arena_limit)
-                     + np.ascontiguousarray(examples).tobytes())  # fmt: skip
+    path.write_bytes(
+        b"KDIN"
+        + struct.pack("<III", len(x), examples[0].nbytes, arena_limit)
+        + np.ascontiguousarray(examples).tobytes()
+    )
     return len(x)
 
 
@@ -94,19 +99,36 @@ def _command(firmware: Firmware, folder: pathlib.Path) -> list:
         return [str(firmware.binary), INPUTS_FILE]
     qemu = shutil.which("qemu-system-arm")
     if qemu is None:
-        raise FirmwareError(f"qemu-system-arm not found; install it (`apt-get install "
-                            f"{QEMU_PACKAGE}`) to run {firmware.target} binaries.")  # fmt: skip
+        raise FirmwareError(
+            f"qemu-system-arm not found; install it (`apt-get install "
+            f"{QEMU_PACKAGE}`) to run {firmware.target} binaries."
+        )
     _vector_table(firmware, folder / "vectors.bin")
-    return [qemu, "-M", machine, "-nographic", "-monitor", "none", "-serial", "none",
-            "-icount", "shift=0", "-semihosting-config", "enable=on,target=native",
-            "-device", "loader,file=vectors.bin,addr=0x0",
-            "-device", f"loader,file={firmware.binary}"]  # fmt: skip
+    return [
+        qemu,
+        "-M",
+        machine,
+        "-nographic",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+        "-icount",
+        "shift=0",
+        "-semihosting-config",
+        "enable=on,target=native",
+        "-device",
+        "loader,file=vectors.bin,addr=0x0",
+        "-device",
+        f"loader,file={firmware.binary}",
+    ]
 
 
 def _execute(firmware: Firmware, command: list, folder: pathlib.Path, timeout: float) -> str:
     try:
-        result = subprocess.run(command, cwd=folder, capture_output=True, text=True,
-                                timeout=timeout)  # fmt: skip
+        result = subprocess.run(
+            command, cwd=folder, capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         raise FirmwareError(
             f"{firmware.name!r} on {firmware.target} did not finish within {timeout} s "
@@ -124,8 +146,9 @@ def _execute(firmware: Firmware, command: list, folder: pathlib.Path, timeout: f
                 "arena_bytes= (the export's recommended size, or what TargetRun."
                 "arena_used_bytes reports with a larger arena)."
             )
-        raise FirmwareError(f"The application failed on {firmware.target}: {what} {value}.\n"
-                            f"{text[-2000:]}")  # fmt: skip
+        raise FirmwareError(
+            f"The application failed on {firmware.target}: {what} {value}.\n{text[-2000:]}"
+        )
     if "KD_DONE" not in text:
         raise FirmwareError(
             f"{firmware.name!r} stopped on {firmware.target} before finishing (exit "
@@ -213,18 +236,21 @@ def _parse(firmware: Firmware, text: str, count: int) -> TargetRun:
         raise FirmwareError(f"Expected {count} outputs from {firmware.target}, got {len(lines)}.")
     raw = np.stack([np.frombuffer(bytes.fromhex(line[3]), target.dtype) for line in lines])
     raw = raw.reshape((count, *target.shape[1:]))
-    used = int(next(line.split()[1] for line in text.splitlines()
-                    if line.startswith("KD_ARENA_USED")))  # fmt: skip
+    used = int(
+        next(line.split()[1] for line in text.splitlines() if line.startswith("KD_ARENA_USED"))
+    )
     on_arm = TARGETS[firmware.target].machine is not None
     ticks = np.array([int(line[2]) for line in lines], dtype=np.int64)
     instructions = ticks * INSTRUCTIONS_PER_TICK
-    return TargetRun(firmware.target, raw, target.dequantize(raw), used,
-                     instructions if on_arm else None)  # fmt: skip
+    return TargetRun(
+        firmware.target, raw, target.dequantize(raw), used, instructions if on_arm else None
+    )
 
 
 def _check_identical(run: TargetRun, expected: np.ndarray, arena: int) -> None:
-    different = np.any(run.raw_outputs.reshape(len(expected), -1)
-                       != expected.reshape(len(expected), -1), axis=1)  # fmt: skip
+    different = np.any(
+        run.raw_outputs.reshape(len(expected), -1) != expected.reshape(len(expected), -1), axis=1
+    )
     if different.any():
         first = int(np.argmax(different))
         raise FirmwareError(
@@ -235,8 +261,17 @@ def _check_identical(run: TargetRun, expected: np.ndarray, arena: int) -> None:
         )
 
 
-def verify_on_target(folder, model_bytes: bytes, x, expected: np.ndarray, target: str, *,
-                     tflm_dir=None, arena_margin: float = 0.1, cache_dir=None) -> dict:  # fmt: skip
+def verify_on_target(
+    folder,
+    model_bytes: bytes,
+    x,
+    expected: np.ndarray,
+    target: str,
+    *,
+    tflm_dir=None,
+    arena_margin: float = 0.1,
+    cache_dir=None,
+) -> dict:
     """Builds an export for a target, runs it, and checks it against the Python interpreter.
 
     The application is built with the export's recommended arena and run on
@@ -280,7 +315,11 @@ def verify_on_target(folder, model_bytes: bytes, x, expected: np.ndarray, target
     second = run_on_target(build(folder, arena_bytes=recommended, verbose=0, **options), x)
     _check_identical(second, expected, recommended)
     instructions = None if run.instructions is None else int(np.median(run.instructions))
-    return {"target": target, "examples": len(expected),
-            "arena_minimum_bytes": run.arena_minimum_bytes,
-            "arena_used_bytes": run.arena_used_bytes, "recommended_arena_bytes": recommended,
-            "instructions": instructions}  # fmt: skip
+    return {
+        "target": target,
+        "examples": len(expected),
+        "arena_minimum_bytes": run.arena_minimum_bytes,
+        "arena_used_bytes": run.arena_used_bytes,
+        "recommended_arena_bytes": recommended,
+        "instructions": instructions,
+    }

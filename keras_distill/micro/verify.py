@@ -169,8 +169,9 @@ def with_margin(arena: int, margin: float) -> int:
     return _round_up(arena * (1 + margin))
 
 
-def run_tflm(model_bytes: bytes, info: ModelInfo, x: np.ndarray, arena: int,
-             dequantize: bool = True) -> np.ndarray:  # fmt: skip
+def run_tflm(
+    model_bytes: bytes, info: ModelInfo, x: np.ndarray, arena: int, dequantize: bool = True
+) -> np.ndarray:
     """Runs the first output of the model on each example of `x` in TFLM.
 
     Inputs are quantized and outputs dequantized with the tensors' parameters.

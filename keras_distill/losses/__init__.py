@@ -1,0 +1,57 @@
+"""Distillation losses between teacher and student logits.
+
+Every loss comes as a function `fn(teacher_logits, student_logits,
+temperature)` (in `divergences`) and as a serializable `keras.losses.Loss`
+class (in `losses`); `get`, `serialize` and `deserialize` resolve either from a
+name, as `keras.losses` does.
+"""
+
+from keras_distill.losses.divergences import (
+    decoupled_kd,
+    dist,
+    jensen_shannon_divergence,
+    kl_divergence,
+    logit_mse,
+    needs_full_logits,
+    reverse_kl_divergence,
+    standardized_kl_divergence,
+    top_k_logits,
+    uses_labels,
+)
+from keras_distill.losses.losses import (
+    DIST,
+    DecoupledKD,
+    DistillationLoss,
+    JensenShannonDivergence,
+    KLDivergence,
+    LogitMSE,
+    ReverseKLDivergence,
+    StandardizedKLDivergence,
+    deserialize,
+    get,
+    serialize,
+)
+
+__all__ = [
+    "DIST",
+    "DecoupledKD",
+    "DistillationLoss",
+    "JensenShannonDivergence",
+    "KLDivergence",
+    "LogitMSE",
+    "ReverseKLDivergence",
+    "StandardizedKLDivergence",
+    "decoupled_kd",
+    "deserialize",
+    "dist",
+    "get",
+    "jensen_shannon_divergence",
+    "kl_divergence",
+    "logit_mse",
+    "needs_full_logits",
+    "reverse_kl_divergence",
+    "serialize",
+    "standardized_kl_divergence",
+    "top_k_logits",
+    "uses_labels",
+]

@@ -1,0 +1,1 @@
+"""Helpers every subpackage may use: model inspection, inputs, tables, printing, TFLite."""
