@@ -4,7 +4,8 @@ The same Keras teacher (digits MLP 64-1024-1024-1024-10, 2.2M parameters) labels
 examples (the digits training set tiled to 100,000) into shards of 2,000: with
 `label_with_teacher` in this process, and with `keras_distill.labelling.beam.label` on the
 DirectRunner with 1 worker (in memory) and 2 worker processes (multi_processing). One run;
-examples per second including pipeline start-up (worker processes import TensorFlow and load the model).
+examples per second including pipeline start-up (worker processes import TensorFlow and
+load the model).
 
 Usage: python benchmarks/beam_benchmark.py [--quick] [--out benchmarks/results/beam.md]
 """
