@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint install clean bench bench-quick tutorials firmware-tools
+.PHONY: demo test lint fuzz install clean bench bench-quick tutorials firmware-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ demo: $(STAMP)
 	$(BIN)/keras-distill demo
 
 lint: $(STAMP)
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+
+# Property tests with many random examples (not derandomized), for exploration; `make test` runs
+# them with a fixed profile. Turn what this finds into an `@example` on the test.
+fuzz: $(STAMP)
+	KERAS_DISTILL_HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/test_properties.py
 
 # The firmware tests build the exported C++ with TFLite Micro's Makefile and run it on the host
 # and on a Cortex-M4 emulated by QEMU. As root with apt-get, install what they need; otherwise

@@ -7,8 +7,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 from keras_distill.studies import datasets  # noqa: E402
+
+# Property tests: `make test` sees the same examples on every run (derandomized, no example
+# database); `make fuzz` explores with many random examples. A failure found by fuzzing becomes
+# an `@example(...)` on the test, so the suite keeps checking it.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    max_examples=40,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "fuzz",
+    max_examples=2000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("KERAS_DISTILL_HYPOTHESIS_PROFILE", "ci"))
 
 SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

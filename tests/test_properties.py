@@ -4,16 +4,17 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from test_losses import reference
 
 from keras_distill import label_with_teacher, load_teacher_labels, losses
-from keras_distill.labelling.writer import TeacherLabelsError
+from keras_distill.labelling import TeacherLabelsError
 from keras_distill.training import schedules
 
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The number of examples and their randomness come from the profile in conftest.py.
+FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DIVERGENCES = {
     "kl": losses.kl_divergence,
     "reverse_kl": losses.reverse_kl_divergence,
@@ -51,6 +52,13 @@ def test_divergences_are_non_negative_and_zero_on_equal_logits(pair, temperature
     temperature=temperatures,
     name=st.sampled_from(sorted(SHIFT_INVARIANT)),
     shift=st.floats(-50, 50),
+)
+# Found by a random draw (issue 25): a spread below float32 resolution was z-scored to +-1.
+@example(
+    pair=(np.zeros((1, 2), "float32"), np.array([[5.96e-08, 0.0]], "float32")),
+    temperature=0.5,
+    name="standardized_kl",
+    shift=2.0,
 )
 def test_adding_a_constant_to_the_logits_changes_nothing(pair, temperature, name, shift):
     teacher, student = pair
@@ -154,7 +162,11 @@ def labelled(tmp_path_factory):
     return folder, json.loads((folder / "manifest.json").read_text())
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=max(120, settings.default.max_examples),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(data=st.data())
 def test_an_edited_manifest_loads_exactly_or_raises_teacher_labels_error(labelled, data):
     folder, manifest = labelled
