@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint fuzz install clean bench bench-quick tutorials firmware-tools
+.PHONY: demo test lint fuzz install clean bench bench-quick tutorials firmware-tools docs dist
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,19 @@ firmware-tools:
 test: lint firmware-tools
 	$(BIN)/python -m pytest
 
+# The documentation site (Sphinx + MyST-NB + furo) into docs/_build/html, offline, warnings as
+# errors; `make test` builds it too (tests/test_docs_site.py).
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -b html -W --keep-going -q docs docs/_build/html
+	@echo "Open docs/_build/html/index.html"
+
+# The sdist and the wheel in dist/, built offline from the installed build tools, then checked.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+	$(BIN)/check-wheel-contents dist/*.whl
+
 # Re-executes the tutorials with their full settings and saves them with their outputs (~10 min).
 tutorials: $(STAMP)
 	$(BIN)/python tutorials/execute_in_place.py
@@ -64,4 +77,4 @@ bench: $(STAMP)
 	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache docs/_build docs/api/generated
