@@ -113,7 +113,8 @@ def find_layer(model, path: str, role: str):
     for name in path.split("/"):
         children = (
             layer.layers
-            if isinstance(layer, keras.Model)  # sublayers of a custom layer:
+            if isinstance(layer, keras.Model)
+            # private Keras API: a custom layer's direct sublayers have no public accessor
             else layer._flatten_layers(include_self=False, recursive=False)
         )
         if not children:

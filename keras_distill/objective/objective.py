@@ -11,8 +11,10 @@ Every function here is pure: tensors in, tensors out, no model state.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import keras
@@ -251,21 +253,90 @@ def stored_term(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Terms:
+    """The distillation terms a distiller computes, fixed at construction.
+
+    Attributes:
+        loss_fns: The distillation loss functions on the outputs, one term
+            each (may be empty when feature terms give `Teaching.extra_terms`).
+        weights: One weight per term (output terms, then the extra terms); 1
+            each when None.
+        student_probabilities: Whether the student's outputs are probabilities.
+
+    Example:
+    >>> from keras_distill import losses
+    >>> Terms((losses.kl_divergence,)).weights is None
+    True
+    """
+
+    loss_fns: tuple
+    weights: tuple | None = None
+    student_probabilities: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Teaching:
+    """What one batch gives the distillation terms besides the student's outputs.
+
+    Attributes:
+        teacher_logits: A live teacher's float32 logits, or None.
+        stored: Stored teacher outputs (may be empty; see `stored_kinds`).
+        labels: Hard labels for losses that take them (-1 where unknown; see
+            `distillation_labels`), or None.
+        extra_terms: Values of further terms computed elsewhere (feature
+            distillation, `keras_distill.objective.features`), scaled per replica.
+
+    Example:
+    >>> Teaching(teacher_logits=None).stored
+    {}
+    """
+
+    teacher_logits: object = None
+    stored: Mapping = dataclasses.field(default_factory=dict)
+    labels: object = None
+    extra_terms: tuple = ()
+
+
+def _term_values(y_pred, teaching: Teaching, terms: Terms, temperature, sample_weight):
+    """The output terms' values, or None when there is nothing to compare with."""
+    mask = getattr(y_pred, "_keras_mask", None) if not keras.tree.is_nested(y_pred) else None
+    options = dict(
+        student_probabilities=terms.student_probabilities,
+        temperature=temperature,
+        sample_weight=sample_weight,
+        mask=mask,
+        labels=teaching.labels,
+    )
+    if teaching.teacher_logits is not None:
+        return [
+            live_term(teaching.teacher_logits, y_pred, loss_fn=fn, **options)
+            for fn in terms.loss_fns
+        ]
+    if teaching.stored:
+        return [
+            stored_term(teaching.stored, y_pred, loss_fn=fn, **options) for fn in terms.loss_fns
+        ]
+    return None
+
+
+def _weighted_sum(values: list, weights) -> object:
+    weights = [1.0] * len(values) if weights is None else list(weights)
+    if len(values) == 1 and weights == [1.0]:  # one term: no extra ops in the step
+        return values[0]
+    return ops.sum(ops.stack([w * v for w, v in zip(weights, values, strict=True)]))
+
+
 def compute(
-    *,
     student_loss,
     y_pred,
-    teacher_logits,
-    stored,
-    loss_fn,
-    student_probabilities,
+    teaching: Teaching,
+    terms: Terms,
+    *,
     temperature,
     alpha,
     sample_weight=None,
-    labels=None,
-    training=True,
-    weights=None,
-    extra_terms=(),
+    training: bool = True,
 ) -> Losses:
     """The whole objective of one step from tensors.
 
@@ -274,21 +345,12 @@ def compute(
     Args:
         student_loss: The compiled loss on the hard labels (scaled per replica).
         y_pred: The student's outputs; a `_keras_mask` on them masks positions.
-        teacher_logits: A live teacher's float32 logits, or None.
-        stored: Stored teacher outputs (may be empty).
-        loss_fn: The distillation loss function on the outputs, or a list of
-            them (one term each; may be empty when `extra_terms` are given).
-        student_probabilities: Whether `y_pred` are probabilities.
+        teaching: The teacher's side of the batch (`Teaching`).
+        terms: The distillation terms (`Terms`).
         temperature: The temperature (a scalar tensor).
         alpha: The hard-label weight (a scalar tensor).
         sample_weight: Optional sample weights.
-        labels: Hard labels for losses that take them (-1 where unknown; see
-            `distillation_labels`).
         training: Whether this is a training step (stored outputs are required then).
-        weights: One weight per term (output terms, then `extra_terms`); 1 each
-            by default.
-        extra_terms: Values of further terms computed elsewhere (feature
-            distillation, `keras_distill.objective.features`), scaled per replica.
 
     Returns:
         `Losses(total, student_loss, distillation_loss, terms)`, scaled per replica.
@@ -299,40 +361,20 @@ def compute(
     Example:
     >>> import numpy as np
     >>> from keras_distill import losses
-    >>> result = compute(student_loss=1.0, y_pred=np.zeros((2, 3)),
-    ...                  teacher_logits=np.zeros((2, 3)), stored={},
-    ...                  loss_fn=losses.kl_divergence, student_probabilities=False,
-    ...                  temperature=1.0, alpha=0.25)
+    >>> result = compute(1.0, np.zeros((2, 3)), Teaching(teacher_logits=np.zeros((2, 3))),
+    ...                  Terms((losses.kl_divergence,)), temperature=1.0, alpha=0.25)
     >>> float(result.total)
     0.25
     """
-    mask = getattr(y_pred, "_keras_mask", None) if not keras.tree.is_nested(y_pred) else None
-    options = dict(
-        student_probabilities=student_probabilities,
-        temperature=temperature,
-        sample_weight=sample_weight,
-        mask=mask,
-        labels=labels,
-    )
     student_loss = ops.cast(student_loss, "float32")
-    loss_fns = list(loss_fn) if isinstance(loss_fn, (list, tuple)) else [loss_fn]
-    if teacher_logits is not None:
-        values = [live_term(teacher_logits, y_pred, loss_fn=fn, **options) for fn in loss_fns]
-    elif stored:
-        values = [stored_term(stored, y_pred, loss_fn=fn, **options) for fn in loss_fns]
-    elif training:
+    values = _term_values(y_pred, teaching, terms, temperature, sample_weight)
+    if values is None and training:
         kinds = "; ".join(repr(sorted(k.target_keys)) for k in targets.KINDS.values())
         raise ValueError(NO_STORED_OUTPUTS.format(kinds=kinds))
-    else:  # evaluating a stored-teacher student on plain labelled data
+    if values is None:  # evaluating a stored-teacher student on plain labelled data
         return Losses(student_loss, student_loss, ops.zeros((), "float32"))
-    values += [ops.cast(value, "float32") for value in extra_terms]
-    weights = [1.0] * len(values) if weights is None else list(weights)
-    if len(values) == 1 and weights == [1.0]:  # one term: no extra ops in the step
-        distillation_loss = values[0]
-    else:
-        distillation_loss = ops.sum(
-            ops.stack([w * v for w, v in zip(weights, values, strict=True)])
-        )
+    values += [ops.cast(value, "float32") for value in teaching.extra_terms]
+    distillation_loss = _weighted_sum(values, terms.weights)
     alpha = ops.cast(alpha, "float32")
     total = alpha * student_loss + (1.0 - alpha) * distillation_loss
     return Losses(total, student_loss, distillation_loss, tuple(values) if len(values) > 1 else ())

@@ -11,81 +11,28 @@ makes variables and metrics and computes its compiled loss.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import inspect
-import warnings
+from typing import Any
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_distill import losses as losses_lib
-from keras_distill.losses.losses import KERAS_KL_NAMES
 from keras_distill.objective import objective
 from keras_distill.objective import stored_kinds as targets
 from keras_distill.objective import terms as terms_lib
 from keras_distill.teachers import ensemble as ensemble_lib
-from keras_distill.training import teacher_cache
-from keras_distill.utils.console import print_msg
+from keras_distill.training import augment_checks, fit_checks, keras_io, model_checks, teacher_cache
+from keras_distill.training.step import SCHEDULED_KEYS, DistillationStep
 from keras_distill.utils.model_inspection import (
-    as_logits,
-    check_compatible,
-    probability_outputs,
-    same_structure,
     symbolic_outputs,
 )
 
 LOSS_KEYS = ("loss", "student_loss", "distillation_loss")
-SCHEDULED_KEYS = ("temperature", "alpha")
 
 
-def _check_augment(augment, teacher) -> None:
-    if augment is None:
-        return
-    if not callable(augment):
-        raise TypeError(
-            "`augment` must be a Keras layer (e.g. a keras.Sequential of preprocessing layers) "
-            f"or a callable fn(x, training) -> x; received {augment!r}."
-        )
-    if teacher is None:
-        raise ValueError(
-            "`augment` needs a live teacher: stored teacher outputs (teacher=None) describe "
-            "the inputs they were computed on, not the augmented views the student would see, "
-            "so they would teach the wrong targets. Pass the teacher model, or drop `augment`."
-        )
-
-
-def _checked_view(view, x, augment):
-    """The augmented batch, if it has the structure, type and shape of the inputs."""
-    name = getattr(augment, "name", None) or getattr(augment, "__name__", repr(augment))
-    if not same_structure(view, x):
-        raise ValueError(
-            f"`augment` ({name}) returned {type(view).__name__} for inputs of structure "
-            f"{type(x).__name__}; it must return the same structure of tensors."
-        )
-    for before, after in zip(keras.tree.flatten(x), keras.tree.flatten(view), strict=True):
-        if not (tf.is_tensor(after) or isinstance(after, keras.KerasTensor)):
-            raise ValueError(
-                f"`augment` ({name}) returned a {type(after).__name__}, not a tensor; it must "
-                "return a batch of the same shape as its input."
-            )
-        old, new = tuple(before.shape), tuple(after.shape)
-        if len(old) != len(new) or any(
-            a is not None and b is not None and a != b for a, b in zip(old, new, strict=True)
-        ):
-            raise ValueError(
-                f"`augment` ({name}) changed the batch shape from {old} to {new}; it must keep "
-                "the batch size and the input shape (both models see the same view)."
-            )
-        if old[0] is None or new[0] is None:
-            tf.debugging.assert_equal(
-                tf.shape(after)[0],
-                tf.shape(before)[0],
-                message=f"`augment` ({name}) changed the batch size",
-            )
-    return view
-
-
-class BaseDistiller(abc.ABC):
+class BaseDistiller(DistillationStep, abc.ABC):
     """The shared base of the Keras 3 and the tf_keras `Distiller`.
 
     `isinstance(model, BaseDistiller)` is true for both flavours (and
@@ -105,63 +52,74 @@ class BaseDistiller(abc.ABC):
 
     def __init__(
         self,
-        teacher,
-        student,
-        temperature=1.0,
-        alpha=0.5,
-        distillation_loss="kl_divergence",
-        teacher_output="auto",
-        student_output="auto",
-        augment=None,
-        cache_teacher_outputs="auto",
-        distillation_loss_weights=None,
-        teacher_weights=None,
-        teacher_average="probabilities",
+        teacher: Any,
+        student: Any,
+        temperature: float = 1.0,
+        alpha: float = 0.5,
+        distillation_loss: Any = "kl_divergence",
+        teacher_output: str = "auto",
+        student_output: str = "auto",
+        augment: Any = None,
+        cache_teacher_outputs: str | bool | int = "auto",
+        distillation_loss_weights: list[float] | None = None,
+        teacher_weights: list[float] | None = None,
+        teacher_average: str = "probabilities",
+        teacher_inputs: Any = None,
         **kwargs,
     ):
-        teacher = ensemble_lib.one_teacher(teacher, teacher_weights, teacher_average)
-        self._check_models(teacher, student)
-        _check_augment(augment, teacher)
+        teacher = model_checks.checked_teacher(
+            teacher, student, self._model_class, teacher_weights, teacher_average
+        )
+        model_checks.check_inputs(teacher, student, augment, teacher_inputs)
         teacher_cache.check_setting(cache_teacher_outputs)
         temperature = objective.checked_temperature(temperature)
         alpha = objective.checked_alpha(alpha)
         loss_fns, feature_terms, weights, names = terms_lib.parse(
             distillation_loss, distillation_loss_weights, teacher
         )
-        teacher_probabilities = teacher is not None and probability_outputs(
-            teacher, teacher_output, "teacher"
+        teacher_probabilities, student_probabilities = model_checks.output_kinds(
+            teacher, student, teacher_output, student_output
         )
-        student_probabilities = probability_outputs(student, student_output, "student")
-        teacher_outputs = symbolic_outputs(teacher) if teacher is not None else None
-        student_outputs = symbolic_outputs(student)
-        if teacher_outputs and student_outputs:
-            check_compatible(teacher_outputs, student_outputs, "at construction")
-
         super().__init__(**kwargs)
-        self.teacher = teacher
-        self.student = student
+        self.teacher, self.student = teacher, student
         self.distillation_loss = distillation_loss
         self.distillation_loss_weights = distillation_loss_weights
-        self.teacher_output = teacher_output
-        self.student_output = student_output
-        self.augment = augment
+        self.teacher_output, self.student_output = teacher_output, student_output
+        self.augment, self.teacher_inputs = augment, teacher_inputs
         self.cache_teacher_outputs = cache_teacher_outputs
-        self._distillation_loss_fns = loss_fns
-        self._term_weights = weights
-        self._feature_terms = feature_terms
+        self._terms = objective.Terms(tuple(loss_fns), tuple(weights), student_probabilities)
         self._teacher_probabilities = teacher_probabilities
-        self._student_probabilities = student_probabilities
-        self._temperature = self._scalar_variable("temperature", temperature)
-        self._alpha = self._scalar_variable("alpha", alpha)
-        self._make_trackers()
-        if ensemble_lib.combiner(teacher) is not None:  # the averaged probabilities' T
-            ensemble_lib.combiner(teacher).link_temperature(self._temperature)
-        self._term_trackers = (
-            [self._mean(f"distillation_loss/{name}") for name in names] if len(names) > 1 else []
-        )
+        self._make_variables(temperature, alpha, names)
         self._features = self._feature_setup(feature_terms)
         # Built models make a built distiller (BackupAndRestore needs one).
         self.built = (teacher is None or teacher.built) and student.built
+
+    def _make_variables(self, temperature: float, alpha: float, term_names: list) -> None:
+        """The temperature and alpha variables and the loss trackers."""
+        self._temperature = self._scalar_variable("temperature", temperature)
+        self._alpha = self._scalar_variable("alpha", alpha)
+        self._make_trackers()
+        if ensemble_lib.combiner(self.teacher) is not None:  # the averaged probabilities' T
+            ensemble_lib.combiner(self.teacher).link_temperature(self._temperature)
+        self._term_trackers = (
+            [self._mean(f"distillation_loss/{name}") for name in term_names]
+            if len(term_names) > 1
+            else []
+        )
+
+    @property
+    def teacher_outputs_are_probabilities(self) -> bool:
+        """Whether the teacher's outputs are read as probabilities (see `teacher_output`)."""
+        return self._teacher_probabilities
+
+    @property
+    def _distillation_loss_fns(self) -> list:
+        return list(self._terms.loss_fns)  # read by tests/test_saving.py
+
+    @property
+    def uses_feature_terms(self) -> bool:
+        """Whether some distillation terms compare intermediate layers (feature terms)."""
+        return self._features is not None
 
     def compile(
         self,
@@ -178,80 +136,27 @@ class BaseDistiller(abc.ABC):
 
         The keras.io distillation example's `compile(optimizer, metrics,
         student_loss_fn, distillation_loss_fn=keras.losses.KLDivergence(),
-        alpha, temperature)` works unchanged: `student_loss_fn` is the `loss`,
+        alpha, temperature)` works unchanged (see
+        `keras_distill.training.keras_io`): `student_loss_fn` is the `loss`,
         `KLDivergence()` becomes `keras_distill.losses.kl_divergence` (the
         softened, `T**2`-scaled KL the example computes; said once), and
-        `alpha`/`temperature` set the variables.
+        `alpha`/`temperature` set the variables. On that path, without
+        `alpha`/`temperature`, a warning says which values are used (the
+        example's compile defaults are 0.1 and 3).
         """
-        if student_loss_fn is not None:
-            if loss is not None:
-                raise ValueError(
-                    "Give the hard-label loss as `loss` or as the keras.io example's "
-                    "`student_loss_fn`, not both."
-                )
-            loss = student_loss_fn
+        loss = keras_io.hard_loss(loss, student_loss_fn)
         if distillation_loss_fn is not None:
-            self._adopt_keras_io_loss(distillation_loss_fn)
+            several = len(self._terms.loss_fns) > 1 or self._features is not None
+            identifier = keras_io.distillation_loss(distillation_loss_fn, several)
+            self.distillation_loss = identifier
+            self._terms = dataclasses.replace(self._terms, loss_fns=(losses_lib.get(identifier),))
+        if student_loss_fn is not None or distillation_loss_fn is not None:
+            keras_io.warn_kept_settings(self.scheduled_values(), alpha, temperature)
         if temperature is not None:
             self.temperature = temperature
         if alpha is not None:
             self.alpha = alpha
         return super().compile(optimizer, loss, *args, **kwargs)
-
-    def _adopt_keras_io_loss(self, fn) -> None:
-        if len(self._term_weights) > 1 or self._features is not None:
-            raise ValueError(
-                "compile(distillation_loss_fn=...) replaces the one distillation loss of the "
-                "keras.io example; this distiller has several terms. Give them with "
-                "Distiller(distillation_loss=[...]) only."
-            )
-        name = getattr(fn, "name", None) or getattr(fn, "__name__", None) or fn
-        if isinstance(fn, losses_lib.DistillationLoss) or name in KERAS_KL_NAMES:
-            identifier = fn if isinstance(fn, losses_lib.DistillationLoss) else "kl_divergence"
-            self.distillation_loss = identifier
-            self._distillation_loss_fns = [losses_lib.get(identifier)]
-            if identifier == "kl_divergence":
-                print_msg(
-                    f"keras-distill: distillation_loss_fn={type(fn).__name__} is used as "
-                    "keras_distill.losses.kl_divergence: T**2 * KL(softmax(t / T) || "
-                    "softmax(s / T)), as the keras.io example computes it."
-                )
-            return
-        raise TypeError(
-            f"distillation_loss_fn={fn!r} cannot see the temperature; keras-distill maps "
-            "keras.losses.KLDivergence() (the keras.io example's choice) or takes a "
-            "keras_distill.losses.DistillationLoss. Other losses: Distiller(distillation_loss=...)."
-        )
-
-    def _check_models(self, teacher, student) -> None:
-        kind = f"{self._model_class.__module__.split('.')[0]}.Model"
-        for role, model in (("teacher", teacher), ("student", student)):
-            optional = role == "teacher" and model is None
-            if not isinstance(model, self._model_class) and not optional:
-                raise TypeError(f"`{role}` must be a {kind}; received {type(model).__name__}.")
-        if teacher is student:
-            raise ValueError(
-                "`teacher` and `student` are the same model object; distillation "
-                "needs a separate student (e.g. a smaller keras.Model)."
-            )
-        if (
-            teacher is not None
-            and teacher.built
-            and student.built
-            and (teacher.count_params() < student.count_params())
-        ):
-            warnings.warn(
-                f"The teacher {teacher.name!r} ({teacher.count_params():,} parameters) is smaller "
-                f"than the student {student.name!r} ({student.count_params():,}). keras-distill "
-                "takes (teacher, student); the keras.io example takes (student, teacher). Pass "
-                "them by keyword, Distiller(teacher=..., student=...), to be sure.",
-                stacklevel=4,
-            )
-        if not student.trainable or (student.built and not student.trainable_weights):
-            raise ValueError(
-                f"The student {student.name!r} has no trainable weights "
-                f"(student.trainable={student.trainable}); there is nothing to train."
-            )
 
     # -- what each flavour provides --------------------------------------------
 
@@ -384,11 +289,63 @@ class BaseDistiller(abc.ABC):
         `augment` get the teacher's outputs computed in one batched pass and
         kept beside the labels for this `fit` call only (see
         `keras_distill.training.teacher_cache`); `tf.data` input runs the teacher live.
+        Before the first step the first batch is checked
+        (`keras_distill.training.fit_checks`): labels, stored classes, the
+        teacher's outputs, the augmentation, tfmot's pruning callback.
         """
         arguments = inspect.signature(super().fit).bind(x, y, *args, **kwargs).arguments
         self._check_scheduled_values()
-        arguments.update(teacher_cache.cached_arguments(self, arguments))
+        batch = fit_checks.first_batch(arguments.get("x"), arguments.get("y"))
+        self._check_fit_start(arguments, batch)
+        changed = teacher_cache.cached_arguments(self, arguments)
+        if "y" not in changed and fit_checks.is_dataset(arguments.get("x")):
+            self._probe_teacher(batch)  # (the cache checks the outputs it computes)
+        arguments.update(changed)
         return super().fit(**arguments)
+
+    def _check_fit_start(self, arguments: dict, batch) -> None:
+        """The checks of `fit_checks` that need the arguments or the first batch."""
+        fit_checks.check_labels(fit_checks.labels_given(batch), self._read(self._alpha))
+        steps = fit_checks.fit_steps(
+            arguments.get("x"),
+            arguments.get("batch_size"),
+            arguments.get("epochs", 1),
+            arguments.get("steps_per_epoch"),
+        )
+        fit_checks.check_pruning(self.student, arguments.get("callbacks"), steps)
+        if batch is not None:
+            fit_checks.check_stored_classes(batch[1], symbolic_outputs(self.student))
+            augment_checks.check_not_frozen(self.augment, batch[0])
+
+    def _probe_teacher(self, batch) -> None:
+        """Checks a live teacher's outputs on the first batch: finite, and not probabilities."""
+        if self.teacher is None or batch is None or targets.split_targets(batch[1])[2]:
+            return
+        if self.cache_teacher_outputs is False:  # the teacher runs in the steps only
+            return
+        outputs = self.teacher(self.teacher_view(batch[0]), training=False)
+        fit_checks.check_teacher_outputs(
+            keras.tree.map_structure(keras.ops.convert_to_numpy, outputs),
+            self.teacher.name,
+            self._teacher_probabilities,
+        )
+
+    def teacher_view(self, x):
+        """The batch as the teacher takes it: `teacher_inputs(x)`, or `x` itself.
+
+        Example:
+        >>> import keras, numpy as np
+        >>> from keras_distill import Distiller
+        >>> teacher = keras.Sequential([keras.Input((4, 3)), keras.layers.Flatten(),
+        ...                             keras.layers.Dense(2)])
+        >>> student = keras.Sequential([keras.Input((4, 1)), keras.layers.Flatten(),
+        ...                             keras.layers.Dense(2)])
+        >>> distiller = Distiller(teacher, student,
+        ...                       teacher_inputs=lambda x: keras.ops.repeat(x, 3, axis=-1))
+        >>> tuple(distiller.teacher_view(np.zeros((2, 4, 1))).shape)
+        (2, 4, 3)
+        """
+        return x if self.teacher_inputs is None else self.teacher_inputs(x)
 
     def _check_scheduled_values(self) -> None:
         """Refuses to train with a temperature or alpha assigned around the setters."""
@@ -404,154 +361,3 @@ class BaseDistiller(abc.ABC):
                     f"distiller.{key} holds {value!r} (assigned to the variable directly?): "
                     f"{error} Set it with `distiller.{key} = value`, which checks it."
                 ) from None
-
-    def _teacher_pass(self, x, y=None):
-        """(The teacher's logits or None, its features for the feature terms)."""
-        if self.teacher is None or targets.split_targets(y)[2]:
-            return None, []  # no teacher, or its outputs came with the targets
-        if self._features is None:
-            outputs, features = self.teacher(x, training=False), []
-        else:
-            outputs, features = self._features.teacher(x, training=False)
-        outputs = keras.tree.map_structure(tf.stop_gradient, outputs)
-        return as_logits(outputs, self._teacher_probabilities), features
-
-    def _student_pass(self, x, training):
-        """(The student's outputs, its features for the feature terms): one forward pass."""
-        if self._features is None:
-            return self(x, training=training), []
-        return self._features.student(x, training=training)
-
-    def _feature_values(self, features, sample_weight) -> list:
-        teacher_features, student_features = features
-        if not teacher_features:
-            return []
-        return [
-            self._features.value(i, t, s, sample_weight)
-            for i, (t, s) in enumerate(zip(teacher_features, student_features, strict=True))
-        ]
-
-    def _objective(self, x, y, y_pred, teacher_logits, sample_weight, training, features=((), ())):
-        """Returns the total loss, scaled per replica; updates the loss trackers."""
-        labels, label_mask, stored = targets.split_targets(y)
-        if labels is not None:
-            weight = objective.hard_sample_weight(sample_weight, label_mask, labels)
-            student_loss = self._hard_loss(x, labels, y_pred, weight, training)
-        else:
-            student_loss = ops.sum([ops.cast(loss, "float32") for loss in self.losses] or [0.0])
-        result = objective.compute(
-            student_loss=student_loss,
-            y_pred=y_pred,
-            teacher_logits=teacher_logits,
-            stored=stored,
-            loss_fn=self._distillation_loss_fns,
-            student_probabilities=self._student_probabilities,
-            temperature=self._checked_in_step(self._temperature, training),
-            alpha=ops.convert_to_tensor(self._alpha),
-            sample_weight=sample_weight,
-            # An augmented view (mixup, cutmix) may no longer show the labelled class:
-            # losses that take labels (DKD) then use the teacher's argmax on the view.
-            labels=None
-            if training and self.augment is not None
-            else objective.distillation_labels(labels, label_mask),
-            training=training,
-            weights=self._term_weights,
-            extra_terms=self._feature_values(features, sample_weight),
-        )
-        batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
-        replicas = objective.num_replicas()
-        # The trackers report the values before Keras' per-replica scaling.
-        trackers = (
-            self._loss_tracker,
-            self._student_loss_tracker,
-            self._distillation_loss_tracker,
-            *self._term_trackers,
-        )
-        for tracker, value in zip(trackers, (*result[:3], *result.terms), strict=True):
-            tracker.update_state(
-                value if replicas == 1 else value * float(replicas), sample_weight=batch_size
-            )
-        return result.total
-
-    def _checked_in_step(self, temperature, training):
-        """The temperature as a tensor; a training step stops on one that is not > 0."""
-        temperature = ops.convert_to_tensor(temperature)
-        if not training:
-            return temperature
-        # `Assert` with string data only: no `If` around it (assert_positive adds one,
-        # measurably slower in a 0.4 ms step; benchmarks/results/speed.md).
-        check = tf.debugging.Assert(
-            temperature > 0,
-            [
-                "distiller.temperature must be > 0 (it was assigned around its setter, which "
-                "checks it)"
-            ],
-        )
-        with tf.control_dependencies([check]):
-            return tf.identity(temperature)
-
-    def _metrics_logs(self, x, y, y_pred, sample_weight) -> dict:
-        labels, label_mask, _ = targets.split_targets(y)
-        if labels is None:
-            return self.get_metrics_result()
-        if label_mask is not None:
-            # Metrics count labelled examples only. Keras' `metrics=` ignore sample
-            # weights, so unlabelled examples are dropped rather than weighted by 0.
-            keep = ops.cast(label_mask, "bool")
-            labels, y_pred = tf.boolean_mask(labels, keep), tf.boolean_mask(y_pred, keep)
-            if sample_weight is not None:
-                sample_weight = tf.boolean_mask(sample_weight, keep)
-        return self.compute_metrics(x, labels, y_pred, sample_weight=sample_weight)
-
-    def _augmented(self, x):
-        """One augmented view of the batch, for the teacher and the student alike."""
-        if self.augment is None:
-            return x
-        view = self.augment(x, training=True)
-        return _checked_view(view, x, self.augment)
-
-    def train_step(self, data):
-        """One step: teacher inference, then student gradients and update."""
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x = self._augmented(x)
-        teacher_logits, teacher_features = self._teacher_pass(x, y)
-        with tf.GradientTape() as tape:
-            y_pred, student_features = self._student_pass(x, training=True)
-            loss = self._objective(
-                x,
-                y,
-                y_pred,
-                teacher_logits,
-                sample_weight,
-                training=True,
-                features=(teacher_features, student_features),
-            )
-            scaled_loss = self._scale_loss(loss)
-        variables = self.trainable_variables  # known once the student is built
-        if not variables:
-            raise ValueError(
-                f"The student {self.student.name!r} has no trainable weights; "
-                "there is nothing to train."
-            )
-        gradients = tape.gradient(scaled_loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-        logs = dict(self._metrics_logs(x, y, y_pred, sample_weight))
-        for key in SCHEDULED_KEYS:
-            logs[key] = tf.identity(getattr(self, key))  # a tensor, not the variable
-        return self._global_logs(logs)
-
-    def test_step(self, data):
-        """Evaluates the student's metrics and the distillation objective."""
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_logits, teacher_features = self._teacher_pass(x, y)
-        y_pred, student_features = self._student_pass(x, training=False)
-        self._objective(
-            x,
-            y,
-            y_pred,
-            teacher_logits,
-            sample_weight,
-            training=False,
-            features=(teacher_features, student_features),
-        )
-        return self._global_logs(self._metrics_logs(x, y, y_pred, sample_weight))

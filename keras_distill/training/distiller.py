@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 import tensorflow as tf
 from keras import ops
@@ -107,7 +105,11 @@ class Distiller(BaseDistiller, keras.Model):
             `verbose`, for `tf.data` input, `class_weight`, multi-output
             teachers or outputs over 1 GiB (an int sets that budget in bytes).
             True insists (an error if it cannot), False always runs the
-            teacher live. See `keras_distill.training.teacher_cache`.
+            teacher live, in the training steps only. Otherwise a teacher run
+            live on a `tf.data` dataset has its outputs on the first batch
+            checked at `fit` start (finite, not probabilities read as logits),
+            as the cached outputs are. See
+            `keras_distill.training.teacher_cache`.
         teacher_weights: With a list of teachers as `teacher`: one weight >= 0
             per teacher (equal by default). The teachers become one
             (`keras_distill.teachers.ensemble.ensemble`): the target is the weighted
@@ -118,7 +120,14 @@ class Distiller(BaseDistiller, keras.Model):
         distillation_loss_weights: One weight >= 0 per term of a list
             `distillation_loss` (1 each by default): the distillation loss is
             `sum_i w_i * term_i`.
-        **kwargs: Passed to `keras.Model` (e.g. `name`).
+        teacher_inputs: Optional function or Keras layer from the student's
+            batch to the teacher's, for a teacher whose inputs differ (e.g.
+            `lambda x: keras.ops.repeat(x, 3, axis=-1)` for an RGB teacher of
+            a grayscale student). Without it, the models' input shapes must
+            match (checked at construction).
+        **kwargs: Passed through to `keras.Model` (e.g. `name`). All the
+            arguments above are `BaseDistiller`'s, which the tf_keras flavour
+            shares; this class adds none.
 
     Raises:
         ValueError: If the temperature is not > 0, alpha is outside [0, 1], the
@@ -158,38 +167,6 @@ class Distiller(BaseDistiller, keras.Model):
             return TFKerasDistiller(teacher, student, *args, **kwargs)
         return super().__new__(cls, teacher, student, *args, **kwargs)
 
-    def __init__(
-        self,
-        teacher: keras.Model | None,
-        student: keras.Model,
-        temperature: float = 1.0,
-        alpha: float = 0.5,
-        distillation_loss: str | losses_lib.DistillationLoss | Any = "kl_divergence",
-        teacher_output: str = "auto",
-        student_output: str = "auto",
-        augment: keras.layers.Layer | Any | None = None,
-        cache_teacher_outputs: str | bool | int = "auto",
-        distillation_loss_weights: list[float] | None = None,
-        teacher_weights: list[float] | None = None,
-        teacher_average: str = "probabilities",
-        **kwargs,
-    ):
-        super().__init__(
-            teacher,
-            student,
-            temperature=temperature,
-            alpha=alpha,
-            distillation_loss=distillation_loss,
-            teacher_output=teacher_output,
-            student_output=student_output,
-            augment=augment,
-            cache_teacher_outputs=cache_teacher_outputs,
-            distillation_loss_weights=distillation_loss_weights,
-            teacher_weights=teacher_weights,
-            teacher_average=teacher_average,
-            **kwargs,
-        )
-
     # -- what Keras 3 provides ------------------------------------------------
 
     def _scalar_variable(self, name: str, value: float) -> keras.Variable:
@@ -218,8 +195,9 @@ class Distiller(BaseDistiller, keras.Model):
     def _scale_loss(self, loss):
         return self.optimizer.scale_loss(loss)
 
+    # private Keras API: Model._maybe_symbolic_build builds from the first batch; no public
+    # hook lets a model choose that batch (keras-team/keras#20585, see multi_worker.py).
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # keras-team/keras#20585: build from a worker-local batch (see compat.py).
         if iterator is not None and compat.keras_20585_applies(self.distribute_strategy):
             for _, _, batches in iterator:
                 data_batch = compat.local_batch(self.distribute_strategy, next(batches))
@@ -258,13 +236,20 @@ class Distiller(BaseDistiller, keras.Model):
             ),
             "cache_teacher_outputs": self.cache_teacher_outputs,
             "distillation_loss_weights": self.distillation_loss_weights,
+            **self._teacher_inputs_config(),
         }
+
+    def _teacher_inputs_config(self) -> dict:
+        # Only when set, so that files saved without it (or by 0.1.0) keep their config.
+        if self.teacher_inputs is None:
+            return {}
+        return {"teacher_inputs": keras.saving.serialize_keras_object(self.teacher_inputs)}
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None) -> Distiller:
         """Creates a distiller from `get_config()` output."""
         config = dict(config)
-        for key in ("teacher", "student", "augment"):
+        for key in ("teacher", "student", "augment", "teacher_inputs"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(
                     config[key], custom_objects=custom_objects

@@ -40,8 +40,15 @@ def keras_20585_applies(strategy) -> bool:
     return (
         _version(keras.__version__) <= KERAS_20585_LAST_CHECKED
         and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        and strategy.extended._in_multi_worker_mode()
+        and _workers(strategy) > 1
     )
+
+
+def _workers(strategy) -> int:
+    """The number of worker tasks (the chief counts) in the strategy's cluster."""
+    resolver = strategy.cluster_resolver
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return sum(len(cluster.get(job, ())) for job in ("chief", "worker"))
 
 
 def local_batch(strategy, batch):

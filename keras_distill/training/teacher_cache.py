@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from keras_distill.objective import stored_kinds as targets
 from keras_distill.teachers.ensemble import combiner
+from keras_distill.training import fit_checks
 from keras_distill.utils.console import print_msg
 from keras_distill.utils.model_inspection import as_logits, symbolic_outputs
 
@@ -63,10 +64,12 @@ def _reason_not_to_cache(distiller, arguments) -> str | None:
     combine = combiner(distiller.teacher)
     if combine is not None and combine.average == "probabilities":
         return "an ensemble's averaged probabilities depend on the temperature, which may change"
-    if distiller._features is not None:
+    if distiller.uses_feature_terms:
         return "feature terms need the teacher's intermediate outputs at every step"
     if not _in_memory(x):
         return "the inputs are not arrays in memory (a tf.data dataset is never cached)"
+    if len(keras.tree.flatten(x)[0]) == 0:
+        return "the inputs hold no examples"
     if arguments.get("class_weight") is not None:
         return "`class_weight` needs plain labels"
     weights = arguments.get("sample_weight")
@@ -95,9 +98,31 @@ def _reason_not_to_cache(distiller, arguments) -> str | None:
     return None
 
 
+def _rows(x, start: int, stop: int):
+    return keras.tree.map_structure(lambda v: v[start:stop], x)
+
+
+def _teacher_view(distiller, x):
+    """The inputs as the teacher takes them (`teacher_inputs` applied batch by batch)."""
+    if distiller.teacher_inputs is None:
+        return x
+    count = len(keras.tree.flatten(x)[0])
+    views = [
+        distiller.teacher_view(_rows(x, start, start + PREDICT_BATCH_SIZE))
+        for start in range(0, count, PREDICT_BATCH_SIZE)
+    ]
+    return keras.tree.map_structure(
+        lambda *parts: np.concatenate([keras.ops.convert_to_numpy(p) for p in parts]), *views
+    )
+
+
 def _teacher_logits(distiller, x, verbose) -> np.ndarray:
-    predicted = distiller.teacher.predict(x, batch_size=PREDICT_BATCH_SIZE, verbose=verbose)
-    return keras.ops.convert_to_numpy(as_logits(predicted, distiller._teacher_probabilities))
+    predicted = distiller.teacher.predict(
+        _teacher_view(distiller, x), batch_size=PREDICT_BATCH_SIZE, verbose=verbose
+    )
+    probabilities = distiller.teacher_outputs_are_probabilities
+    fit_checks.check_teacher_outputs(predicted, distiller.teacher.name, probabilities)
+    return keras.ops.convert_to_numpy(as_logits(predicted, probabilities))
 
 
 def _with_teacher_outputs(y, logits) -> dict:

@@ -56,6 +56,7 @@ def _output_layers(model) -> list | None:
     """The layers that produce the model's outputs, in flat order, if known."""
     outputs = symbolic_outputs(model)
     if outputs:
+        # private Keras API: a KerasTensor's producing layer has no public accessor
         return [t._keras_history[0] for t in keras.tree.flatten(outputs)]
     layers = getattr(model, "layers", None)
     if layers and any(cls.__name__ == "Sequential" for cls in type(model).__mro__):
