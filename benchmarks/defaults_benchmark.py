@@ -22,7 +22,7 @@ from common import mean_std, write_report  # noqa: E402
 from quality_benchmark import mlp, scarce, tasks  # noqa: E402
 
 from keras_distill.studies import recipes  # noqa: E402
-from keras_distill.studies.datasets import load_digits  # noqa: E402
+from keras_distill.studies.datasets import Split, load_digits  # noqa: E402
 from keras_distill.studies.demo import teacher_cnn  # noqa: E402
 
 SETTINGS = [  # (label, start temperature, final temperature, alpha)
@@ -64,7 +64,7 @@ def main():
     for seed in seeds:
         scratch.append(recipes.train_from_scratch(student(seed), data, epochs=epochs))
         labeled, transfer = scarce(data, seed)
-        few = recipes.Data(data.x_train[labeled], data.y_train[labeled], data.x_test, data.y_test)
+        few = Split(data.x_train[labeled], data.y_train[labeled], data.x_test, data.y_test)
         scarce_scratch.append(recipes.train_from_scratch(student(seed), few, epochs=10 * epochs))
         for label, start, final, alpha in chosen:
             kwargs = dict(epochs=epochs, temperature=start, final_temperature=final, alpha=alpha)

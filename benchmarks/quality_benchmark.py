@@ -44,7 +44,7 @@ from common import mean_std, write_report  # noqa: E402
 
 from keras_distill import losses  # noqa: E402
 from keras_distill.studies import recipes
-from keras_distill.studies.datasets import load_digits, load_mnist1d  # noqa: E402
+from keras_distill.studies.datasets import Split, load_digits, load_mnist1d  # noqa: E402
 from keras_distill.studies.demo import teacher_cnn  # noqa: E402
 from keras_distill.training import augment
 from keras_distill.utils import markdown
@@ -105,8 +105,8 @@ def scarce(data, seed, fraction=0.1):
     labeled = np.random.default_rng(seed).random(len(data.y_train)) < fraction
     repeats = int(round(1 / fraction))
     x_few = np.tile(data.x_train[labeled], (repeats, 1))
-    few = recipes.Data(x_few, np.tile(data.y_train[labeled], repeats), data.x_test, data.y_test)
-    transfer = recipes.Data(
+    few = Split(x_few, np.tile(data.y_train[labeled], repeats), data.x_test, data.y_test)
+    transfer = Split(
         data.x_train,
         {"labels": np.where(labeled, data.y_train, 0), "label_mask": labeled.astype("float32")},
         data.x_test,

@@ -13,9 +13,12 @@ from keras_distill.version import __version__
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return value
 
 
@@ -36,10 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_demo(commands)
+    _add_export_micro(commands)
+    _add_firmware(commands)
+    return parser
+
+
+def _add_demo(commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="distil a student on MNIST-1D, compare it with the same student trained alone, "
-        "export it for TFLite Micro (offline, about three minutes)",
+        "export it for TFLite Micro (offline; measured: about 2.5 minutes on 2 CPU cores)",
     )
     demo.add_argument(
         "--epochs", type=_positive_int, default=None, help="student training epochs (default: 300)"
@@ -64,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress output, only results")
 
+
+def _add_export_micro(commands) -> None:
     micro = commands.add_parser(
         "export-micro",
         help="export a model to TFLite Micro: int8 .tflite, C++ array and header, verified "
@@ -88,7 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     micro.add_argument(
         "--tflm-dir", help="TFLite Micro tree for --verify-on (default: $KERAS_DISTILL_TFLM_DIR)"
     )
+    micro.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier export"
+    )
 
+
+def _add_firmware(commands) -> None:
     firmware = commands.add_parser(
         "firmware",
         help="build an export into a TFLite Micro application (TFLM's Makefile) and run it on "
@@ -108,7 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="tensor arena (default: the export's recommended size)",
     )
     firmware.add_argument("--inputs", help="float inputs (.npy/.npz) to run on the target")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             export=not args.no_export,
             progress=not args.quiet,
         )
-        print(demo.report(result))
+        print(demo.results_text(result))
         return 0
     try:
         result = _export_micro(args) if args.command == "export-micro" else _firmware(args)
@@ -197,6 +213,7 @@ def _export_micro(args):
         float_io=args.float_io,
         verify_on=args.verify_on,
         tflm_dir=args.tflm_dir,
+        overwrite=args.overwrite,
     )
 
 

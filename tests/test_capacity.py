@@ -7,11 +7,12 @@ from conftest import mlp
 
 from keras_distill import sweep, teacher_assistant_chain
 from keras_distill.studies import recipes
+from keras_distill.studies.datasets import Split
 
 
 @pytest.fixture(scope="module")
 def small(digits):
-    return recipes.Data(digits.x_train[:400], digits.y_train[:400], digits.x_test, digits.y_test)
+    return Split(digits.x_train[:400], digits.y_train[:400], digits.x_test, digits.y_test)
 
 
 def builders():

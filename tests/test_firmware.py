@@ -121,7 +121,10 @@ def test_export_verify_on_cortex_m4_recommends_the_targets_arena(digits, tmp_pat
         tflm_dir=TFLM,
     )
     target = result.on_target
-    assert target["target"] == "cortex-m4" and target["examples"] == micro.exporter.TARGET_EXAMPLES
+    assert (
+        target["target"] == "cortex-m4"
+        and target["examples"] == micro.export_validation.TARGET_EXAMPLES
+    )
     assert target["recommended_arena_bytes"] == result.recommended_arena_bytes
     assert target["arena_used_bytes"] < target["arena_minimum_bytes"] < result.arena_bytes
     header = result.header_path.read_text()

@@ -265,7 +265,7 @@ def test_output_dir_that_is_a_file_and_bad_model_files(teacher, digits, tmp_path
 def test_a_failed_export_leaves_existing_files_untouched(teacher, digits, tmp_path):
     (tmp_path / "model.tflite").write_bytes(b"previous")
     with pytest.raises(micro.MicroExportError):
-        micro.export(teacher, digits.x_train, tmp_path, ram_bytes=100)
+        micro.export(teacher, digits.x_train, tmp_path, ram_bytes=100, overwrite=True)
     assert (tmp_path / "model.tflite").read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
 

@@ -6,12 +6,13 @@ import pytest
 from conftest import mlp
 
 from keras_distill.studies import recipes
+from keras_distill.studies.datasets import Split
 from keras_distill.training import augment
 
 
 @pytest.fixture(scope="module")
 def small(digits):
-    return recipes.Data(digits.x_train[:512], digits.y_train[:512], digits.x_test, digits.y_test)
+    return Split(digits.x_train[:512], digits.y_train[:512], digits.x_test, digits.y_test)
 
 
 def test_scratch_on_the_same_augmentation_trains_on_mixed_labels(small):
@@ -42,7 +43,7 @@ def test_function_matching_learns_with_the_default_augmentation(teacher, small):
 
 
 def test_choose_temperature_never_looks_at_the_test_split(teacher, small):
-    blind = recipes.Data(small.x_train, small.y_train, None, None)  # a test split would crash
+    blind = Split(small.x_train, small.y_train, None, None)  # a test split would crash
     best, scores, seconds = recipes.choose_temperature(
         teacher, lambda: mlp([8], seed=3), blind, candidates=(1.0, 4.0), epochs=3
     )

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
-import shutil
-import tempfile
 import warnings
 
-import numpy as np
-
-from keras_distill.micro import codegen, convert, drift, model_info, verify
+from keras_distill.micro import (
+    codegen,
+    convert,
+    drift,
+    export_files,
+    export_validation,
+    isolated_conversion,
+    model_info,
+    model_loading,
+    verify,
+)
 from keras_distill.micro.boards import get_board
 from keras_distill.micro.errors import MicroExportError
 from keras_distill.micro.result import MicroExport
-from keras_distill.utils import inputs
 from keras_distill.utils import model_inspection as models
 
 DEFAULT_ARENA_MARGIN = 0.10
@@ -37,6 +43,7 @@ def export(
     tflm_dir: str | os.PathLike | None = None,
     explain_quantization: bool | None = None,
     agreement_threshold: float = drift.DEFAULT_AGREEMENT_THRESHOLD,
+    overwrite: bool = False,
 ) -> MicroExport:
     """Exports a model to TFLite Micro: int8 `.tflite`, C++ array, header; verified.
 
@@ -51,7 +58,8 @@ def export(
 
     Args:
         model: A single-input `keras.Model` (or tf_keras model, e.g. a tfmot
-            quantization-aware or stripped pruned student), a path to a
+            quantization-aware or stripped pruned student; a distiller is
+            refused: export its `student`), a path to a
             `.keras` or `.tflite` file, or `.tflite` bytes (then conversion is
             skipped).
         representative_data: Typical inputs for int8 calibration: an array or
@@ -82,15 +90,21 @@ def export(
             warn with the worst layers and the fixes that fit; True: always
             measure it (Keras models); False: never.
         agreement_threshold: The agreement below which the export explains.
+        overwrite: Replace the files of an earlier export of the same `name` in
+            `output_dir`; without it such files are refused (named), as
+            `keras.Model.save` does.
 
     Returns:
         A `MicroExport` with paths, sizes, arena, ops, quantization and agreement.
 
     Raises:
         MicroExportError: For an unsupported op (named, with its layer and a
-            hint), data that is empty or of the wrong shape, an output directory
-            that is a file, a name that is not a C identifier, a missing or
-            unreadable model file, or a model or arena over the budget;
+            hint), a recurrent layer that crashes the converter (in a separate
+            process, named, with the `unroll=True` hint), a pruned model not yet
+            stripped, a distiller, data that is empty or of the wrong shape, an
+            output directory that is a file or already holds the export's files,
+            a name that is not a C identifier, a missing or unreadable model
+            file, or a model or arena over the budget;
             `FirmwareError` (a subclass) when `verify_on` cannot build or run
             the application, or its outputs differ.
 
@@ -102,68 +116,90 @@ def export(
     >>> result.header_path.name, result.ops
     ('tiny_model_data.h', ('FULLY_CONNECTED',))
     """
-    board_name, flash_bytes, ram_bytes = _checked_settings(
-        name, output_dir, arena_margin, board, flash_bytes, ram_bytes
+    budget = _checked_settings(
+        name, output_dir, arena_margin, board, flash_bytes, ram_bytes, overwrite
     )
-    keras_model, model_bytes = _load(model)
-    model_bytes, samples = (
-        _convert(keras_model, representative_data, float_io, num_samples)
-        if keras_model is not None
-        else (model_bytes, None)
-    )
+    converted = _converted(model, representative_data, float_io, num_samples)
+    arena = _measured_arena(converted)
+    recommended = verify.with_margin(arena, arena_margin)
+    validation = _validated(converted, validation_data, recommended)
+    errors = _explained(converted, validation, float_io, explain_quantization, agreement_threshold)
+    on_target = None
+    if verify_on:
+        to_run = representative_data if validation_data is None else validation_data
+        on_target = export_validation.check_on_target(
+            name,
+            converted.info,
+            converted.model_bytes,
+            (arena, recommended),
+            to_run,
+            verify_on,
+            tflm_dir,
+            arena_margin,
+        )
+        recommended = on_target.recommended_arena_bytes
+    _check_budget(len(converted.model_bytes), recommended, budget)
+    files = export_files.sources(name, converted.info, converted.model_bytes, arena, recommended)
+    paths = export_files.write_atomically(pathlib.Path(output_dir), files)
+    measured = dict(validation=validation, on_target=on_target, quantization_errors=errors)
+    return _result(name, paths, converted, (arena, recommended, arena_margin), budget, measured)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Converted:
+    """The int8 model of an export, with where it came from."""
+
+    keras_model: object  # the Keras model, or None for a .tflite input
+    model_bytes: bytes
+    info: model_info.ModelInfo
+    samples: object  # the representative samples it was calibrated on, or None
+
+
+def _converted(model, representative_data, float_io: bool, num_samples: int) -> _Converted:
+    """Loads the model and converts it to a checked int8 flatbuffer (a .tflite is kept)."""
+    keras_model, model_bytes = model_loading.load_model(model)
+    samples = None
+    if keras_model is not None:
+        model_bytes, samples = _convert(keras_model, representative_data, float_io, num_samples)
     info = model_info.inspect_model(model_bytes)
     _check_integer(info, float_io, keras_model)
-    arena = _measured_arena(model_bytes, info, keras_model)
-    recommended = verify.with_margin(arena, arena_margin)
-    validation = (
-        validation_data is not None
-        and _validate(keras_model, model_bytes, info, validation_data, recommended)
-        or None
-    )
-    errors = _explained(
-        keras_model, samples, validation, float_io, explain_quantization, agreement_threshold
-    )
-    on_target = verify_on and _on_target(
-        name,
-        info,
-        model_bytes,
-        arena,
-        recommended,
-        validation_data,
-        representative_data,
-        verify_on,
-        tflm_dir,
-        arena_margin,
-    )
-    recommended = on_target["recommended_arena_bytes"] if on_target else recommended
-    _check_budget(len(model_bytes), recommended, flash_bytes, ram_bytes, board_name)
-    paths = _write_atomically(
-        pathlib.Path(output_dir), _sources(name, info, model_bytes, arena, recommended)
-    )
+    return _Converted(keras_model, model_bytes, info, samples)
+
+
+def _validated(converted: _Converted, data, arena: int):
+    """The `ValidationResult` on `data`, or None without validation data."""
+    if data is None:
+        return None
+    keras_model, model_bytes, info = converted.keras_model, converted.model_bytes, converted.info
+    return export_validation.validate(keras_model, model_bytes, info, data, arena)
+
+
+def _result(name, paths, converted: _Converted, arenas, budget, measured: dict) -> MicroExport:
+    arena, recommended, margin = arenas
+    board, flash_bytes, ram_bytes = budget
+    keras_model = converted.keras_model
     return MicroExport(
         name=name,
         tflite_path=paths[0],
         source_path=paths[1],
         header_path=paths[2],
-        model_bytes=len(model_bytes),
-        float_bytes=4 * keras_model.count_params() if keras_model is not None else None,
+        model_bytes=len(converted.model_bytes),
+        float_bytes=None if keras_model is None else 4 * keras_model.count_params(),
         arena_bytes=arena,
         recommended_arena_bytes=recommended,
-        arena_margin=arena_margin,
-        ops=info.ops,
-        inputs=info.inputs,
-        outputs=info.outputs,
-        validation=validation,
-        board=board_name,
+        arena_margin=margin,
+        ops=converted.info.ops,
+        inputs=converted.info.inputs,
+        outputs=converted.info.outputs,
+        board=board,
         flash_bytes=flash_bytes,
         ram_bytes=ram_bytes,
         sparsity=None if keras_model is None else models.sparsity(keras_model),
-        on_target=on_target,
-        quantization_errors=errors,
+        **measured,
     )
 
 
-def _checked_settings(name, output_dir, arena_margin, board, flash_bytes, ram_bytes):
+def _checked_settings(name, output_dir, arena_margin, board, flash_bytes, ram_bytes, overwrite):
     """Checks the arguments that need no model; returns the board's budget."""
     try:
         codegen.check_identifier(name)
@@ -172,6 +208,7 @@ def _checked_settings(name, output_dir, arena_margin, board, flash_bytes, ram_by
     output_dir = pathlib.Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise MicroExportError(f"The output directory {str(output_dir)!r} is a file.")
+    export_files.check_not_overwriting(output_dir, name, overwrite)
     if not 0 <= arena_margin <= 10:
         raise MicroExportError(f"`arena_margin` must be in [0, 10]; received {arena_margin!r}.")
     return _budget(board, flash_bytes, ram_bytes)
@@ -184,16 +221,23 @@ def _convert(keras_model, representative_data, float_io: bool, num_samples: int)
             f"Only single-input models can be exported; {keras_model.name!r} has "
             f"{len(keras_model.inputs)} inputs."
         )
+    model_loading.check_no_pruning_wrappers(keras_model)
     samples = None
     if representative_data is not None:
         input_shape = tuple(keras_model.inputs[0].shape[1:])
         samples = convert.representative_samples(representative_data, input_shape, num_samples)
-    elif not _quantization_aware(keras_model):
+    elif not model_loading.quantization_aware(keras_model):
         raise MicroExportError(
             "`representative_data` is required to convert a Keras model to int8: give a "
             "few hundred typical inputs (e.g. training examples). Only quantization-aware "
             "(tfmot) models carry their own ranges."
         )
+    recurrent = isolated_conversion.recurrent_layers(keras_model)
+    if recurrent and samples is not None and not models.is_tf_keras(keras_model):
+        converted = isolated_conversion.to_int8_tflite_isolated(
+            keras_model, samples, float_io, recurrent
+        )
+        return converted, samples
     return convert.to_int8_tflite(keras_model, samples, float_io=float_io), samples
 
 
@@ -222,34 +266,16 @@ def _check_integer(info, float_io: bool, keras_model) -> None:
         )
 
 
-def _measured_arena(model_bytes: bytes, info, keras_model) -> int:
+def _measured_arena(converted: _Converted) -> int:
     """Checks that TFLM has every kernel; returns the smallest arena that runs."""
-    probe_path = verify.write_temporary(model_bytes)
+    probe_path = verify.write_temporary(converted.model_bytes)
     try:
-        layer_names = tuple(layer.name for layer in getattr(keras_model, "layers", []))
-        reported = verify.check_kernels(probe_path, info, layer_names)
-        return verify.measure_arena(probe_path, info, reported)
+        layers = getattr(converted.keras_model, "layers", [])
+        layer_names = tuple(layer.name for layer in layers)
+        reported = verify.check_kernels(probe_path, converted.info, layer_names)
+        return verify.measure_arena(probe_path, converted.info, reported)
     finally:
         os.remove(probe_path)
-
-
-def _sources(name: str, info, model_bytes: bytes, arena: int, recommended: int) -> dict:
-    """The files of an export: the flatbuffer, its C++ array and the header."""
-    from keras_distill.version import __version__
-
-    return {
-        f"{name}.tflite": model_bytes,
-        f"{name}_model_data.cc": codegen.array_source(
-            name, info, model_bytes, __version__
-        ).encode(),
-        f"{name}_model_data.h": codegen.header_source(
-            name, info, arena, recommended, __version__
-        ).encode(),
-    }
-
-
-def _quantization_aware(model) -> bool:
-    return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
 
 
 def _budget(board, flash_bytes, ram_bytes):
@@ -262,70 +288,14 @@ def _budget(board, flash_bytes, ram_bytes):
     return preset.name, flash_bytes or preset.flash_bytes, ram_bytes or preset.ram_bytes
 
 
-def _load(model):
-    """Returns (keras_model or None, tflite bytes or None)."""
-    import keras
-
-    if isinstance(model, keras.Model) or models.is_tf_keras(model):
-        return model, None
-    if isinstance(model, (bytes, bytearray)):
-        return None, bytes(model)
-    if isinstance(model, (str, os.PathLike)):
-        path = pathlib.Path(model)
-        if not path.is_file():
-            raise MicroExportError(f"No model file at {str(path)!r}.")
-        if path.suffix == ".tflite":
-            return None, path.read_bytes()
-        if path.suffix in (".keras", ".h5"):
-            try:
-                return keras.models.load_model(path, compile=False), None
-            except Exception as error:  # Keras raises many types for a bad file
-                raise MicroExportError(
-                    f"{str(path)!r} is not a loadable Keras model: {error}"
-                ) from None
-        raise MicroExportError(
-            f"{str(path)!r} is neither a .keras nor a .tflite file; give a Keras model, a "
-            ".keras file or a .tflite file."
-        )
-    raise MicroExportError(
-        f"`model` must be a keras.Model, a .keras/.tflite path or .tflite bytes; received "
-        f"{type(model).__name__}."
-    )
-
-
-def _validate(keras_model, model_bytes, info, data, arena) -> dict:
-    expected = info.inputs[0].shape[1:]
-    x, y = inputs.collect(data, example_rank=len(expected))
-    x = x.astype("float32")
-    y = None if y is None else y.reshape(-1)
-    if y is not None and len(y) != len(x):
-        raise MicroExportError(
-            f"The validation data has {len(x)} examples but {len(y)} labels; give one label "
-            "per example."
-        )
-    if tuple(x.shape[1:]) != tuple(expected):
-        raise MicroExportError(
-            f"The validation data has examples of shape {tuple(x.shape[1:])}, but the "
-            f"model expects {tuple(expected)}."
-        )
-    int8_top1 = np.argmax(verify.run_tflm(model_bytes, info, x, arena), axis=-1)
-    result = {"examples": len(x), "agreement": None, "float_accuracy": None}
-    result["int8_accuracy"] = float(np.mean(int8_top1 == y)) if y is not None else None
-    if keras_model is not None:
-        float_top1 = np.argmax(models.predictions(keras_model, x), axis=-1)
-        result["agreement"] = float(np.mean(float_top1 == int8_top1))
-        if y is not None:
-            result["float_accuracy"] = float(np.mean(float_top1 == y))
-    return result
-
-
-def _explained(keras_model, samples, validation, float_io, explain, threshold):
+def _explained(converted: _Converted, validation, float_io, explain, threshold):
     """Every layer's int8 error when the agreement is low (with a warning) or when asked."""
-    agreement = (validation or {}).get("agreement")
+    agreement = None if validation is None else validation.agreement
     low = agreement is not None and agreement < threshold
-    if keras_model is None or samples is None or explain is False or not (low or explain):
+    samples = converted.samples
+    if converted.keras_model is None or samples is None or explain is False or not (low or explain):
         return None
-    errors = drift.layer_errors(keras_model, samples, float_io)
+    errors = drift.layer_errors(converted.keras_model, samples, float_io)
     if low:
         warnings.warn(
             drift.advice(errors, agreement, threshold, len(samples), float_io), stacklevel=3
@@ -333,42 +303,8 @@ def _explained(keras_model, samples, validation, float_io, explain, threshold):
     return errors
 
 
-TARGET_EXAMPLES = 200
-
-
-def _on_target(
-    name,
-    info,
-    model_bytes,
-    arena,
-    recommended,
-    validation,
-    representative,
-    target,
-    tflm_dir,
-    margin,
-):
-    """Builds the sources for `target`, runs them, checks them bit for bit (`verify_on`)."""
-    from keras_distill.micro import target_run
-
-    data = validation if validation is not None else representative
-    if data is None:
-        raise MicroExportError(
-            "`verify_on` needs inputs to run: give `validation_data` (or `representative_data`)."
-        )
-    x, _ = inputs.collect(data, example_rank=len(info.inputs[0].shape) - 1)
-    x = np.asarray(x, "float32")[:TARGET_EXAMPLES]
-    expected = verify.run_tflm(model_bytes, info, x, recommended, dequantize=False)
-    with tempfile.TemporaryDirectory(prefix="keras_distill_target_") as scratch:
-        _write_atomically(
-            pathlib.Path(scratch), _sources(name, info, model_bytes, arena, recommended)
-        )
-        return target_run.verify_on_target(
-            scratch, model_bytes, x, expected, target, tflm_dir=tflm_dir, arena_margin=margin
-        )
-
-
-def _check_budget(model_bytes, arena_bytes, flash_bytes, ram_bytes, board):
+def _check_budget(model_bytes: int, arena_bytes: int, budget: tuple) -> None:
+    board, flash_bytes, ram_bytes = budget
     where = f" of {board}" if board else ""
     problems = []
     if flash_bytes and model_bytes > flash_bytes:
@@ -388,19 +324,3 @@ def _check_budget(model_bytes, arena_bytes, flash_bytes, ram_bytes, board):
             "The model does not fit: " + "; ".join(problems) + ". Distil a smaller student "
             "or pick a larger board. Nothing was written."
         )
-
-
-def _write_atomically(directory: pathlib.Path, files: dict) -> list[pathlib.Path]:
-    """Writes all files into a temporary folder, then moves them into place."""
-    directory.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=".keras_distill_", dir=directory))
-    try:
-        for filename, content in files.items():
-            (staging / filename).write_bytes(content)
-        targets = []
-        for filename in files:
-            os.replace(staging / filename, directory / filename)
-            targets.append(directory / filename)
-        return targets
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -24,6 +24,7 @@ import numpy as np
 from keras_distill.micro import verify
 from keras_distill.micro.codegen import INPUTS_FILE
 from keras_distill.micro.firmware import QEMU_PACKAGE, TARGETS, Firmware, FirmwareError
+from keras_distill.micro.result import TargetCheck
 
 INSTRUCTIONS_PER_TICK = 40  # -icount shift=0: 1 ns per instruction; timer 0 at 25 MHz
 INITIAL_STACK_POINTER = 0x20400000  # top of the MPS2 boards' 4 MB SRAM
@@ -271,7 +272,7 @@ def verify_on_target(
     tflm_dir=None,
     arena_margin: float = 0.1,
     cache_dir=None,
-) -> dict:
+) -> TargetCheck:
     """Builds an export for a target, runs it, and checks it against the Python interpreter.
 
     The application is built with the export's recommended arena and run on
@@ -291,8 +292,7 @@ def verify_on_target(
         cache_dir: Build cache (see `build`).
 
     Returns:
-        `{"target", "examples", "arena_minimum_bytes", "arena_used_bytes",
-        "recommended_arena_bytes", "instructions"}` (median instructions per
+        A `keras_distill.micro.result.TargetCheck` (median instructions per
         inference, or None on the host).
 
     Raises:
@@ -315,11 +315,11 @@ def verify_on_target(
     second = run_on_target(build(folder, arena_bytes=recommended, verbose=0, **options), x)
     _check_identical(second, expected, recommended)
     instructions = None if run.instructions is None else int(np.median(run.instructions))
-    return {
-        "target": target,
-        "examples": len(expected),
-        "arena_minimum_bytes": run.arena_minimum_bytes,
-        "arena_used_bytes": run.arena_used_bytes,
-        "recommended_arena_bytes": recommended,
-        "instructions": instructions,
-    }
+    return TargetCheck(
+        target=target,
+        examples=len(expected),
+        arena_minimum_bytes=run.arena_minimum_bytes,
+        arena_used_bytes=run.arena_used_bytes,
+        recommended_arena_bytes=recommended,
+        instructions=instructions,
+    )

@@ -9,7 +9,6 @@ recommended recipe (`keras_distill.studies.recipes`) for every run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import time
@@ -18,8 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 import keras
 import numpy as np
 
-from keras_distill.studies import recipes
+from keras_distill.studies import input_checks, recipes, sweep_runs
 from keras_distill.utils import markdown
+from keras_distill.utils.model_inspection import weights_digest
 
 Builder = Callable[[int], keras.Model]
 
@@ -153,11 +153,46 @@ class SweepResult:
         return figure
 
 
-def _append(path: pathlib.Path, record: dict) -> None:
-    with open(path, "a") as file:
-        file.write(json.dumps(record) + "\n")
-        file.flush()
-        os.fsync(file.fileno())
+def _identities(students, teachers, data, seeds, settings) -> dict:
+    """`(teacher, student, seed) -> RunIdentity` of every run the sweep plans."""
+    data_digest = sweep_runs.data_digest(data)
+    teacher_digests = {name: weights_digest(model) for name, model in teachers.items()}
+    student_digests = {
+        (name, seed): weights_digest(build(seed))
+        for name, build in students.items()
+        for seed in seeds
+    }
+    return {
+        (t, s, seed): sweep_runs.RunIdentity(
+            settings, data_digest, teacher_digests[t], student_digests[s, seed]
+        )
+        for t in teachers
+        for s in students
+        for seed in seeds
+    }
+
+
+def _checked_teachers(students, teachers, seeds) -> dict:
+    if isinstance(teachers, keras.Model):
+        teachers = {"teacher": teachers}
+    if not students or not teachers or not seeds:
+        raise ValueError("`students`, `teachers` and `seeds` must not be empty.")
+    for name, build in students.items():
+        input_checks.check_builder(build, f"students[{name!r}]", "a fresh student for a seed")
+    return dict(teachers)
+
+
+def _run(teacher, build, data, epochs: int, seed: int, recipe: dict) -> dict:
+    """Trains one student from scratch and one distilled; returns the run's numbers."""
+    scratch = recipes.train_from_scratch(build(seed), data, epochs=epochs)
+    student = build(seed)
+    distilled = recipes.train_distilled(teacher, student, data, epochs=epochs, **recipe)
+    return {
+        "params": student.count_params(),
+        "compression": teacher.count_params() / student.count_params(),
+        "scratch": scratch,
+        "distilled": distilled,
+    }
 
 
 def sweep(
@@ -176,73 +211,66 @@ def sweep(
     Args:
         students: Name -> `builder(seed)` returning a fresh, uncompiled student.
         teachers: A trained teacher, or name -> trained teacher.
-        data: A `recipes.Data` or `datasets.Split` (train and test arrays).
+        data: A `keras_distill.studies.datasets.Split` (train and test arrays).
         seeds: Seeds; each builds and trains its own scratch and distilled student.
         epochs: Training epochs per student.
-        path: Optional JSON-lines file: every finished run is appended at once,
-            and a rerun skips the runs already there (resume after interruption).
+        path: Optional JSON-lines file: every finished run is appended at once
+            with what determined it (`sweep_runs.RunIdentity`: the settings,
+            a data fingerprint, the teacher's and the built student's weights
+            fingerprints), and a rerun skips the runs already there (resume
+            after interruption). A stored run of the same teacher, student and
+            seed names made differently is refused, naming what differs; a
+            torn last line (a run killed while writing) is dropped with a
+            warning and that run trained again.
         verbose: 1 prints one line per run.
         **recipe: Passed to `recipes.train_distilled` (e.g. `temperature`, `alpha`).
 
     Returns:
         A `SweepResult` with every run (also those loaded from `path`).
 
+    Raises:
+        ValueError: For empty arguments, invalid data, or stored runs that do
+            not match this sweep.
+
     Example:
     >>> import keras, numpy as np
+    >>> from keras_distill.studies.datasets import Split
     >>> x, y = np.random.rand(64, 4).astype("float32"), np.arange(64) % 2
     >>> def tiny(seed):
     ...     keras.utils.set_random_seed(seed)
     ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(32),
     ...                             keras.layers.Dense(2)])
-    >>> result = sweep({"tiny": tiny}, teacher, recipes.Data(x, y, x, y), seeds=[0],
+    >>> result = sweep({"tiny": tiny}, teacher, Split(x, y, x, y), seeds=[0],
     ...                epochs=1, verbose=0)
     >>> len(result.records), round(result.records[0]["compression"], 1)
     (1, 22.6)
     """
-    if isinstance(teachers, keras.Model):
-        teachers = {"teacher": teachers}
-    if not students or not teachers or not seeds:
-        raise ValueError("`students`, `teachers` and `seeds` must not be empty.")
-    records: list[dict] = []
+    teachers = _checked_teachers(students, teachers, seeds)
+    data = input_checks.checked_split(data)
+    settings = sweep_runs.settings_record(input_checks.positive_int("epochs", epochs), recipe)
+    identities = _identities(students, teachers, data, seeds, settings)
+    path = None if path is None else pathlib.Path(path)
+    records = [] if path is None else sweep_runs.read_runs(path)
     if path is not None:
-        path = pathlib.Path(path)
-        if path.exists():
-            records = [json.loads(line) for line in path.read_text().splitlines() if line]
-    done = {(r["teacher"], r["student"], r["seed"]) for r in records}
-    plan = [
-        (t, s, seed)
-        for t in teachers
-        for s in students
-        for seed in seeds
-        if (t, s, seed) not in done
-    ]
+        sweep_runs.check_stored(records, identities, path)
+    done = {sweep_runs.run_key(r) for r in records}
+    plan = [key for key in identities if key not in done]
     teacher_accuracy = {name: _evaluate(model, data) for name, model in teachers.items()}
-    total = len(plan) + len(done)
-    for index, (teacher_name, student_name, seed) in enumerate(plan, start=len(done) + 1):
+    for index, (t, s, seed) in enumerate(plan, start=len(done) + 1):
         started = time.perf_counter()
-        teacher = teachers[teacher_name]
-        scratch = recipes.train_from_scratch(students[student_name](seed), data, epochs=epochs)
-        student = students[student_name](seed)
-        distilled = recipes.train_distilled(teacher, student, data, epochs=epochs, **recipe)
-        record = {
-            "teacher": teacher_name,
-            "student": student_name,
-            "seed": seed,
-            "params": student.count_params(),
-            "compression": teacher.count_params() / student.count_params(),
-            "teacher_accuracy": teacher_accuracy[teacher_name],
-            "scratch": scratch,
-            "distilled": distilled,
-        }
+        record = {"teacher": t, "student": s, "seed": seed}
+        record |= _run(teachers[t], students[s], data, epochs, seed, recipe)
+        record["teacher_accuracy"] = teacher_accuracy[t]
+        record["identity"] = dataclasses.asdict(identities[t, s, seed])
         records.append(record)
         if path is not None:
-            _append(path, record)
+            sweep_runs.append_run(path, record)
         if verbose:
             print(
-                f"[{index}/{total}] teacher {teacher_name}, student {student_name} "
-                f"({record['compression']:.0f}x), seed {seed}: scratch {scratch:.1%}, "
-                f"distilled {distilled:.1%} ({time.perf_counter() - started:.1f} s)",
+                f"[{index}/{len(plan) + len(done)}] teacher {t}, student {s} "
+                f"({record['compression']:.0f}x), seed {seed}: scratch {record['scratch']:.1%}, "
+                f"distilled {record['distilled']:.1%} ({time.perf_counter() - started:.1f} s)",
                 flush=True,
             )
     return SweepResult(records)
@@ -302,7 +330,7 @@ def teacher_assistant_chain(
 
     Args:
         models: `[teacher, assistant, ..., student]`, all but the teacher untrained.
-        data: A `recipes.Data` or `datasets.Split`.
+        data: A `keras_distill.studies.datasets.Split`.
         epochs: Training epochs per step.
         verbose: 1 prints one line per step.
         **recipe: Passed to `recipes.train_distilled`.
@@ -311,24 +339,32 @@ def teacher_assistant_chain(
         A `ChainResult`.
 
     Raises:
-        ValueError: If fewer than three models are given.
+        TypeError: If `models` is a single model rather than a list.
+        ValueError: If fewer than three models are given, or the data is invalid.
 
     Example:
     >>> import keras, numpy as np
+    >>> from keras_distill.studies.datasets import Split
     >>> x, y = np.random.rand(64, 4).astype("float32"), np.arange(64) % 2
     >>> def mlp(units):
     ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units),
     ...                              keras.layers.Dense(2)])
     >>> result = teacher_assistant_chain([mlp(64), mlp(16), mlp(2)],
-    ...                                  recipes.Data(x, y, x, y), epochs=1, verbose=0)
+    ...                                  Split(x, y, x, y), epochs=1, verbose=0)
     >>> [name for name, _, _ in result.steps]
     ['teacher', 'assistant 1', 'student']
     """
+    if isinstance(models, keras.Model) or not isinstance(models, Sequence):
+        raise TypeError(
+            "`models` must be a list [teacher, assistant, ..., student] of at least three "
+            f"models; received a single {type(models).__name__}. Pass the chain as a list."
+        )
     if len(models) < 3:
         raise ValueError(
             "A teacher-assistant chain needs a teacher, at least one assistant and a student; "
             f"received {len(models)} models."
         )
+    data = input_checks.checked_split(data)
     teacher, student = models[0], models[-1]
     copies = []
     for _ in range(2):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from keras_distill.studies import input_checks
 from keras_distill.utils import markdown
 from keras_distill.utils.tflite_interpreter import tflite_interpreter
 
@@ -274,6 +275,23 @@ def model_stats(
     )
 
 
+def _evaluation_data(data, metric: Callable) -> tuple:
+    """`(x, y)` of `compare`: a pair, one target per example (a class for the accuracy)."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise TypeError(
+            "`data` must be a pair `(x, y)` of evaluation inputs and targets; received "
+            f"{type(data).__name__}{f' of {len(data)} items' if isinstance(data, tuple) else ''}."
+        )
+    x, y = data
+    if metric is accuracy:
+        input_checks.check_labels(x, y, "y")
+    elif len(y) != len(x):
+        raise ValueError(
+            f"`y` has {len(y)} targets but `x` has {len(x)} examples; give one per example."
+        )
+    return x, y
+
+
 def compare(
     teacher,
     student,
@@ -296,7 +314,8 @@ def compare(
     Args:
         teacher: The teacher `keras.Model`.
         student: The student `keras.Model`.
-        data: Evaluation data `(x, y)` of arrays.
+        data: Evaluation data `(x, y)` of arrays, one target per example
+            (integer classes for the default metric).
         baseline: Optional model with the student's architecture trained alone.
         metric: `metric(y, predictions) -> float`, higher is better; top-1
             accuracy by default.
@@ -308,6 +327,11 @@ def compare(
     Returns:
         A `CompressionReport`: `print(report.to_markdown())`, `report.plot()`.
 
+    Raises:
+        TypeError: If `data` is not a pair `(x, y)`.
+        ValueError: If `x` and `y` differ in length, or `y` is one-hot (or
+            otherwise not one class per example) for the default accuracy.
+
     Example:
     >>> import keras
     >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(64),
@@ -318,7 +342,7 @@ def compare(
     >>> round(report.compression_ratio, 1)
     45.0
     """
-    x, y = data
+    x, y = _evaluation_data(data, metric)
     kwargs = dict(metric=metric, batch_sizes=batch_sizes, repeats=repeats, tflite=tflite)
     return CompressionReport(
         teacher=model_stats(teacher, "teacher", x, y, **kwargs),

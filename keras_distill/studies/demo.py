@@ -231,11 +231,31 @@ def _figure(result: DemoResult, path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def _train(split, epochs, teacher_epochs, seed, progress):
-    """Trains the four models; returns (teacher, distilled student, accuracy by run)."""
+def _progress_bars(progress: bool):
+    """`bars(label)`: a Keras progress bar callback list for one training run, or none."""
 
-    def bar(label):
+    def bars(label: str) -> list:
         return [EpochProgressBar(label, keys=("loss",))] if progress else []
+
+    return bars
+
+
+def _few_labels(split: datasets.Split, seed: int) -> tuple[datasets.Split, int]:
+    """The split with `LABEL_FRACTION` of its training labels, repeated to the full epoch size."""
+    labeled = np.random.default_rng(seed).random(len(split.y_train)) < LABEL_FRACTION
+    repeats = int(round(1 / LABEL_FRACTION))  # as many steps per epoch as the full set
+    few = datasets.Split(
+        np.tile(split.x_train[labeled], (repeats, 1)),
+        np.tile(split.y_train[labeled], repeats),
+        split.x_test,
+        split.y_test,
+    )
+    return few, int(labeled.sum())
+
+
+def _train(split, epochs, teacher_epochs, seed, progress):
+    """Trains the four models; returns (teacher, distilled student, accuracy by run, labels)."""
+    bars = _progress_bars(progress)
 
     def views():
         return augment.default_augmentation((40,), "signal", seed=seed)
@@ -243,7 +263,7 @@ def _train(split, epochs, teacher_epochs, seed, progress):
     teacher = teacher_cnn(seed)
     accuracy = {
         "teacher": recipes.train_from_scratch(
-            teacher, split, epochs=teacher_epochs, callbacks=bar("teacher: CNN")
+            teacher, split, epochs=teacher_epochs, callbacks=bars("teacher: CNN")
         )
     }
     long_run = dict(
@@ -257,7 +277,7 @@ def _train(split, epochs, teacher_epochs, seed, progress):
         split,
         augment=views(),
         **long_run,
-        callbacks=bar("student alone, all labels, with the same augmentation"),
+        callbacks=bars("student alone, all labels, with the same augmentation"),
     )
     student = student_mlp(seed=seed + 1)
     accuracy["distilled"] = recipes.train_function_matching(
@@ -266,24 +286,17 @@ def _train(split, epochs, teacher_epochs, seed, progress):
         split,
         epochs=epochs,
         augment=views(),
-        callbacks=bar("student distilled: function matching (no labels)"),
+        callbacks=bars("student distilled: function matching (no labels)"),
     )
-    labeled = np.random.default_rng(seed).random(len(split.y_train)) < LABEL_FRACTION
-    repeats = int(round(1 / LABEL_FRACTION))  # as many steps per epoch as the full set
-    few = recipes.Data(
-        np.tile(split.x_train[labeled], (repeats, 1)),
-        np.tile(split.y_train[labeled], repeats),
-        split.x_test,
-        split.y_test,
-    )
+    few, labels = _few_labels(split, seed)
     accuracy["alone, few labels"] = recipes.train_from_scratch(
         student_mlp(seed=seed + 1),
         few,
         augment=views(),
         **long_run,
-        callbacks=bar(f"student alone, {labeled.sum()} labels (10%), with the augmentation"),
+        callbacks=bars(f"student alone, {labels} labels (10%), with the augmentation"),
     )
-    return teacher, student, accuracy, int(labeled.sum())
+    return teacher, student, accuracy, labels
 
 
 def run_demo(
@@ -300,13 +313,14 @@ def run_demo(
         epochs: Training epochs of each student (function matching is patient).
         teacher_epochs: Training epochs of the teacher.
         seed: Seed of the initialisations, augmentation and label subset.
-        output_dir: Where the figure and the TFLite Micro files go (created).
+        output_dir: Where the figure and the TFLite Micro files go (created;
+            a rerun replaces them).
         export: Export the distilled student for TFLite Micro (needs the
             `[micro]` extra).
         progress: Print a Keras progress bar per training run.
 
     Returns:
-        A `DemoResult`; `print(report(result))` shows the comparison, the
+        A `DemoResult`; `print(results_text(result))` shows the comparison, the
         export summary and where the files are.
 
     Example:
@@ -330,22 +344,23 @@ def run_demo(
         labels={"all": len(split.y_train), "few": few},
     )
     if export:
-        from keras_distill import micro
+        from keras_distill.micro import exporter
 
-        result.micro = micro.export(
+        result.micro = exporter.export(
             student,
             split.x_train,
             out / "micro",
             name="student",
             validation_data=(split.x_test, split.y_test),
+            overwrite=True,  # the demo's own folder: a rerun replaces its export
         )
     result.figure = _figure(result, out / "demo.png")
     result.seconds = time.perf_counter() - started
     return result
 
 
-def report(result: DemoResult) -> str:
-    """The demo's printed report: the table, the export summary, the files.
+def results_text(result: DemoResult) -> str:
+    """The text the demo prints: the results table, the export summary, the files.
 
     Args:
         result: What `run_demo` returned.
@@ -357,7 +372,7 @@ def report(result: DemoResult) -> str:
     >>> result = DemoResult({"teacher": (100, 1000), "student": (10, 50)},
     ...     {"teacher": 0.9, "alone": 0.7, "distilled": 0.8, "alone, few labels": 0.5},
     ...     {"all": 100, "few": 10}, figure=pathlib.Path("demo.png"), seconds=150)
-    >>> print(report(result).splitlines()[-1])
+    >>> print(results_text(result).splitlines()[-1])
     Done in 150 s.
     """
     lines = ["", "== Results (test accuracy on 1,000 held-out signals)", result.table()]
