@@ -15,15 +15,18 @@ rewrites the same files. `label` runs it for arrays in one call.
 
 It runs on any Beam runner (DirectRunner here; Dataflow, Flink, Spark with
 their pipeline options). Records, checks and manifest come from the same
-code as the local path (`keras_distill.labelling.shards`, `keras_distill.objective.stored_kinds`,
-`keras_distill.labelling.writer.call_teacher`).
+code as the local path (`keras_distill.labelling.shards`, `keras_distill.labelling.calls`,
+`keras_distill.labelling.responses.normalized_prompt`, the input check
+`keras_distill.labelling.examples.labelled_arrays`), and `label` opens its
+output as `label_with_teacher` does (`keras_distill.labelling.output`: the
+directory rule, a lock held while the pipeline runs, the identity check).
+Paths go through `tf.io.gfile` (`keras_distill.labelling.storage`), so a
+bucket path works where TensorFlow has its file system.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import pathlib
 import tempfile
 
 import apache_beam as beam
@@ -35,10 +38,20 @@ from apache_beam.ml.inference.base import (
     RunInference,
 )
 
-from keras_distill.labelling import responses, shards
-from keras_distill.labelling import writer as teacher_labels
-from keras_distill.labelling.shards import TeacherLabelsError
-from keras_distill.objective import stored_kinds as targets
+from keras_distill.labelling import (
+    beam_steps,
+    calls,
+    examples,
+    folder,
+    responses,
+    sequences,
+    shards,
+    storage,
+)
+from keras_distill.labelling.errors import TeacherLabelsError
+from keras_distill.labelling.manifest import Settings
+from keras_distill.labelling.output import Identity, opened_output, previous_outputs
+from keras_distill.teachers.black_box import fingerprint_arrays, fingerprint_teacher
 
 
 class _CheckedHandler(ModelHandler):
@@ -53,7 +66,7 @@ class _CheckedHandler(ModelHandler):
 
     def run_inference(self, batch, model, inference_args=None):
         """The teacher's checked outputs, one `PredictionResult` per example."""
-        outputs, confidence = teacher_labels.call_teacher(model, np.stack(batch), self.output, 0)
+        outputs, confidence = calls.call_teacher(model, np.stack(batch), self.output, 0)
         confidence = [None] * len(batch) if confidence is None else confidence
         return [
             PredictionResult(x, (o, c)) for x, o, c in zip(batch, outputs, confidence, strict=True)
@@ -141,10 +154,18 @@ class LabelWithTeacher(beam.PTransform):
     """Labels `(index, example)` pairs with a teacher into keras-distill shards and a manifest.
 
     Args:
-        handler: A `KerasModelHandler` or `CallableModelHandler`.
-        path: Output directory (empty, new, or a previous run's).
+        handler: A `KerasModelHandler`, `CallableModelHandler` or `GenerateModelHandler`.
+        path: Output directory (empty, new, or a failed run's).
         settings: What the manifest records (`label_settings` makes them).
         shard_size: Examples per shard.
+        facts: What the manifest records of the teacher besides (`label`
+            passes a callable teacher's probe).
+
+    Raises:
+        TypeError: If `handler` is not a Beam `ModelHandler` (wrap a callable
+            in `CallableModelHandler`).
+        TeacherLabelsError: If `path` holds files keras-distill did not write,
+            or a complete run.
 
     Example:
     >>> handler = CallableModelHandler(lambda b: b[:, :3])
@@ -153,169 +174,76 @@ class LabelWithTeacher(beam.PTransform):
     10
     """
 
-    def __init__(self, handler, path, settings: dict, shard_size: int | None = None):
+    def __init__(self, handler, path, settings, shard_size: int | None = None, facts=None):
         super().__init__()
-        _check_directory(pathlib.Path(path))
+        if not isinstance(handler, ModelHandler):
+            raise TypeError(
+                "`handler` must be a Beam ModelHandler: wrap a callable teacher as "
+                "CallableModelHandler(teacher), a saved Keras model as KerasModelHandler(path), "
+                "a generate callable as GenerateModelHandler(generate, options); received "
+                f"{handler!r}."
+            )
+        settings = settings if isinstance(settings, Settings) else Settings.from_json(settings)
+        self.path = storage.check_path(path)
+        _refuse_complete(self.path, Identity(settings))
         if not isinstance(handler, GenerateModelHandler):
-            handler.output = settings["output"]
-        self.handler, self.path, self.settings = handler, str(path), settings
-        self.shard_size = shard_size or settings["shard_size"]
+            handler.output = settings.output
+        self.handler, self.settings, self.facts = handler, settings, dict(facts or {})
+        self.shard_size = shard_size or settings.shard_size
 
     def expand(self, examples):
         """Inference, shards keyed by index, then the manifest from every shard's entry."""
         if isinstance(self.handler, GenerateModelHandler):  # prompts: whole prompts per shard
             options = self.handler.options
-            per_shard = self.shard_size // options.num_samples
             grouped = (
                 examples
-                | "Key" >> beam.Map(_prompt, options)
+                | "Key" >> beam.Map(beam_steps.keyed_prompt, options)
                 | "Teacher" >> RunInference(self.handler)
-                | "ByShard" >> beam.Map(_by_prompt_shard, per_shard)
+                | "ByShard"
+                >> beam.Map(beam_steps.by_prompt_shard, self.shard_size // options.num_samples)
                 | "Group" >> beam.GroupByKey()
             )
-            entries = grouped | "WriteShard" >> beam.Map(_write_responses, self.path, options)
+            entries = grouped | "WriteShard" >> beam.Map(
+                beam_steps.write_responses, self.path, options
+            )
         else:
             entries = (
                 examples
-                | "Key" >> beam.Map(_keyed)
+                | "Key" >> beam.Map(beam_steps.keyed)
                 | "Teacher" >> RunInference(KeyedModelHandler(self.handler))
-                | "ByShard" >> beam.Map(_by_shard, self.shard_size)
+                | "ByShard" >> beam.Map(beam_steps.by_shard, self.shard_size)
                 | "Group" >> beam.GroupByKey()
-                | "WriteShard" >> beam.Map(_write, self.path, self.settings)
+                | "WriteShard" >> beam.Map(beam_steps.write_examples, self.path, self.settings)
             )
         return (
             entries
             | "All" >> beam.combiners.ToList()
-            | "Manifest" >> beam.Map(_manifest, self.path, self.settings)
+            | "Manifest"
+            >> beam.Map(beam_steps.complete_manifest, self.path, self.settings, self.facts)
         )
 
 
-def label_settings(teacher: str, output: str, top_k: int | None, shard_size: int) -> dict:
-    """The manifest's `"settings"` for a Beam run (the data is fingerprinted by its shards).
+def _refuse_complete(directory: str, identity: Identity) -> None:
+    """The writers' directory rule and identity check; a Beam run never resumes a complete one."""
+    folder.check_output_directory(directory)
+    if previous_outputs(directory, identity, 0, overwrite=False) is not None:
+        raise TeacherLabelsError(
+            f"{directory!r} already holds a complete labelling run of this teacher, data and "
+            "settings; load it with load_teacher_labels, use a new directory, or pass "
+            "overwrite=True to relabel it (nothing was changed)."
+        )
+
+
+def label_settings(
+    teacher: str, output: str, top_k: int | None, shard_size: int, data: str = "beam"
+) -> Settings:
+    """The `Settings` of a Beam run (`data="beam"`: fingerprinted by its shards once written).
 
     Example:
-    >>> label_settings("id:t", "logits", None, 100)["runner"]
+    >>> label_settings("id:t", "logits", None, 100).runner
     'beam'
     """
-    return {
-        "teacher": teacher,
-        "data": "beam",
-        "output": output,
-        "top_k": top_k,
-        "shard_size": shard_size,
-        "num_workers": 1,
-        "runner": "beam",
-    }
-
-
-def _keyed(element):
-    index, example = element
-    x, y = example if isinstance(example, tuple) else (example, None)
-    return (int(index), y), np.asarray(x)
-
-
-def _by_shard(result, shard_size: int):
-    (index, y), prediction = result
-    outputs, confidence = prediction.inference
-    return index // shard_size, (index, prediction.example, y, outputs, confidence)
-
-
-def _write(group, path: str, settings: dict) -> dict:
-    """Writes one shard from its examples, sorted by index; its manifest entry."""
-    shard, members = group
-    members = sorted(members, key=lambda member: member[0])
-    indices = [m[0] for m in members]
-    x = np.stack([m[1] for m in members])
-    outputs = np.stack([m[3] for m in members])
-    confidence = None if members[0][4] is None else np.array([m[4] for m in members], "float32")
-    labels = None if members[0][2] is None else np.asarray([m[2] for m in members])
-    kind = targets.stored_kind(settings["output"], settings["top_k"])
-    fields = teacher_labels.record_fields(x, labels, outputs, confidence, kind, settings)
-    entry, records = _write_shard(path, shard, fields)
-    facts = teacher_labels.teacher_facts(outputs, kind, probe=False)
-    return {
-        **entry,
-        "index": shard,
-        "first": indices[0],
-        "last": indices[-1],
-        "features": shards.features_of(records[0]),
-        "facts": facts,
-    }
-
-
-def _prompt(element, options):
-    index, prompt = element
-    return int(index), responses.prompt_tokens([prompt], options)[0], prompt
-
-
-def _by_prompt_shard(result, per_shard: int):
-    (index, tokens, _), (samples, scored) = result.example, result.inference
-    return index // per_shard, (index, tokens, samples, scored)
-
-
-def _write_shard(path: str, shard: int, fields: dict) -> tuple[dict, list]:
-    """Writes a shard's batch of fields as records (on the worker); its entry and records."""
-    records = [{k: np.asarray(v[i]) for k, v in fields.items()} for i in range(len(fields["x"]))]
-    pathlib.Path(path).mkdir(parents=True, exist_ok=True)
-    return shards.write_shard(pathlib.Path(path) / f"shard-{shard:05d}.tfrecord", records), records
-
-
-def _write_responses(group, path: str, options) -> dict:
-    """Writes one shard of responses (whole prompts, by index); its manifest entry."""
-    shard, members = group
-    members = sorted(members, key=lambda member: member[0])
-    facts = {"scored": any(m[3] for m in members)}
-    for member in members:
-        responses.check_same_top_k(facts, member[2][0], member[0])
-    entry, records = _write_shard(
-        path,
-        shard,
-        responses.response_records(
-            [m[1] for m in members], [m[2] for m in members], members[0][0], options
-        ),
-    )
-    return {
-        **entry,
-        "index": shard,
-        "first": members[0][0],
-        "last": members[-1][0],
-        "units": len(members),
-        "summary": responses.shard_summary(records),
-        "features": shards.features_of(records[0]),
-        "facts": facts,
-    }
-
-
-def _manifest(entries: list, path: str, settings: dict) -> dict:
-    """The complete manifest, written last; refuses gaps in the indices."""
-    entries = sorted(entries, key=lambda entry: entry["index"])
-    if not entries:
-        raise TeacherLabelsError("The data to label is empty; no manifest was written.")
-    count = sum(entry["examples"] for entry in entries)
-    units = sum(entry.get("units", entry["examples"]) for entry in entries)  # examples or prompts
-    if entries[-1]["last"] != units - 1 or entries[0]["first"] != 0:
-        raise TeacherLabelsError(
-            f"The indices must be 0..n-1 without gaps or repeats; {units} "
-            f"elements, last {entries[-1]['last']}."
-        )
-    if len({str(e["facts"].get("response_top_k")) for e in entries}) > 1:
-        raise TeacherLabelsError("Some responses have top-k outputs of another size than others.")
-    digest = hashlib.sha256("".join(e["data_sha256"] for e in entries).encode()).hexdigest()
-    keys = ("file", "examples", "sha256", "data_sha256", "summary")
-    manifest = {
-        "format": shards.FORMAT,
-        "worker_index": 0,
-        **entries[0]["facts"],
-        "settings": {**settings, "data": f"beam:{digest[:16]}"},
-        "features": entries[0]["features"],
-        "num_examples": count,
-        "shards": [{k: e[k] for k in keys if k in e} for e in entries],
-    }
-    if settings["output"] == "sequences":
-        manifest = responses.with_totals(
-            {**manifest, "scored": any(e["facts"]["scored"] for e in entries)}
-        )
-    return shards.write_complete_manifest(pathlib.Path(path) / shards.MANIFEST, manifest, count)
+    return Settings(teacher, data, output, top_k, shard_size, num_workers=1, runner="beam")
 
 
 def label(
@@ -328,21 +256,30 @@ def label(
     shard_size: int = 10_000,
     teacher_id: str | None = None,
     pipeline_options=None,
+    overwrite: bool = False,
     **sequence_options,
 ) -> dict:
     """`label_with_teacher` for arrays, on Beam: one call, any runner.
 
+    The inputs are checked by the local path's function (one label per
+    input), prompts normalised by it (trailing pads stripped, empty prompts
+    refused), and the output opened as the local path opens it: the same
+    directory rule, a lock held while the pipeline runs, and the same
+    identity check against a stored run.
+
     Args:
-        teacher: A `keras.Model` (saved to `path/teacher.keras` for the
-            workers; not part of the labels), or a callable.
+        teacher: A `keras.Model` (saved to a temporary `teacher.keras` for
+            the workers; not part of the labels), or a callable.
         data: `x` or `(x, y)` arrays.
-        path: Output directory.
+        path: Output directory (a local path or a `tf.io.gfile` URL).
         output: As for `label_with_teacher`.
         top_k: As for `label_with_teacher`.
         shard_size: Examples per shard.
         teacher_id: As for `label_with_teacher`.
         pipeline_options: `apache_beam.options.pipeline_options.PipelineOptions`
             (default: the DirectRunner in this process).
+        overwrite: Relabel a directory that holds a complete run (of this or
+            another teacher, data or settings), deleting its files first.
         **sequence_options: For `output="sequences"` (`teacher` is then a
             `generate` callable and `data` the prompts): as for
             `label_with_teacher`.
@@ -353,7 +290,8 @@ def label(
     Raises:
         TeacherLabelsError: As `label_with_teacher` (the teacher's own errors
             fail the pipeline, with their message), or when `path` holds a
-            complete run or files keras-distill did not write.
+            complete run (without `overwrite`; another teacher's is named),
+            files keras-distill did not write, or another writer's lock.
 
     Example:
     >>> import tempfile
@@ -361,52 +299,49 @@ def label(
     >>> label(lambda b: b[:, :3], x, tempfile.mkdtemp(), shard_size=10)["num_examples"]
     30
     """
+    output = calls.output_kind(teacher, output)
+    calls.check_arguments(teacher, output, top_k, shard_size, 1)
+    directory = storage.check_path(path)
+    fingerprint = fingerprint_teacher(teacher, teacher_id)
+    if output == "sequences":
+        run = _sequence_run(teacher, data, fingerprint, shard_size, sequence_options)
+    else:
+        run = _example_run(teacher, data, fingerprint, output, top_k, shard_size, teacher_id)
+    elements, handler, identity = run
+    with opened_output(directory, identity, 0, overwrite):
+        _refuse_complete(directory, identity)
+        facts = {} if identity.probe is None else {"teacher_probe": identity.probe()}
+        with beam.Pipeline(options=pipeline_options) as pipeline:
+            _ = (
+                pipeline
+                | "Examples" >> beam.Create(elements)
+                | LabelWithTeacher(handler, directory, identity.settings, facts=facts)
+            )
+    return shards.read_manifests(directory, allow_incomplete=False, verify=True)[0].to_json()
+
+
+def _sequence_run(generate, prompts, fingerprint: str, shard_size: int, sequence_options: dict):
+    """(elements, handler, identity) of a run of generated responses."""
+    options = responses.SequenceOptions(**sequence_options)
+    tokens = responses.prompt_tokens(prompts, options)  # checked before the pipeline starts
+    data_id = f"prompts:{sequences.prompts_fingerprint(tokens)}"
+    settings = sequences.sequence_settings(fingerprint, data_id, options, shard_size, "beam")
+    return list(enumerate(prompts)), GenerateModelHandler(generate, options), Identity(settings)
+
+
+def _example_run(teacher, data, fingerprint, output, top_k, shard_size, teacher_id):
+    """(elements, handler, identity) of a run of examples; a Keras teacher saved for the workers."""
     import keras
 
-    output = teacher_labels.output_kind(teacher, output)
-    teacher_labels.check_arguments(teacher, output, top_k, shard_size, 1)
-    fingerprint = teacher_labels.fingerprint_teacher(teacher, teacher_id)
-    if output == "sequences":
-        options = responses.SequenceOptions(**sequence_options)
-        return _run(
-            list(enumerate(data)),
-            GenerateModelHandler(teacher, options),
-            path,
-            responses.sequence_settings(fingerprint, "beam", options, shard_size),
-            pipeline_options,
-        )
-    x, y = data if isinstance(data, tuple) else (data, None)
-    settings = label_settings(fingerprint, output, top_k, shard_size)
-    handler = CallableModelHandler(teacher)
+    x, y = examples.labelled_arrays(data)
+    if len(x) == 0:
+        raise TeacherLabelsError("The data to label is empty; nothing was written.")
+    data_id = f"arrays:{fingerprint_arrays(x, y)}"
+    settings = label_settings(fingerprint, output, top_k, shard_size, data_id)
+    elements = [(i, (x[i], y[i]) if y is not None else x[i]) for i in range(len(x))]
     if isinstance(teacher, keras.Model):  # local workers read it; on a cluster, use a shared path
-        model_path = pathlib.Path(tempfile.mkdtemp()) / "teacher.keras"
+        model_path = os.path.join(tempfile.mkdtemp(), "teacher.keras")
         teacher.save(model_path)
-        handler = KerasModelHandler(model_path)
-    examples = [(i, (x[i], y[i]) if y is not None else x[i]) for i in range(len(x))]
-    return _run(examples, handler, path, settings, pipeline_options)
-
-
-def _run(examples: list, handler, path, settings: dict, pipeline_options) -> dict:
-    with beam.Pipeline(options=pipeline_options) as pipeline:
-        _ = (
-            pipeline
-            | "Examples" >> beam.Create(examples)
-            | LabelWithTeacher(handler, path, settings)
-        )
-    return shards.read_manifests(pathlib.Path(path), allow_incomplete=False, verify=True)[0]
-
-
-def _check_directory(directory: pathlib.Path) -> None:
-    """Refuses a finished run or foreign files; a failed run's shards are rewritten."""
-    directory.mkdir(parents=True, exist_ok=True)
-    if (directory / shards.MANIFEST).exists():
-        raise TeacherLabelsError(
-            f"{str(directory)!r} already holds a complete labelling run; "
-            "use a new directory (nothing was changed)."
-        )
-    foreign = [p.name for p in directory.iterdir() if not p.name.startswith("shard-")]
-    if foreign:
-        raise TeacherLabelsError(
-            f"{str(directory)!r} holds files keras-distill did not write "
-            f"({foreign[:5]}); use an empty or new directory."
-        )
+        return elements, KerasModelHandler(model_path), Identity(settings, None, teacher_id)
+    probe = lambda: calls.probe_of(teacher, x, output)  # noqa: E731
+    return elements, CallableModelHandler(teacher), Identity(settings, probe, teacher_id)

@@ -11,10 +11,9 @@ weighted by their scores (`SCORE_WEIGHTINGS`).
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Callable
 
-from keras_distill.labelling import shards
+from keras_distill.labelling import shards, storage
 from keras_distill.objective import stored_kinds as targets
 
 CACHE_BYTES = 1 << 30  # load_teacher_labels(cache="auto") keeps up to this much in memory
@@ -93,21 +92,21 @@ def load_teacher_labels(
 
     if cache not in ("auto", True, False):
         raise ValueError(f"`cache` must be 'auto', True or False; received {cache!r}.")
-    directory = pathlib.Path(path)
+    directory = storage.check_path(path)
     manifests = shards.read_manifests(directory, allow_incomplete, verify)
-    features = manifests[0]["features"]
-    output = manifests[0]["settings"]["output"]
-    files = [str(directory / shard["file"]) for m in manifests for shard in m["shards"]]
-    num_examples = sum(m["num_examples"] for m in manifests)
-    kind = targets.stored_kind(output, manifests[0]["settings"].get("top_k"))
+    first = manifests[0].to_json()  # the JSON form, which the selection functions read
+    output = manifests[0].settings.output
+    files = [storage.join(directory, shard["file"]) for m in manifests for shard in m.shards]
+    num_examples = sum(m.num_examples for m in manifests)
+    kind = targets.stored_kind(output, manifests[0].settings.top_k)
     records = tf.data.TFRecordDataset(files).apply(
         tf.data.experimental.assert_cardinality(num_examples)
     )
-    weights = check_selection(manifests[0], score_weighting, best_of_n)
+    weights = check_selection(first, score_weighting, best_of_n)
     if best_of_n:
-        records = best_of_each_prompt(records, manifests[0])
-    constants = {name: manifests[0][name] for name in kind.constants if name in manifests[0]}
-    parse = record_parser(features, kind, constants=constants)
+        records = best_of_each_prompt(records, first)
+    constants = {name: first[name] for name in kind.constants if name in first}
+    parse = record_parser(manifests[0].features, kind, constants=constants)
     if _fits_in_memory(cache, directory, manifests):
         # Parsed once, in batches kept as tensors: an epoch costs a shuffle and a batch.
         dataset = _shuffled(_examples(records, parse, cache=True), shuffle, seed)
@@ -143,10 +142,12 @@ def _shuffled(dataset, shuffle, seed):
     return dataset.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
 
 
-def _fits_in_memory(cache, directory: pathlib.Path, manifests: list) -> bool:
+def _fits_in_memory(cache, directory: str, manifests: list) -> bool:
     if cache != "auto":
         return cache
-    size = sum((directory / s["file"]).stat().st_size for m in manifests for s in m["shards"])
+    size = sum(
+        storage.size(storage.join(directory, s["file"])) for m in manifests for s in m.shards
+    )
     return size <= CACHE_BYTES
 
 

@@ -20,16 +20,12 @@ score (`keras_distill.labelling.reader.SCORE_WEIGHTINGS`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import pathlib
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
-from keras_distill.labelling import shards
-from keras_distill.labelling.shards import TeacherLabelsError
+from keras_distill.labelling.errors import TeacherLabelsError
 from keras_distill.utils.model_inspection import PROBABILITY_FLOOR
 
 
@@ -101,21 +97,62 @@ def _tokens(row, options: SequenceOptions, padded: bool) -> np.ndarray:
         row = options.tokenizer(row)
     tokens = np.asarray(row).reshape(-1)
     if padded:  # a row of a padded array: its trailing pads are padding
-        nonpad = np.nonzero(tokens != options.pad_id)[0]
-        tokens = tokens[: nonpad[-1] + 1 if len(nonpad) else 0]
+        tokens = _without_trailing_pads(tokens, options.pad_id)
+    return tokens
+
+
+def _without_trailing_pads(tokens: np.ndarray, pad_id: int) -> np.ndarray:
+    nonpad = np.nonzero(tokens != pad_id)[0]
+    return tokens[: nonpad[-1] + 1 if len(nonpad) else 0]
+
+
+def normalized_prompt(prompt, index: int, options: SequenceOptions) -> np.ndarray:
+    """One prompt as integer token ids without trailing padding; refuses an empty one.
+
+    The one prompt normalisation of both writers (`label_with_teacher` and
+    `keras_distill.labelling.beam`), so that they store the same records: a
+    prompt's trailing `pad_id` tokens are padding (of a padded array, or of a
+    list), and the response follows the last real token.
+
+    Args:
+        prompt: Token ids (a row of a padded array, a list) or a string (with
+            `options.tokenizer`).
+        index: The prompt's index, for the message.
+        options: The `SequenceOptions`.
+
+    Raises:
+        TeacherLabelsError: If the prompt is empty (or all padding), or its
+            tokens are not integers.
+
+    Example:
+    >>> normalized_prompt([3, 4, 0, 0], 0, SequenceOptions(14, 8)).tolist()
+    [3, 4]
+    """
+    tokens = _tokens(prompt, options, padded=False)
+    if len(tokens) and not np.issubdtype(tokens.dtype, np.integer):
+        raise TeacherLabelsError(
+            f"Prompt {index} must hold integer token ids; it has dtype {tokens.dtype} "
+            f"({tokens[:5].tolist()}). Cast the prompts to int32."
+        )
+    tokens = _without_trailing_pads(tokens, options.pad_id)
+    if len(tokens) == 0:
+        raise TeacherLabelsError(
+            f"Prompt {index} is empty (no token other than pad_id={options.pad_id}: "
+            f"{np.asarray(prompt).tolist()!r}); a response needs a prompt to follow. Remove it. "
+            "Nothing was written."
+        )
     return tokens
 
 
 def prompt_tokens(prompts, options: SequenceOptions) -> list[np.ndarray]:
-    """The prompts as token arrays: from a padded int array, token lists, or strings.
+    """The prompts as token arrays (`normalized_prompt`): from a padded array, lists, or strings.
 
     Example:
     >>> [p.tolist() for p in prompt_tokens(np.array([[3, 4, 0], [5, 0, 0]]),
     ...                                    SequenceOptions(14, 8))]
     [[3, 4], [5]]
     """
-    padded = isinstance(prompts, np.ndarray) and prompts.ndim == 2
-    rows = [_tokens(row, options, padded) for row in prompts]
+    rows = [normalized_prompt(row, i, options) for i, row in enumerate(prompts)]
     if not rows:
         raise TeacherLabelsError("There are no prompts to label; nothing was written.")
     return rows
@@ -179,12 +216,16 @@ def _check_pair(index: int, prompt, response, score, options: SequenceOptions) -
             f"The teacher's response to {where} is empty; nothing of this batch was stored."
         )
     for name, tokens in (("prompt", prompt), ("response", response)):
+        if not np.issubdtype(tokens.dtype, np.integer):
+            raise TeacherLabelsError(
+                f"The {name} of {where} must hold integer token ids; it has dtype "
+                f"{tokens.dtype} ({tokens[:5].tolist()})."
+            )
         bad = tokens[(tokens < 0) | (tokens >= options.vocabulary_size)]
-        if len(bad) or not np.issubdtype(tokens.dtype, np.integer):
+        if len(bad):
             raise TeacherLabelsError(
                 f"The {name} of {where} has tokens outside the vocabulary "
-                f"[0, {options.vocabulary_size}): {bad[:5].tolist()} "
-                f"(dtype {tokens.dtype})."
+                f"[0, {options.vocabulary_size}): {bad[:5].tolist()}."
             )
     if len(prompt) + len(response) > options.max_length:
         raise TeacherLabelsError(
@@ -266,35 +307,6 @@ def _with_rest(top_k: dict) -> dict:
     }
 
 
-def shard_summary(records: list[dict]) -> dict:
-    """What the manifest keeps of a shard's responses: token counts and score range.
-
-    Example:
-    >>> record = {"x": np.array([3, 4, 5, 0]), "response_mask": np.array([0, 1, 1, 0.0]),
-    ...           "score": np.float32(-0.5)}
-    >>> shard_summary([record])["response_tokens"]
-    2
-    """
-    response = [int(r["response_mask"].sum()) for r in records]
-    prompt = [int(np.count_nonzero(r["x"])) - k for r, k in zip(records, response, strict=True)]
-    scores = [float(r["score"]) for r in records]
-    return {
-        "prompt_tokens": sum(prompt),
-        "response_tokens": sum(response),
-        "longest": max(p + k for p, k in zip(prompt, response, strict=True)),
-        "score_min": min(scores),
-        "score_max": max(scores),
-        "score_sum": sum(scores),
-    }
-
-
-def _fingerprint(prompts: list) -> str:
-    digest = hashlib.sha256()
-    for prompt in prompts:
-        digest.update(np.asarray(prompt, "int64").tobytes() + b"|")
-    return digest.hexdigest()[:16]
-
-
 def sample_batch(generate, batch: list, raw: list, indices: list, options: SequenceOptions):
     """`num_samples` checked `Sample`s per prompt of a batch, and whether they are scored.
 
@@ -350,118 +362,3 @@ def check_same_top_k(manifest: dict, sample: Sample, start: int) -> None:
             f"of size {k}, earlier ones {manifest['response_top_k']}; "
             "every response of a run must have the same."
         )
-
-
-def label_sequences(
-    generate,
-    prompts,
-    path,
-    *,
-    options: SequenceOptions,
-    teacher_id: str,
-    batch_size: int,
-    shard_size: int,
-    verbose: int,
-) -> dict:
-    """Collects and stores `generate`'s responses (see `keras_distill.label_with_teacher`).
-
-    Returns:
-        The manifest.
-
-    Example:
-    >>> import tempfile
-    >>> echo = lambda batch: [p[::-1] for p in batch]
-    >>> manifest = label_sequences(echo, [[1, 2, 3], [4, 5]], tempfile.mkdtemp(),
-    ...     options=SequenceOptions(vocabulary_size=8, max_length=8), teacher_id="echo",
-    ...     batch_size=2, shard_size=10, verbose=0)
-    >>> manifest["num_examples"], manifest["response_tokens"]
-    (2, 5)
-    """
-    import keras
-
-    tokens = prompt_tokens(prompts, options)
-    raw = list(prompts)
-    n = options.num_samples
-    settings = sequence_settings(teacher_id, f"prompts:{_fingerprint(tokens)}", options, shard_size)
-    writer = shards.ShardWriter(pathlib.Path(path), settings, 0, summarize=shard_summary)
-    if writer.manifest.get("complete"):
-        return writer.manifest
-    progress = keras.utils.Progbar(len(tokens), unit_name="prompt", verbose=verbose)
-    done = writer.done // n
-    progress.update(done)
-    started, generated_tokens = time.perf_counter(), 0
-    for start in range(done, len(tokens), batch_size):
-        batch = tokens[start : start + batch_size]
-        samples, scored = sample_batch(
-            generate,
-            batch,
-            raw[start : start + batch_size],
-            list(range(start, start + len(batch))),
-            options,
-        )
-        writer.manifest["scored"] = scored
-        check_same_top_k(writer.manifest, samples[0][0], start)
-        writer.add(response_records(batch, samples, start, options))
-        generated_tokens += sum(len(sample.response) for per in samples for sample in per)
-        elapsed = max(time.perf_counter() - started, 1e-9)
-        progress.update(
-            start + len(batch),
-            values=[
-                ("prompts/s", (start + len(batch) - done) / elapsed),
-                ("tokens/s", generated_tokens / elapsed),
-            ],
-        )
-    manifest = with_totals(writer.finish(len(tokens) * n))
-    writer.save()
-    return manifest
-
-
-def sequence_settings(
-    teacher_id: str, data_id: str, options: SequenceOptions, shard_size: int
-) -> dict:
-    """The manifest's `"settings"` of stored responses (whole prompts per shard).
-
-    Example:
-    >>> sequence_settings("id:t", "prompts:ab", SequenceOptions(8, 4, num_samples=3), 10)[
-    ...     "shard_size"]
-    12
-    """
-    n = options.num_samples
-    return {
-        "teacher": teacher_id,
-        "data": data_id,
-        "output": "sequences",
-        "top_k": None,
-        "num_workers": 1,
-        "shard_size": -(-shard_size // n) * n,
-        **{
-            k: getattr(options, k)
-            for k in ("num_samples", "max_length", "vocabulary_size", "pad_id")
-        },
-    }
-
-
-def with_totals(manifest: dict) -> dict:
-    """A complete manifest of responses with its token counts and score range, from the shards.
-
-    Example:
-    >>> summary = {"prompt_tokens": 4, "response_tokens": 2, "longest": 5, "score_min": 0.0,
-    ...            "score_max": 1.0, "score_sum": 1.0}
-    >>> with_totals({"num_examples": 2, "settings": {"num_samples": 1},
-    ...              "shards": [{"summary": summary}]})["score_mean"]
-    0.5
-    """
-    summaries = [shard["summary"] for shard in manifest["shards"]]
-    count = manifest["num_examples"]
-    manifest.update(
-        prompts=count // manifest["settings"]["num_samples"],
-        prompt_tokens=sum(s["prompt_tokens"] for s in summaries),
-        response_tokens=sum(s["response_tokens"] for s in summaries),
-        longest=max(s["longest"] for s in summaries),
-        score_range=[
-            min(s["score_min"] for s in summaries),
-            max(s["score_max"] for s in summaries),
-        ],
-        score_mean=sum(s["score_sum"] for s in summaries) / max(count, 1),
-    )
-    return manifest

@@ -38,7 +38,8 @@ def keras_generator(
         model: The language model (its input length is the longest sequence).
         max_new_tokens: Response tokens at most.
         end_id: A token that ends a response (kept in it), or None.
-        pad_id: The padding token after each prompt.
+        pad_id: The padding token after each prompt (a prompt's trailing
+            pads are stripped before decoding).
         temperature: 0 for greedy decoding, > 0 to sample.
         seed: Seed of the sampling.
         top_k: Also return the model's `top_k` most probable next tokens and
@@ -49,7 +50,9 @@ def keras_generator(
         `generate(prompts) -> (responses, scores)`, or a dict with
         `"responses"`, `"scores"` and `"top_k"` when `top_k` is set; its `teacher_id` names the
         model's weights and the decoding, so `label_with_teacher` refuses to
-        resume with another teacher.
+        resume with another teacher. It raises `ValueError` for an empty
+        prompt, a prompt longer than the model's input, or tokens that are
+        not integers, naming the prompt.
 
     Example:
     >>> from keras_distill.studies.architectures import causal_lm
@@ -62,46 +65,22 @@ def keras_generator(
     rng = np.random.default_rng(seed)
 
     def generate(prompts):
-        rows = [np.asarray(p, "int32").reshape(-1) for p in prompts]
-        tokens = np.full((len(rows), length), pad_id, "int32")
-        for i, row in enumerate(rows):
-            tokens[i, : len(row)] = row
-        ends = np.array([len(r) for r in rows])
-        done, scores = np.zeros(len(rows), bool), np.zeros(len(rows))
-        responses, distributions = [[] for _ in rows], [[] for _ in rows]
+        tokens, ends = _prompt_batch(prompts, length, pad_id)
+        decoded = _Decoding(len(ends))
         for _ in range(max_new_tokens):
-            active = np.nonzero(~done & (ends < length))[0]
+            active = np.nonzero(~decoded.done & (ends < length))[0]
             if not len(active):
                 break
             # the whole batch every step: one input shape, no retracing (finished rows are ignored)
             logits = np.asarray(model.predict_on_batch(tokens), "float64")
             logits = logits[active, ends[active] - 1]
             log_probs = logits - _logsumexp(logits)
-            if temperature > 0:
-                choice = [
-                    rng.choice(len(p), p=np.exp(_log_softmax(p / temperature))) for p in logits
-                ]
-            else:
-                choice = log_probs.argmax(-1)
+            choice = _choose(logits, log_probs, temperature, rng)
             for k, i in enumerate(active):
-                token = int(choice[k])
-                tokens[i, ends[i]], scores[i] = token, scores[i] + log_probs[k, token]
-                responses[i].append(token)
-                if top_k:
-                    best = np.argsort(-log_probs[k], kind="stable")[:top_k]
-                    distributions[i].append((log_probs[k, best], best))
+                tokens[i, ends[i]] = int(choice[k])
+                decoded.add(i, int(choice[k]), log_probs[k], top_k, end_id)
                 ends[i] += 1
-                done[i] = token == end_id
-        responses = [np.array(r, "int32") for r in responses]
-        if not top_k:
-            return responses, scores
-        return {
-            "responses": responses,
-            "scores": scores,
-            "top_k": [
-                (np.stack([v for v, _ in d]), np.stack([i for _, i in d])) for d in distributions
-            ],
-        }
+        return decoded.result(top_k)
 
     # what label_with_teacher records of the teacher: its weights and how it decodes
     generate.teacher_id = (
@@ -109,6 +88,74 @@ def keras_generator(
         f"{max_new_tokens}:{end_id}:{temperature}:{seed}:{top_k}"
     )
     return generate
+
+
+def _prompt_batch(prompts, length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """The prompts (trailing pads stripped) padded to the model's input, their lengths; checked."""
+    rows = [_without_trailing_pads(np.asarray(p).reshape(-1), pad_id) for p in prompts]
+    tokens = np.full((len(rows), length), pad_id, "int32")
+    for i, row in enumerate(rows):
+        if len(row) and not np.issubdtype(row.dtype, np.integer):
+            raise ValueError(
+                f"Prompt {i} must hold integer token ids; it has dtype {row.dtype} "
+                f"({row[:5].tolist()})."
+            )
+        if len(row) == 0:
+            raise ValueError(
+                f"Prompt {i} is empty (no token other than pad_id={pad_id}): the first token "
+                "would be predicted from no token. Give every prompt at least one token."
+            )
+        if len(row) > length:
+            raise ValueError(
+                f"Prompt {i} has {len(row)} tokens, more than the model's input length "
+                f"{length}; shorten it (or use a model with a longer input)."
+            )
+        tokens[i, : len(row)] = row
+    return tokens, np.array([len(r) for r in rows])
+
+
+def _without_trailing_pads(row: np.ndarray, pad_id: int) -> np.ndarray:
+    nonpad = np.nonzero(row != pad_id)[0]
+    return row[: nonpad[-1] + 1 if len(nonpad) else 0]
+
+
+def _choose(logits, log_probs, temperature: float, rng) -> np.ndarray:
+    """The next token of each active row: greedy at temperature 0, else sampled."""
+    if temperature > 0:
+        return np.array(
+            [rng.choice(len(p), p=np.exp(_log_softmax(p / temperature))) for p in logits]
+        )
+    return log_probs.argmax(-1)
+
+
+class _Decoding:
+    """The responses, scores and per-token top-k being decoded, one row per prompt."""
+
+    def __init__(self, count: int):
+        self.done, self.scores = np.zeros(count, bool), np.zeros(count)
+        self.responses = [[] for _ in range(count)]
+        self.distributions = [[] for _ in range(count)]
+
+    def add(self, i: int, token: int, log_probs, top_k, end_id) -> None:
+        self.scores[i] += log_probs[token]
+        self.responses[i].append(token)
+        if top_k:
+            best = np.argsort(-log_probs, kind="stable")[:top_k]
+            self.distributions[i].append((log_probs[best], best))
+        self.done[i] = token == end_id
+
+    def result(self, top_k):
+        responses = [np.array(r, "int32") for r in self.responses]
+        if not top_k:
+            return responses, self.scores
+        return {
+            "responses": responses,
+            "scores": self.scores,
+            "top_k": [
+                (np.stack([v for v, _ in d]), np.stack([i for _, i in d]))
+                for d in self.distributions
+            ],
+        }
 
 
 def exact_match(model, prompts, answers, *, end_id: int | None, pad_id: int = 0) -> float:

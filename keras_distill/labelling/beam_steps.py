@@ -1,0 +1,195 @@
+"""The steps of the Beam pipeline (`keras_distill.labelling.beam`), as plain functions.
+
+Elements are keyed by example (or prompt) index, grouped into shards by
+`index // shard_size`, written by the same functions as the local writer
+(`keras_distill.labelling.shards`, `keras_distill.labelling.calls`,
+`keras_distill.labelling.responses`), and the manifest is made last from
+every shard's entry. Nothing here imports Apache Beam: the pipeline maps
+these functions over its elements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from keras_distill.labelling import calls, responses, sequences, shards, storage
+from keras_distill.labelling.errors import TeacherLabelsError
+from keras_distill.labelling.manifest import MANIFEST, Manifest, Settings
+from keras_distill.objective import stored_kinds as targets
+
+
+def keyed(element):
+    """`((index, label or None), x)` from an `(index, x or (x, y))` element.
+
+    Example:
+    >>> keyed((3, (np.zeros(2), 1)))[0]
+    (3, 1)
+    """
+    index, example = element
+    x, y = example if isinstance(example, tuple) else (example, None)
+    return (int(index), y), np.asarray(x)
+
+
+def by_shard(result, shard_size: int):
+    """`(shard, (index, x, y, outputs, confidence))` from a keyed inference result.
+
+    Example:
+    >>> from types import SimpleNamespace
+    >>> by_shard(((12, None), SimpleNamespace(example=0, inference=(1, None))), 10)[0]
+    1
+    """
+    (index, y), prediction = result
+    outputs, confidence = prediction.inference
+    return index // shard_size, (index, prediction.example, y, outputs, confidence)
+
+
+def write_shard_fields(path: str, shard: int, fields: dict) -> tuple[dict, list]:
+    """Writes a shard's batch of fields as records (on the worker); its entry and records.
+
+    Example:
+    >>> import tempfile
+    >>> entry, _ = write_shard_fields(tempfile.mkdtemp(), 0, {"x": np.zeros((2, 3), "float32")})
+    >>> entry["file"], entry["examples"]
+    ('shard-00000.tfrecord', 2)
+    """
+    records = [{k: np.asarray(v[i]) for k, v in fields.items()} for i in range(len(fields["x"]))]
+    storage.makedirs(path)
+    entry = shards.write_shard(storage.join(path, f"shard-{shard:05d}.tfrecord"), records)
+    return entry, records
+
+
+def write_examples(group, path: str, settings: Settings) -> dict:
+    """Writes one shard of examples, sorted by index; its manifest entry and facts.
+
+    Example:
+    >>> import tempfile
+    >>> settings = Settings("id:t", "beam", "logits", None, 10, 1, runner="beam")
+    >>> member = (0, np.zeros(4, "float32"), None, np.zeros(3, "float32"), None)
+    >>> write_examples((0, [member]), tempfile.mkdtemp(), settings)["facts"]
+    {'teacher_classes': 3}
+    """
+    shard, members = group
+    members = sorted(members, key=lambda member: member[0])
+    x = np.stack([m[1] for m in members])
+    outputs = np.stack([m[3] for m in members])
+    confidence = None if members[0][4] is None else np.array([m[4] for m in members], "float32")
+    labels = None if members[0][2] is None else np.asarray([m[2] for m in members])
+    kind = targets.stored_kind(settings.output, settings.top_k)
+    fields = calls.record_fields(x, labels, outputs, confidence, kind, settings)
+    entry, records = write_shard_fields(path, shard, fields)
+    return {
+        **entry,
+        "index": shard,
+        "first": members[0][0],
+        "last": members[-1][0],
+        "features": shards.features_of(records[0]),
+        "facts": calls.teacher_facts(outputs, kind, probe=False),
+    }
+
+
+def keyed_prompt(element, options):
+    """`(index, normalised prompt tokens, prompt as given)`: the local path's normalisation.
+
+    Example:
+    >>> keyed_prompt((0, np.array([1, 2, 0])), responses.SequenceOptions(8, 6))[1].tolist()
+    [1, 2]
+    """
+    index, prompt = element
+    return int(index), responses.normalized_prompt(prompt, int(index), options), prompt
+
+
+def by_prompt_shard(result, per_shard: int):
+    """`(shard, (index, tokens, samples, scored))` from a prompt's inference result.
+
+    Example:
+    >>> from types import SimpleNamespace
+    >>> by_prompt_shard(SimpleNamespace(example=(7, [1], [1]), inference=([], False)), 5)[0]
+    1
+    """
+    (index, tokens, _), (samples, scored) = result.example, result.inference
+    return index // per_shard, (index, tokens, samples, scored)
+
+
+def write_responses(group, path: str, options) -> dict:
+    """Writes one shard of responses (whole prompts, by index); its manifest entry.
+
+    Example:
+    >>> import tempfile
+    >>> sample = responses.Sample(np.array([3]), 0.0, None)
+    >>> entry = write_responses((0, [(0, np.array([1]), [sample], False)]), tempfile.mkdtemp(),
+    ...                         responses.SequenceOptions(8, 4))
+    >>> entry["units"], entry["facts"]
+    (1, {'scored': False, 'response_top_k': None})
+    """
+    shard, members = group
+    members = sorted(members, key=lambda member: member[0])
+    facts = {"scored": any(m[3] for m in members)}
+    for member in members:
+        responses.check_same_top_k(facts, member[2][0], member[0])
+    fields = responses.response_records(
+        [m[1] for m in members], [m[2] for m in members], members[0][0], options
+    )
+    entry, records = write_shard_fields(path, shard, fields)
+    return {
+        **entry,
+        "index": shard,
+        "first": members[0][0],
+        "last": members[-1][0],
+        "units": len(members),
+        "summary": sequences.shard_summary(records),
+        "features": shards.features_of(records[0]),
+        "facts": facts,
+    }
+
+
+def _check_entries(entries: list) -> None:
+    if not entries:
+        raise TeacherLabelsError("The data to label is empty; no manifest was written.")
+    units = sum(entry.get("units", entry["examples"]) for entry in entries)  # examples or prompts
+    if entries[-1]["last"] != units - 1 or entries[0]["first"] != 0:
+        raise TeacherLabelsError(
+            f"The indices must be 0..n-1 without gaps or repeats; {units} "
+            f"elements, last {entries[-1]['last']}."
+        )
+    if len({str(e["facts"].get("response_top_k")) for e in entries}) > 1:
+        raise TeacherLabelsError("Some responses have top-k outputs of another size than others.")
+
+
+def complete_manifest(entries: list, path: str, settings: Settings, facts: dict) -> dict:
+    """The complete manifest from every shard's entry, written last; refuses gaps in the indices.
+
+    Args:
+        entries: The shards' entries (`write_examples` or `write_responses`).
+        path: The output directory.
+        settings: The run's `Settings`; `data="beam"` (unknown data) becomes
+            a digest of the shards' data.
+        facts: What the driver knows of the teacher (its probe).
+
+    Example:
+    >>> complete_manifest([], "out", Settings("id:t", "beam", "logits", None, 10, 1), {})
+    Traceback (most recent call last):
+    ...
+    keras_distill.labelling.errors.TeacherLabelsError: The data to label is empty; ...
+    """
+    entries = sorted(entries, key=lambda entry: entry["index"])
+    _check_entries(entries)
+    count = sum(entry["examples"] for entry in entries)
+    if settings.data == "beam":
+        digest = hashlib.sha256("".join(e["data_sha256"] for e in entries).encode()).hexdigest()
+        settings = Settings.from_json({**settings.to_json(), "data": f"beam:{digest[:16]}"})
+    keys = ("file", "examples", "sha256", "data_sha256", "summary")
+    manifest = Manifest(
+        settings,
+        shards=[{k: e[k] for k in keys if k in e} for e in entries],
+        features=entries[0]["features"],
+        facts={**entries[0]["facts"], **facts},
+    )
+    if settings.output == "sequences":
+        manifest.facts["scored"] = any(e["facts"]["scored"] for e in entries)
+        manifest.facts.update(
+            sequences.response_totals(manifest.shards, count, settings.num_samples)
+        )
+    written = shards.write_complete_manifest(path, storage.join(path, MANIFEST), manifest, count)
+    return written.to_json()
