@@ -110,6 +110,7 @@ def export(
 
     Example:
     >>> import keras, tempfile
+    >>> import numpy as np
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> x = np.random.rand(64, 4).astype("float32")
     >>> result = export(model, x, tempfile.mkdtemp(), name="tiny", board="esp32")

@@ -82,8 +82,9 @@ def check_no_pruning_wrappers(model) -> None:
 
     Example:
     >>> import keras
-    >>> class PruneLowMagnitude(keras.layers.Wrapper):
-    ...     pass
+    >>> class PruneLowMagnitude(keras.layers.Wrapper):  # tfmot's wrapper, by its class name
+    ...     def call(self, x):
+    ...         return self.layer(x)
     >>> model = keras.Sequential([keras.Input((4,)),
     ...                           PruneLowMagnitude(keras.layers.Dense(2), name="pruned")])
     >>> check_no_pruning_wrappers(model)

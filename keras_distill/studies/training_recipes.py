@@ -108,8 +108,8 @@ class TrainingSettings:
         """Adam at `learning_rate`, decayed by cosine over the run's steps if asked.
 
         Example:
-        >>> TrainingSettings(epochs=2, schedule="cosine").optimizer(64).name
-        'adam'
+        >>> type(TrainingSettings(epochs=2, schedule="cosine").optimizer(64)).__name__
+        'Adam'
         """
         learning_rate = self.learning_rate
         if self.schedule == "cosine":
