@@ -52,15 +52,16 @@ class RunIdentity:
                 f"settings {json.dumps(self.settings, sort_keys=True)} in the file, "
                 f"{json.dumps(other.settings, sort_keys=True)} now"
             )
-        for field, what in (
-            ("data", "the data"),
-            ("teacher", "the teacher's weights"),
-            ("student", "the student's initial weights"),
+        seeded = "; does the builder seed them, e.g. with keras.utils.set_random_seed(seed)?"
+        for field, what, hint in (
+            ("data", "the data", ""),
+            ("teacher", "the teacher's weights", ""),
+            ("student", "the student's initial weights", seeded),
         ):
             if getattr(self, field) != getattr(other, field):
                 found.append(
                     f"{what} (fingerprint {getattr(self, field)} in the file, "
-                    f"{getattr(other, field)} now)"
+                    f"{getattr(other, field)} now{hint})"
                 )
         return found
 
