@@ -41,6 +41,15 @@ def test_exporting_a_recurrent_model_names_the_layer_and_the_process_survives(la
     assert not out.exists() or list(out.iterdir()) == []
 
 
+def test_compare_with_a_recurrent_model_names_the_layer_and_the_process_survives():
+    model = keras.Sequential(
+        [keras.Input((5, 3)), keras.layers.GRU(4, name="gru"), keras.layers.Dense(2)]
+    )
+    x = np.random.default_rng(0).random((32, 5, 3)).astype("float32")
+    with pytest.raises(micro.MicroExportError, match=r"layer gru\. Hint: .*unroll=True"):
+        compare(model, model, (x, np.arange(32) % 2), repeats=1)
+
+
 def test_an_unrolled_lstm_exports_as_the_hint_says(tmp_path):
     model = keras.Sequential(
         [keras.Input((5, 3)), keras.layers.LSTM(4, unroll=True), keras.layers.Dense(2)]

@@ -233,13 +233,8 @@ def _convert(keras_model, representative_data, float_io: bool, num_samples: int)
             "few hundred typical inputs (e.g. training examples). Only quantization-aware "
             "(tfmot) models carry their own ranges."
         )
-    recurrent = isolated_conversion.recurrent_layers(keras_model)
-    if recurrent and samples is not None and not models.is_tf_keras(keras_model):
-        converted = isolated_conversion.to_int8_tflite_isolated(
-            keras_model, samples, float_io, recurrent
-        )
-        return converted, samples
-    return convert.to_int8_tflite(keras_model, samples, float_io=float_io), samples
+    converted = isolated_conversion.to_int8_tflite_safely(keras_model, samples, float_io)
+    return converted, samples
 
 
 def _check_integer(info, float_io: bool, keras_model) -> None:

@@ -257,6 +257,15 @@ def _make(cache: pathlib.Path, app_dir: pathlib.Path, arguments: list) -> None:
         )
 
 
+def _announce_first_build(cache: pathlib.Path, target: str) -> None:
+    if not any(cache.glob("gen/*/lib/libtensorflow-microlite.a")):
+        print(
+            f"Building TensorFlow Lite Micro for {target} in {cache} (first time: a few "
+            "minutes; later builds reuse it) ...",
+            flush=True,
+        )
+
+
 def build(
     export,
     tflm_dir: str | os.PathLike | None = None,
@@ -314,13 +323,8 @@ def build(
     cache = _cache_dir(cache_dir, tflm, target)
     downloads = _link_downloads(cache, tflm, spec)
     app, app_dir = _write_application(cache, name, folder, arena, target)
-    first = not any(cache.glob("gen/*/lib/libtensorflow-microlite.a"))
-    if verbose and first:
-        print(
-            f"Building TensorFlow Lite Micro for {target} in {cache} (first time: a few "
-            "minutes; later builds reuse it) ...",
-            flush=True,
-        )
+    if verbose:
+        _announce_first_build(cache, target)
     _make(
         cache,
         app_dir,

@@ -5,7 +5,8 @@ recurrent layer (LSTM, GRU, SimpleRNN) that is not unrolled. Models holding
 such layers are converted in a separate Python process, as the arena probes of
 `keras_distill.micro.verify` run; a crash there becomes a `MicroExportError`
 naming the layers, with the fix (`unroll=True`). Other models convert in the
-user's process (`keras_distill.micro.convert.to_int8_tflite`), which is faster.
+user's process (`keras_distill.micro.convert.to_int8_tflite`), which is faster;
+`to_int8_tflite_safely` chooses.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import tempfile
 
 import numpy as np
 
+from keras_distill.micro import convert
 from keras_distill.micro.errors import MicroExportError
+from keras_distill.utils.model_inspection import is_tf_keras
 
 _CONVERSION_TIMEOUT = 600
 
@@ -28,13 +31,16 @@ import sys
 import keras
 import numpy as np
 from keras_distill.micro.convert import to_int8_tflite
+from keras_distill.micro import convert
 from keras_distill.micro.errors import MicroExportError
+from keras_distill.utils.model_inspection import is_tf_keras
 
 folder, float_io = sys.argv[1], sys.argv[2] == "1"
+batch_size = None if sys.argv[3] == "none" else int(sys.argv[3])
 model = keras.models.load_model(folder + "/model.keras", compile=False)
 samples = np.load(folder + "/samples.npy")
 try:
-    converted = to_int8_tflite(model, samples, float_io=float_io)
+    converted = to_int8_tflite(model, samples, float_io=float_io, batch_size=batch_size)
 except MicroExportError as error:
     print(error, file=sys.stderr)
     sys.exit(3)
@@ -69,14 +75,47 @@ def recurrent_layers(model) -> list[str]:
     return found
 
 
-def to_int8_tflite_isolated(model, samples: np.ndarray, float_io: bool, layers: list) -> bytes:
-    """`convert.to_int8_tflite(model, samples, float_io)` run in a subprocess.
+def to_int8_tflite_safely(
+    model, samples: np.ndarray | None, float_io: bool = False, batch_size: int | None = 1
+) -> bytes:
+    """`convert.to_int8_tflite`, in a subprocess when the model holds a recurrent loop.
+
+    Args:
+        model: A Keras 3 or tf_keras model with a single input.
+        samples: Representative inputs (None for a quantization-aware model).
+        float_io: Keep float32 input and output.
+        batch_size: Fixed batch size, or None for a resizable batch axis.
+
+    Returns:
+        The `.tflite` bytes.
+
+    Raises:
+        MicroExportError: As `convert.to_int8_tflite` raises, or if the
+            converter crashes on a recurrent layer (named, with the hint).
+
+    Example:
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> to_int8_tflite_safely(model, np.random.rand(8, 4))[4:8]
+    b'TFL3'
+    """
+    layers = recurrent_layers(model)
+    if layers and samples is not None and not is_tf_keras(model):
+        return to_int8_tflite_isolated(model, samples, float_io, layers, batch_size)
+    return convert.to_int8_tflite(model, samples, float_io=float_io, batch_size=batch_size)
+
+
+def to_int8_tflite_isolated(
+    model, samples: np.ndarray, float_io: bool, layers: list, batch_size: int | None = 1
+) -> bytes:
+    """`convert.to_int8_tflite(model, samples, float_io, batch_size)` run in a subprocess.
 
     Args:
         model: A Keras 3 model that can be saved as `.keras` and loaded again.
         samples: Representative inputs.
         float_io: Keep float32 input and output.
         layers: The recurrent layers, named in the message if the converter crashes.
+        batch_size: Fixed batch size, or None for a resizable batch axis.
 
     Returns:
         The `.tflite` bytes.
@@ -99,7 +138,7 @@ def to_int8_tflite_isolated(model, samples: np.ndarray, float_io: bool, layers: 
                 _crash_message(layers, f"it cannot be saved ({error})")
             ) from None
         np.save(os.path.join(folder, "samples.npy"), np.asarray(samples, "float32"))
-        result = _run(folder, float_io)
+        result = _run(folder, float_io, batch_size)
         if result.returncode == 0:
             return pathlib.Path(folder, "model.tflite").read_bytes()
     if result.returncode == 3:
@@ -107,11 +146,11 @@ def to_int8_tflite_isolated(model, samples: np.ndarray, float_io: bool, layers: 
     raise MicroExportError(_crash_message(layers, _how_it_ended(result)))
 
 
-def _run(folder: str, float_io: bool) -> subprocess.CompletedProcess:
+def _run(folder: str, float_io: bool, batch_size: int | None) -> subprocess.CompletedProcess:
     package_root = str(pathlib.Path(__file__).resolve().parents[2])
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-c", _CONVERT, folder, "1" if float_io else "0"],
+        [sys.executable, "-c", _CONVERT, folder, "1" if float_io else "0", str(batch_size).lower()],
         capture_output=True,
         text=True,
         timeout=_CONVERSION_TIMEOUT,

@@ -82,18 +82,7 @@ def inspect_model(model_bytes: bytes) -> ModelInfo:
             "model, a .keras file or a .tflite file."
         )
     model = runtime.convert_bytearray_to_object(bytearray(model_bytes))
-    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if name.isupper()}
-    ops, op_tensors = [], {}
-    for subgraph in model.subgraphs:
-        for operator in subgraph.operators if subgraph.operators is not None else []:
-            code = model.operatorCodes[operator.opcodeIndex]
-            name = names.get(runtime.get_builtin_code_from_operator_code(code), "UNKNOWN")
-            if name == "CUSTOM":
-                name = f"CUSTOM:{code.customCode.decode()}"
-            if name not in op_tensors:
-                ops.append(name)
-                op_tensors[name] = []
-            op_tensors[name] += [_tensor_name(subgraph.tensors[i]) for i in operator.outputs]
+    op_tensors = _op_tensors(model)
     main = model.subgraphs[0]
     types = {value: name.lower() for name, value in vars(schema.TensorType).items()}
 
@@ -116,12 +105,30 @@ def inspect_model(model_bytes: bytes) -> ModelInfo:
         if index not in boundary and types[tensor.type] in ("float32", "float16")
     )
     return ModelInfo(
-        ops=tuple(ops),
+        ops=tuple(op_tensors),
         op_tensors=op_tensors,
         inputs=tuple(tensor_info(i) for i in main.inputs),
         outputs=tuple(tensor_info(i) for i in main.outputs),
         float_tensors=floats,
     )
+
+
+def _op_tensors(model) -> dict:
+    """Builtin op name -> names of the tensors it produces, ops in order of first use."""
+    from tflite_micro.python.tflite_micro import runtime
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if name.isupper()}
+    op_tensors = {}
+    for subgraph in model.subgraphs:
+        for operator in subgraph.operators if subgraph.operators is not None else []:
+            code = model.operatorCodes[operator.opcodeIndex]
+            name = names.get(runtime.get_builtin_code_from_operator_code(code), "UNKNOWN")
+            if name == "CUSTOM":
+                name = f"CUSTOM:{code.customCode.decode()}"
+            outputs = [_tensor_name(subgraph.tensors[i]) for i in operator.outputs]
+            op_tensors.setdefault(name, []).extend(outputs)
+    return op_tensors
 
 
 def _tensor_name(tensor) -> str:

@@ -245,7 +245,7 @@ def model_stats(
     """
     import tensorflow as tf
 
-    from keras_distill.micro.convert import to_int8_tflite
+    from keras_distill.micro.isolated_conversion import to_int8_tflite_safely
 
     x = np.asarray(x, "float32")
     if len(x) < max(batch_sizes):
@@ -259,8 +259,8 @@ def model_stats(
     }
     int8_bytes, tflite_latency = None, {}
     if tflite:
-        fixed = to_int8_tflite(model, x[:200])
-        resizable = to_int8_tflite(model, x[:200], batch_size=None)
+        fixed = to_int8_tflite_safely(model, x[:200])
+        resizable = to_int8_tflite_safely(model, x[:200], batch_size=None)
         int8_bytes = len(fixed)
         tflite_latency = {b: _tflite_latency(resizable, x, b, repeats) for b in batch_sizes}
     predictions = model.predict(x, verbose=0)
@@ -331,6 +331,9 @@ def compare(
         TypeError: If `data` is not a pair `(x, y)`.
         ValueError: If `x` and `y` differ in length, or `y` is one-hot (or
             otherwise not one class per example) for the default accuracy.
+        keras_distill.micro.MicroExportError: (a `ValueError`) with
+            `tflite=True`, if a model cannot be converted to int8 TFLite (a
+            recurrent layer is converted in a separate process and named).
 
     Example:
     >>> import keras
