@@ -87,6 +87,7 @@ def _write_records(path: str, records: list[dict]) -> None:
     import tensorflow as tf
 
     temporary = path + ".tmp"
+    storage.remove(temporary)  # a killed run's; some file systems append to an existing file
     with tf.io.TFRecordWriter(temporary) as writer:
         for record in records:
             feature = {

@@ -81,13 +81,22 @@ def join(directory: str, name: str) -> str:
 def exists(path: str) -> bool:
     """Whether a file or directory exists.
 
+    On a URL, the name is also looked up in its parent's listing: TensorFlow's
+    `ram://` file system says that `a/b` exists when only `a/b.lock` does.
+
     Example:
-    >>> exists("ram://storage-doc/never-written")
-    False
+    >>> write_text_atomically("ram://storage-doc/b.lock", "")
+    >>> exists("ram://storage-doc/b"), exists("ram://storage-doc/b.lock")
+    (False, True)
     """
     import tensorflow as tf
 
-    return tf.io.gfile.exists(path)
+    if is_local(path) or not tf.io.gfile.exists(path):
+        return tf.io.gfile.exists(path)
+    parent, _, name = path.rstrip("/").rpartition("/")
+    if parent.endswith(":/") or not tf.io.gfile.isdir(parent):
+        return True
+    return name in listdir(parent)
 
 
 def isdir(path: str) -> bool:
@@ -140,7 +149,7 @@ def remove(path: str) -> None:
     """
     import tensorflow as tf
 
-    if tf.io.gfile.exists(path):
+    if exists(path):
         tf.io.gfile.remove(path)
 
 
@@ -196,6 +205,7 @@ def write_text_atomically(path: str, text: str) -> None:
     import tensorflow as tf
 
     temporary = path + ".tmp"
+    remove(temporary)  # a killed run's; some file systems append to an existing file
     with tf.io.gfile.GFile(temporary, "wb") as file:
         file.write(text.encode("utf-8"))
     rename(temporary, path)
