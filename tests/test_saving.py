@@ -1,3 +1,4 @@
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -76,3 +77,24 @@ def test_config_round_trip_with_a_loss_object(teacher):
     assert restored._distillation_loss_fns == [losses.jensen_shannon_divergence]
     assert restored.teacher_output == "logits"
     assert restored.student.count_params() == distiller.student.count_params()
+
+
+def test_files_saved_by_version_0_1_still_load(tmp_path):
+    """tests/data holds .keras files written by keras-distill 0.1.0 (see its README)."""
+    data = pathlib.Path(__file__).parent / "data"
+    expected = np.load(data / "saved_v0.1.0_expected.npz")
+    distiller = keras.models.load_model(data / "distiller_annealed_features_v0.1.0.keras")
+    assert isinstance(distiller, Distiller)
+    assert float(distiller.temperature) == pytest.approx(float(expected["temperature"]))
+    assert float(distiller.alpha) == pytest.approx(float(expected["alpha"]))
+    x = expected["x"]
+    np.testing.assert_allclose(distiller.predict(x, verbose=0), expected["distiller"], rtol=1e-5)
+    np.testing.assert_allclose(
+        distiller.teacher.predict(x, verbose=0), expected["teacher"], rtol=1e-5
+    )
+    assert len(distiller.distillation_loss) == 2  # the KL and the feature term, with its projector
+    student = keras.models.load_model(data / "student_v0.1.0.keras")
+    np.testing.assert_allclose(student.predict(x, verbose=0), expected["student"], rtol=1e-5)
+    labels = np.argmax(expected["teacher"], axis=-1)
+    history = distiller.fit(x, labels, epochs=1, verbose=0)  # and it trains on
+    assert np.isfinite(history.history["loss"][0])
