@@ -61,9 +61,16 @@ def reference(package: types.ModuleType, name: str) -> str:
     if isinstance(value, types.ModuleType):
         return f":py:mod:`{name} <{value.__name__}>`"
     if inspect.isclass(value) or inspect.isfunction(value):
-        kind = "class" if inspect.isclass(value) else "func"
+        kind = "func" if inspect.isfunction(value) else "class"
+        if issubclass_of_exception(value):
+            kind = "exc"
         return f":py:{kind}:`{name} <{value.__module__}.{value.__qualname__}>`"
     return f":py:data:`{name} <{package.__name__}.{name}>`"
+
+
+def issubclass_of_exception(value: object) -> bool:
+    """Whether `value` is an exception class (documented as `py:exception`)."""
+    return inspect.isclass(value) and issubclass(value, BaseException)
 
 
 def is_data(value: object) -> bool:
@@ -93,7 +100,7 @@ def package_page(name: str) -> str:
     for entry in exported:
         value = getattr(package, entry)
         if is_data(value):
-            lines += [f".. py:data:: {name}.{entry}", f"   :type: {type(value).__name__}", ""]
+            lines += [f".. py:data:: {entry}", f"   :type: {type(value).__name__}", ""]
             lines += [f"   {data_description(value)}", ""]
     for module in public_modules(package):
         heading = f"``{module}``"
@@ -121,3 +128,43 @@ def write(folder: pathlib.Path) -> list[pathlib.Path]:
     for stale in set(folder.glob("*.rst")) - set(pages):
         stale.unlink()
     return pages
+
+
+def canonical_name(target: str) -> str | None:
+    """Where a public name of keras-distill is defined, if `target` is a re-export of it.
+
+    Docstrings and guides name things as users import them (`keras_distill.micro.export`,
+    `kd.Distiller`); the reference documents each where it is defined. Used to resolve
+    such references (`missing-reference` in `docs/conf.py`).
+
+    Args:
+        target: A dotted name, `keras_distill.` or `kd.` first.
+
+    Returns:
+        The defining module's path and the object's qualified name, or None when `target` is
+        not a keras-distill class or function, or is already where it is defined.
+
+    Example:
+    >>> canonical_name("kd.micro.MicroExportError")
+    'keras_distill.micro.errors.MicroExportError'
+    >>> canonical_name("keras_distill.nothing") is None
+    True
+    """
+    parts = target.split(".")
+    if parts[0] == "kd":
+        parts[0] = PACKAGE
+    if parts[0] != PACKAGE:
+        return None
+    value: object = None
+    for length in range(len(parts), 0, -1):
+        try:
+            value = importlib.import_module(".".join(parts[:length]))
+        except ImportError:
+            continue
+        for attribute in parts[length:]:
+            value = getattr(value, attribute, None)
+        break
+    if not (inspect.isclass(value) or inspect.isfunction(value)):
+        return None
+    canonical = f"{value.__module__}.{value.__qualname__}"
+    return None if canonical == target else canonical

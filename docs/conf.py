@@ -21,6 +21,7 @@ sys.path.insert(0, str(DOCS))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import api_pages  # noqa: E402  (needs the checkout on sys.path)
+import tutorial_links  # noqa: E402
 
 import keras_distill  # noqa: E402
 
@@ -78,6 +79,7 @@ nitpick_ignore_regex = [
 ]
 
 api_pages.write(DOCS / "api" / "generated")
+tutorial_links.link_tutorials(ROOT / "tutorials", DOCS / "tutorials")
 
 
 def setup(app):
@@ -85,3 +87,17 @@ def setup(app):
     import docstrings
 
     app.connect("autodoc-process-docstring", docstrings.process_docstring, priority=600)
+    app.connect("missing-reference", resolve_reexport)
+
+
+def resolve_reexport(app, env, node, contnode):
+    """Resolves a reference to a re-exported name (`keras_distill.micro.export`, `kd.X`)."""
+    if node.get("refdomain") != "py":
+        return None
+    canonical = api_pages.canonical_name(node["reftarget"])
+    if canonical is None:
+        return None
+    domain = env.get_domain("py")
+    return domain.resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], canonical, node, contnode
+    )

@@ -71,7 +71,8 @@ def documented_as(value, package: types.ModuleType, name: str) -> tuple[str, str
     if isinstance(value, types.ModuleType):
         return "py:module", value.__name__
     if inspect.isclass(value):
-        return "py:class", f"{value.__module__}.{value.__qualname__}"
+        role = "py:exception" if issubclass(value, BaseException) else "py:class"
+        return role, f"{value.__module__}.{value.__qualname__}"
     if inspect.isfunction(value):
         return "py:function", f"{value.__module__}.{value.__qualname__}"
     return "py:data", f"{package.__name__}.{name}"
@@ -108,7 +109,8 @@ def test_api_reference_documents_every_public_name(built_site):
 @pytest.mark.slow
 def test_api_reference_documents_the_public_classes_and_functions_of_every_module(built_site):
     documented = inventory(built_site)
-    known = documented.get("py:class", set()) | documented.get("py:function", set())
+    roles = ["py:class", "py:exception", "py:function"]
+    known = set().union(*(documented.get(role, set()) for role in roles))
     missing = []
     for module_name in public_modules():
         module = importlib.import_module(module_name)
@@ -127,7 +129,7 @@ def test_api_reference_documents_the_public_classes_and_functions_of_every_modul
 def test_the_docs_helpers_examples_hold():
     sys.path.insert(0, str(DOCS))
     try:
-        for name in ["docstrings", "api_pages"]:
+        for name in ["docstrings", "api_pages", "tutorial_links"]:
             results = doctest.testmod(importlib.import_module(name))
             assert results.failed == 0, name
     finally:
@@ -147,11 +149,16 @@ def test_the_readme_is_a_landing_page_whose_links_resolve():
     assert guides <= linked, f"guides the README does not link: {sorted(guides - linked)}"
 
 
-def test_the_tutorials_in_the_docs_are_the_tutorials_themselves():
-    notebooks = sorted(path.name for path in (ROOT / "tutorials").glob("*.ipynb"))
-    shown = sorted(path.name for path in (DOCS / "tutorials").glob("*.ipynb"))
-    assert shown == notebooks
-    for name in shown:
-        link = DOCS / "tutorials" / name
-        assert link.is_symlink(), f"docs/tutorials/{name} must be a link, not a copy"
-        assert link.resolve() == (ROOT / "tutorials" / name).resolve()
+def test_the_tutorials_in_the_docs_are_links_to_the_tutorials(tmp_path):
+    sys.path.insert(0, str(DOCS))
+    try:
+        links = importlib.import_module("tutorial_links").link_tutorials(
+            ROOT / "tutorials", tmp_path
+        )
+    finally:
+        sys.path.remove(str(DOCS))
+    notebooks = sorted((ROOT / "tutorials").glob("*.ipynb"))
+    assert [link.name for link in links] == [path.name for path in notebooks]
+    for link, notebook in zip(links, notebooks, strict=True):
+        assert link.is_symlink() and link.resolve() == notebook.resolve()
+    assert "[0-9]*" in (DOCS / "tutorials" / "index.md").read_text()  # every notebook, in order
