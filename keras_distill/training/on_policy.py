@@ -328,6 +328,11 @@ class OnPolicyDistiller(keras.Model):
 
     # -- serialization -----------------------------------------------------------
 
+    def compile_from_config(self, config: dict) -> None:
+        """Compiles a loaded distiller as it was saved (Keras skips custom `compile`s)."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(optimizer=config.get("optimizer", "adam"))
+
     def get_config(self) -> dict:
         """The student and the settings (current scheduled values); never the teacher."""
         return {

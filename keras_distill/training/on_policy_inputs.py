@@ -155,6 +155,6 @@ def _finite(values, name: str) -> np.ndarray:
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
             f"The teacher {name} returned {int(bad.sum())} non-finite log-probabilities "
-            f"(the first, {values[where]!r}, at {where}); it must return finite values."
+            f"(the first, {float(values[where])!r}, at {where}); it must return finite values."
         )
     return values.astype("float32")

@@ -1,0 +1,279 @@
+"""On-policy distillation (GKD) vs offline distillation of a small language model, same steps.
+
+Task: two-digit addition as text (`"12+34="` -> `"46<end>"`, `keras_distill.studies.datasets.
+make_addition`); exact match of greedy decoding on 500 held-out problems. The teacher
+(`architectures.causal_lm`, 2 blocks, width 64) learns from 3,000 labelled problems; each
+student (1 block, width 32) has 200 labelled problems and 2,000 prompts without answers, and
+trains for the same number of optimizer steps (batch 64, Adam 2e-3) in every row:
+
+- labelled only: cross-entropy on the 200 labelled answers;
+- sequence-level KD: cross-entropy on those and the teacher's greedy answers to the 2,000 prompts;
+- offline top-k token KD: forward KL to the teacher's top-4 next tokens (and the remaining mass)
+  at every position of those same fixed answers (`OnPolicyDistiller` with `lmbda=0`);
+- GKD, lmbda 0.5 / 1, beta 0 / 0.5 / 1: `OnPolicyDistiller`; on-policy batches are the student's
+  samples (T = 1), off-policy ones the fixed answers above; the teacher's full distribution.
+
+Teacher forward passes are batched passes (64 sequences): greedy labelling costs one per new
+token (4) per batch, scoring a batch one. Decoding speed: tokens/s of greedy decoding with and
+without the key/value cache (keras-hub `GPT2CausalLM`s of the teacher's and the student's sizes,
+random weights, 64 prompts of 8 tokens, 32 and 128 new tokens).
+
+The rows run in pieces (so others can use the machine between them): `--seed S --rows a,b`
+stores each result in `--parts`; `--speed` measures decoding; `--report` writes the results
+file from the stored parts. `main` with no piece option runs everything.
+
+Usage: python benchmarks/on_policy_benchmark.py [--quick] [--seeds 5] [--steps 1200]
+       [--seed S --rows ROWS | --speed | --report] [--out benchmarks/results/on_policy.md]
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from common import mean_std, write_report  # noqa: E402
+
+from keras_distill.studies import datasets  # noqa: E402
+from keras_distill.studies.architectures import causal_lm  # noqa: E402
+from keras_distill.teachers import cached_decoding as decoding  # noqa: E402
+from keras_distill.training.on_policy import OnPolicyDistiller  # noqa: E402
+from keras_distill.utils import markdown  # noqa: E402
+
+VOCAB, LENGTH, END, PROMPT, ANSWER = len(datasets.ADDITION_TOKENS), 12, datasets.ADDITION_END, 6, 4
+BATCH, TOP_K, SIZES = 64, 4, (200, 2000, 500)
+GKD_ROWS = {f"GKD lmbda {lm} beta {b}": (lm, b) for lm in (0.5, 1.0) for b in (0.0, 0.5, 1.0)}
+ROWS = ["labelled only", "sequence-level KD", "offline top-k token KD", *GKD_ROWS]
+
+
+def padded(rows, width):
+    out = np.zeros((len(rows), width), "int32")
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def teacher_model(epochs, path):
+    """The teacher, trained once and kept in `path` for the later pieces."""
+    teacher = causal_lm(VOCAB, LENGTH, blocks=2, width=64, seed=0, name="teacher")
+    if path.exists():
+        teacher.load_weights(path)
+        return teacher
+    prompts, answers = datasets.make_addition(3000, seed=7)
+    cross_entropy(teacher, prompts, answers, epochs * -(-3000 // BATCH), seed=0)
+    teacher.save_weights(path)
+    return teacher
+
+
+def cross_entropy(model, prompts, answers, steps, seed):
+    """Teacher-forced cross-entropy on the answer tokens, `steps` optimizer steps."""
+    sequences = padded(
+        [np.concatenate([p, a]) for p, a in zip(prompts, answers, strict=True)], LENGTH + 1
+    )
+    weights = np.zeros((len(prompts), LENGTH), "float32")
+    for i, p in enumerate(prompts):
+        weights[i, len(p) - 1 : len(p) - 1 + len(answers[i])] = 1.0
+    data = tf.data.Dataset.from_tensor_slices((sequences[:, :-1], sequences[:, 1:], weights))
+    data = data.shuffle(len(prompts), seed=seed).repeat().batch(BATCH)
+    keras.utils.set_random_seed(seed)
+    model.compile(
+        keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+    return model
+
+
+def greedy(model, prompts):
+    return decoding.TokenDecoder(model, ANSWER, end_id=END)(padded(prompts, PROMPT)).responses()
+
+
+def exact_match(model, prompts, answers) -> float:
+    responses = greedy(model, prompts)
+    return float(np.mean([np.array_equal(r, a) for r, a in zip(responses, answers, strict=True)]))
+
+
+def top_k_scorer(teacher):
+    """The teacher as a callable giving its top-k next-token log-probabilities."""
+    log_probs = tf.function(lambda t: tf.nn.log_softmax(decoding.lm_logits(teacher, t)))
+
+    def score(tokens):
+        values, ids = tf.math.top_k(log_probs(tokens), TOP_K)
+        return values.numpy(), ids.numpy()
+
+    score.vocabulary_size = VOCAB
+    return score
+
+
+def distil(teacher, prompts, answers, steps, seed, lmbda, beta):
+    """An `OnPolicyDistiller` run of `steps` steps; (student, teacher forward passes)."""
+    student = causal_lm(VOCAB, LENGTH, blocks=1, width=32, seed=seed, name="student")
+    distiller = OnPolicyDistiller(
+        teacher, student, lmbda, beta, max_new_tokens=ANSWER, end_id=END, seed=seed
+    )
+    distiller.compile(keras.optimizers.Adam(2e-3))
+    data = tf.data.Dataset.from_tensor_slices((padded(prompts, PROMPT), padded(answers, ANSWER)))
+    data = data.shuffle(len(prompts), seed=seed).repeat().batch(BATCH, drop_remainder=True)
+    distiller.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+    return student, distiller.teacher_forward_passes
+
+
+def run_row(row, seed, teacher, steps):
+    """One row at one seed: exact match, seconds, teacher forward passes."""
+    labelled, unlabelled, held_out = SIZES
+    pool, answers = datasets.make_addition(sum(SIZES), seed=100 + seed)
+    test = (pool[-held_out:], answers[-held_out:])
+    prompts = pool[: labelled + unlabelled]
+    started = time.perf_counter()
+    teacher_answers = greedy(teacher, prompts[labelled:])
+    fixed = answers[:labelled] + teacher_answers
+    labelling = ANSWER * -(-unlabelled // BATCH)
+    if row == "labelled only":
+        student = causal_lm(VOCAB, LENGTH, blocks=1, width=32, seed=seed, name="student")
+        model, passes = (
+            cross_entropy(student, prompts[:labelled], answers[:labelled], steps, seed),
+            0,
+        )
+    elif row == "sequence-level KD":
+        student = causal_lm(VOCAB, LENGTH, blocks=1, width=32, seed=seed, name="student")
+        model, passes = cross_entropy(student, prompts, fixed, steps, seed), labelling
+    elif row == "offline top-k token KD":
+        model, passes = distil(top_k_scorer(teacher), prompts, fixed, steps, seed, 0.0, 0.0)
+        passes += labelling
+    else:
+        model, passes = distil(teacher, prompts, fixed, steps, seed, *GKD_ROWS[row])
+        passes += labelling
+    seconds = time.perf_counter() - started
+    return {"exact_match": exact_match(model, *test), "seconds": seconds, "teacher_passes": passes}
+
+
+def decoding_speed() -> list[list[str]]:
+    """Tokens/s of greedy decoding with and without the cache, for 32 and 128 new tokens."""
+    rows = []
+    prompts = np.random.default_rng(0).integers(1, VOCAB, (BATCH, 8)).astype("int32")
+    for name, blocks, width in (("teacher size", 2, 64), ("student size", 1, 32)):
+        lm = decoding.small_gpt2_lm(VOCAB, 8 + 128, blocks, width, heads=4, seed=0)
+        for new in (32, 128):
+            speeds = {}
+            for cached in (True, False):
+                decoder = decoding.TokenDecoder(lm, new, use_cache=cached)
+                decoder(prompts)  # traces the loop
+                started = time.perf_counter()
+                tokens = decoder(prompts).tokens
+                speeds[cached] = BATCH * new / (time.perf_counter() - started)
+            same = np.array_equal(
+                tokens, decoding.TokenDecoder(lm, new, use_cache=True)(prompts).tokens
+            )
+            rows.append(
+                [
+                    f"{name} ({blocks} blocks, width {width})",
+                    str(new),
+                    f"{speeds[True]:,.0f}",
+                    f"{speeds[False]:,.0f}",
+                    f"{speeds[True] / speeds[False]:.1f} x",
+                    "yes" if same else "NO",
+                ]
+            )
+    return rows
+
+
+def piece_path(parts: pathlib.Path, row: str, seed: int) -> pathlib.Path:
+    return parts / f"{row.replace(' ', '_')}__seed{seed}.json"
+
+
+def run_pieces(args, parts: pathlib.Path) -> None:
+    teacher = teacher_model(args.teacher_epochs, parts / "teacher.weights.h5")
+    rows = ROWS if args.rows == "all" else args.rows.split(",")
+    for row in rows:
+        if piece_path(parts, row, args.seed).exists():
+            continue  # done by an earlier piece
+        result = run_row(row, args.seed, teacher, args.steps)
+        piece_path(parts, row, args.seed).write_text(json.dumps(result))
+        print(row, args.seed, result, flush=True)
+
+
+def report(args, parts: pathlib.Path, speed_rows) -> list[str]:
+    teacher = teacher_model(args.teacher_epochs, parts / "teacher.weights.h5")
+    check, check_answers = datasets.make_addition(500, seed=8)
+    table, seeds = [], set()
+    for row in ROWS:
+        found = sorted(parts.glob(f"{row.replace(' ', '_')}__seed*.json"))
+        results = [json.loads(p.read_text()) for p in found]
+        seeds |= {p.stem.split("__seed")[1] for p in found}
+        if not results:
+            continue
+        em = [r["exact_match"] for r in results]
+        seconds = np.mean([r["seconds"] for r in results])
+        passes = int(np.mean([r["teacher_passes"] for r in results]))
+        table.append([row, mean_std(em), str(len(em)), f"{seconds:.0f}", f"{passes:,}"])
+    return [
+        "# On-policy distillation benchmark",
+        "",
+        f"Command: `{args.command}`. Machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Keras {keras.__version__}, TensorFlow {tf.__version__}. Two-digit addition; every "
+        f"student (1 block, width 32) trains {args.steps} optimizer steps (batch {BATCH}, "
+        "Adam 2e-3); "
+        f"{SIZES[0]} labelled problems, {SIZES[1]:,} prompts without answers; exact match of "
+        f"greedy decoding on {SIZES[2]} held-out problems, in %, mean ± std over seeds "
+        f"{', '.join(sorted(seeds))}. Teacher (2 blocks, width 64, {args.teacher_epochs} epochs "
+        f"on 3,000 problems): {100 * exact_match(teacher, check, check_answers):.1f}%. Seconds: "
+        "the row's wall time (teacher labelling, training; not the evaluation). Teacher passes: "
+        "batched (64 sequences) forward passes of the teacher.",
+        "",
+        markdown.table(
+            ["student trained with", "exact match", "seeds", "seconds", "teacher passes"], table
+        ),
+        "",
+        "## Decoding speed",
+        "",
+        f"Greedy decoding of {BATCH} prompts of 8 tokens with keras-hub's `GreedySampler`, "
+        "compiled; random-weight `GPT2CausalLM`s; tokens generated per second.",
+        "",
+        markdown.table(
+            ["model", "new tokens", "cached tok/s", "uncached tok/s", "speed-up", "same tokens"],
+            speed_rows,
+        ),
+    ]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--teacher-epochs", type=int, default=80)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--rows", default="all")
+    parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--report", action="store_true")
+    parser.add_argument("--parts", default="/tmp/keras_distill_on_policy_parts")
+    parser.add_argument("--out", default="benchmarks/results/on_policy.md")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.teacher_epochs, args.seeds = 30, 2, 1
+        args.parts += "_quick"
+    args.command = "python benchmarks/on_policy_benchmark.py" + (" --quick" if args.quick else "")
+    parts = pathlib.Path(args.parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    if args.seed is not None:
+        return run_pieces(args, parts)
+    speed_file = parts / "speed.json"
+    if args.speed or not speed_file.exists():
+        speed_file.write_text(json.dumps(decoding_speed()))
+        if args.speed:
+            return None
+    if not args.report:
+        for seed in range(args.seeds):
+            args.seed = seed
+            run_pieces(args, parts)
+    write_report(report(args, parts, json.loads(speed_file.read_text())), args.out)
+    return None
+
+
+if __name__ == "__main__":
+    main()
