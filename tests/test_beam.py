@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import keras_distill as kd
-from keras_distill.labelling.shards import TeacherLabelsError
+from keras_distill.labelling import TeacherLabelsError
 
 beam = pytest.importorskip("apache_beam", reason="apache-beam is optional (keras-distill[beam])")
 kbeam = pytest.importorskip("keras_distill.labelling.beam")

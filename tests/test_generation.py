@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import keras_distill as kd
-from keras_distill.labelling import responses
-from keras_distill.labelling.shards import TeacherLabelsError
+from keras_distill.labelling import TeacherLabelsError, responses
 from keras_distill.studies import datasets
 from keras_distill.studies.architectures import causal_lm
 from keras_distill.teachers import generation

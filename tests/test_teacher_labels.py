@@ -12,7 +12,7 @@ from conftest import SCE, mlp
 from test_distiller import log_softmax, reference_kl
 
 from keras_distill import Distiller, TemperatureScheduler, label_with_teacher, load_teacher_labels
-from keras_distill.labelling.writer import TeacherLabelsError
+from keras_distill.labelling import TeacherLabelsError
 from keras_distill.training import schedules
 
 

@@ -44,12 +44,6 @@ from keras_distill.teachers.black_box import PROBE_EXAMPLES, fingerprint_teacher
 from keras_distill.teachers.ensemble import ensemble
 from keras_distill.utils import inputs
 
-# the names this module offered before the split, for code that imports them from here
-call_teacher = calls.call_teacher
-record_fields = calls.record_fields
-output_kind = calls.output_kind
-check_arguments = calls.check_arguments
-
 
 def label_with_teacher(
     teacher: Callable[[np.ndarray], Any],
