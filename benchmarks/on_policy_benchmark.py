@@ -197,6 +197,56 @@ def run_pieces(args, parts: pathlib.Path) -> None:
         print(row, args.seed, result, flush=True)
 
 
+def row_scores(parts: pathlib.Path) -> dict:
+    """Each row's exact matches (%) over the seeds stored so far."""
+    scores = {}
+    for row in ROWS:
+        found = parts.glob(f"{row.replace(' ', '_')}__seed*.json")
+        values = [100 * json.loads(p.read_text())["exact_match"] for p in found]
+        if values:
+            scores[row] = values
+    return scores
+
+
+def plot(parts: pathlib.Path, path: pathlib.Path) -> None:
+    """Exact match per row: the mean, and each seed as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = row_scores(parts)
+    figure, axis = plt.subplots(figsize=(8, 3.8))
+    for i, (row, values) in enumerate(scores.items()):
+        axis.bar(i, np.mean(values), yerr=np.std(values), color="C1" if "GKD" in row else "C0")
+        axis.plot([i] * len(values), values, "k.", alpha=0.6)
+    axis.set_xticks(range(len(scores)), [r.replace(" beta", "\nbeta") for r in scores], fontsize=7)
+    axis.set_ylabel("exact match (%)")
+    axis.set_ylim(0, 100)
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def verdict(parts: pathlib.Path) -> list[str]:
+    """Whether the best on-policy row beats the best offline row by 3 points beyond one std."""
+    scores = {row: (np.mean(v), np.std(v)) for row, v in row_scores(parts).items()}
+    offline = [r for r in ("sequence-level KD", "offline top-k token KD") if r in scores]
+    online = [r for r in GKD_ROWS if r in scores]
+    if not offline or not online:
+        return []
+    best_off = max(offline, key=lambda r: scores[r][0])
+    best_on = max(online, key=lambda r: scores[r][0])
+    (m_on, s_on), (m_off, s_off) = scores[best_on], scores[best_off]
+    margin = (m_on - s_on) - (m_off + s_off)
+    return [
+        f"**Target (on-policy beats the best offline row by >= 3 points beyond one std): "
+        f"{'met' if margin >= 3 else 'not met'}.** Best on-policy row: {best_on}, "
+        f"{m_on:.1f} ± {s_on:.1f}; best offline row: {best_off}, {m_off:.1f} ± {s_off:.1f}; "
+        f"(mean - std) of the one minus (mean + std) of the other: {margin:+.1f} points.",
+    ]
+
+
 def report(args, parts: pathlib.Path, speed_rows) -> list[str]:
     teacher = teacher_model(args.teacher_epochs, parts / "teacher.weights.h5")
     check, check_answers = datasets.make_addition(500, seed=8)
@@ -213,6 +263,8 @@ def report(args, parts: pathlib.Path, speed_rows) -> list[str]:
         table.append([row, mean_std(em), str(len(em)), f"{seconds:.0f}", f"{passes:,}"])
     return [
         "# On-policy distillation benchmark",
+        "",
+        *verdict(parts),
         "",
         f"Command: `{args.command}`. Machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Keras {keras.__version__}, TensorFlow {tf.__version__}. Two-digit addition; every "
@@ -272,6 +324,7 @@ def main():
             args.seed = seed
             run_pieces(args, parts)
     write_report(report(args, parts, json.loads(speed_file.read_text())), args.out)
+    plot(parts, pathlib.Path(args.out).with_suffix(".png"))
     return None
 
 

@@ -165,6 +165,8 @@ class Decoded:
 def prompt_array(prompts, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Right-padded `(batch, width)` prompts and their lengths, from an array or token lists.
 
+    A 2-D array keeps its width; token lists are padded to the longest.
+
     Raises:
         ValueError: For an empty prompt or non-integer tokens, naming the prompt.
 
@@ -185,7 +187,8 @@ def prompt_array(prompts, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
                 "prompt at least one token."
             )
         lengths.append(int(nonpad[-1]) + 1)
-    tokens = np.full((len(rows), max(lengths)), pad_id, "int32")
+    # an array keeps its width (one shape per batch: no retracing); token lists their longest
+    tokens = np.full((len(rows), max(len(row) for row in rows)), pad_id, "int32")
     for i, row in enumerate(rows):
         tokens[i, : lengths[i]] = row[: lengths[i]]
     return tokens, np.array(lengths, "int32")
