@@ -10,6 +10,9 @@ from test_losses import STUDENT, TEACHER, kl, log_softmax
 from keras_distill import Distiller, label_with_teacher, load_teacher_labels, losses
 
 LABELS = np.array([0, 1, 2, 3, 4, 0])
+# The references compute in extended precision (80-bit on x86): float64's cancellation at
+# T = 1e4 is larger than float32 losses computed in a numerically sound form.
+PRECISE = np.longdouble
 
 
 def softmax(z):
@@ -18,7 +21,7 @@ def softmax(z):
 
 def ref_dkd(t, s, temperature, labels, alpha=1.0, beta=8.0):
     """Zhao et al. 2022, Eq. 1-4, with the T**2 of their code."""
-    t, s = t.astype("float64") / temperature, s.astype("float64") / temperature
+    t, s = t.astype(PRECISE) / temperature, s.astype(PRECISE) / temperature
     gt = np.eye(t.shape[-1])[labels].astype(bool)
     pt, ps = softmax(t), softmax(s)
     bt = np.stack([pt[gt], 1 - pt[gt]], -1)
@@ -40,7 +43,7 @@ def pearson_distance(a, b, axis):
 
 def ref_dist(t, s, temperature, beta=1.0, gamma=1.0):
     """Huang et al. 2022, Eq. 5-8: inter-class per example, intra-class per class."""
-    pt, ps = softmax(t.astype("float64") / temperature), softmax(s.astype("float64") / temperature)
+    pt, ps = softmax(t.astype(PRECISE) / temperature), softmax(s.astype(PRECISE) / temperature)
     inter = pearson_distance(pt, ps, -1)
     intra = pearson_distance(pt, ps, 0).mean()
     return temperature**2 * (beta * inter + gamma * intra)
@@ -50,7 +53,7 @@ def ref_standardized(t, s, temperature):
     """Sun et al. 2024: z-score (population std) each logit vector, then Hinton's KL."""
 
     def z(v):
-        v = v.astype("float64")
+        v = v.astype(PRECISE)
         return (v - v.mean(-1, keepdims=True)) / v.std(-1, keepdims=True)
 
     return temperature**2 * kl(log_softmax(z(t) / temperature), log_softmax(z(s) / temperature))
@@ -237,3 +240,103 @@ def test_stored_full_logits_work_with_dist(digits, teacher, tmp_path):
     )
     t, s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
     assert logs["distillation_loss"] == pytest.approx(ref_dist(t, s, 1.0).mean(), rel=1e-4)
+
+
+# -- accuracy at the edges (issue 25): every divergence against a float64 reference ---------
+
+EDGE_RNG = np.random.default_rng(25)
+EDGE_LOGITS = {
+    "ordinary": (3.0 * EDGE_RNG.normal(size=(2, 6, 5)), 0.0),
+    "near_constant": (1e-3 * EDGE_RNG.normal(size=(2, 6, 5)), 10.0),
+    "magnitude_1e4": (1e4 * EDGE_RNG.normal(size=(2, 6, 5)), 0.0),
+}
+
+
+def ref_kl_family(name):
+    def reference(t, s, temperature):
+        t, s = t.astype(np.longdouble), s.astype(np.longdouble)
+        lt, ls = log_softmax(t / temperature), log_softmax(s / temperature)
+        if name == "kl":
+            return temperature**2 * kl(lt, ls)
+        if name == "reverse_kl":
+            return temperature**2 * kl(ls, lt)
+        lm = np.logaddexp(lt, ls) - np.log(PRECISE(2.0))
+        return temperature**2 * 0.5 * (kl(lt, lm) + kl(ls, lm))
+
+    return reference
+
+
+EDGE_CASES = {
+    "kl": (losses.kl_divergence, ref_kl_family("kl")),
+    "reverse_kl": (losses.reverse_kl_divergence, ref_kl_family("reverse_kl")),
+    "js": (losses.jensen_shannon_divergence, ref_kl_family("js")),
+    **CASES,
+}
+
+
+@pytest.mark.parametrize("temperature", [1e-3, 1.0, 1e4])
+@pytest.mark.parametrize("logits", sorted(EDGE_LOGITS))
+@pytest.mark.parametrize("name", sorted(EDGE_CASES))
+def test_every_divergence_is_accurate_at_the_edges(name, logits, temperature):
+    values, offset = EDGE_LOGITS[logits]
+    teacher = (offset + values[0]).astype("float32")
+    student = (offset + 0.5 * values[0, ::-1] + 0.5 * values[1]).astype("float32")
+    fn, reference = EDGE_CASES[name]
+    got = np.asarray(fn(teacher, student, temperature))
+    with np.errstate(all="ignore"):
+        expected = reference(teacher, student, temperature)
+    assert np.all(np.isfinite(got))
+    # Where the paper's formula is undefined (one-hot probabilities: log 0, a flat class
+    # column in DIST's correlation), the reference is nan: the loss need only be finite.
+    # DIST at T = 1e-3: most probabilities underflow float32, so its per-class correlations
+    # across the batch compare columns float32 holds as flat; only finiteness is asked there.
+    defined = np.isfinite(expected) & (name != "dist" or temperature >= 1.0)
+    scale = np.abs(expected[defined]).max(initial=0.0)
+    np.testing.assert_allclose(
+        got[defined], expected[defined], rtol=2e-3, atol=1e-5 * scale + 1e-12
+    )
+
+
+@pytest.mark.parametrize("temperature", [1e5, 1e6])
+def test_kl_at_huge_temperatures_tends_to_half_the_logit_variance(temperature):
+    # The issue's numbers: 122.8 at T = 1e5 and -11172 at T = 1e6 for a true value near 3.45.
+    t, s = TEACHER.astype("float64"), STUDENT.astype("float64")
+    limit = 0.5 * (t - s).var(-1)  # T**2 * KL -> var_uniform(t - s) / 2 as T -> infinity
+    for fn in (losses.kl_divergence, losses.reverse_kl_divergence):
+        got = np.asarray(fn(TEACHER, STUDENT, temperature))
+        np.testing.assert_allclose(got, limit, rtol=1e-3)
+    js = np.asarray(losses.jensen_shannon_divergence(TEACHER, STUDENT, temperature))
+    np.testing.assert_allclose(js, limit / 4, rtol=1e-3)  # JS ~ KL / 4 for close distributions
+
+
+def test_temperatures_beyond_the_accurate_range_are_refused():
+    from keras_distill.objective.objective import MAX_TEMPERATURE, checked_temperature
+
+    assert checked_temperature(MAX_TEMPERATURE) == MAX_TEMPERATURE
+    with pytest.raises(ValueError, match=r"at most 1e\+06; received 10000000.0.*logit_mse"):
+        checked_temperature(1e7)
+
+
+def test_standardization_floor_scales_with_the_logits_magnitude():
+    # Issue 25: teacher [[0, 0]], student [[5.96e-08, 0]], T = 0.5, shift 2.0. At 2.0 the
+    # student's spread is below float32 resolution (one ulp is 2.4e-7): rounding noise, which
+    # the old absolute 1e-7 floor z-scored into +-1. Noise of a few ulps is now nearly flat.
+    ulp = np.spacing(np.float32(2.0))
+    teacher = np.array([[2.0, 2.0]], "float32")
+    for spread in (1, 2, 4):
+        student = np.array([[2.0 + spread * ulp, 2.0]], "float32")
+        loss = float(losses.standardized_kl_divergence(teacher, student, 0.5)[0])
+        assert loss < 1e-2 * spread**2
+    # A spread well above the resolution is still standardized as the paper says.
+    student = np.array([[2.0 + 1e-3, 2.0]], "float32")
+    expected = ref_standardized(teacher + np.float32([[1e-3, 0]]), student, 0.5)
+    got = losses.standardized_kl_divergence(teacher + np.float32([[1e-3, 0]]), student, 0.5)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-3)
+
+
+def test_dist_correlations_survive_large_temperatures_and_flat_rows():
+    t, s = TEACHER, STUDENT
+    got = np.asarray(losses.dist(t, s, 1e4)) / 1e8
+    np.testing.assert_allclose(got, ref_dist(t, s, 1e4) / 1e8, rtol=1e-3)
+    flat = np.zeros_like(t)
+    assert np.all(np.isfinite(np.asarray(losses.dist(flat, s, 1.0))))

@@ -15,19 +15,23 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_distill.losses import numerics
+
 LossFn = Callable[[Any, Any, Any], Any]
 
 
-def _softened_log_probs(teacher_logits, student_logits, temperature):
+def _softened(teacher_logits, student_logits, temperature):
+    """(log p, log q, log p - log q up to a constant, T**2) of the softened distributions.
+
+    The log-ratio is `(t - s) / T`, computed from the logits' difference, so it
+    keeps its digits however large `T` is (see `numerics`).
+    """
     temperature = ops.cast(temperature, "float32")
-    teacher = ops.log_softmax(ops.cast(teacher_logits, "float32") / temperature, -1)
-    student = ops.log_softmax(ops.cast(student_logits, "float32") / temperature, -1)
-    return teacher, student, ops.square(temperature)
-
-
-def _kl(log_p, log_q):
-    """KL(p || q) over the last axis from log-probabilities."""
-    return ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)
+    teacher = ops.cast(teacher_logits, "float32")
+    student = ops.cast(student_logits, "float32")
+    log_p = ops.log_softmax(numerics.scaled(teacher, temperature), -1)
+    log_q = ops.log_softmax(numerics.scaled(student, temperature), -1)
+    return log_p, log_q, (teacher - student) / temperature, ops.square(temperature)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -52,8 +56,8 @@ def kl_divergence(teacher_logits, student_logits, temperature=1.0):
     >>> float(kl_divergence(t, t, temperature=4.0)[0])
     0.0
     """
-    teacher, student, scale = _softened_log_probs(teacher_logits, student_logits, temperature)
-    return scale * _kl(teacher, student)
+    log_p, _, log_ratio, scale = _softened(teacher_logits, student_logits, temperature)
+    return scale * numerics.kl_from_log_ratio(log_p, log_ratio)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -77,8 +81,8 @@ def reverse_kl_divergence(teacher_logits, student_logits, temperature=1.0):
     >>> tuple(loss.shape)
     (2,)
     """
-    teacher, student, scale = _softened_log_probs(teacher_logits, student_logits, temperature)
-    return scale * _kl(student, teacher)
+    _, log_q, log_ratio, scale = _softened(teacher_logits, student_logits, temperature)
+    return scale * numerics.kl_from_log_ratio(log_q, -log_ratio)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -102,9 +106,24 @@ def jensen_shannon_divergence(teacher_logits, student_logits, temperature=1.0):
     >>> round(float(loss[0]), 4)  # log(2), the largest possible value
     0.6931
     """
-    teacher, student, scale = _softened_log_probs(teacher_logits, student_logits, temperature)
-    mixture = ops.logaddexp(teacher, student) - ops.log(2.0)
-    return scale * 0.5 * (_kl(teacher, mixture) + _kl(student, mixture))
+    log_p, log_q, log_ratio, scale = _softened(teacher_logits, student_logits, temperature)
+    kl_pq = numerics.kl_from_log_ratio(log_p, log_ratio)
+    # log q - log p, exactly: minus the centered log-ratio, minus KL(p || q).
+    centered = log_ratio - ops.sum(ops.exp(log_p) * log_ratio, axis=-1, keepdims=True)
+    q_over_p = -centered - kl_pq[..., None]
+    p_over_mixture = -numerics.log_half_one_plus_exp(q_over_p)
+    kl_pm = numerics.kl_from_log_ratio(log_p, p_over_mixture)
+    kl_qm = numerics.kl_from_log_ratio(log_q, q_over_p + p_over_mixture)
+    # Far apart (|log q/p| >= 1 somewhere) nothing cancels: the direct sums are exact there.
+    log_m = ops.logaddexp(log_p, log_q) - ops.log(2.0)
+    direct = _direct_kl(log_p, log_m) + _direct_kl(log_q, log_m)
+    close = ops.max(ops.abs(q_over_p), axis=-1) < 1.0
+    return scale * 0.5 * ops.where(close, kl_pm + kl_qm, direct)
+
+
+def _direct_kl(log_p, log_r):
+    """KL(p || r) as the plain sum of `p * (log p - log r)` (sound when p and r differ)."""
+    return ops.sum(ops.exp(log_p) * (log_p - log_r), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -133,14 +152,6 @@ def logit_mse(teacher_logits, student_logits, temperature=1.0):
     return ops.mean(ops.square(difference), axis=-1)
 
 
-def _standardized(logits, axis=-1):
-    """`(z - mean(z)) / std(z)` over the class axis (a tiny floor keeps flat logits finite)."""
-    logits = ops.cast(logits, "float32")
-    mean = ops.mean(logits, axis=axis, keepdims=True)
-    std = ops.std(logits, axis=axis, keepdims=True)
-    return (logits - mean) / ops.maximum(std, 1e-7)
-
-
 @keras.saving.register_keras_serializable(package="keras_distill")
 def standardized_kl_divergence(teacher_logits, student_logits, temperature=1.0):
     """`kl_divergence` of z-scored logits (logit standardization, Sun et al., CVPR 2024).
@@ -164,7 +175,9 @@ def standardized_kl_divergence(teacher_logits, student_logits, temperature=1.0):
     >>> float(standardized_kl_divergence(t, 10 * t, temperature=2.0)[0]) < 1e-6  # scale-free
     True
     """
-    return kl_divergence(_standardized(teacher_logits), _standardized(student_logits), temperature)
+    return kl_divergence(
+        numerics.standardized(teacher_logits), numerics.standardized(student_logits), temperature
+    )
 
 
 def _target_classes(teacher_logits, labels):
@@ -215,35 +228,39 @@ def decoupled_kd(teacher_logits, student_logits, temperature=1.0, labels=None, a
     0.0
     """
     temperature = ops.cast(temperature, "float32")
-    teacher = ops.cast(teacher_logits, "float32") / temperature
-    student = ops.cast(student_logits, "float32") / temperature
+    teacher = numerics.scaled(teacher_logits, temperature)
+    student = numerics.scaled(student_logits, temperature)
     target = ops.one_hot(_target_classes(teacher, labels), ops.shape(teacher)[-1]) > 0
-
-    def binary(logits):  # log p(target), log (1 - p(target))
-        log_p = ops.log_softmax(logits, -1)
-        target_log_p = ops.sum(ops.where(target, log_p, 0.0), axis=-1)
-        other_log_p = ops.logsumexp(ops.where(target, -1e30, log_p), axis=-1)
-        return ops.stack([target_log_p, other_log_p], axis=-1)
-
-    def non_target(logits):
-        return ops.log_softmax(ops.where(target, -1e30, logits), -1)
-
-    tckd = _kl(binary(teacher), binary(student))
-    log_t, log_s = non_target(teacher), non_target(student)
-    nckd = ops.sum(ops.where(target, 0.0, ops.exp(log_t) * (log_t - log_s)), axis=-1)
+    log_ratio = (ops.cast(teacher_logits, "float32") - ops.cast(student_logits, "float32")) / (
+        temperature
+    )
+    log_t, log_s = _non_target(teacher, target), _non_target(student, target)
+    ratio_others = ops.where(target, 0.0, log_ratio)
+    nckd = numerics.kl_from_log_ratio(log_t, ratio_others)
+    # log-odds of the target class, teacher minus student, without cancellation
+    odds = ops.sum(ops.where(target, log_ratio, 0.0), axis=-1) - numerics.log_mean_exp(
+        log_s, ratio_others
+    )
+    binary_ratio = ops.stack([odds, ops.zeros_like(odds)], axis=-1)
+    tckd = numerics.kl_from_log_ratio(_binary(teacher, target), binary_ratio)
     return ops.square(temperature) * (alpha * tckd + beta * nckd)
+
+
+def _binary(logits, target):
+    """(log p(target), log (1 - p(target))) over the last axis."""
+    log_p = ops.log_softmax(logits, -1)
+    target_log_p = ops.sum(ops.where(target, log_p, 0.0), axis=-1)
+    other_log_p = ops.logsumexp(ops.where(target, -1e30, log_p), axis=-1)
+    return ops.stack([target_log_p, other_log_p], axis=-1)
+
+
+def _non_target(logits, target):
+    """Log-probabilities over the classes other than the target (the target gets none)."""
+    return ops.log_softmax(ops.where(target, -1e30, logits), -1)
 
 
 decoupled_kd.uses_labels = True
 decoupled_kd.needs_full_logits = True
-
-
-def _pearson_distance(a, b, axis):
-    """`1 - Pearson correlation` of `a` and `b` along `axis`."""
-    a = a - ops.mean(a, axis=axis, keepdims=True)
-    b = b - ops.mean(b, axis=axis, keepdims=True)
-    norm = ops.sqrt(ops.sum(ops.square(a), axis=axis) * ops.sum(ops.square(b), axis=axis))
-    return 1.0 - ops.sum(a * b, axis=axis) / ops.maximum(norm, 1e-8)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -280,12 +297,13 @@ def dist(teacher_logits, student_logits, temperature=1.0, beta=1.0, gamma=1.0):
     True
     """
     temperature = ops.cast(temperature, "float32")
-    teacher = ops.softmax(ops.cast(teacher_logits, "float32") / temperature, -1)
-    student = ops.softmax(ops.cast(student_logits, "float32") / temperature, -1)
-    inter = _pearson_distance(teacher, student, axis=-1)
+    # Deviations from uniform: the same correlations, without losing them at large T.
+    teacher = numerics.centered_probabilities(numerics.scaled(teacher_logits, temperature))
+    student = numerics.centered_probabilities(numerics.scaled(student_logits, temperature))
+    inter = numerics.pearson_distance(teacher, student, axis=-1)
     classes = ops.shape(teacher)[-1]
     flat_t, flat_s = ops.reshape(teacher, (-1, classes)), ops.reshape(student, (-1, classes))
-    intra = ops.mean(_pearson_distance(flat_t, flat_s, axis=0))
+    intra = ops.mean(numerics.pearson_distance(flat_t, flat_s, axis=0))
     return ops.square(temperature) * (beta * inter + gamma * intra)
 
 

@@ -25,6 +25,10 @@ from keras_distill import losses
 from keras_distill.objective import stored_kinds as targets
 from keras_distill.utils.model_inspection import as_logits, check_compatible
 
+# The divergences are float32-accurate up to here (tests/test_stronger_losses.py); T**2 stays
+# far from float32's range and (t - s) / T far from its smallest normal number.
+MAX_TEMPERATURE = 1e6
+
 NO_STORED_OUTPUTS = (
     "Distiller(teacher=None) trains from stored teacher outputs, but this dataset has none: "
     "load it with keras_distill.load_teacher_labels(path), or give targets as a dict with "
@@ -50,7 +54,10 @@ class Losses(NamedTuple):
 
 
 def checked_temperature(value) -> float:
-    """`value` as a float if it is a valid temperature (finite, > 0).
+    """`value` as a float if it is a valid temperature (finite, > 0, at most `MAX_TEMPERATURE`).
+
+    The losses of `keras_distill.losses` are accurate up to this bound (see
+    `keras_distill.losses.numerics`).
 
     Example:
     >>> checked_temperature(2)
@@ -59,6 +66,13 @@ def checked_temperature(value) -> float:
     value = float(value)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"`temperature` must be a finite number > 0; received {value!r}.")
+    if value > MAX_TEMPERATURE:
+        raise ValueError(
+            f"`temperature` must be at most {MAX_TEMPERATURE:g}; received {value!r}. Beyond it "
+            "softmax(z / T) is uniform to float32 precision and the T**2-scaled losses tend to "
+            "half the variance of the logits' difference: use distillation_loss='logit_mse' "
+            "(the same limit, up to a factor) instead."
+        )
     return value
 
 

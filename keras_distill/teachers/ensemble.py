@@ -15,6 +15,8 @@ are read as log-probabilities.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -105,6 +107,11 @@ def ensemble(teachers, weights=None, average: str = "probabilities", name: str =
     """
     teachers = list(teachers)
     weights = [1.0] * len(teachers) if weights is None else [float(w) for w in weights]
+    if not all(math.isfinite(w) for w in weights):
+        raise ValueError(
+            f"`teacher_weights` must be finite numbers >= 0, one per teacher; received "
+            f"teacher_weights={weights!r}."
+        )
     if len(teachers) < 2 or len(weights) != len(teachers) or min(weights) < 0 or not sum(weights):
         raise ValueError(
             f"An ensemble takes two or more teachers and one weight >= 0 each, not all 0; "

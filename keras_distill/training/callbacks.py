@@ -2,25 +2,66 @@
 
 from __future__ import annotations
 
+import inspect
+import numbers
 from collections.abc import Callable
 
 import keras
 
+from keras_distill.objective import objective
 from keras_distill.training.base_distiller import SCHEDULED_KEYS, BaseDistiller
-from keras_distill.training.schedules import Constant
+from keras_distill.training.schedules import Constant, Schedule
 from keras_distill.utils.console import print_msg
 
 ScheduleLike = Callable[[int], float] | float
 
 
+def _required_positional(fn) -> int | None:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in kinds and p.default is inspect.Parameter.empty for p in parameters)
+
+
 def _as_schedule(schedule: ScheduleLike | None, name: str) -> Callable | None:
-    if schedule is None or callable(schedule):
-        return schedule
-    if isinstance(schedule, (int, float)):
+    if isinstance(schedule, (int, float)) and not isinstance(schedule, bool):
         return Constant(schedule)
-    raise TypeError(
-        f"`{name}` must be a callable schedule(step) -> float or a number; received {schedule!r}."
-    )
+    if schedule is not None and not callable(schedule):
+        raise TypeError(
+            f"`{name}` must be a callable schedule(step) -> float or a number; "
+            f"received {schedule!r}."
+        )
+    if schedule is not None and (_required_positional(schedule) or 1) > 1:
+        raise TypeError(
+            f"`{name}` {schedule!r} takes {_required_positional(schedule)} arguments, like a "
+            "keras.callbacks.LearningRateScheduler schedule(epoch, lr); TemperatureScheduler "
+            "calls schedule(step) with the epoch (or step) only and assigns the number it "
+            "returns. Write it as schedule(step) -> float."
+        )
+    return schedule
+
+
+def _check_extremes(schedule, key: str, argument: str) -> None:
+    """Refuses a schedule whose known values are not a valid temperature (or alpha)."""
+    if not isinstance(schedule, Schedule):
+        return
+    check = objective.checked_temperature if key == "temperature" else objective.checked_alpha
+    for value in schedule.extremes() or []:
+        try:
+            check(value)
+        except ValueError as error:
+            raise ValueError(f"`{argument}` {schedule!r} reaches {value!r}: {error}") from None
+
+
+def _as_number(value, schedule, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"The {key} schedule {schedule!r} returned {value!r} at {where}; it must return "
+            f"a number (the {key}), e.g. a float."
+        )
+    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -46,11 +87,14 @@ class TemperatureScheduler(keras.callbacks.Callback):
         verbose: 0 is quiet, 1 prints each change.
 
     Raises:
-        ValueError: If `update` is neither `"epoch"` nor `"batch"`; during
-            `fit`, if a schedule returns a temperature <= 0 or an alpha outside
-            [0, 1] (the message names the step).
-        TypeError: If a schedule is neither callable nor a number; during
-            `fit`, if the model is not a `Distiller`.
+        ValueError: If `update` is neither `"epoch"` nor `"batch"`, or a
+            `keras_distill.training.schedules` object reaches a temperature <= 0
+            or an alpha outside [0, 1]; during `fit`, if any schedule returns
+            such a value (the message names the step).
+        TypeError: If a schedule is neither callable nor a number, or takes
+            two arguments (a `LearningRateScheduler` schedule(epoch, lr)); during
+            `fit`, if the model is not a `Distiller`, or a schedule returns
+            something other than a number (the message names the schedule and step).
 
     Example:
     >>> import keras, numpy as np
@@ -78,6 +122,8 @@ class TemperatureScheduler(keras.callbacks.Callback):
             raise ValueError(f"`update` must be 'epoch' or 'batch'; received {update!r}.")
         self.schedule = _as_schedule(schedule, "schedule")
         self.alpha_schedule = _as_schedule(alpha_schedule, "alpha_schedule")
+        _check_extremes(self.schedule, "temperature", "schedule")
+        _check_extremes(self.alpha_schedule, "alpha", "alpha_schedule")
         self.update = update
         self.verbose = verbose
         self._epoch_start_step = 0
@@ -128,7 +174,7 @@ class TemperatureScheduler(keras.callbacks.Callback):
         for name, schedule in zip(SCHEDULED_KEYS, schedules, strict=True):
             if schedule is None:
                 continue
-            value = float(schedule(step))
+            value = _as_number(schedule(step), schedule, name, f"{self.update} {step}")
             try:
                 setattr(self.model, name, value)
             except ValueError as error:

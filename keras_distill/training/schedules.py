@@ -54,6 +54,14 @@ class Schedule:
             "constructor arguments, so that it can be saved and compared."
         )
 
+    def extremes(self) -> list[float] | None:
+        """The smallest and largest values the schedule takes, if known without running it.
+
+        `TemperatureScheduler` checks them at construction; a subclass that
+        does not say returns None, and its values are checked as they come.
+        """
+        return None
+
     @classmethod
     def from_config(cls, config: dict) -> Schedule:
         """Creates a schedule from `get_config()` output."""
@@ -96,6 +104,10 @@ class Constant(Schedule):
         _check_step(step)
         return self.value
 
+    def extremes(self) -> list[float]:
+        """The value."""
+        return [self.value]
+
     def get_config(self) -> dict:
         """Returns the constructor arguments."""
         return {"value": self.value}
@@ -120,6 +132,10 @@ class _Annealing(Schedule):
 
     def _interpolate(self, progress: float) -> float:
         raise NotImplementedError
+
+    def extremes(self) -> list[float]:
+        """`start` and `end`: every value lies between them."""
+        return [self.start, self.end]
 
     def get_config(self) -> dict:
         """Returns the constructor arguments."""
@@ -239,6 +255,10 @@ class Step(Schedule):
         _check_step(step)
         index = sum(step >= boundary for boundary in self.boundaries)
         return self.values[index]
+
+    def extremes(self) -> list[float]:
+        """The values."""
+        return [min(self.values), max(self.values)]
 
     def get_config(self) -> dict:
         """Returns the constructor arguments."""

@@ -50,7 +50,7 @@ class DistillationStep:
         check = tf.debugging.Assert(
             tf.reduce_all(tf.math.is_finite(tf.cast(output, "float32"))),
             [
-                f"The teacher {self.teacher.name!r} produced non-finite outputs (NaN or inf) in "
+                f"The teacher {self.teacher.name} produced non-finite outputs (NaN or inf) in "
                 "this step; the losses would be nan. Check the teacher and its inputs."
             ],
         )

@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops
 
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
+SOFTMAX_NAMES = ("softmax", "softmax_v2")
 
 # log(p) of a probability that underflowed to 0 stays finite with this floor; it
 # is far below anything float32 resolves.
@@ -71,6 +72,9 @@ def ends_in_softmax(layer) -> bool:
     >>> import keras
     >>> ends_in_softmax(keras.layers.Dense(3, activation="softmax"))
     True
+    >>> import tensorflow as tf
+    >>> ends_in_softmax(keras.layers.Activation(tf.nn.softmax))
+    True
     """
     while hasattr(layer, "layer"):  # QuantizeWrapper, PruneLowMagnitude
         layer = layer.layer
@@ -78,7 +82,16 @@ def ends_in_softmax(layer) -> bool:
         return True
     activation = getattr(layer, "activation", None)
     activation = getattr(activation, "activation", activation)  # QuantizeAwareActivation
-    return getattr(activation, "__name__", None) == "softmax"
+    # By name ("softmax", or TensorFlow's tf.nn.softmax, named "softmax_v2") or by object.
+    return getattr(activation, "__name__", None) in SOFTMAX_NAMES or any(
+        activation is softmax for softmax in _softmax_functions()
+    )
+
+
+def _softmax_functions() -> tuple:
+    import tensorflow as tf
+
+    return (keras.activations.softmax, keras.ops.softmax, tf.nn.softmax)
 
 
 def probability_outputs(model, kind: str, role: str) -> bool:
