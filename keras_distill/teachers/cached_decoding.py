@@ -151,6 +151,11 @@ class Decoded:
         prompt_lengths: `(batch,)` tokens of each prompt.
         response_mask: `(batch, width)` float32, 1 at each response token (up to and
             including the first `end_id`, at most `max_new_tokens`).
+
+    Example:
+    >>> tokens = np.array([[5, 6, 7, 0]], "int32")
+    >>> Decoded(tokens, np.array([2]), response_mask(tokens, [2], 2, None)).responses()
+    [array([7, 0], dtype=int32)]
     """
 
     tokens: np.ndarray
