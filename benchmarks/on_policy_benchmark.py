@@ -270,7 +270,8 @@ def verdict(parts: pathlib.Path) -> list[str]:
 
 def report(args, parts: pathlib.Path, speed_rows) -> list[str]:
     teacher = teacher_model(args.teacher_epochs, parts / "teacher.weights.h5")
-    check, check_answers = datasets.make_addition(500, seed=8)
+    taught = datasets.make_addition(3000, seed=7)[0]  # the teacher's own problems
+    check, check_answers = datasets.make_addition(500, seed=8, exclude=taught)
     table, seeds = [], set()
     for row in ROWS:
         found = sorted(parts.glob(f"{row.replace(' ', '_')}__seed*.json"))
@@ -288,7 +289,7 @@ def report(args, parts: pathlib.Path, speed_rows) -> list[str]:
         "",
         *verdict(parts),
         "",
-        f"Command: `{args.command}`. Machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Command: {args.command}. Machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Keras {keras.__version__}, TensorFlow {tf.__version__}. Two-digit addition; every "
         f"student (1 block, width 32) trains {args.steps} optimizer steps (batch {BATCH}, "
         "Adam 2e-3); "
@@ -336,7 +337,10 @@ def main():
     if args.quick:
         args.steps, args.teacher_epochs, args.seeds = 30, 2, 1
         args.parts += "_quick"
-    args.command = "python benchmarks/on_policy_benchmark.py" + (" --quick" if args.quick else "")
+    command = "python benchmarks/on_policy_benchmark.py" + (" --quick" if args.quick else "")
+    args.command = f"`{command}`"
+    if args.report:
+        args.command += " (run in pieces: `--seed S` for each seed, then `--report`)"
     parts = pathlib.Path(args.parts)
     parts.mkdir(parents=True, exist_ok=True)
     if args.seed is not None:
