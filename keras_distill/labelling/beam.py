@@ -66,7 +66,9 @@ class _CheckedHandler(ModelHandler):
 
     def run_inference(self, batch, model, inference_args=None):
         """The teacher's checked outputs, one `PredictionResult` per example."""
-        outputs, confidence = calls.call_teacher(model, np.stack(batch), self.output, 0)
+        outputs, confidence = calls.call_teacher(
+            model, np.stack(batch), self.output, 0, rows=self.batch_size
+        )
         confidence = [None] * len(batch) if confidence is None else confidence
         return [
             PredictionResult(x, (o, c)) for x, o, c in zip(batch, outputs, confidence, strict=True)

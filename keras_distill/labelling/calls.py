@@ -17,10 +17,15 @@ from keras_distill.utils.model_inspection import probability_outputs
 OUTPUT_KINDS = ("logits", "probabilities", "scores", "labels", "sequences")
 
 
-def _run(teacher, x: np.ndarray, kind: str):
+def _run(teacher, x: np.ndarray, kind: str, rows: int | None):
     import keras
 
     if isinstance(teacher, keras.Model):
+        if rows is not None and len(x) < rows:  # one batch shape: the same floats on every path
+            padding = np.zeros((rows - len(x),) + x.shape[1:], x.dtype)
+            return np.asarray(teacher.predict_on_batch(np.concatenate([x, padding])))[
+                : len(x)
+            ], None
         return teacher.predict_on_batch(x), None
     outputs = teacher(x)
     if kind == "scores" and isinstance(outputs, tuple):
@@ -47,8 +52,13 @@ def _check_probabilities(outputs: np.ndarray, where: str) -> None:
         )
 
 
-def call_teacher(teacher, x: np.ndarray, kind: str, start: int):
+def call_teacher(teacher, x: np.ndarray, kind: str, start: int, rows: int | None = None):
     """Runs the teacher on a batch: (outputs, confidence or None) as NumPy, checked.
+
+    A Keras teacher is called on `rows` rows (a shorter batch padded with
+    zeros, the padding's outputs dropped): its floats can depend on the batch
+    size, and both writers call it with their `batch_size` so that they store
+    the same bytes whatever the batches they happen to form.
 
     Raises:
         TeacherLabelsError: For the wrong number of outputs, NaN/inf, non-integer
@@ -58,7 +68,7 @@ def call_teacher(teacher, x: np.ndarray, kind: str, start: int):
     >>> call_teacher(lambda b: b * 2, np.ones((2, 3), "float32"), "logits", 0)[0].shape
     (2, 3)
     """
-    outputs, confidence = _run(teacher, x, kind)
+    outputs, confidence = _run(teacher, x, kind, rows)
     outputs = np.asarray(outputs)
     where = f"examples {start}-{start + len(x) - 1}"
     if outputs.ndim == 0 or len(outputs) != len(x):

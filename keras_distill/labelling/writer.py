@@ -197,17 +197,24 @@ def _label(teacher, data, part, writer: ShardWriter, batch_size: int, verbose: i
     kind = targets.stored_kind(settings.output, settings.top_k)
     remaining = examples.batches(data, part, writer.done, batch_size)
     probe = not _is_keras_model(teacher)  # a callable is identified by what it answers, too
-    return _label_batches(teacher, remaining, writer, kind, probe, _progress_bar(part, verbose))
+    progress = _progress_bar(part, verbose)
+    return _label_batches(teacher, remaining, writer, (kind, batch_size), probe, progress)
 
 
-def _label_batches(teacher, batches, writer: ShardWriter, kind, probe: bool, progress) -> dict:
-    """Runs the teacher over the remaining batches into the writer; the finished manifest."""
-    settings = writer.manifest.settings
+def _label_batches(teacher, batches, writer: ShardWriter, batching, probe: bool, progress) -> dict:
+    """Runs the teacher over the remaining batches into the writer; the finished manifest.
+
+    `batching` is `(stored kind, batch size)`: a Keras teacher is always called
+    on `batch size` rows.
+    """
+    (kind, batch_size), settings = batching, writer.manifest.settings
     progress.update(writer.done)
     started, position = time.perf_counter(), writer.done
     for batch in batches:
         x, y = inputs.unpack(batch)
-        outputs, confidence = calls.call_teacher(teacher, x, settings.output, position)
+        outputs, confidence = calls.call_teacher(
+            teacher, x, settings.output, position, rows=batch_size
+        )
         if position == 0:  # what the manifest says of the teacher
             writer.manifest.facts.update(calls.teacher_facts(outputs, kind, probe))
         writer.add(calls.record_fields(x, y, outputs, confidence, kind, settings))
