@@ -1,6 +1,11 @@
-"""Teachers other than one Keras model: ensembles and generating language models."""
+"""Teachers other than one Keras model: ensembles and generating (language-model) teachers.
 
-from keras_distill.teachers.ensemble import EnsembleAverage, ensemble
-from keras_distill.teachers.generation import exact_match, keras_generator, keras_hub_generator
+`ensemble.ensemble(teachers, weights)` averages several teachers into one;
+`generation.keras_generator` and `generation.keras_hub_generator` turn Keras
+language models into the `generate` callables that `label_with_teacher`
+stores responses from.
+"""
 
-__all__ = ["EnsembleAverage", "ensemble", "exact_match", "keras_generator", "keras_hub_generator"]
+from keras_distill.teachers import ensemble, generation
+
+__all__ = ["ensemble", "generation"]
