@@ -1,17 +1,21 @@
 """Bulk teacher labelling on Apache Beam (optional: `pip install keras-distill[beam]`).
 
-`LabelWithTeacher` is a `PTransform` from a `PCollection` of `(index, example)`
-pairs (an example is `x` or `(x, y)`, NumPy arrays, or a prompt for a
-generating teacher) to the same shards and
-manifest that `keras_distill.label_with_teacher` writes, so that
+`LabelShardChunks` is a `PTransform` from a `PCollection` of
+`keras_distill.labelling.beam_steps.ShardChunk`s (a shard's contiguous
+examples as NumPy arrays: one element per shard, sliced in bulk) to the same
+shards and manifest that `keras_distill.label_with_teacher` writes, so that
 `load_teacher_labels` reads them as usual. The teacher runs in Beam's
-`RunInference`, batched, loaded once per worker: a Keras model from a
-`.keras` path (`KerasModelHandler`) or any Python callable
-(`CallableModelHandler`). Shards are keyed by example index (`index //
-shard_size`) and sorted inside, so their contents and the manifest do not
-depend on the runner's parallelism or element order; the manifest is written
-last, so a failed pipeline leaves none that claims completeness, and a rerun
-rewrites the same files. `label` runs it for arrays in one call.
+`RunInference` on whole chunks (pre-batched elements, in slices of 256 rows),
+loaded once per worker: a Keras model from a `.keras` path
+(`KerasModelHandler`) or any Python callable (`CallableModelHandler`); each
+chunk is written as a whole shard. `LabelWithTeacher` takes a user's
+`PCollection` of `(index, example)` pairs (an example is `x` or `(x, y)`, or a
+prompt for a generating teacher) and groups them into chunks first. A shard's
+contents depend only on its examples and the manifest only on the shards, so
+neither depends on the runner's parallelism or element order; the manifest is
+written last, so a failed pipeline leaves none that claims completeness, and a
+rerun rewrites the same files. `label` runs it for arrays or a `tf.data`
+dataset in one call.
 
 It runs on any Beam runner (DirectRunner here; Dataflow, Flink, Spark with
 their pipeline options). Records, checks and manifest come from the same
@@ -30,13 +34,7 @@ import os
 import tempfile
 
 import apache_beam as beam
-import numpy as np
-from apache_beam.ml.inference.base import (
-    KeyedModelHandler,
-    ModelHandler,
-    PredictionResult,
-    RunInference,
-)
+from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from keras_distill.labelling import (
     beam_steps,
@@ -48,124 +46,118 @@ from keras_distill.labelling import (
     shards,
     storage,
 )
+from keras_distill.labelling.beam_handlers import (
+    CallableModelHandler,
+    ChunkHandler,
+    GenerateModelHandler,
+    KerasModelHandler,
+)
 from keras_distill.labelling.errors import TeacherLabelsError
 from keras_distill.labelling.manifest import Settings
 from keras_distill.labelling.output import Identity, opened_output, previous_outputs
 from keras_distill.teachers.black_box import fingerprint_arrays, fingerprint_teacher
 
+__all__ = [
+    "CallableModelHandler",
+    "GenerateModelHandler",
+    "KerasModelHandler",
+    "LabelShardChunks",
+    "LabelWithTeacher",
+    "label",
+    "label_settings",
+]
 
-class _CheckedHandler(ModelHandler):
-    """Runs the teacher on a batch through `call_teacher` (the local path's checks)."""
 
-    output = "logits"
-    batch_size = 256  # examples per teacher call, as `label_with_teacher`'s default
-
-    def batch_elements_kwargs(self):
-        """Batches of `batch_size` examples for the teacher (Beam otherwise starts at 1)."""
-        return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
-
-    def run_inference(self, batch, model, inference_args=None):
-        """The teacher's checked outputs, one `PredictionResult` per example."""
-        outputs, confidence = calls.call_teacher(
-            model, np.stack(batch), self.output, 0, rows=self.batch_size
+def _checked_handler(handler, kinds: tuple) -> ModelHandler:
+    if not isinstance(handler, kinds):
+        raise TypeError(
+            "`handler` must be a keras-distill Beam model handler: wrap a callable teacher as "
+            "CallableModelHandler(teacher), a saved Keras model as KerasModelHandler(path), "
+            "a generate callable as GenerateModelHandler(generate, options); received "
+            f"{handler!r}."
         )
-        confidence = [None] * len(batch) if confidence is None else confidence
-        return [
-            PredictionResult(x, (o, c)) for x, o, c in zip(batch, outputs, confidence, strict=True)
-        ]
+    return handler
 
 
-class KerasModelHandler(_CheckedHandler):
-    """A Keras teacher loaded once per worker from a `.keras` file.
-
-    Args:
-        path: The saved model (`model.save("teacher.keras")`).
-
-    Example:
-    >>> KerasModelHandler("teacher.keras").path
-    'teacher.keras'
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = str(path)
-
-    def load_model(self):
-        """The Keras model, loaded without its training configuration."""
-        import keras
-
-        return keras.saving.load_model(self.path, compile=False)
+def _opened(path, settings) -> tuple[str, Settings]:
+    """The checked output path and settings; refuses a foreign directory or a complete run."""
+    settings = settings if isinstance(settings, Settings) else Settings.from_json(settings)
+    path = storage.check_path(path)
+    _refuse_complete(path, Identity(settings))
+    return path, settings
 
 
-class CallableModelHandler(_CheckedHandler):
-    """Any Python callable from a NumPy batch to outputs (a black box), as a Beam model handler.
+def _written(entries, path: str, settings: Settings, facts: dict):
+    """The manifest, made and written last from every shard's entry."""
+    return (
+        entries
+        | "All" >> beam.combiners.ToList()
+        | "Manifest" >> beam.Map(beam_steps.complete_manifest, path, settings, facts)
+    )
+
+
+class LabelShardChunks(beam.PTransform):
+    """Labels `ShardChunk`s (one element per shard) into keras-distill shards and a manifest.
+
+    Each chunk goes through `RunInference` whole and is written as one shard
+    (`shard-{chunk.shard:05d}.tfrecord`); the chunks must cover the indices
+    0..n-1 without gaps or overlaps (`beam_steps.shard_chunks` slices arrays
+    so), else no manifest is written.
 
     Args:
-        teacher: The callable (pickled to the workers).
+        handler: A `KerasModelHandler` or `CallableModelHandler`.
+        path: Output directory (empty, new, or a failed run's).
+        settings: What the manifest records (`label_settings` makes them).
+        facts: What the manifest records of the teacher besides.
+
+    Raises:
+        TypeError: If `handler` is not one of keras-distill's example handlers.
+        TeacherLabelsError: If `path` holds files keras-distill did not write,
+            or a complete run.
 
     Example:
-    >>> CallableModelHandler(len).load_model() is len
-    True
+    >>> handler = CallableModelHandler(lambda b: b[:, :3])
+    >>> LabelShardChunks(handler, "out", label_settings("id:t", "logits", None, 10)).path
+    'out'
     """
 
-    def __init__(self, teacher):
-        self.teacher = teacher
+    def __init__(self, handler, path, settings, facts=None):
+        super().__init__()
+        self.handler = _checked_handler(handler, (ChunkHandler,))
+        self.path, self.settings = _opened(path, settings)
+        self.handler.output = self.settings.output
+        self.facts = dict(facts or {})
 
-    def load_model(self):
-        """The callable itself."""
-        return self.teacher
-
-
-class GenerateModelHandler(ModelHandler):
-    """A generating teacher (`generate(prompts) -> responses`) as a Beam model handler.
-
-    Its examples are `(index, prompt tokens, prompt as given)`; each result is
-    the prompt's checked samples (`keras_distill.labelling.responses.sample_batch`).
-
-    Args:
-        generate: The callable (pickled to the workers).
-        options: A `keras_distill.labelling.responses.SequenceOptions`.
-
-    Example:
-    >>> handler = GenerateModelHandler(lambda b: [[3]] * len(b), responses.SequenceOptions(8, 4))
-    >>> handler.options.max_length
-    4
-    """
-
-    batch_size = 64  # prompts per `generate` call
-
-    def __init__(self, generate, options):
-        self.generate, self.options = generate, options
-
-    def batch_elements_kwargs(self):
-        """Batches of `batch_size` prompts."""
-        return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
-
-    def load_model(self):
-        """The callable itself."""
-        return self.generate
-
-    def run_inference(self, batch, model, inference_args=None):
-        """The checked samples of each prompt, and whether they are scored."""
-        samples, scored = responses.sample_batch(
-            model, [b[1] for b in batch], [b[2] for b in batch], [b[0] for b in batch], self.options
+    def expand(self, chunks):
+        """Inference on whole chunks, one shard written per chunk, then the manifest."""
+        entries = (
+            chunks
+            | "Teacher" >> RunInference(self.handler)
+            | "WriteShard" >> beam.Map(beam_steps.write_chunk, self.path, self.settings)
         )
-        return [PredictionResult(b, (s, scored)) for b, s in zip(batch, samples, strict=True)]
+        return _written(entries, self.path, self.settings, self.facts)
 
 
 class LabelWithTeacher(beam.PTransform):
-    """Labels `(index, example)` pairs with a teacher into keras-distill shards and a manifest.
+    """Labels a user's `(index, example)` pairs with a teacher into shards and a manifest.
+
+    Examples are grouped once into shards (`index // shard_size`) and then
+    carried as `ShardChunk`s (see `LabelShardChunks`); prompts of a
+    `GenerateModelHandler` are run in batches of prompts and grouped into
+    shards of whole prompts. If the data is already in arrays, `label` (or
+    `LabelShardChunks` on `beam_steps.shard_chunks`) skips the grouping.
 
     Args:
         handler: A `KerasModelHandler`, `CallableModelHandler` or `GenerateModelHandler`.
         path: Output directory (empty, new, or a failed run's).
         settings: What the manifest records (`label_settings` makes them).
-        shard_size: Examples per shard.
+        shard_size: Examples per shard (default: `settings.shard_size`).
         facts: What the manifest records of the teacher besides (`label`
             passes a callable teacher's probe).
 
     Raises:
-        TypeError: If `handler` is not a Beam `ModelHandler` (wrap a callable
-            in `CallableModelHandler`).
+        TypeError: If `handler` is not one of keras-distill's handlers (wrap a
+            callable in `CallableModelHandler`).
         TeacherLabelsError: If `path` holds files keras-distill did not write,
             or a complete run.
 
@@ -178,50 +170,38 @@ class LabelWithTeacher(beam.PTransform):
 
     def __init__(self, handler, path, settings, shard_size: int | None = None, facts=None):
         super().__init__()
-        if not isinstance(handler, ModelHandler):
-            raise TypeError(
-                "`handler` must be a Beam ModelHandler: wrap a callable teacher as "
-                "CallableModelHandler(teacher), a saved Keras model as KerasModelHandler(path), "
-                "a generate callable as GenerateModelHandler(generate, options); received "
-                f"{handler!r}."
-            )
-        settings = settings if isinstance(settings, Settings) else Settings.from_json(settings)
-        self.path = storage.check_path(path)
-        _refuse_complete(self.path, Identity(settings))
-        if not isinstance(handler, GenerateModelHandler):
-            handler.output = settings.output
-        self.handler, self.settings, self.facts = handler, settings, dict(facts or {})
-        self.shard_size = shard_size or settings.shard_size
+        self.handler = _checked_handler(handler, (ChunkHandler, GenerateModelHandler))
+        self.path, self.settings = _opened(path, settings)
+        if isinstance(handler, ChunkHandler):
+            handler.output = self.settings.output
+        self.facts = dict(facts or {})
+        self.shard_size = shard_size or self.settings.shard_size
 
     def expand(self, examples):
-        """Inference, shards keyed by index, then the manifest from every shard's entry."""
+        """Shards grouped by index, inference, one shard written per group, then the manifest."""
         if isinstance(self.handler, GenerateModelHandler):  # prompts: whole prompts per shard
-            options = self.handler.options
-            grouped = (
-                examples
-                | "Key" >> beam.Map(beam_steps.keyed_prompt, options)
-                | "Teacher" >> RunInference(self.handler)
-                | "ByShard"
-                >> beam.Map(beam_steps.by_prompt_shard, self.shard_size // options.num_samples)
-                | "Group" >> beam.GroupByKey()
-            )
-            entries = grouped | "WriteShard" >> beam.Map(
-                beam_steps.write_responses, self.path, options
-            )
+            entries = self._responses(examples)
         else:
             entries = (
                 examples
-                | "Key" >> beam.Map(beam_steps.keyed)
-                | "Teacher" >> RunInference(KeyedModelHandler(self.handler))
                 | "ByShard" >> beam.Map(beam_steps.by_shard, self.shard_size)
                 | "Group" >> beam.GroupByKey()
-                | "WriteShard" >> beam.Map(beam_steps.write_examples, self.path, self.settings)
+                | "Chunk" >> beam.Map(beam_steps.chunk_of)
+                | "Teacher" >> RunInference(self.handler)
+                | "WriteShard" >> beam.Map(beam_steps.write_chunk, self.path, self.settings)
             )
+        return _written(entries, self.path, self.settings, self.facts)
+
+    def _responses(self, prompts):
+        options = self.handler.options
         return (
-            entries
-            | "All" >> beam.combiners.ToList()
-            | "Manifest"
-            >> beam.Map(beam_steps.complete_manifest, self.path, self.settings, self.facts)
+            prompts
+            | "Key" >> beam.Map(beam_steps.keyed_prompt, options)
+            | "Teacher" >> RunInference(self.handler)
+            | "ByShard"
+            >> beam.Map(beam_steps.by_prompt_shard, self.shard_size // options.num_samples)
+            | "Group" >> beam.GroupByKey()
+            | "WriteShard" >> beam.Map(beam_steps.write_responses, self.path, options)
         )
 
 
@@ -297,6 +277,7 @@ def label(
 
     Example:
     >>> import tempfile
+    >>> import numpy as np
     >>> x = np.random.rand(30, 4).astype("float32")
     >>> label(lambda b: b[:, :3], x, tempfile.mkdtemp(), shard_size=10)["num_examples"]
     30
@@ -310,6 +291,7 @@ def label(
     else:
         run = _example_run(teacher, data, fingerprint, output, top_k, shard_size, teacher_id)
     elements, handler, identity = run
+    transform = LabelWithTeacher if output == "sequences" else LabelShardChunks
     with opened_output(directory, identity, 0, overwrite):
         _refuse_complete(directory, identity)
         facts = {} if identity.probe is None else {"teacher_probe": identity.probe()}
@@ -317,7 +299,7 @@ def label(
             _ = (
                 pipeline
                 | "Examples" >> beam.Create(elements)
-                | LabelWithTeacher(handler, directory, identity.settings, facts=facts)
+                | transform(handler, directory, identity.settings, facts=facts)
             )
     return shards.read_manifests(directory, allow_incomplete=False, verify=True)[0].to_json()
 
@@ -332,7 +314,7 @@ def _sequence_run(generate, prompts, fingerprint: str, shard_size: int, sequence
 
 
 def _example_run(teacher, data, fingerprint, output, top_k, shard_size, teacher_id):
-    """(elements, handler, identity) of a run of examples; a Keras teacher saved for the workers."""
+    """(shard chunks, handler, identity) of a run of examples; a Keras teacher saved for workers."""
     import keras
 
     x, y = examples.labelled_arrays(data)
@@ -340,7 +322,7 @@ def _example_run(teacher, data, fingerprint, output, top_k, shard_size, teacher_
         raise TeacherLabelsError("The data to label is empty; nothing was written.")
     data_id = f"arrays:{fingerprint_arrays(x, y)}"
     settings = label_settings(fingerprint, output, top_k, shard_size, data_id)
-    elements = [(i, (x[i], y[i]) if y is not None else x[i]) for i in range(len(x))]
+    elements = list(beam_steps.shard_chunks(x, y, shard_size))  # one element per shard
     if isinstance(teacher, keras.Model):  # local workers read it; on a cluster, use a shared path
         model_path = os.path.join(tempfile.mkdtemp(), "teacher.keras")
         teacher.save(model_path)

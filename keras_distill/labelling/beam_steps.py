@@ -1,7 +1,9 @@
 """The steps of the Beam pipeline (`keras_distill.labelling.beam`), as plain functions.
 
-Elements are keyed by example (or prompt) index, grouped into shards by
-`index // shard_size`, written by the same functions as the local writer
+Examples travel as `ShardChunk`s (a shard's contiguous examples as arrays,
+sliced in bulk from the data, or grouped once from a user's `(index, example)`
+pairs by `index // shard_size`); prompts are keyed by index and grouped into
+shards of whole prompts. Shards are written by the same functions as the local writer
 (`keras_distill.labelling.shards`, `keras_distill.labelling.calls`,
 `keras_distill.labelling.responses`), and the manifest is made last from
 every shard's entry. Nothing here imports Apache Beam: the pipeline maps
@@ -10,6 +12,7 @@ these functions over its elements.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -20,29 +23,70 @@ from keras_distill.labelling.manifest import MANIFEST, Manifest, Settings
 from keras_distill.objective import stored_kinds as targets
 
 
-def keyed(element):
-    """`((index, label or None), x)` from an `(index, x or (x, y))` element.
+@dataclasses.dataclass(frozen=True)
+class ShardChunk:
+    """A shard's contiguous examples, the element the Beam pipeline carries: one pickle per shard.
 
     Example:
-    >>> keyed((3, (np.zeros(2), 1)))[0]
-    (3, 1)
+    >>> ShardChunk(2, 20, np.zeros((10, 4), "float32")).last
+    29
+    """
+
+    shard: int  # the shard's number (its file `shard-{shard:05d}.tfrecord`)
+    first: int  # the index of its first example
+    x: np.ndarray  # its inputs, in index order
+    labels: np.ndarray | None = None  # their labels, if known
+
+    @property
+    def last(self) -> int:
+        """The index of its last example."""
+        return self.first + len(self.x) - 1
+
+
+def shard_chunks(x: np.ndarray, labels: np.ndarray | None, shard_size: int):
+    """The `ShardChunk`s of arrays, sliced in bulk (views, no copy until pickled).
+
+    Example:
+    >>> [(c.shard, c.first, c.last) for c in shard_chunks(np.zeros((25, 2)), None, 10)]
+    [(0, 0, 9), (1, 10, 19), (2, 20, 24)]
+    """
+    for shard, first in enumerate(range(0, len(x), shard_size)):
+        part = slice(first, first + shard_size)
+        yield ShardChunk(shard, first, x[part], None if labels is None else labels[part])
+
+
+def by_shard(element, shard_size: int):
+    """`(shard, (index, x, label or None))` from a user's `(index, x or (x, y))` element.
+
+    Example:
+    >>> by_shard((12, (np.zeros(2), 1)), 10)[0]
+    1
     """
     index, example = element
     x, y = example if isinstance(example, tuple) else (example, None)
-    return (int(index), y), np.asarray(x)
+    return int(index) // shard_size, (int(index), np.asarray(x), y)
 
 
-def by_shard(result, shard_size: int):
-    """`(shard, (index, x, y, outputs, confidence))` from a keyed inference result.
+def chunk_of(group) -> ShardChunk:
+    """The `ShardChunk` of a shard's grouped examples, sorted by index.
+
+    Raises:
+        TeacherLabelsError: If the shard's indices are not contiguous.
 
     Example:
-    >>> from types import SimpleNamespace
-    >>> by_shard(((12, None), SimpleNamespace(example=0, inference=(1, None))), 10)[0]
-    1
+    >>> chunk_of((0, [(1, np.ones(2), None), (0, np.zeros(2), None)])).x.tolist()
+    [[0.0, 0.0], [1.0, 1.0]]
     """
-    (index, y), prediction = result
-    outputs, confidence = prediction.inference
-    return index // shard_size, (index, prediction.example, y, outputs, confidence)
+    shard, members = group
+    members = sorted(members, key=lambda member: member[0])
+    first, last = members[0][0], members[-1][0]
+    if last - first + 1 != len(members):
+        raise TeacherLabelsError(
+            f"The indices must be 0..n-1 without gaps or repeats; shard {shard} holds "
+            f"{len(members)} examples with indices {first}..{last}."
+        )
+    labels = None if members[0][2] is None else np.asarray([m[2] for m in members])
+    return ShardChunk(shard, first, np.stack([m[1] for m in members]), labels)
 
 
 def write_shard_fields(path: str, shard: int, fields: dict) -> tuple[dict, list]:
@@ -60,30 +104,27 @@ def write_shard_fields(path: str, shard: int, fields: dict) -> tuple[dict, list]
     return entry, records
 
 
-def write_examples(group, path: str, settings: Settings) -> dict:
-    """Writes one shard of examples, sorted by index; its manifest entry and facts.
+def write_chunk(result, path: str, settings: Settings) -> dict:
+    """Writes one shard from a chunk's inference result; its manifest entry and facts.
 
     Example:
     >>> import tempfile
+    >>> from types import SimpleNamespace
     >>> settings = Settings("id:t", "beam", "logits", None, 10, 1, runner="beam")
-    >>> member = (0, np.zeros(4, "float32"), None, np.zeros(3, "float32"), None)
-    >>> write_examples((0, [member]), tempfile.mkdtemp(), settings)["facts"]
+    >>> chunk = ShardChunk(0, 0, np.zeros((2, 4), "float32"))
+    >>> result = SimpleNamespace(example=chunk, inference=(np.zeros((2, 3), "float32"), None))
+    >>> write_chunk(result, tempfile.mkdtemp(), settings)["facts"]
     {'teacher_classes': 3}
     """
-    shard, members = group
-    members = sorted(members, key=lambda member: member[0])
-    x = np.stack([m[1] for m in members])
-    outputs = np.stack([m[3] for m in members])
-    confidence = None if members[0][4] is None else np.array([m[4] for m in members], "float32")
-    labels = None if members[0][2] is None else np.asarray([m[2] for m in members])
+    chunk, (outputs, confidence) = result.example, result.inference
     kind = targets.stored_kind(settings.output, settings.top_k)
-    fields = calls.record_fields(x, labels, outputs, confidence, kind, settings)
-    entry, records = write_shard_fields(path, shard, fields)
+    fields = calls.record_fields(chunk.x, chunk.labels, outputs, confidence, kind, settings)
+    entry, records = write_shard_fields(path, chunk.shard, fields)
     return {
         **entry,
-        "index": shard,
-        "first": members[0][0],
-        "last": members[-1][0],
+        "index": chunk.shard,
+        "first": chunk.first,
+        "last": chunk.last,
         "features": shards.features_of(records[0]),
         "facts": calls.teacher_facts(outputs, kind, probe=False),
     }
@@ -148,7 +189,11 @@ def _check_entries(entries: list) -> None:
     if not entries:
         raise TeacherLabelsError("The data to label is empty; no manifest was written.")
     units = sum(entry.get("units", entry["examples"]) for entry in entries)  # examples or prompts
-    if entries[-1]["last"] != units - 1 or entries[0]["first"] != 0:
+    starts = [entry["first"] for entry in entries]
+    if (
+        starts != [0] + [entry["last"] + 1 for entry in entries[:-1]]
+        or entries[-1]["last"] != units - 1
+    ):
         raise TeacherLabelsError(
             f"The indices must be 0..n-1 without gaps or repeats; {units} "
             f"elements, last {entries[-1]['last']}."
