@@ -282,7 +282,9 @@ class TokenDecoder:
             )
         padded = np.pad(tokens, ((0, 0), (0, self.max_new_tokens)), constant_values=self.pad_id)
         is_prompt = np.arange(width)[None, :] < lengths[:, None]
-        decoded = self._decode(padded, is_prompt, np.int32(lengths.min()))
+        decoded = self._decode(
+            padded, is_prompt, tf.constant(lengths.min(), "int32")
+        )  # a tensor: no retrace per start
         decoded = np.asarray(decoded).astype("int32")
         mask = response_mask(decoded, lengths, self.max_new_tokens, self.end_id)
         return Decoded(decoded, lengths, mask)
