@@ -136,3 +136,55 @@ def test_generated_responses_on_two_workers_equal_the_local_run(tmp_path):
     for (xa, ta), (xb, tb) in zip(*(b.as_numpy_iterator() for b in best), strict=True):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ta["teacher_tokens"], tb["teacher_tokens"])
+
+
+def test_shard_chunks_in_any_order_on_two_workers_write_the_same_bytes(digits, tmp_path):
+    x, y = digits.x_train[:900], digits.y_train[:900]
+    kbeam.label(lambda b: b[:, :5], (x, y), tmp_path / "one", shard_size=200)
+    chunks = list(kbeam.beam_steps.shard_chunks(x, y, 200))[::-1]  # the last shard first
+    assert [len(c.x) for c in chunks] == [100, 200, 200, 200, 200]
+    with beam.Pipeline(options=TWO_WORKERS) as pipeline:
+        _ = (
+            pipeline
+            | beam.Create(chunks)
+            | kbeam.LabelShardChunks(
+                kbeam.CallableModelHandler(lambda b: b[:, :5]),
+                str(tmp_path / "two"),
+                kbeam.label_settings("id:t", "logits", None, 200),
+            )
+        )
+    shards_of = [[s["sha256"] for s in manifest(tmp_path / p)["shards"]] for p in ("one", "two")]
+    assert shards_of[0] == shards_of[1] and len(shards_of[0]) == 5
+    for (xa, ta), (xb, tb) in zip(loaded(tmp_path / "one"), loaded(tmp_path / "two"), strict=True):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ta["labels"], tb["labels"])
+
+
+def test_the_teacher_sees_whole_shards_in_slices_of_256_rows(digits, tmp_path):
+    sizes = tmp_path / "sizes.txt"
+
+    def recording(batch):  # pickled to the worker: it writes what it saw to a file
+        with open(sizes, "a") as file:
+            file.write(f"{len(batch)}\n")
+        return batch[:, :3]
+
+    kbeam.label(recording, digits.x_train[:1100], tmp_path / "out", shard_size=500)
+    seen = sorted(int(line) for line in sizes.read_text().split())
+    assert seen == [8, 100, 244, 244, 256, 256]  # the driver's probe (8), then 500, 500, 100
+
+
+def test_chunks_that_leave_a_gap_fail_the_pipeline_and_leave_no_manifest(digits, tmp_path):
+    x = digits.x_train[:600]
+    chunks = [c for c in kbeam.beam_steps.shard_chunks(x, None, 200) if c.shard != 1]
+    with pytest.raises(Exception, match="without gaps or repeats"):
+        with beam.Pipeline() as pipeline:
+            _ = (
+                pipeline
+                | beam.Create(chunks)
+                | kbeam.LabelShardChunks(
+                    kbeam.CallableModelHandler(lambda b: b[:, :3]),
+                    str(tmp_path),
+                    kbeam.label_settings("id:t", "logits", None, 200),
+                )
+            )
+    assert not (tmp_path / "manifest.json").exists()

@@ -287,34 +287,37 @@ def label(
     directory = storage.check_path(path)
     fingerprint = fingerprint_teacher(teacher, teacher_id)
     if output == "sequences":
-        run = _sequence_run(teacher, data, fingerprint, shard_size, sequence_options)
+        handler, identity = _sequence_run(teacher, data, fingerprint, shard_size, sequence_options)
     else:
-        run = _example_run(teacher, data, fingerprint, output, top_k, shard_size, teacher_id)
-    elements, handler, identity = run
-    transform = LabelWithTeacher if output == "sequences" else LabelShardChunks
-    with opened_output(directory, identity, 0, overwrite):
+        handler, identity = _example_run(
+            teacher, data, fingerprint, output, top_k, shard_size, teacher_id
+        )
+    with tempfile.TemporaryDirectory() as staging, opened_output(directory, identity, 0, overwrite):
         _refuse_complete(directory, identity)
         facts = {} if identity.probe is None else {"teacher_probe": identity.probe()}
         with beam.Pipeline(options=pipeline_options) as pipeline:
-            _ = (
-                pipeline
-                | "Examples" >> beam.Create(elements)
-                | transform(handler, directory, identity.settings, facts=facts)
-            )
+            if output == "sequences":
+                elements = pipeline | "Prompts" >> beam.Create(list(enumerate(data)))
+                transform = LabelWithTeacher(handler, directory, identity.settings, facts=facts)
+            else:
+                elements = _chunks(pipeline, data, staging, shard_size)
+                handler = _worker_handler(teacher, handler, staging)
+                transform = LabelShardChunks(handler, directory, identity.settings, facts=facts)
+            _ = elements | transform
     return shards.read_manifests(directory, allow_incomplete=False, verify=True)[0].to_json()
 
 
 def _sequence_run(generate, prompts, fingerprint: str, shard_size: int, sequence_options: dict):
-    """(elements, handler, identity) of a run of generated responses."""
+    """(handler, identity) of a run of generated responses."""
     options = responses.SequenceOptions(**sequence_options)
     tokens = responses.prompt_tokens(prompts, options)  # checked before the pipeline starts
     data_id = f"prompts:{sequences.prompts_fingerprint(tokens)}"
     settings = sequences.sequence_settings(fingerprint, data_id, options, shard_size, "beam")
-    return list(enumerate(prompts)), GenerateModelHandler(generate, options), Identity(settings)
+    return GenerateModelHandler(generate, options), Identity(settings)
 
 
 def _example_run(teacher, data, fingerprint, output, top_k, shard_size, teacher_id):
-    """(shard chunks, handler, identity) of a run of examples; a Keras teacher saved for workers."""
+    """(handler or None for a Keras teacher, identity) of a run of examples."""
     import keras
 
     x, y = examples.labelled_arrays(data)
@@ -322,10 +325,25 @@ def _example_run(teacher, data, fingerprint, output, top_k, shard_size, teacher_
         raise TeacherLabelsError("The data to label is empty; nothing was written.")
     data_id = f"arrays:{fingerprint_arrays(x, y)}"
     settings = label_settings(fingerprint, output, top_k, shard_size, data_id)
-    elements = list(beam_steps.shard_chunks(x, y, shard_size))  # one element per shard
-    if isinstance(teacher, keras.Model):  # local workers read it; on a cluster, use a shared path
-        model_path = os.path.join(tempfile.mkdtemp(), "teacher.keras")
-        teacher.save(model_path)
-        return elements, KerasModelHandler(model_path), Identity(settings, None, teacher_id)
+    if isinstance(teacher, keras.Model):
+        return None, Identity(settings, None, teacher_id)
     probe = lambda: calls.probe_of(teacher, x, output)  # noqa: E731
-    return elements, CallableModelHandler(teacher), Identity(settings, probe, teacher_id)
+    return CallableModelHandler(teacher), Identity(settings, probe, teacher_id)
+
+
+def _chunks(pipeline, data, staging: str, shard_size: int):
+    """The arrays' `ShardChunk`s: ranges through the pipeline, sliced from saved arrays."""
+    x, y = examples.labelled_arrays(data)
+    ranges = beam_steps.saved_ranges(x, y, shard_size, staging)  # local workers read them
+    return (
+        pipeline | "Ranges" >> beam.Create(ranges) | "Slice" >> beam.Map(beam_steps.chunk_of_range)
+    )
+
+
+def _worker_handler(teacher, handler, staging: str):
+    """The callable's handler, or a Keras teacher saved to `staging` for the workers."""
+    if handler is not None:
+        return handler
+    model_path = os.path.join(staging, "teacher.keras")  # on a cluster, use a shared path
+    teacher.save(model_path)
+    return KerasModelHandler(model_path)

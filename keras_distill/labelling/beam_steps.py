@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 
 import numpy as np
 
@@ -53,6 +54,61 @@ def shard_chunks(x: np.ndarray, labels: np.ndarray | None, shard_size: int):
     for shard, first in enumerate(range(0, len(x), shard_size)):
         part = slice(first, first + shard_size)
         yield ShardChunk(shard, first, x[part], None if labels is None else labels[part])
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardRange:
+    """A shard's index range in arrays saved as `.npy` files: a few bytes per element.
+
+    The pipeline carries ranges (not the arrays, which Beam would pickle and
+    compress into the pipeline itself), and each worker slices its chunk from
+    the memory-mapped files (`chunk_of_range`).
+
+    Example:
+    >>> ShardRange(1, 10, 20, "/tmp/arrays", labelled=False).stop
+    20
+    """
+
+    shard: int
+    first: int
+    stop: int  # one past the index of its last example
+    folder: str  # where `x.npy` (and `y.npy` if `labelled`) are
+    labelled: bool
+
+
+def saved_ranges(x: np.ndarray, labels: np.ndarray | None, shard_size: int, folder: str):
+    """Saves the arrays to `folder` (`x.npy`, `y.npy`); the `ShardRange` of each shard.
+
+    Example:
+    >>> import tempfile
+    >>> [r.first for r in saved_ranges(np.zeros((25, 2)), None, 10, tempfile.mkdtemp())]
+    [0, 10, 20]
+    """
+    np.save(os.path.join(folder, "x.npy"), x)
+    if labels is not None:
+        np.save(os.path.join(folder, "y.npy"), labels)
+    return [
+        ShardRange(shard, first, min(first + shard_size, len(x)), folder, labels is not None)
+        for shard, first in enumerate(range(0, len(x), shard_size))
+    ]
+
+
+def chunk_of_range(shard_range: ShardRange) -> ShardChunk:
+    """The `ShardChunk` of a range, sliced in bulk from the memory-mapped arrays.
+
+    Example:
+    >>> import tempfile
+    >>> ranges = saved_ranges(np.arange(6.0).reshape(3, 2), None, 2, tempfile.mkdtemp())
+    >>> chunk_of_range(ranges[1]).x.tolist()
+    [[4.0, 5.0]]
+    """
+    part = slice(shard_range.first, shard_range.stop)
+
+    def sliced(name: str) -> np.ndarray:
+        return np.array(np.load(os.path.join(shard_range.folder, name), mmap_mode="r")[part])
+
+    labels = sliced("y.npy") if shard_range.labelled else None
+    return ShardChunk(shard_range.shard, shard_range.first, sliced("x.npy"), labels)
 
 
 def by_shard(element, shard_size: int):
