@@ -229,7 +229,8 @@ def _shard_problem(i: int, shard, seen: set) -> list:
         problems.append(f"shards[{i}]['file'] must be a file name; found {name!r}")
     elif name in seen:
         problems.append(f"shard {name!r} is listed twice")
-    seen.add(name)
+    else:
+        seen.add(name)
     if not _positive(shard.get("examples")):
         problems.append(
             f"shards[{i}]['examples'] must be a positive integer; found {shard.get('examples')!r}"

@@ -21,7 +21,9 @@ from keras import ops
 SERIES_LIMIT = 0.1
 # exp(80) is finite in float32; beyond it the log-sum-exp form takes over.
 OVERFLOW_LIMIT = 80.0
-# A spread below this fraction of the input's magnitude is rounding noise (~ 8 float32 ulps).
+# A spread below this fraction of max(|input|, 1) is treated as none: rounding noise far from
+# zero (about 8 float32 ulps), and below 1e-6 near zero, where adding a constant to the logits
+# would round it away (so a shift never turns a flat row into +-1).
 RELATIVE_FLOOR = 1e-6
 # Keeps an all-zero input finite (its square is still a normal float32).
 TINY = 1e-15
@@ -125,7 +127,7 @@ def scaled(logits, temperature):
 
     Example:
     >>> import numpy as np
-    >>> np.asarray(scaled(np.array([[1e4 + 1.0, 1e4]], "float32"), 1e-3)).tolist()
+    >>> np.round(np.asarray(scaled(np.array([[1e4 + 1.0, 1e4]], "float32"), 1e-3)), 3).tolist()
     [[0.0, -1000.0]]
     """
     logits = ops.cast(logits, "float32")
@@ -133,16 +135,23 @@ def scaled(logits, temperature):
     return (logits - shift) / ops.cast(temperature, "float32")
 
 
-def magnitude_floor(values, axis=-1):
-    """A spread floor for `values`: `RELATIVE_FLOOR` times their largest magnitude.
+def magnitude_floor(values, axis=-1, least_magnitude=0.0):
+    """A spread floor: `RELATIVE_FLOOR` times `max(largest |value|, least_magnitude)`.
+
+    Logits can be shifted by any constant, so their floor counts magnitudes
+    below 1 as 1 (`least_magnitude=1.0`): a spread that adding a constant
+    would round away is never blown up to +-1. Probabilities cannot be
+    shifted: their floor scales with their own magnitude.
 
     Example:
     >>> import numpy as np
-    >>> f"{float(magnitude_floor(np.array([2.0, 2.0]))[0]):.3g}"
-    '2e-06'
+    >>> f"{float(magnitude_floor(np.array([200.0, 200.0]))[0]):.3g}"
+    '0.0002'
+    >>> f"{float(magnitude_floor(np.array([0.0, 1e-8]), least_magnitude=1.0)[0]):.3g}"
+    '1e-06'
     """
     largest = ops.max(ops.abs(ops.cast(values, "float32")), axis=axis, keepdims=True)
-    return RELATIVE_FLOOR * largest + TINY
+    return RELATIVE_FLOOR * ops.maximum(largest, least_magnitude) + TINY
 
 
 def standardized(logits, axis=-1):
@@ -154,13 +163,13 @@ def standardized(logits, axis=-1):
     Example:
     >>> import numpy as np
     >>> z = np.float32(2.0) + np.array([[2.4e-7, 0.0]], "float32")  # one ulp apart
-    >>> bool(np.all(np.abs(np.asarray(standardized(z))) < 0.1))
+    >>> bool(np.all(np.abs(np.asarray(standardized(z))) < 0.2))  # not +-1
     True
     """
     logits = ops.cast(logits, "float32")
     mean = ops.mean(logits, axis=axis, keepdims=True)
     variance = ops.var(logits, axis=axis, keepdims=True)
-    floor = magnitude_floor(logits, axis)
+    floor = magnitude_floor(logits, axis, least_magnitude=1.0)
     return (logits - mean) / ops.sqrt(variance + ops.square(floor))
 
 
