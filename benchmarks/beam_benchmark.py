@@ -1,13 +1,17 @@
 """Beam protocol: labelling throughput of the Beam DirectRunner against the single-process path.
 
-The same Keras teacher (digits MLP 64-1024-1024-1024-10, 2.2M parameters) labels the same
-examples (the digits training set tiled to 100,000) into shards of 2,000: with
-`label_with_teacher` in this process, and with `keras_distill.labelling.beam.label` on the
-DirectRunner with 1 worker (in memory) and 2 worker processes (multi_processing). One run;
-examples per second including pipeline start-up (worker processes import TensorFlow and
-load the model).
+Two Keras teachers label the digits training set tiled to the given sizes, in shards of 2,000:
+the digits MLP 64-1024-1024-1024-10 (2.2M parameters) and a teacher about ten times slower per
+example (64-3200-3200-3200-10, 20.7M parameters). Each is run with `label_with_teacher` in this
+process, and with `keras_distill.labelling.beam.label` on the DirectRunner with 1 worker (in
+memory) and with 2 worker processes (multi_processing). Examples per second include pipeline
+start-up (worker processes import TensorFlow and load the model). The Beam path carries one
+element per shard (a `ShardChunk`), so its cost per example is the teacher's.
 
-Usage: python benchmarks/beam_benchmark.py [--quick] [--out benchmarks/results/beam.md]
+Usage: python benchmarks/beam_benchmark.py [--quick] [--pieces fast,fast-large,slow]
+    [--out benchmarks/results/beam.md]
+(`--pieces` runs part of the table, to keep each run short on a shared machine; the report
+then holds only those rows.)
 """
 
 import argparse
@@ -28,60 +32,81 @@ from keras_distill.labelling import beam as kbeam  # noqa: E402
 from keras_distill.studies.datasets import load_digits  # noqa: E402
 from keras_distill.utils import markdown  # noqa: E402
 
+SHARD = 2_000
+RUNNERS = {
+    "label_with_teacher (one process)": None,
+    "Beam DirectRunner, 1 worker": PipelineOptions(direct_num_workers=1),
+    "Beam DirectRunner, 2 worker processes": PipelineOptions(
+        direct_num_workers=2, direct_running_mode="multi_processing"
+    ),
+}
+
+
+def mlp(width: int) -> keras.Model:
+    """64-width-width-width-10, seeded."""
+    keras.utils.set_random_seed(0)
+    hidden = [keras.layers.Dense(width, activation="relu") for _ in range(3)]
+    return keras.Sequential([keras.Input((64,)), *hidden, keras.layers.Dense(10)])
+
+
+def seconds_to_label(teacher, x, options) -> float:
+    """Wall-clock seconds of one labelling run into a new directory."""
+    path = tempfile.mkdtemp()
+    started = time.perf_counter()
+    if options is None:
+        kd.label_with_teacher(teacher, x, path, shard_size=SHARD, verbose=0)
+    else:
+        kbeam.label(teacher, x, path, shard_size=SHARD, pipeline_options=options)
+    return time.perf_counter() - started
+
+
+def rows_of(name: str, teacher, x) -> list[list[str]]:
+    """One table row per runner: teacher, size, runner, time, examples/s, ratio to one process."""
+    rows, base = [], None
+    for runner, options in RUNNERS.items():
+        seconds = seconds_to_label(teacher, x, options)
+        base = base or seconds
+        rate = f"{len(x) / seconds:,.0f}"
+        cells = [name, f"{len(x):,}", runner, f"{seconds:.1f} s", rate, f"{base / seconds:.2f}"]
+        print(" | ".join(cells), flush=True)
+        rows.append(cells)
+    return rows
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--pieces", default="fast,fast-large,slow")
     parser.add_argument("--out", default="benchmarks/results/beam.md")
     args = parser.parse_args()
-    size = 2_000 if args.quick else 100_000
+    scale = 50 if args.quick else 1
     digits = load_digits()
-    x = np.resize(digits.x_train, (size, 64)).astype("float32")
-    keras.utils.set_random_seed(0)
-    teacher = keras.Sequential(
-        [keras.Input((64,))]
-        + [keras.layers.Dense(1024, activation="relu") for _ in range(3)]
-        + [keras.layers.Dense(10)]
-    )
-    runs = {
-        "label_with_teacher (one process)": lambda path: kd.label_with_teacher(
-            teacher, x, path, shard_size=2_000, verbose=0
-        ),
-        "Beam DirectRunner, 1 worker": lambda path: kbeam.label(
-            teacher,
-            x,
-            path,
-            shard_size=2_000,
-            pipeline_options=PipelineOptions(direct_num_workers=1),
-        ),
-        "Beam DirectRunner, 2 worker processes": lambda path: kbeam.label(
-            teacher,
-            x,
-            path,
-            shard_size=2_000,
-            pipeline_options=PipelineOptions(
-                direct_num_workers=2, direct_running_mode="multi_processing"
-            ),
-        ),
+    teachers = {"fast": mlp(1024), "slow": mlp(3200)}
+    pieces = {  # piece: (teacher, examples)
+        "fast": ("fast", 100_000 // scale),
+        "fast-large": ("fast", 400_000 // scale),
+        "slow": ("slow", 100_000 // scale),
     }
-    rows, base = [], None
-    for name, run in runs.items():
-        started = time.perf_counter()
-        run(tempfile.mkdtemp())
-        seconds = time.perf_counter() - started
-        base = base or seconds
-        rows.append([name, f"{seconds:.1f} s", f"{size / seconds:,.0f}", f"{base / seconds:.2f}"])
+    rows = []
+    for piece in args.pieces.split(","):
+        kind, size = pieces[piece]
+        teacher = teachers[kind]
+        name = f"{teacher.count_params() / 1e6:.1f}M"
+        rows += rows_of(name, teacher, np.resize(digits.x_train, (size, 64)).astype("float32"))
+    flags = (" --quick" if args.quick else "") + f" --pieces {args.pieces}"
     lines = [
         "# Beam benchmark",
         "",
-        f"Command: `python benchmarks/beam_benchmark.py{' --quick' if args.quick else ''}`. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}; "
-        f"{size:,} digits examples, teacher {teacher.count_params():,} parameters, shards of "
-        "2,000; one run, start-up included.",
+        f"Command: `python benchmarks/beam_benchmark.py{flags}`. Machine: {platform.machine()}, "
+        f"{os.cpu_count()} cores, Keras {keras.__version__}; digits examples tiled, shards of "
+        f"{SHARD:,}; one run per row, start-up included; ratio: examples/s over the one-process "
+        "run of the same teacher and size.",
         "",
-        markdown.table(["labelling", "time", "examples/s", "speed-up"], rows),
+        markdown.table(
+            ["teacher", "examples", "labelling", "time", "examples/s", "ratio"],
+            rows,
+        ),
     ]
-    print("\n".join(lines))
     write_report(lines, args.out)
 
 
