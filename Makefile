@@ -68,7 +68,7 @@ tutorials: $(STAMP)
 # Benchmarks (not part of the tests): quick versions take minutes, full ones about an hour.
 BENCHMARKS := quality_benchmark speed_benchmark stored_teacher_benchmark micro_benchmark \
 	labelling_workers_benchmark optimize_benchmark features_benchmark generation_benchmark \
-	beam_benchmark
+	beam_benchmark on_policy_benchmark
 
 bench-quick: $(STAMP)
 	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py --quick || exit 1; done

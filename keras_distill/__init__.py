@@ -42,6 +42,7 @@ from keras_distill.training import (
     init_from_teacher,
     schedules,
 )
+from keras_distill.training.on_policy import OnPolicyDistiller
 from keras_distill.utils import moved_modules
 from keras_distill.version import __version__
 
@@ -60,6 +61,7 @@ __all__ = [
     "features",
     "generation",
     "InitReport",
+    "OnPolicyDistiller",
     "init_from_teacher",
     "label_with_teacher",
     "load_teacher_labels",

@@ -10,7 +10,10 @@ import pytest
 
 import keras_distill
 
-OPTIONAL = {"keras_distill.labelling.beam": "apache_beam"}  # modules of optional extras
+OPTIONAL = {
+    "keras_distill.labelling.beam": "apache_beam",
+    "keras_distill.labelling.beam_handlers": "apache_beam",
+}  # modules of optional extras
 MODULES = [
     importlib.import_module(info.name)
     for info in pkgutil.walk_packages(keras_distill.__path__, prefix="keras_distill.")
@@ -50,6 +53,7 @@ def test_all_names_the_public_api():
         "features",
         "generation",
         "InitReport",
+        "OnPolicyDistiller",
         "init_from_teacher",
         "CompressionReport",
         "Distiller",

@@ -31,6 +31,12 @@ from keras_distill.losses.losses import (
     get,
     serialize,
 )
+from keras_distill.losses.token_divergences import (
+    generalized_jsd,
+    masked_sequence_mean,
+    token_divergence,
+    top_k_buckets,
+)
 
 __all__ = [
     "DIST",
@@ -44,6 +50,10 @@ __all__ = [
     "decoupled_kd",
     "deserialize",
     "dist",
+    "generalized_jsd",
+    "masked_sequence_mean",
+    "token_divergence",
+    "top_k_buckets",
     "get",
     "jensen_shannon_divergence",
     "kl_divergence",

@@ -174,7 +174,7 @@ def warn_shared_layers(teacher, student) -> None:
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
     ...     warn_shared_layers(teacher, student)
-    >>> "['shared']" in str(caught[0].message)
+    >>> "shared']" in str(caught[0].message)
     True
     """
     if teacher is None:
@@ -195,7 +195,15 @@ def warn_shared_layers(teacher, student) -> None:
 
 
 def checked_teacher(teacher, student, model_class, teacher_weights, teacher_average):
-    """The one teacher (an ensemble of a list), once teacher and student pass their checks."""
+    """The one teacher (an ensemble of a list), once teacher and student pass their checks.
+
+    Example:
+    >>> import keras
+    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name="t")
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name="s")
+    >>> checked_teacher(teacher, student, keras.Model, None, "probabilities").name
+    't'
+    """
     check_student_not_among_teachers(teacher, student)
     teacher = ensemble_lib.one_teacher(teacher, teacher_weights, teacher_average)
     check_types(teacher, student, model_class)
@@ -206,7 +214,17 @@ def checked_teacher(teacher, student, model_class, teacher_weights, teacher_aver
 
 
 def check_inputs(teacher, student, augment, teacher_inputs) -> None:
-    """What the models are fed: the teacher's input adapter and the augmentation."""
+    """What the models are fed: the teacher's input adapter and the augmentation.
+
+    Example:
+    >>> import keras
+    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> student = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    >>> check_inputs(teacher, student, None, None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ...
+    """
     check_teacher_inputs(teacher_inputs, teacher)
     check_input_shapes(teacher, student, teacher_inputs)
     augment_checks.check_augment(augment, teacher)
@@ -214,7 +232,15 @@ def check_inputs(teacher, student, augment, teacher_inputs) -> None:
 
 
 def output_kinds(teacher, student, teacher_output, student_output) -> tuple[bool, bool]:
-    """(teacher's outputs are probabilities, student's are), once their outputs match."""
+    """(teacher's outputs are probabilities, student's are), once their outputs match.
+
+    Example:
+    >>> import keras
+    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, "softmax")])
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> output_kinds(teacher, student, "auto", "auto")
+    (True, False)
+    """
     teacher_probabilities = teacher is not None and probability_outputs(
         teacher, teacher_output, "teacher"
     )

@@ -196,7 +196,7 @@ class OnPolicyDistiller(keras.Model):
     beta = property(
         lambda self: self._variables["beta"],
         lambda self, v: self._set("beta", v),
-        doc="The JSD's interpolation: 0 forward KL, 1 reverse KL (a variable).",
+        doc="Interpolation of the JSD between forward KL (0) and reverse KL (1); a variable.",
     )
     temperature = property(
         lambda self: self._variables["temperature"],
