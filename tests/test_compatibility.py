@@ -72,6 +72,7 @@ def test_an_old_module_path_is_the_new_module_with_a_deprecation_warning(old, mo
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         module = importlib.import_module(old)
+    sys.modules.pop(old)  # leave no old path behind for later tests (and doctests) to find
     assert module is new
     messages = [str(w.message) for w in caught if w.category is DeprecationWarning]
     assert any(MOVED[old] in message for message in messages), messages

@@ -69,6 +69,7 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     Example:
     >>> import warnings
+    >>> _ = sys.modules.pop("keras_distill.divergences", None)  # as if never imported
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
     ...     import keras_distill.divergences as old
