@@ -44,7 +44,7 @@ def echo(prompts):  # a generating teacher: answers each prompt with its first t
 
 def test_a_manifest_in_the_stored_json_form_round_trips_unchanged():
     stored = {
-        "format": "keras_distill.labelling.writer/1",
+        "format": "keras_distill.teacher_labels/1",
         "settings": {
             "teacher": "callable:m.f",
             "data": "arrays:0123456789abcdef",

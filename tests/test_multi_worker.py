@@ -300,7 +300,7 @@ def test_two_labelling_workers_one_killed_and_resumed_give_the_single_process_re
         [sys.executable, "-c", LABEL, str(target), "0"], env=worker_env(ports, 0)
     )
     slow = subprocess.Popen(
-        [sys.executable, "-c", LABEL, str(target), "0.05"], env=worker_env(ports, 1)
+        [sys.executable, "-c", LABEL, str(target), "0.3"], env=worker_env(ports, 1)
     )
     try:
         assert fast.wait(timeout=TIMEOUT) == 0

@@ -20,7 +20,7 @@ from keras_distill.labelling import storage
 from keras_distill.labelling.errors import TeacherLabelsError
 from keras_distill.objective import stored_kinds as targets
 
-FORMAT = "keras_distill.labelling.writer/1"
+FORMAT = "keras_distill.teacher_labels/1"  # the on-disk format id of 0.1; never renamed
 MANIFEST = "manifest.json"
 SEQUENCE_KEYS = ("num_samples", "max_length", "vocabulary_size", "pad_id")
 
@@ -84,7 +84,17 @@ class Settings:
         problems = settings_problems(value)
         if problems:
             raise TeacherLabelsError(f"{where} is malformed: " + "; ".join(problems) + ".")
-        names = {field.name for field in dataclasses.fields(cls)}
+        fields = dataclasses.fields(cls)
+        missing = [
+            field.name
+            for field in fields
+            if field.name not in value
+            and field.default is dataclasses.MISSING
+            and field.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise TeacherLabelsError(f"{where} is malformed: settings lack {missing}.")
+        names = {field.name for field in fields}
         return cls(**{k: v for k, v in value.items() if k in names})
 
     def differences(self, other: Settings) -> list[str]:
