@@ -85,8 +85,8 @@ def test_softmax_written_with_tensorflow_functions_is_detected(written_as):
     assert distiller.teacher_outputs_are_probabilities
 
 
-@pytest.mark.parametrize("as_dataset", [False, True])
-def test_a_lambda_softmax_teacher_gets_a_warning_naming_teacher_output(as_dataset):
+@pytest.mark.parametrize("feed", ["cached arrays", "live arrays", "augmented arrays", "dataset"])
+def test_a_lambda_softmax_teacher_gets_a_warning_naming_teacher_output(feed):
     x, y = data()
     teacher = keras.Sequential(
         [
@@ -95,7 +95,12 @@ def test_a_lambda_softmax_teacher_gets_a_warning_naming_teacher_output(as_datase
             keras.layers.Lambda(lambda z: keras.ops.softmax(z)),
         ]
     )
-    distiller = compiled(Distiller(teacher, mlp()))
+    options = {
+        "live arrays": {"cache_teacher_outputs": False},
+        "augmented arrays": {"augment": lambda batch, training: batch * 1.0},
+    }.get(feed, {})
+    distiller = compiled(Distiller(teacher, mlp(), **options))
+    as_dataset = feed == "dataset"
     inputs = tf.data.Dataset.from_tensor_slices((x, y)).batch(8) if as_dataset else x
     _, messages = caught(
         lambda: distiller.fit(inputs, None if as_dataset else y, epochs=1, verbose=0)
@@ -154,11 +159,19 @@ def test_a_nan_teacher_is_named_before_training_from_cached_outputs():
         distiller.fit(x, y, epochs=1, verbose=0)
 
 
-def test_a_nan_live_teacher_is_named_at_the_first_step():
+def test_a_nan_live_teacher_is_named_before_the_first_step():
     x, y = data()
     distiller = compiled(Distiller(nan_teacher(), mlp(), cache_teacher_outputs=False))
-    with pytest.raises(Exception, match=r"teacher broken_teacher produced non-finite outputs"):
+    with pytest.raises(ValueError, match=r"teacher 'broken_teacher' produced non-finite outputs"):
         distiller.fit(x, y, epochs=1, verbose=0)
+
+
+def test_a_live_teacher_that_turns_nan_later_is_named_at_that_step():
+    x, y = data(n=64)
+    x[-8:] = np.nan  # the first 32 examples (the probe) are finite; the last batch is not
+    distiller = compiled(Distiller(mlp(seed=1), mlp(), cache_teacher_outputs=False))
+    with pytest.raises(Exception, match=r"teacher \w+ produced non-finite outputs"):
+        distiller.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
 
 
 # -- item 9: empty arrays ---------------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_the_teacher_runs_once_before_the_epochs(digits, teacher):
     assert float(counter.calls) == 1.0  # one predict batch of 1024 for 512 inputs
     model, counter = counting_teacher(teacher)
     train(model, digits, False, epochs=3)
-    assert float(counter.calls) == 3 * 8  # live: every step of every epoch
+    assert float(counter.calls) == 3 * 8 + 1  # live: every step of every epoch, and the probe
 
 
 def test_a_second_fit_never_reuses_stale_outputs(digits, teacher):

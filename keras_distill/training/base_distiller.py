@@ -298,8 +298,8 @@ class BaseDistiller(DistillationStep, abc.ABC):
         batch = fit_checks.first_batch(arguments.get("x"), arguments.get("y"))
         self._check_fit_start(arguments, batch)
         changed = teacher_cache.cached_arguments(self, arguments)
-        if "y" not in changed and fit_checks.is_dataset(arguments.get("x")):
-            self._probe_teacher(batch)  # (the cache checks the outputs it computes)
+        if "y" not in changed:  # a live teacher (the cache checks the outputs it computes)
+            self._probe_teacher(batch)
         arguments.update(changed)
         return super().fit(**arguments)
 
@@ -320,8 +320,6 @@ class BaseDistiller(DistillationStep, abc.ABC):
     def _probe_teacher(self, batch) -> None:
         """Checks a live teacher's outputs on the first batch: finite, and not probabilities."""
         if self.teacher is None or batch is None or targets.split_targets(batch[1])[2]:
-            return
-        if self.cache_teacher_outputs is False:  # the teacher runs in the steps only
             return
         outputs = self.teacher(self.teacher_view(batch[0]), training=False)
         fit_checks.check_teacher_outputs(
