@@ -60,6 +60,27 @@ LEGACY = textwrap.dedent(
     exported = kd.micro.export(stripped, split.x_train, tempfile.mkdtemp(), name="pruned",
                                validation_data=(split.x_test, split.y_test))
     report["pruned_export"] = exported.validation | {"sparsity": exported.sparsity}
+    # Issue 29 (items 9-11) on real tfmot wrappers: no callback, a late end_step, no strip.
+    late, late_callbacks = optimize.prune(mlp([32], 4), 0.5, end_step=10000)
+    weights = [w.copy() for w in late.get_weights()]
+    distiller = kd.Distiller(teacher, late)
+    distiller.compile(tf.keras.optimizers.Adam(1e-3), loss)
+    try:
+        distiller.fit(split.x_train[:512], split.y_train[:512], verbose=0)
+    except ValueError as error:
+        report["no_callback_error"] = str(error)
+    report["no_callback_unchanged"] = all(
+        np.array_equal(a, b) for a, b in zip(weights, late.get_weights()))
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        distiller.fit(split.x_train[:512], split.y_train[:512], batch_size=32, verbose=0,
+                      callbacks=late_callbacks)
+    report["late_warnings"] = [str(w.message) for w in caught]
+    try:
+        kd.micro.export(late, split.x_train, tempfile.mkdtemp(), name="unstripped")
+    except kd.micro.MicroExportError as error:
+        report["unstripped_error"] = str(error)
     try:
         kd.Distiller(keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)]), mlp([4], 3))
     except ValueError as error:
@@ -260,6 +281,15 @@ def test_pruned_student_reaches_the_sparsity_with_tfmot_callbacks(report):
     assert report["pruned_temperature"] == 2.0  # TemperatureScheduler ran beside UpdatePruningStep
     assert report["pruned_export"]["sparsity"] == pytest.approx(report["sparsity"])
     assert report["pruned_export"]["agreement"] >= 0.95
+
+
+@pytest.mark.slow
+def test_real_tfmot_pruning_mistakes_are_named(report):
+    assert "pruned (2 PruneLowMagnitude layers)" in report["no_callback_error"]
+    assert "UpdatePruningStep" in report["no_callback_error"]
+    assert report["no_callback_unchanged"]  # refused before the first step
+    assert any("step 10000" in m and "16 steps" in m for m in report["late_warnings"])
+    assert "keras_distill.training.tfmot.strip(model)" in report["unstripped_error"]
 
 
 @pytest.mark.slow
