@@ -1,6 +1,6 @@
 """The exported C++ built against the real TFLite Micro, run on the host and an emulated Cortex-M4.
 
-Needs `../shared/tflm/tflite-micro` (or `$KERAS_DISTILL_TFLM_DIR`), `make` and
+Needs `$KERAS_DISTILL_TFLM_DIR` pointing at a tflite-micro checkout, `make` and
 `g++`; the Cortex-M4 tests also need Debian's Arm toolchain and
 `qemu-system-arm` (`make test` installs them when it runs as root). Each
 TFLM library is built once into the keras-distill cache and reused.
@@ -23,18 +23,23 @@ from keras_distill.micro import firmware as firmware_lib
 from keras_distill.micro import model_info, target_run, verify
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TFLM = pathlib.Path(
-    os.environ.get(firmware_lib.TFLM_DIR_VARIABLE)
-    or ROOT.parent / "shared" / "tflm" / "tflite-micro"
-)
+TFLM_DIR = os.environ.get(firmware_lib.TFLM_DIR_VARIABLE, "")
 MLPERF = ROOT.parent / "shared" / "data" / "mlperf-tiny"
 ARM_TOOLS = ("arm-none-eabi-g++", "qemu-system-arm")
 
-needs_tflm = pytest.mark.skipif(
-    not (TFLM / firmware_lib.RELATIVE_MAKEFILE).is_file() or not shutil.which("g++"),
-    reason=f"no TFLite Micro tree at {TFLM} (provided as ../shared/tflm on the project's "
-    f"machines; elsewhere set ${firmware_lib.TFLM_DIR_VARIABLE}) or no g++",
-)
+
+def tflm_missing() -> str:
+    """Why the TFLM tests cannot run here ("" when they can)."""
+    variable = firmware_lib.TFLM_DIR_VARIABLE
+    if not TFLM_DIR:
+        return f"${variable} is not set: point it at a tflite-micro checkout (see the README)"
+    if not (pathlib.Path(TFLM_DIR) / firmware_lib.RELATIVE_MAKEFILE).is_file():
+        return f"${variable}={TFLM_DIR} holds no {firmware_lib.RELATIVE_MAKEFILE}"
+    return "" if shutil.which("g++") else "no g++ (apt-get install g++)"
+
+
+TFLM = pathlib.Path(TFLM_DIR)
+needs_tflm = pytest.mark.skipif(bool(tflm_missing()), reason=tflm_missing() or "-")
 needs_arm = pytest.mark.skipif(
     any(shutil.which(tool) is None for tool in ARM_TOOLS),
     reason=f"needs {' and '.join(ARM_TOOLS)}: apt-get install {firmware_lib.ARM_PACKAGES} "
