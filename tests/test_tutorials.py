@@ -117,7 +117,7 @@ def test_03_distil_a_black_box_teacher(tmp_path):
     text = outputs(notebook)
     alone = float(re.search(r"on the 135 labels alone:\s+([\d.]+)%", text)[1])
     distilled = float(re.search(r"from the black box \(\+ pool\):\s+([\d.]+)%", text)[1])
-    assert distilled >= alone + 2.0  # measured: 97.3% against 92.4%
+    assert distilled >= alone + 2.0  # full run: 96.9% against 92.4%
     assert re.search(r"top-4 storage: [\d.]+ bytes per sequence", text)
     lm = re.search(r"teacher ([\d.]+)%, student alone ([\d.]+)%, distilled student ([\d.]+)%", text)
     assert float(lm[3]) >= 60.0
