@@ -6,7 +6,10 @@ into patches, one token per patch), so that halving it, initialising the
 half from the teacher and exporting it can be shown and measured here. Each
 block is one `TransformerBlock` layer, the unit `init_from_teacher` copies.
 `causal_lm` is the same block, causal, over token embeddings: the teacher and
-student of the generated-responses benchmark and tutorial.
+student of the generated-responses benchmark and tutorial. It is a
+`CausalTransformerLM`, a Functional model that also offers keras-hub's
+`call_with_cache`, so that `teachers.cached_decoding.TokenDecoder` decodes it
+with a key/value cache (one position per new token, not the whole sequence).
 """
 
 from __future__ import annotations
@@ -14,131 +17,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-
-@keras.saving.register_keras_serializable(package="keras_distill")
-class PositionEmbedding(keras.layers.Layer):
-    """Adds a learned embedding of each position to a `(batch, length, width)` sequence.
-
-    Example:
-    >>> tuple(PositionEmbedding()(ops.zeros((2, 5, 3))).shape)
-    (2, 5, 3)
-    """
-
-    def build(self, input_shape):
-        """Creates the `(length, width)` embedding."""
-        self.embedding = self.add_weight(
-            shape=tuple(input_shape[1:]),
-            name="embedding",
-            initializer=keras.initializers.RandomNormal(stddev=0.02),
-        )
-
-    def call(self, inputs):
-        """The inputs plus the position embedding."""
-        return inputs + ops.cast(self.embedding, inputs.dtype)
-
-
-@keras.saving.register_keras_serializable(package="keras_distill")
-class IntegerLayerNorm(keras.layers.Layer):
-    """Layer normalisation over the last axis, written in ops that TFLite Micro runs in int8.
-
-    `keras.layers.LayerNormalization` converts to a graph with a float `Neg`
-    that the int8 converter leaves in float; this computes the same
-    `(x - mean) / sqrt(var + epsilon) * gamma + beta` with `MEAN`, `SUB`,
-    `MUL`, `RSQRT` and `ADD`, all integer kernels in TFLite Micro.
-
-    Args:
-        epsilon: Added to the variance.
-        **kwargs: `keras.layers.Layer` arguments.
-
-    Example:
-    >>> x = ops.convert_to_tensor([[1.0, 3.0]])
-    >>> [round(float(v), 3) for v in IntegerLayerNorm()(x)[0]]
-    [-1.0, 1.0]
-    """
-
-    def __init__(self, epsilon: float = 1e-6, **kwargs):
-        super().__init__(**kwargs)
-        self.epsilon = epsilon
-
-    def build(self, input_shape):
-        """Creates the scale `gamma` and offset `beta`."""
-        self.gamma = self.add_weight(shape=(input_shape[-1],), name="gamma", initializer="ones")
-        self.beta = self.add_weight(shape=(input_shape[-1],), name="beta", initializer="zeros")
-
-    def call(self, inputs):
-        """The normalised inputs, scaled and offset."""
-        centred = inputs - ops.mean(inputs, axis=-1, keepdims=True)
-        variance = ops.mean(centred * centred, axis=-1, keepdims=True)
-        return centred * ops.rsqrt(variance + self.epsilon) * self.gamma + self.beta
-
-    def get_config(self) -> dict:
-        """The constructor arguments."""
-        return {**super().get_config(), "epsilon": self.epsilon}
-
-
-@keras.saving.register_keras_serializable(package="keras_distill")
-class TransformerBlock(keras.layers.Layer):
-    """A pre-norm transformer encoder block: self-attention, then a feed-forward layer.
-
-    Layer norms are `IntegerLayerNorm` and the feed-forward activation ReLU,
-    so that the block exports to an int8 TFLite Micro model.
-
-    Args:
-        heads: Attention heads.
-        width: Model width (the last axis of inputs and outputs).
-        hidden: Units of the feed-forward layer (default `2 * width`).
-        causal: Each position attends only to itself and earlier ones (a
-            decoder block, for language models).
-        **kwargs: `keras.layers.Layer` arguments (`name`, ...).
-
-    Raises:
-        ValueError: When `width` is not a positive multiple of `heads`.
-
-    Example:
-    >>> tuple(TransformerBlock(heads=2, width=8)(ops.zeros((1, 5, 8))).shape)
-    (1, 5, 8)
-    """
-
-    def __init__(
-        self, heads: int, width: int, hidden: int | None = None, causal: bool = False, **kwargs
-    ):
-        super().__init__(**kwargs)
-        self.causal = causal
-        if heads < 1 or width < 1 or width % heads:
-            raise ValueError(
-                f"`width` must be a positive multiple of `heads`; received width="
-                f"{width!r}, heads={heads!r}."
-            )
-        self.heads, self.width, self.hidden = heads, width, hidden or 2 * width
-        self.attention_norm = IntegerLayerNorm()
-        self.attention = keras.layers.MultiHeadAttention(heads, width // heads)
-        self.feedforward_norm = IntegerLayerNorm()
-        self.feedforward = keras.layers.Dense(self.hidden, activation="relu")
-        self.feedforward_output = keras.layers.Dense(width)
-
-    def build(self, input_shape):
-        """Builds the sublayers for `(batch, length, width)` inputs."""
-        self.attention_norm.build(input_shape)
-        self.attention.build(input_shape, input_shape)
-        self.feedforward_norm.build(input_shape)
-        self.feedforward.build(input_shape)
-        self.feedforward_output.build((*input_shape[:-1], self.hidden))
-
-    def call(self, inputs, training=False):
-        """Self-attention, then the feed-forward layer, each with a residual connection."""
-        normed = self.attention_norm(inputs)
-        x = inputs + self.attention(normed, normed, training=training, use_causal_mask=self.causal)
-        return x + self.feedforward_output(self.feedforward(self.feedforward_norm(x)))
-
-    def get_config(self) -> dict:
-        """The constructor arguments."""
-        return {
-            **super().get_config(),
-            "heads": self.heads,
-            "width": self.width,
-            "hidden": self.hidden,
-            "causal": self.causal,
-        }
+from keras_distill.studies.transformer_layers import (
+    IntegerLayerNorm,
+    PositionEmbedding,
+    TransformerBlock,
+)
 
 
 def transformer_classifier(
@@ -192,6 +75,105 @@ def transformer_classifier(
     return keras.Model(inputs, keras.layers.Dense(classes, name="logits")(x), name=name)
 
 
+@keras.saving.register_keras_serializable(package="keras_distill")
+class CausalTransformerLM(keras.Model):
+    """A small decoder-only language model that also decodes through a key/value cache.
+
+    A Functional model (built in `__init__`, as keras-hub backbones are) from
+    `(batch, max_sequence_length)` int tokens to next-token logits at every
+    position: token `Embedding` ("embedding"), `PositionEmbedding`
+    ("positions"), causal `TransformerBlock`s ("block_0", ...), an
+    `IntegerLayerNorm` ("final_norm") and a `Dense` ("logits"). Its
+    `call_with_cache` is keras-hub's `CausalLM.call_with_cache`, and it
+    describes its cache with keras-hub's backbone attributes (`num_layers`,
+    `num_heads`, `hidden_dim`), so `cached_decoding.TokenDecoder` decodes it
+    one position per new token. Build it with `causal_lm`.
+
+    Args:
+        vocabulary_size: Token ids are in `[0, vocabulary_size)`.
+        max_sequence_length: The longest sequence (prompt and response) it reads.
+        num_layers: Number of causal `TransformerBlock`s.
+        hidden_dim: Model width.
+        num_heads: Attention heads per block.
+        **kwargs: `keras.Model` arguments (`name`, ...).
+
+    Raises:
+        ValueError: When the vocabulary has fewer than 2 tokens, the length or the
+            number of blocks is below 1, or `hidden_dim` is not a multiple of `num_heads`.
+
+    Example:
+    >>> lm = CausalTransformerLM(vocabulary_size=9, max_sequence_length=6, hidden_dim=8)
+    >>> tokens = ops.convert_to_tensor([[1, 2, 3, 4, 5, 6]], "int32")
+    >>> cache = ops.zeros((1, 2, 2, 6, 4, 2))  # (batch, layers, 2, length, heads, head_dim)
+    >>> logits, hidden, cache = lm.call_with_cache(tokens, cache, 0)
+    >>> float(ops.max(ops.abs(logits - lm(tokens)))) < 1e-5, tuple(hidden.shape)
+    (True, (1, 6, 8))
+    """
+
+    def __init__(
+        self,
+        vocabulary_size: int,
+        max_sequence_length: int,
+        num_layers: int = 2,
+        hidden_dim: int = 64,
+        num_heads: int = 4,
+        **kwargs,
+    ):
+        if vocabulary_size < 2 or max_sequence_length < 1 or num_layers < 1:
+            raise ValueError(
+                "Need vocabulary_size >= 2, max_sequence_length >= 1 and num_layers >= 1; "
+                f"received vocabulary_size={vocabulary_size!r}, "
+                f"max_sequence_length={max_sequence_length!r}, num_layers={num_layers!r}."
+            )
+        inputs = keras.Input((max_sequence_length,), dtype="int32", name="tokens")
+        x = PositionEmbedding(name="positions")(
+            keras.layers.Embedding(vocabulary_size, hidden_dim, name="embedding")(inputs)
+        )
+        for i in range(num_layers):
+            x = TransformerBlock(num_heads, hidden_dim, causal=True, name=f"block_{i}")(x)
+        x = IntegerLayerNorm(name="final_norm")(x)
+        logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.vocabulary_size, self.max_sequence_length = vocabulary_size, max_sequence_length
+        self.num_layers, self.hidden_dim, self.num_heads = num_layers, hidden_dim, num_heads
+
+    def call_with_cache(self, token_ids, cache, cache_update_index):
+        """Logits of `steps` new positions, reading and updating the key/value cache.
+
+        Args:
+            token_ids: `(batch, steps)` int tokens at the positions from `cache_update_index` on.
+            cache: `(batch, num_layers, 2, length, num_heads, hidden_dim // num_heads)`
+                keys and values of each block (keras-hub's layout).
+            cache_update_index: The position of `token_ids[:, 0]`.
+
+        Returns:
+            `(logits, hidden_states, cache)`: `(batch, steps, vocabulary_size)` logits, the
+            `(batch, steps, hidden_dim)` normalised last hidden states, the updated cache.
+        """
+        x = self.get_layer("embedding")(token_ids)
+        x = self.get_layer("positions")(x, start_index=cache_update_index)
+        caches = []
+        for i in range(self.num_layers):
+            block = self.get_layer(f"block_{i}")
+            x, block_cache = block.call_with_cache(x, cache[:, i], cache_update_index)
+            caches.append(block_cache)
+        hidden_states = self.get_layer("final_norm")(x)
+        logits = self.get_layer("logits")(hidden_states)
+        return logits, hidden_states, ops.stack(caches, axis=1)
+
+    def get_config(self) -> dict:
+        """The constructor arguments."""
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "vocabulary_size": self.vocabulary_size,
+            "max_sequence_length": self.max_sequence_length,
+            "num_layers": self.num_layers,
+            "hidden_dim": self.hidden_dim,
+            "num_heads": self.num_heads,
+        }
+
+
 def causal_lm(
     vocabulary_size: int,
     length: int,
@@ -200,8 +182,13 @@ def causal_lm(
     heads: int = 4,
     seed: int = 0,
     name: str = "causal_lm",
-) -> keras.Model:
+) -> CausalTransformerLM:
     """A small decoder-only language model: token ids to next-token logits at every position.
+
+    `cached_decoding.TokenDecoder` decodes it with a key/value cache (its
+    `call_with_cache`); the layers, weights and parameter count are those of
+    the plain Functional model earlier versions returned, whose saved files
+    still load (as Functional models, decoded without a cache).
 
     Args:
         vocabulary_size: Token ids are in `[0, vocabulary_size)`.
@@ -213,19 +200,13 @@ def causal_lm(
         name: Model name.
 
     Returns:
-        An uncompiled Functional model from `(batch, length)` int tokens to
+        An uncompiled `CausalTransformerLM` from `(batch, length)` int tokens to
         `(batch, length, vocabulary_size)` logits; position `t` predicts token `t + 1`.
 
     Example:
-    >>> tuple(causal_lm(vocabulary_size=14, length=12, blocks=1, width=16).output.shape)
-    (None, 12, 14)
+    >>> lm = causal_lm(vocabulary_size=14, length=12, blocks=1, width=16)
+    >>> tuple(lm.output.shape), lm.count_params()
+    ((None, 12, 14), 2910)
     """
     keras.utils.set_random_seed(seed)
-    inputs = keras.Input((length,), dtype="int32", name="tokens")
-    x = PositionEmbedding(name="positions")(
-        keras.layers.Embedding(vocabulary_size, width, name="embedding")(inputs)
-    )
-    for i in range(blocks):
-        x = TransformerBlock(heads, width, causal=True, name=f"block_{i}")(x)
-    x = IntegerLayerNorm(name="final_norm")(x)
-    return keras.Model(inputs, keras.layers.Dense(vocabulary_size, name="logits")(x), name=name)
+    return CausalTransformerLM(vocabulary_size, length, blocks, width, heads, name=name)

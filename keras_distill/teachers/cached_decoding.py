@@ -1,17 +1,17 @@
 """Decoding causal LMs with keras-hub's samplers, with a key/value cache when the model has one.
 
 `TokenDecoder` runs a `keras_hub.samplers` sampler (greedy, or random at a
-temperature) in one compiled loop over a batch of prompts. A keras-hub
-`CausalLM` (e.g. `GPT2CausalLM`) decodes through its `call_with_cache`: the
-prompt fills the key/value cache once, then each new token costs one
-position's forward pass, so a response costs time linear in its length. Any
-other Keras causal LM (functional or subclassed, token ids to next-token
-logits at every position) decodes without a cache: every new token reruns the
-whole sequence. Both give the same greedy tokens (tested).
+temperature) in one compiled loop over a batch of prompts. A model with a
+key/value cache (`has_key_value_cache`: keras-hub's `call_with_cache`, as a
+keras-hub `CausalLM` such as `GPT2CausalLM` and `studies.architectures.causal_lm`
+offer) decodes through it: the prompt fills the cache once, then each new
+token costs one position's forward pass, so a response costs time linear in
+its length. Any other Keras causal LM (functional or subclassed, token ids to
+next-token logits at every position) decodes without a cache: every new token
+reruns the whole sequence. Both give the same greedy tokens (tested).
 
 `small_gpt2_lm` builds a small random-weight `GPT2CausalLM` from keras-hub's
-`GPT2Backbone` (its `TransformerDecoder` layers carry the cache): a
-cache-capable counterpart of `studies.architectures.causal_lm`.
+`GPT2Backbone` (its `TransformerDecoder` layers carry the cache).
 """
 
 from __future__ import annotations
@@ -45,6 +45,43 @@ def is_keras_hub_lm(model) -> bool:
     """
     hub = sys.modules.get("keras_hub")  # a keras-hub model means keras-hub is imported
     return hub is not None and isinstance(model, hub.models.CausalLM)
+
+
+def cache_layout(model) -> tuple[int, int, int] | None:
+    """`(layers, heads, head_dim)` of a model's key/value cache, or None when it has none.
+
+    The model offers keras-hub's `call_with_cache(token_ids, cache,
+    cache_update_index)`, returning `(logits, hidden_states, cache)`, and
+    describes its cache `(batch, layers, 2, length, heads, head_dim)` with
+    keras-hub's backbone attributes (`num_layers`, `num_heads` or
+    `num_key_value_heads`, `hidden_dim` or `head_dim`), on its `backbone` (a
+    keras-hub `CausalLM`) or on itself.
+
+    Example:
+    >>> cache_layout(small_gpt2_lm(vocabulary_size=10, length=6, blocks=1, width=8, heads=2))
+    (1, 2, 4)
+    >>> cache_layout(keras.Sequential([keras.layers.Dense(2)])) is None
+    True
+    """
+    described = getattr(model, "backbone", model)
+    layers = getattr(described, "num_layers", None)
+    heads = getattr(described, "num_key_value_heads", None) or getattr(described, "num_heads", None)
+    head_dim = getattr(described, "head_dim", None)
+    if head_dim is None and heads and getattr(described, "hidden_dim", None):
+        head_dim = described.hidden_dim // getattr(described, "num_heads", heads)
+    if not callable(getattr(model, "call_with_cache", None)) or not (layers and heads and head_dim):
+        return None
+    return int(layers), int(heads), int(head_dim)
+
+
+def has_key_value_cache(model) -> bool:
+    """Whether `TokenDecoder` can decode `model` through a key/value cache (see `cache_layout`).
+
+    Example:
+    >>> has_key_value_cache(small_gpt2_lm(vocabulary_size=10, length=6, blocks=1, width=8, heads=2))
+    True
+    """
+    return cache_layout(model) is not None
 
 
 def lm_logits(model, tokens, training: bool = False, pad_id: int = 0):
@@ -219,8 +256,10 @@ class TokenDecoder:
     """Greedy or sampled decoding of a causal LM over batches of prompts; compiled, cached.
 
     Args:
-        model: A keras-hub `CausalLM` (decoded with its key/value cache) or a
-            Keras causal LM from `(batch, length)` tokens to next-token logits.
+        model: A Keras causal LM from `(batch, length)` tokens to next-token
+            logits, or a keras-hub `CausalLM`; decoded with its key/value
+            cache when it has one (`has_key_value_cache`: a keras-hub
+            `CausalLM`, `studies.architectures.causal_lm`).
         max_new_tokens: Response tokens at most.
         temperature: 0 for greedy decoding (keras-hub's `GreedySampler`), else
             sampling from `softmax(logits / temperature)` (its `RandomSampler`);
@@ -228,7 +267,7 @@ class TokenDecoder:
         end_id: A token that ends a response (kept in it), or None.
         pad_id: The padding token after each prompt.
         seed: Seed of the sampling.
-        use_cache: "auto" (cache for keras-hub `CausalLM`s), True, or False
+        use_cache: "auto" (the cache when the model has one), True, or False
             (rerun the whole sequence for every token, e.g. to compare).
 
     Example:
@@ -252,11 +291,12 @@ class TokenDecoder:
             raise ValueError(f"`max_new_tokens` must be >= 1; received {max_new_tokens!r}.")
         if use_cache not in ("auto", True, False):
             raise ValueError(f'`use_cache` must be "auto", True or False; received {use_cache!r}.')
-        self.cached = is_keras_hub_lm(model) if use_cache == "auto" else bool(use_cache)
-        if self.cached and not is_keras_hub_lm(model):
+        self.cached = has_key_value_cache(model) if use_cache == "auto" else bool(use_cache)
+        if self.cached and not has_key_value_cache(model):
             raise ValueError(
-                f"use_cache=True needs a keras-hub CausalLM (with `call_with_cache`); "
-                f"{type(model).__name__} has no key/value cache. Use use_cache='auto'."
+                f"use_cache=True needs a model with a key/value cache (keras-hub's "
+                f"`call_with_cache`, e.g. a keras-hub CausalLM or `architectures.causal_lm`); "
+                f"{type(model).__name__} {model.name!r} has none. Use use_cache='auto'."
             )
         self.model, self.max_new_tokens = model, int(max_new_tokens)
         self.end_id, self.pad_id = end_id, pad_id
@@ -310,11 +350,9 @@ class TokenDecoder:
 
     def _seeded_cache(self, tokens):
         """A key/value cache in keras-hub's layout, filled with the (padded) prompt."""
-        backbone = self.model.backbone
-        heads = getattr(backbone, "num_key_value_heads", None) or backbone.num_heads
-        head_dim = getattr(backbone, "head_dim", None) or backbone.hidden_dim // backbone.num_heads
+        layers, heads, head_dim = cache_layout(self.model)
         batch, width = ops.shape(tokens)[0], ops.shape(tokens)[1]
-        shape = [batch, backbone.num_layers, 2, width, heads, head_dim]
+        shape = [batch, layers, 2, width, heads, head_dim]
         cache = ops.zeros(shape, dtype=self.model.compute_dtype)
         _, _, cache = self.model.call_with_cache(tokens, cache, 0)
         return cache
