@@ -30,16 +30,16 @@ bucket path works where TensorFlow has its file system.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from keras_distill.labelling import (
+    beam_inputs,
     beam_steps,
     calls,
-    examples,
     folder,
     responses,
     sequences,
@@ -52,10 +52,16 @@ from keras_distill.labelling.beam_handlers import (
     GenerateModelHandler,
     KerasModelHandler,
 )
+from keras_distill.labelling.beam_inputs import TFRecordInputs
 from keras_distill.labelling.errors import TeacherLabelsError
-from keras_distill.labelling.manifest import Settings
-from keras_distill.labelling.output import Identity, opened_output, previous_outputs
-from keras_distill.teachers.black_box import fingerprint_arrays, fingerprint_teacher
+from keras_distill.labelling.manifest import MANIFEST, Settings
+from keras_distill.labelling.output import (
+    Identity,
+    locked_output,
+    opened_output,
+    previous_outputs,
+)
+from keras_distill.teachers.black_box import fingerprint_teacher
 
 __all__ = [
     "CallableModelHandler",
@@ -63,6 +69,7 @@ __all__ = [
     "KerasModelHandler",
     "LabelShardChunks",
     "LabelWithTeacher",
+    "TFRecordInputs",
     "label",
     "label_settings",
 ]
@@ -239,20 +246,28 @@ def label(
     teacher_id: str | None = None,
     pipeline_options=None,
     overwrite: bool = False,
+    staging_dir: str | os.PathLike | None = None,
     **sequence_options,
 ) -> dict:
-    """`label_with_teacher` for arrays, on Beam: one call, any runner.
+    """`label_with_teacher` on Beam: arrays, a dataset or TFRecord files, any runner, one call.
 
-    The inputs are checked by the local path's function (one label per
-    input), prompts normalised by it (trailing pads stripped, empty prompts
-    refused), and the output opened as the local path opens it: the same
-    directory rule, a lock held while the pipeline runs, and the same
-    identity check against a stored run.
+    The examples are streamed one shard at a time into a staging folder
+    (`keras_distill.labelling.beam_inputs.Staging`, through `tf.io.gfile`),
+    with the Keras teacher saved beside them; the pipeline carries one small
+    range per shard, and each worker reads its shard from there. The staging
+    folder is deleted when the run ends, whether it succeeded or failed (a
+    killed run's is deleted by the next run into `path`). The output is opened
+    as the local path opens it: the same directory rule, a lock held while
+    the pipeline runs, and the same identity check against a stored run; the
+    same examples give the same manifest and shards whichever form they come in.
 
     Args:
-        teacher: A `keras.Model` (saved to a temporary `teacher.keras` for
-            the workers; not part of the labels), or a callable.
-        data: `x` or `(x, y)` arrays.
+        teacher: A `keras.Model` (saved to the staging folder for the
+            workers; not part of the labels), or a callable.
+        data: `x` or `(x, y)` arrays; a `tf.data.Dataset` of batches `x` or
+            `(x, y)` (as for `fit`; elements of dicts or scalars are refused);
+            or `keras_distill.labelling.beam_inputs.TFRecordInputs(pattern, parse_fn)`.
+            For `output="sequences"`, the prompts.
         path: Output directory (a local path or a `tf.io.gfile` URL).
         output: As for `label_with_teacher`.
         top_k: As for `label_with_teacher`.
@@ -262,6 +277,9 @@ def label(
             (default: the DirectRunner in this process).
         overwrite: Relabel a directory that holds a complete run (of this or
             another teacher, data or settings), deleting its files first.
+        staging_dir: Where to make the staging folder (`<staging_dir>/.staging-<uuid>`):
+            default `path`; it must be readable by every worker (on a
+            cluster, a bucket path such as `gs://bucket/tmp`).
         **sequence_options: For `output="sequences"` (`teacher` is then a
             `generate` callable and `data` the prompts): as for
             `label_with_teacher`.
@@ -271,16 +289,20 @@ def label(
 
     Raises:
         TeacherLabelsError: As `label_with_teacher` (the teacher's own errors
-            fail the pipeline, with their message), or when `path` holds a
-            complete run (without `overwrite`; another teacher's is named),
+            fail the pipeline, with their message), for data that cannot be
+            labelled (named, before the pipeline starts), or when `path` holds
+            a complete run (without `overwrite`; another teacher's is named),
             files keras-distill did not write, or another writer's lock.
 
     Example:
-    >>> import tempfile
     >>> import numpy as np
+    >>> import tensorflow as tf
     >>> x = np.random.rand(30, 4).astype("float32")
-    >>> label(lambda b: b[:, :3], x, tempfile.mkdtemp(), shard_size=10)["num_examples"]
+    >>> dataset = tf.data.Dataset.from_tensor_slices(x).batch(7)
+    >>> label(lambda b: b[:, :3], dataset, "ram://beam-doc/run", shard_size=10)["num_examples"]
     30
+    >>> storage.listdir("ram://beam-doc/run")  # no staging folder left
+    ['manifest.json', 'shard-00000.tfrecord', 'shard-00001.tfrecord', 'shard-00002.tfrecord']
     """
     output = calls.output_kind(teacher, output)
     calls.check_arguments(teacher, output, top_k, shard_size, 1)
@@ -288,23 +310,46 @@ def label(
     fingerprint = fingerprint_teacher(teacher, teacher_id)
     if output == "sequences":
         handler, identity = _sequence_run(teacher, data, fingerprint, shard_size, sequence_options)
+        with opened_output(directory, identity, 0, overwrite):
+            prompts = list(enumerate(data))
+            _run(pipeline_options, directory, identity, handler, lambda p: p | beam.Create(prompts))
     else:
-        handler, identity = _example_run(
-            teacher, data, fingerprint, output, top_k, shard_size, teacher_id
-        )
-    with tempfile.TemporaryDirectory() as staging, opened_output(directory, identity, 0, overwrite):
-        _refuse_complete(directory, identity)
-        facts = {} if identity.probe is None else {"teacher_probe": identity.probe()}
-        with beam.Pipeline(options=pipeline_options) as pipeline:
-            if output == "sequences":
-                elements = pipeline | "Prompts" >> beam.Create(list(enumerate(data)))
-                transform = LabelWithTeacher(handler, directory, identity.settings, facts=facts)
-            else:
-                elements = _chunks(pipeline, data, staging, shard_size)
-                handler = _worker_handler(teacher, handler, staging)
-                transform = LabelShardChunks(handler, directory, identity.settings, facts=facts)
-            _ = elements | transform
+        beam_inputs.check_inputs(data)
+        staging_root = directory if staging_dir is None else storage.check_path(staging_dir)
+        with _locked_staging(directory, staging_root) as staging:
+            staged = staging.stage(data, shard_size)
+            handler, identity = _example_run(
+                teacher, staged, fingerprint, output, top_k, shard_size, teacher_id
+            )
+            previous_outputs(directory, identity, 0, overwrite)
+            handler = _worker_handler(teacher, handler, staging.path)
+            _run(pipeline_options, directory, identity, handler, _ranges(staged.ranges))
     return shards.read_manifests(directory, allow_incomplete=False, verify=True)[0].to_json()
+
+
+@contextlib.contextmanager
+def _locked_staging(directory: str, staging_root: str):
+    """The output locked (a killed run's staging folders deleted), then a staging folder."""
+    with locked_output(directory, MANIFEST):
+        beam_inputs.remove_stale_staging(directory)
+        with beam_inputs.Staging(staging_root) as staging:
+            yield staging
+
+
+def _run(pipeline_options, directory: str, identity: Identity, handler, elements_of) -> None:
+    """Runs the pipeline from `elements_of(pipeline)` through the handler's transform."""
+    _refuse_complete(directory, identity)
+    facts = {} if identity.probe is None else {"teacher_probe": identity.probe()}
+    transform = LabelWithTeacher if isinstance(handler, GenerateModelHandler) else LabelShardChunks
+    with beam.Pipeline(options=pipeline_options) as pipeline:
+        _ = elements_of(pipeline) | transform(handler, directory, identity.settings, facts=facts)
+
+
+def _ranges(ranges: list):
+    """The staged shards' `ShardChunk`s: ranges through the pipeline, read by the workers."""
+    return lambda pipeline: (
+        pipeline | "Ranges" >> beam.Create(ranges) | "Read" >> beam.Map(beam_steps.chunk_of_range)
+    )
 
 
 def _sequence_run(generate, prompts, fingerprint: str, shard_size: int, sequence_options: dict):
@@ -316,34 +361,21 @@ def _sequence_run(generate, prompts, fingerprint: str, shard_size: int, sequence
     return GenerateModelHandler(generate, options), Identity(settings)
 
 
-def _example_run(teacher, data, fingerprint, output, top_k, shard_size, teacher_id):
-    """(handler or None for a Keras teacher, identity) of a run of examples."""
+def _example_run(teacher, staged, fingerprint, output, top_k, shard_size, teacher_id):
+    """(handler or None for a Keras teacher, identity) of a run of staged examples."""
     import keras
 
-    x, y = examples.labelled_arrays(data)
-    if len(x) == 0:
-        raise TeacherLabelsError("The data to label is empty; nothing was written.")
-    data_id = f"arrays:{fingerprint_arrays(x, y)}"
-    settings = label_settings(fingerprint, output, top_k, shard_size, data_id)
+    settings = label_settings(fingerprint, output, top_k, shard_size, staged.data_id)
     if isinstance(teacher, keras.Model):
         return None, Identity(settings, None, teacher_id)
-    probe = lambda: calls.probe_of(teacher, x, output)  # noqa: E731
+    probe = lambda: calls.probe_of(teacher, staged.head, output)  # noqa: E731
     return CallableModelHandler(teacher), Identity(settings, probe, teacher_id)
 
 
-def _chunks(pipeline, data, staging: str, shard_size: int):
-    """The arrays' `ShardChunk`s: ranges through the pipeline, sliced from saved arrays."""
-    x, y = examples.labelled_arrays(data)
-    ranges = beam_steps.saved_ranges(x, y, shard_size, staging)  # local workers read them
-    return (
-        pipeline | "Ranges" >> beam.Create(ranges) | "Slice" >> beam.Map(beam_steps.chunk_of_range)
-    )
-
-
 def _worker_handler(teacher, handler, staging: str):
-    """The callable's handler, or a Keras teacher saved to `staging` for the workers."""
+    """The callable's handler, or a Keras teacher saved to the staging folder for the workers."""
     if handler is not None:
         return handler
-    model_path = os.path.join(staging, "teacher.keras")  # on a cluster, use a shared path
+    model_path = storage.join(staging, "teacher.keras")
     teacher.save(model_path)
     return KerasModelHandler(model_path)

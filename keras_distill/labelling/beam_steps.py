@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
+import io
 
 import numpy as np
 
@@ -58,57 +58,75 @@ def shard_chunks(x: np.ndarray, labels: np.ndarray | None, shard_size: int):
 
 @dataclasses.dataclass(frozen=True)
 class ShardRange:
-    """A shard's index range in arrays saved as `.npy` files: a few bytes per element.
+    """A shard's index range, staged as `.npy` files: a few bytes per pipeline element.
 
     The pipeline carries ranges (not the arrays, which Beam would pickle and
-    compress into the pipeline itself), and each worker slices its chunk from
-    the memory-mapped files (`chunk_of_range`).
+    compress into the pipeline itself), and each worker reads its chunk from
+    the staged files (`chunk_of_range`) through `tf.io.gfile`, so a staging
+    folder on a bucket serves workers on other machines.
 
     Example:
-    >>> ShardRange(1, 10, 20, "/tmp/arrays", labelled=False).stop
+    >>> ShardRange(1, 10, 20, "ram://staging", labelled=False).stop
     20
     """
 
     shard: int
     first: int
     stop: int  # one past the index of its last example
-    folder: str  # where `x.npy` (and `y.npy` if `labelled`) are
+    folder: str  # where `x-{shard:05d}.npy` (and `y-...` if `labelled`) are
     labelled: bool
 
+    def file(self, name: str) -> str:
+        """The path of the staged `x` or `y` array of this shard.
 
-def saved_ranges(x: np.ndarray, labels: np.ndarray | None, shard_size: int, folder: str):
-    """Saves the arrays to `folder` (`x.npy`, `y.npy`); the `ShardRange` of each shard.
+        Example:
+        >>> ShardRange(3, 30, 40, "ram://staging", labelled=False).file("x")
+        'ram://staging/x-00003.npy'
+        """
+        return storage.join(self.folder, f"{name}-{self.shard:05d}.npy")
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def read_staged(path: str) -> np.ndarray:
+    """A staged `.npy` array, read through `tf.io.gfile`.
 
     Example:
-    >>> import tempfile
-    >>> [r.first for r in saved_ranges(np.zeros((25, 2)), None, 10, tempfile.mkdtemp())]
-    [0, 10, 20]
+    >>> storage.write_bytes("ram://steps-doc/a.npy", _npy_bytes(np.arange(3)))
+    >>> read_staged("ram://steps-doc/a.npy").tolist()
+    [0, 1, 2]
     """
-    np.save(os.path.join(folder, "x.npy"), x)
+    return np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
+
+
+def stage_chunk(folder: str, shard: int, first: int, x: np.ndarray, labels) -> ShardRange:
+    """Writes a shard's arrays to the staging `folder` (through `tf.io.gfile`); its range.
+
+    Example:
+    >>> stage_chunk("ram://steps-doc", 1, 10, np.zeros((5, 2)), None).stop
+    15
+    """
+    shard_range = ShardRange(shard, first, first + len(x), folder, labels is not None)
+    storage.write_bytes(shard_range.file("x"), _npy_bytes(x))
     if labels is not None:
-        np.save(os.path.join(folder, "y.npy"), labels)
-    return [
-        ShardRange(shard, first, min(first + shard_size, len(x)), folder, labels is not None)
-        for shard, first in enumerate(range(0, len(x), shard_size))
-    ]
+        storage.write_bytes(shard_range.file("y"), _npy_bytes(labels))
+    return shard_range
 
 
 def chunk_of_range(shard_range: ShardRange) -> ShardChunk:
-    """The `ShardChunk` of a range, sliced in bulk from the memory-mapped arrays.
+    """The `ShardChunk` of a range, read from its staged files (on the worker).
 
     Example:
-    >>> import tempfile
-    >>> ranges = saved_ranges(np.arange(6.0).reshape(3, 2), None, 2, tempfile.mkdtemp())
-    >>> chunk_of_range(ranges[1]).x.tolist()
-    [[4.0, 5.0]]
+    >>> chunk_of_range(stage_chunk("ram://steps-doc", 0, 0, np.ones((2, 2)), None)).x.tolist()
+    [[1.0, 1.0], [1.0, 1.0]]
     """
-    part = slice(shard_range.first, shard_range.stop)
-
-    def sliced(name: str) -> np.ndarray:
-        return np.array(np.load(os.path.join(shard_range.folder, name), mmap_mode="r")[part])
-
-    labels = sliced("y.npy") if shard_range.labelled else None
-    return ShardChunk(shard_range.shard, shard_range.first, sliced("x.npy"), labels)
+    labels = read_staged(shard_range.file("y")) if shard_range.labelled else None
+    x = read_staged(shard_range.file("x"))
+    return ShardChunk(shard_range.shard, shard_range.first, x, labels)
 
 
 def by_shard(element, shard_size: int):

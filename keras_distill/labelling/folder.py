@@ -2,11 +2,11 @@
 
 `check_output_directory` is the one rule of every writer: a new or empty
 directory, or one that holds a keras-distill manifest or only files
-keras-distill writes (shards, temporaries and locks of a failed run). `OutputLock`
-is an advisory lock file beside the manifest (`manifest.json.lock`), created
-atomically, holding the owner's host and pid; a second writer is refused at
-once naming the owner, and a lock left by a dead process on this host is taken
-over with a warning.
+keras-distill writes (shards, temporaries, locks and a Beam run's staging
+folder, of a failed run). `OutputLock` is an advisory lock file beside the
+manifest (`manifest.json.lock`), created atomically, holding the owner's host
+and pid; a second writer is refused at once naming the owner, and a lock left
+by a dead process on this host is taken over with a warning.
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ import warnings
 from keras_distill.labelling import storage
 from keras_distill.labelling.errors import TeacherLabelsError
 
-# names keras-distill writes: manifests, shards (of a part), their temporaries, locks
+# names keras-distill writes: manifests, shards (of a part), their temporaries, locks, and a
+# Beam run's staging folder (`keras_distill.labelling.beam_inputs`: removed at its end, or by the
+# next run that holds the lock if the process was killed)
 OURS = re.compile(
     r"^(manifest(-part-\d{5}-of-\d{5})?\.json|(part-\d{5}-)?shard-\d{5}\.tfrecord)(\.tmp|\.lock)?$"
+    r"|^\.staging-[0-9a-f]{32}$"
 )
 
 

@@ -137,8 +137,27 @@ def opened_output(directory: str, identity: Identity, worker_index: int, overwri
     ...     stored is None
     True
     """
+    name = manifest_name(worker_index, identity.settings.num_workers)
+    with locked_output(directory, name):
+        yield previous_outputs(directory, identity, worker_index, overwrite)
+
+
+@contextlib.contextmanager
+def locked_output(directory: str, name: str):
+    """Checks, creates and locks an output directory for the manifest `name`, until the block ends.
+
+    For a writer that learns its identity only after it holds the lock (a
+    Beam run fingerprinting the data it stages); it then calls
+    `previous_outputs` itself.
+
+    Example:
+    >>> import os, tempfile
+    >>> directory = tempfile.mkdtemp()
+    >>> with locked_output(directory, "manifest.json"):
+    ...     os.listdir(directory)
+    ['manifest.json.lock']
+    """
     folder.check_output_directory(directory)
     storage.makedirs(directory)
-    name = manifest_name(worker_index, identity.settings.num_workers)
     with folder.OutputLock(storage.join(directory, name)):
-        yield previous_outputs(directory, identity, worker_index, overwrite)
+        yield

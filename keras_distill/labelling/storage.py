@@ -226,3 +226,69 @@ def file_digest(path: str) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def glob(pattern: str) -> list[str]:
+    """The paths matching a file pattern (`*`, `?`, `[...]`), sorted.
+
+    Example:
+    >>> write_text_atomically("ram://storage-doc/glob/a.txt", "")
+    >>> glob("ram://storage-doc/glob/*.txt")
+    ['ram://storage-doc/glob/a.txt']
+    """
+    import tensorflow as tf
+
+    return sorted(tf.io.gfile.glob(pattern))
+
+
+def remove_tree(directory: str) -> None:
+    """Deletes a directory and everything in it (nothing if it does not exist).
+
+    Example:
+    >>> write_text_atomically("ram://storage-doc/tree/a.txt", "")
+    >>> remove_tree("ram://storage-doc/tree")
+    >>> exists("ram://storage-doc/tree/a.txt")
+    False
+    """
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(directory):
+        return
+    try:
+        tf.io.gfile.rmtree(directory)
+    except tf.errors.NotFoundError:  # `ram://` has folders only where makedirs made them
+        for parent, _, files in tf.io.gfile.walk(directory, topdown=False):
+            for name in files:
+                tf.io.gfile.remove(join(parent, name))
+            try:
+                tf.io.gfile.remove(parent)  # a folder makedirs made; others vanish with their files
+            except tf.errors.NotFoundError:
+                pass
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Writes a file's bytes (replacing it).
+
+    Example:
+    >>> write_bytes("ram://storage-doc/bytes.bin", b"ab")
+    >>> read_bytes("ram://storage-doc/bytes.bin")
+    b'ab'
+    """
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "wb") as file:
+        file.write(data)
+
+
+def read_bytes(path: str) -> bytes:
+    """A file's bytes.
+
+    Example:
+    >>> write_bytes("ram://storage-doc/read.bin", b"x")
+    >>> read_bytes("ram://storage-doc/read.bin")
+    b'x'
+    """
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "rb") as file:
+        return file.read()
