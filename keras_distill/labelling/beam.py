@@ -14,8 +14,16 @@ prompt for a generating teacher) and groups them into chunks first. A shard's
 contents depend only on its examples and the manifest only on the shards, so
 neither depends on the runner's parallelism or element order; the manifest is
 written last, so a failed pipeline leaves none that claims completeness, and a
-rerun rewrites the same files. `label` runs it for arrays or a `tf.data`
-dataset in one call.
+rerun rewrites the same files.
+
+`label` runs it in one call for NumPy arrays, a `tf.data.Dataset` of batches
+or TFRecord files (`TFRecordInputs`): it streams the examples one shard at a
+time into a staging folder that every worker reads through `tf.io.gfile`
+(`keras_distill.labelling.beam_inputs`: `<path>/.staging-<uuid>/` by default,
+so a bucket output path stages on the bucket; or under `staging_dir=`), saves
+a Keras teacher there too, carries one small range per shard through the
+pipeline, and deletes the staging folder when the run ends, whether it
+succeeded or failed.
 
 It runs on any Beam runner (DirectRunner here; Dataflow, Flink, Spark with
 their pipeline options). Records, checks and manifest come from the same

@@ -1,8 +1,9 @@
 """The steps of the Beam pipeline (`keras_distill.labelling.beam`), as plain functions.
 
 Examples travel as `ShardChunk`s (a shard's contiguous examples as arrays,
-sliced in bulk from the data, or grouped once from a user's `(index, example)`
-pairs by `index // shard_size`); prompts are keyed by index and grouped into
+read in bulk from a shard's staged `.npy` files through `tf.io.gfile`
+(`stage_chunk`, `chunk_of_range`), or grouped once from a user's
+`(index, example)` pairs by `index // shard_size`); prompts are keyed by index and grouped into
 shards of whole prompts. Shards are written by the same functions as the local writer
 (`keras_distill.labelling.shards`, `keras_distill.labelling.calls`,
 `keras_distill.labelling.responses`), and the manifest is made last from
