@@ -204,3 +204,11 @@ def test_the_streamed_fingerprint_is_the_arrays_fingerprint():
         staged = staging.stage(tf.data.Dataset.from_tensor_slices((x, y)).batch(6), 8)
         assert staged.data_id == f"arrays:{fingerprint_arrays(x, y)}"
         assert len(staged.ranges) == 5 and staged.head.tolist() == x[:8].tolist()
+
+
+def test_an_unbatched_dataset_for_a_keras_teacher_is_refused_before_anything_is_written():
+    dataset = tf.data.Dataset.from_tensor_slices(np.zeros((6, 64), "float32"))  # not batched
+    path = ram("run")
+    with pytest.raises(TeacherLabelsError, match="the shape of one example of this teacher"):
+        kbeam.label(small_keras_teacher(), dataset, path, shard_size=2)
+    assert not storage.exists(path)

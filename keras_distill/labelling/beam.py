@@ -322,7 +322,7 @@ def label(
             prompts = list(enumerate(data))
             _run(pipeline_options, directory, identity, handler, lambda p: p | beam.Create(prompts))
     else:
-        beam_inputs.check_inputs(data)
+        beam_inputs.check_inputs(data, _example_rank(teacher))
         staging_root = directory if staging_dir is None else storage.check_path(staging_dir)
         with _locked_staging(directory, staging_root) as staging:
             staged = staging.stage(data, shard_size)
@@ -378,6 +378,14 @@ def _example_run(teacher, staged, fingerprint, output, top_k, shard_size, teache
         return None, Identity(settings, None, teacher_id)
     probe = lambda: calls.probe_of(teacher, staged.head, output)  # noqa: E731
     return CallableModelHandler(teacher), Identity(settings, probe, teacher_id)
+
+
+def _example_rank(teacher) -> int | None:
+    """The rank of one input example of a Keras teacher with one input, else None."""
+    model_inputs = getattr(teacher, "inputs", None)
+    if isinstance(model_inputs, list) and len(model_inputs) == 1:
+        return len(model_inputs[0].shape) - 1
+    return None
 
 
 def _worker_handler(teacher, handler, staging: str):

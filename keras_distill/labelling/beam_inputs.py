@@ -109,12 +109,19 @@ def _is_arrays(data) -> bool:
     return isinstance(data, (np.ndarray, tuple, list))
 
 
-def check_inputs(data) -> None:
+def check_inputs(data, example_rank: int | None = None) -> None:
     """Refuses data `label` cannot stage, before anything is written (reads no example).
+
+    Args:
+        data: What `label` was given.
+        example_rank: The rank of one input example, if the teacher says it
+            (a Keras teacher's input rank without the batch axis): dataset
+            elements of that rank are single examples, not batches.
 
     Raises:
         TeacherLabelsError: For a dict, dataset elements that are not `x` or
-            `(x, y)` tensors, empty arrays, or a TFRecord pattern matching no file.
+            `(x, y)` tensors or not batches, empty arrays, or a TFRecord pattern
+            matching no file.
 
     Example:
     >>> check_inputs({"image": np.zeros((2, 3))})
@@ -122,7 +129,17 @@ def check_inputs(data) -> None:
     ...
     keras_distill.labelling.errors.TeacherLabelsError: The data to label must be arrays ...
     """
+    import tensorflow as tf
+
     _source_batches(data, 1)
+    spec = data.element_spec if isinstance(data, tf.data.Dataset) else None
+    x_spec = spec[0] if isinstance(spec, tuple) else spec
+    if x_spec is not None and example_rank is not None and x_spec.shape.rank == example_rank:
+        raise TeacherLabelsError(
+            f"The dataset's inputs have shape {x_spec.shape}, the shape of one example of this "
+            "teacher, not of a batch; `label` takes a dataset of batches (as `fit` does). "
+            "Batch it first, e.g. `dataset.batch(256)`."
+        )
     if _is_arrays(data) and len(examples.labelled_arrays(data)[0]) == 0:
         raise TeacherLabelsError("The data to label is empty; nothing was written.")
 
