@@ -19,7 +19,6 @@ arrays, a dataset or TFRecords give the same manifest and the same shards.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -27,7 +26,7 @@ import numpy as np
 
 from keras_distill.labelling import beam_steps, examples, storage
 from keras_distill.labelling.errors import TeacherLabelsError
-from keras_distill.teachers.black_box import PROBE_EXAMPLES, fingerprint_arrays
+from keras_distill.teachers.black_box import PROBE_EXAMPLES, fingerprint_arrays, fingerprint_chunks
 from keras_distill.utils import inputs
 
 STAGING_PREFIX = ".staging-"  # + 32 hex digits: the name `folder.OURS` accepts
@@ -287,16 +286,13 @@ def staged_fingerprint(ranges: list) -> str:
     ...     staged_fingerprint(staged.ranges) == fingerprint_arrays(np.ones((5, 2)), np.arange(5))
     True
     """
-    digest = hashlib.sha256()
-    names = ("x", "y") if ranges[0].labelled else ("x",)
-    for name in names:
+
+    def described(name: str) -> tuple:  # (shape, dtype, chunks) of the staged x or y
         first = beam_steps.read_staged(ranges[0].file(name))
-        shape = (ranges[-1].stop,) + first.shape[1:]
-        digest.update(str((shape, first.dtype)).encode())  # as `fingerprint_arrays` does
-        for shard_range in ranges:
-            array = beam_steps.read_staged(shard_range.file(name))
-            digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()[:16]
+        chunks = map(beam_steps.read_staged, [shard.file(name) for shard in ranges])
+        return (ranges[-1].stop, *first.shape[1:]), first.dtype, chunks
+
+    return fingerprint_chunks(*map(described, ("x", "y") if ranges[0].labelled else ("x",)))
 
 
 def remove_stale_staging(directory: str) -> None:
