@@ -59,6 +59,16 @@ def test_cached_and_uncached_greedy_decodings_give_the_same_tokens(blocks, width
     assert len({tuple(row) for row in cached[:, 5:].tolist()}) > 1  # not one constant answer
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_the_decoder_traces_once_for_every_batch_size_prompt_width_and_start(use_cache):
+    decoder = decoding.TokenDecoder(
+        causal_lm(VOCAB, LENGTH, blocks=1, width=16), 3, use_cache=use_cache
+    )
+    for rows, width in [(4, 5), (3, 5), (4, 3), (1, 1), (2, 4)]:  # as on-policy batches vary
+        decoder(prompts()[:rows, :width] + (prompts()[:rows, :width] == 0))  # no empty prompt
+    assert decoder.tracing_count == 1
+
+
 def test_call_with_cache_gives_the_logits_of_the_full_forward_pass_at_each_position():
     lm = causal_lm(VOCAB, LENGTH, blocks=2, width=16, seed=4)
     tokens = np.random.default_rng(0).integers(0, VOCAB, (3, LENGTH)).astype("int32")

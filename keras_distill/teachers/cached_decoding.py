@@ -308,7 +308,14 @@ class TokenDecoder:
             if greedy
             else samplers.RandomSampler(seed=seed, temperature=temperature)
         )
-        self._decode = tf.function(self._decode_batch, reduce_retracing=True)
+        self._decode = tf.function(  # one trace for every batch size, prompt width and start
+            self._decode_batch,
+            input_signature=[
+                tf.TensorSpec((None, None), "int32"),
+                tf.TensorSpec((None, None), "bool"),
+                tf.TensorSpec((), "int32"),
+            ],
+        )
 
     def __call__(self, prompts) -> Decoded:
         """Decodes the prompts (an int array right-padded with `pad_id`, or token lists)."""
@@ -323,11 +330,18 @@ class TokenDecoder:
         padded = np.pad(tokens, ((0, 0), (0, self.max_new_tokens)), constant_values=self.pad_id)
         is_prompt = np.arange(width)[None, :] < lengths[:, None]
         decoded = self._decode(
-            padded, is_prompt, tf.constant(lengths.min(), "int32")
-        )  # a tensor: no retrace per start
+            tf.constant(padded, "int32"),
+            tf.constant(is_prompt),
+            tf.constant(lengths.min(), "int32"),
+        )
         decoded = np.asarray(decoded).astype("int32")
         mask = response_mask(decoded, lengths, self.max_new_tokens, self.end_id)
         return Decoded(decoded, lengths, mask)
+
+    @property
+    def tracing_count(self) -> int:
+        """How many times the decoding loop was traced (1 after any number of calls)."""
+        return self._decode.experimental_get_tracing_count()
 
     def _decode_batch(self, tokens, is_prompt, start):
         stop = None if self.end_id is None else (self.end_id,)
