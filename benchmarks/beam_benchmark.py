@@ -12,6 +12,11 @@ Usage: python benchmarks/beam_benchmark.py [--quick] [--pieces fast,fast-large,s
     [--out benchmarks/results/beam.md]
 (`--pieces` runs part of the table, to keep each run short on a shared machine; the report
 then holds only those rows.)
+
+`--inputs` instead compares the inputs a cluster user has, with the 2.2M teacher on 100,000
+labelled examples and 1 worker: arrays, a `tf.data` dataset of batches and TFRecord files
+(`beam.TFRecordInputs`), against `label_with_teacher` on the arrays; all must write the same
+shards (report: `benchmarks/results/beam_inputs.md`).
 """
 
 import argparse
@@ -24,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from common import write_report  # noqa: E402
 
@@ -73,14 +79,83 @@ def rows_of(name: str, teacher, x) -> list[list[str]]:
     return rows
 
 
+def tfrecords_of(x, y, folder: str) -> "kbeam.TFRecordInputs":
+    """`(x, y)` written as TFRecord files of serialized tensors, and how to read them back."""
+    path = os.path.join(folder, "examples.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for row, label in zip(x, y, strict=True):
+            packed = np.append(row, np.float32(label)).astype("float32")
+            writer.write(tf.io.serialize_tensor(packed).numpy())
+
+    def parse(record):
+        packed = tf.ensure_shape(tf.io.parse_tensor(record, tf.float32), [x.shape[1] + 1])
+        return packed[:-1], tf.cast(packed[-1], tf.int64)
+
+    return kbeam.TFRecordInputs(os.path.join(folder, "*.tfrecord"), parse)
+
+
+def input_rows(teacher, x, y) -> list[list[str]]:
+    """One row per input form; raises if any form writes other shards than the arrays."""
+    one_worker = RUNNERS["Beam DirectRunner, 1 worker"]
+    forms = {
+        "label_with_teacher, arrays": lambda path: kd.label_with_teacher(
+            teacher, (x, y), path, shard_size=SHARD, verbose=0
+        ),
+        "beam.label, arrays": (x, y),
+        "beam.label, tf.data batches of 256": tf.data.Dataset.from_tensor_slices((x, y)).batch(256),
+        "beam.label, TFRecordInputs": tfrecords_of(x, y, tempfile.mkdtemp()),
+    }
+    rows, base, shards = [], None, set()
+    for name, data in forms.items():
+        path, started = tempfile.mkdtemp(), time.perf_counter()
+        if callable(data):
+            manifest = data(path)
+        else:
+            manifest = kbeam.label(
+                teacher, data, path, shard_size=SHARD, pipeline_options=one_worker
+            )
+        seconds = time.perf_counter() - started
+        base = base or seconds
+        shards.add(tuple(shard["sha256"] for shard in manifest["shards"]))
+        cells = [name, f"{len(x):,}", f"{seconds:.1f} s", f"{len(x) / seconds:,.0f}"]
+        rows.append(cells + [f"{base / seconds:.2f}"])
+        print(" | ".join(rows[-1]), flush=True)
+    if len(shards) != 1:
+        raise AssertionError("the input forms wrote different shards")
+    return rows
+
+
+def write_input_report(args, digits, teacher) -> None:
+    size = 100_000 // (50 if args.quick else 1)
+    x = np.resize(digits.x_train, (size, 64)).astype("float32")
+    y = np.resize(digits.y_train, size).astype("int64")
+    rows = input_rows(teacher, x, y)
+    flags = " --quick" if args.quick else ""
+    lines = [
+        "# Beam benchmark: input forms",
+        "",
+        f"Command: `python benchmarks/beam_benchmark.py --inputs{flags}`. Machine: "
+        f"{platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}; the "
+        f"{teacher.count_params() / 1e6:.1f}M teacher, digits examples tiled, shards of {SHARD:,}, "
+        "Beam's DirectRunner with 1 worker; one run per row, start-up and staging included; every "
+        "form wrote the same shards (checked). Ratio: examples/s over `label_with_teacher`.",
+        "",
+        markdown.table(["input", "examples", "time", "examples/s", "ratio"], rows),
+    ]
+    write_report(lines, "benchmarks/results/beam_inputs.md")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--pieces", default="fast,fast-large,slow")
     parser.add_argument("--out", default="benchmarks/results/beam.md")
+    parser.add_argument("--inputs", action="store_true", help="compare the input forms instead")
     args = parser.parse_args()
     scale = 50 if args.quick else 1
     digits = load_digits()
+    if args.inputs:
+        return write_input_report(args, digits, mlp(1024))
     teachers = {"fast": mlp(1024), "slow": mlp(3200)}
     pieces = {  # piece: (teacher, examples)
         "fast": ("fast", 100_000 // scale),
