@@ -364,3 +364,26 @@ def test_beam_writes_and_loads_on_the_in_memory_file_system(tmp_path, monkeypatc
     assert manifest["num_examples"] == 40 and len(manifest["shards"]) == 3
     np.testing.assert_allclose(stored_logits(path), X[:, :3], rtol=1e-6)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_beam_resumes_an_interrupted_run_on_the_in_memory_file_system(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = f"ram://first-hour-beam-resume/{tmp_path.name}"
+    interrupted = {"yes": True}
+
+    def teacher(batch):  # the same outputs every time; the first run dies on its last shard
+        if interrupted["yes"] and float(batch[0, 0]) == float(X[30, 0]):
+            raise RuntimeError("worker lost")
+        return batch[:, :3]
+
+    with pytest.raises(Exception, match="worker lost"):
+        kbeam.label(teacher, (X, Y), path, shard_size=10, teacher_id="t")
+    assert not tf.io.gfile.exists(path + "/manifest.json")  # nothing claims to be complete
+    interrupted["yes"] = False
+    manifest = kbeam.label(teacher, (X, Y), path, shard_size=10, teacher_id="t")
+    assert manifest["complete"] and manifest["num_examples"] == 40
+    assert sorted(tf.io.gfile.listdir(path)) == ["manifest.json"] + [
+        shard["file"] for shard in manifest["shards"]
+    ]  # no lock, no staging left
+    np.testing.assert_allclose(stored_logits(path), X[:, :3], rtol=1e-6)
+    assert list(tmp_path.iterdir()) == []
