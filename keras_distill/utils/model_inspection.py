@@ -55,10 +55,9 @@ def symbolic_outputs(model):
 
 def _output_layers(model) -> list | None:
     """The layers that produce the model's outputs, in flat order, if known."""
-    outputs = symbolic_outputs(model)
-    if outputs:
-        # private Keras API: a KerasTensor's producing layer has no public accessor
-        return [t._keras_history[0] for t in keras.tree.flatten(outputs)]
+    names = getattr(model, "output_names", None) if symbolic_outputs(model) else None
+    if names:  # a Functional model names the layers that produce its outputs
+        return [model.get_layer(name) for name in names]
     layers = getattr(model, "layers", None)
     if layers and any(cls.__name__ == "Sequential" for cls in type(model).__mro__):
         return [layers[-1]]
