@@ -340,7 +340,15 @@ class TokenDecoder:
 
     @property
     def tracing_count(self) -> int:
-        """How many times the decoding loop was traced (1 after any number of calls)."""
+        """How many times the decoding loop was traced (1 after any number of calls).
+
+        Example:
+        >>> lm = small_gpt2_lm(vocabulary_size=10, length=8, blocks=1, width=8, heads=2)
+        >>> decoder = TokenDecoder(lm, max_new_tokens=2)
+        >>> _ = decoder([[1, 2], [3]]), decoder([[4, 5, 6]])
+        >>> decoder.tracing_count
+        1
+        """
         return self._decode.experimental_get_tracing_count()
 
     def _decode_batch(self, tokens, is_prompt, start):
