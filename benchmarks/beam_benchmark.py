@@ -3,7 +3,7 @@
 Two Keras teachers label the digits training set tiled to the given sizes, in shards of 2,000:
 the digits MLP 64-1024-1024-1024-10 (2.2M parameters) and a teacher about ten times slower per
 example (64-3200-3200-3200-10, 20.7M parameters). Each is run with `label_with_teacher` in this
-process, and with `keras_distill.labelling.beam.label` on the DirectRunner with 1 worker (in
+process, and with `keras_distill._src.labelling.beam.label` on the DirectRunner with 1 worker (in
 memory) and with 2 worker processes (multi_processing). Examples per second include pipeline
 start-up (worker processes import TensorFlow and load the model). The Beam path carries one
 element per shard (a `ShardChunk`), so its cost per example is the teacher's.
@@ -34,9 +34,9 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from common import write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill.labelling import beam as kbeam  # noqa: E402
-from keras_distill.studies.datasets import load_digits  # noqa: E402
-from keras_distill.utils import markdown  # noqa: E402
+from keras_distill._src.labelling import beam as kbeam  # noqa: E402
+from keras_distill._src.studies.datasets import load_digits  # noqa: E402
+from keras_distill._src.utils import markdown  # noqa: E402
 
 SHARD = 2_000
 RUNNERS = {

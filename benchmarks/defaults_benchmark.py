@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 from common import mean_std, write_report  # noqa: E402
 from quality_benchmark import mlp, scarce, tasks  # noqa: E402
 
-from keras_distill.studies import recipes  # noqa: E402
-from keras_distill.studies.datasets import Split, load_digits  # noqa: E402
-from keras_distill.studies.demo import teacher_cnn  # noqa: E402
+from keras_distill._src.studies import recipes  # noqa: E402
+from keras_distill._src.studies.datasets import Split, load_digits  # noqa: E402
+from keras_distill._src.studies.demo import teacher_cnn  # noqa: E402
 
 SETTINGS = [  # (label, start temperature, final temperature, alpha)
     ("T 1, alpha 0.5", 1.0, 1.0, 0.5),

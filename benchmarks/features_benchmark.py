@@ -11,7 +11,7 @@ same optimizer (Adam 1e-3, batch 32; no augmentation, so every row is comparable
   (`init_from_teacher`) then trained on the labels, and the DistilBERT recipe
   (`recipes.train_distilbert_style`: init + 5:2:1 soft-target KL at T 2, hard loss, cosine on
   the last hidden state);
-- a small transformer (`keras_distill.studies.architectures.transformer_classifier`, MNIST-1D as a
+- a small transformer (`kd.architectures.transformer_classifier`, MNIST-1D as a
   sequence of 10 patches) with 4 blocks halved to 2 blocks: scratch, logits KD, logits + the
   cosine hidden-state term, initialised from every other teacher block then trained on the labels,
   and the DistilBERT recipe.
@@ -31,13 +31,13 @@ import numpy as np  # noqa: E402
 from common import mean_std, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill.objective.features import FeatureDistillation  # noqa: E402
-from keras_distill.studies import (
+from keras_distill._src.objective.features import FeatureDistillation  # noqa: E402
+from keras_distill._src.studies import (
     datasets,  # noqa: E402
     recipes,
 )
-from keras_distill.studies.architectures import transformer_classifier  # noqa: E402
-from keras_distill.utils import markdown
+from keras_distill._src.studies.architectures import transformer_classifier  # noqa: E402
+from keras_distill._src.utils import markdown
 
 
 def mlp(inputs, hidden, seed, prefix, dropout=0.0):

@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 from common import write_report  # noqa: E402
 
 from keras_distill import micro  # noqa: E402
-from keras_distill.micro import model_info, verify  # noqa: E402
-from keras_distill.studies import datasets, demo, recipes
-from keras_distill.utils import markdown
+from keras_distill._src.micro import model_info, verify  # noqa: E402
+from keras_distill._src.studies import datasets, demo, recipes
+from keras_distill._src.utils import markdown
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

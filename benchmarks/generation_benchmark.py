@@ -1,6 +1,6 @@
 """Generation protocol: a small language model learns from a teacher's generated responses.
 
-Task: two-digit addition as text (`"12+34="` -> `"46<end>"`, `keras_distill.studies.datasets.
+Task: two-digit addition as text (`"12+34="` -> `"46<end>"`, `keras_distill._src.studies.datasets.
 make_addition`), exact-match accuracy of greedy decoding on held-out prompts. A teacher
 (`architectures.causal_lm`, 2 blocks, width 64) is trained on its own labelled problems; the
 student (1 block, width 32) has a few labelled problems and many prompts without answers, which
@@ -33,10 +33,10 @@ import numpy as np  # noqa: E402
 from common import mean_std, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill.studies import datasets  # noqa: E402
-from keras_distill.studies.architectures import causal_lm  # noqa: E402
-from keras_distill.teachers import generation
-from keras_distill.utils import markdown
+from keras_distill._src.studies import datasets  # noqa: E402
+from keras_distill._src.studies.architectures import causal_lm  # noqa: E402
+from keras_distill._src.teachers import generation
+from keras_distill._src.utils import markdown
 
 VOCAB, LENGTH, END = len(datasets.ADDITION_TOKENS), 12, datasets.ADDITION_END
 OPTIONS = dict(vocabulary_size=VOCAB, max_length=LENGTH, verbose=0)

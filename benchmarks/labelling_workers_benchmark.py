@@ -30,7 +30,7 @@ WORKER = textwrap.dedent(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras, numpy as np
     from keras_distill import label_with_teacher
-    from keras_distill.studies.datasets import load_digits
+    from keras_distill._src.studies.datasets import load_digits
 
     path, index, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     digits = load_digits().x_train

@@ -24,10 +24,10 @@ import tensorflow as tf  # noqa: E402
 from common import write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill.micro import model_info  # noqa: E402
-from keras_distill.studies.compression_report import median_seconds  # noqa: E402
-from keras_distill.studies.datasets import load_digits  # noqa: E402
-from keras_distill.utils.tflite_interpreter import tflite_interpreter  # noqa: E402
+from keras_distill._src.micro import model_info  # noqa: E402
+from keras_distill._src.studies.compression_report import median_seconds  # noqa: E402
+from keras_distill._src.studies.datasets import load_digits  # noqa: E402
+from keras_distill._src.utils.tflite_interpreter import tflite_interpreter  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -1,6 +1,6 @@
 """On-policy distillation (GKD) vs offline distillation of a small language model, same steps.
 
-Task: two-digit addition as text (`"12+34="` -> `"46<end>"`, `keras_distill.studies.datasets.
+Task: two-digit addition as text (`"12+34="` -> `"46<end>"`, `keras_distill._src.studies.datasets.
 make_addition`); exact match of greedy decoding on 500 held-out problems. The teacher
 (`architectures.causal_lm`, 2 blocks, width 64) learns from 3,000 labelled problems; each
 student (1 block, width 32) has 200 labelled problems and 2,000 prompts without answers, and
@@ -40,11 +40,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from common import mean_std, write_report  # noqa: E402
 
-from keras_distill.studies import datasets  # noqa: E402
-from keras_distill.studies.architectures import causal_lm  # noqa: E402
-from keras_distill.teachers import cached_decoding as decoding  # noqa: E402
-from keras_distill.training.on_policy import OnPolicyDistiller  # noqa: E402
-from keras_distill.utils import markdown  # noqa: E402
+from keras_distill._src.studies import datasets  # noqa: E402
+from keras_distill._src.studies.architectures import causal_lm  # noqa: E402
+from keras_distill._src.teachers import cached_decoding as decoding  # noqa: E402
+from keras_distill._src.training.on_policy import OnPolicyDistiller  # noqa: E402
+from keras_distill._src.utils import markdown  # noqa: E402
 
 VOCAB, LENGTH, END, PROMPT, ANSWER = len(datasets.ADDITION_TOKENS), 12, datasets.ADDITION_END, 6, 4
 BATCH, TOP_K, SIZES = 64, 4, (200, 2000, 500)

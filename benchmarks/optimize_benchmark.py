@@ -27,8 +27,8 @@ import tensorflow as tf  # noqa: E402
 from common import mean_std, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill.studies.datasets import load_digits  # noqa: E402
-from keras_distill.training import tfmot as optimize  # noqa: E402
+from keras_distill._src.studies.datasets import load_digits  # noqa: E402
+from keras_distill._src.training import tfmot as optimize  # noqa: E402
 
 LOSS = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

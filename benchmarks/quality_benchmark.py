@@ -43,11 +43,11 @@ import tensorflow as tf  # noqa: E402
 from common import mean_std, write_report  # noqa: E402
 
 from keras_distill import losses  # noqa: E402
-from keras_distill.studies import recipes
-from keras_distill.studies.datasets import Split, load_digits, load_mnist1d  # noqa: E402
-from keras_distill.studies.demo import teacher_cnn  # noqa: E402
-from keras_distill.training import augment
-from keras_distill.utils import markdown
+from keras_distill._src.studies import recipes
+from keras_distill._src.studies.datasets import Split, load_digits, load_mnist1d  # noqa: E402
+from keras_distill._src.studies.demo import teacher_cnn  # noqa: E402
+from keras_distill._src.training import augment
+from keras_distill._src.utils import markdown
 
 BATCH = 128
 
@@ -63,7 +63,7 @@ def mlp(inputs, hidden, seed, dropout=0.0):
 
 
 def recommended_augmentation(input_shape, kind):
-    """`keras_distill.training.augment.default_augmentation` of a kind, with or without input mixup.
+    """`kd.augment.default_augmentation` of a kind, with or without input mixup.
 
     Digits are flat feature vectors to the default ("features": noise, mixup); a 1-pixel
     translation of the 8x8 images cost the small students 3-8 points even from scratch

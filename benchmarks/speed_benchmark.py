@@ -43,9 +43,9 @@ import tensorflow as tf  # noqa: E402
 from common import EpochTimer, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill.studies.datasets import load_digits, load_mnist1d  # noqa: E402
-from keras_distill.studies.demo import teacher_cnn  # noqa: E402
-from keras_distill.utils import markdown  # noqa: E402
+from keras_distill._src.studies.datasets import load_digits, load_mnist1d  # noqa: E402
+from keras_distill._src.studies.demo import teacher_cnn  # noqa: E402
+from keras_distill._src.utils import markdown  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 FLOOR = "hand-written Keras step, CE + KL on the cached logits (the floor)"

@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 from common import EpochTimer, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill.studies.datasets import load_digits  # noqa: E402
+from keras_distill._src.studies.datasets import load_digits  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

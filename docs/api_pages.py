@@ -133,7 +133,7 @@ def write(folder: pathlib.Path) -> list[pathlib.Path]:
 def canonical_name(target: str) -> str | None:
     """Where a public name of keras-distill is defined, if `target` is a re-export of it.
 
-    Docstrings and guides name things as users import them (`keras_distill.micro.export`,
+    Docstrings and guides name things as users import them (`keras_distill._src.micro.export`,
     `kd.Distiller`); the reference documents each where it is defined. Used to resolve
     such references (`missing-reference` in `docs/conf.py`).
 
@@ -146,7 +146,7 @@ def canonical_name(target: str) -> str | None:
 
     Example:
     >>> canonical_name("kd.micro.MicroExportError")
-    'keras_distill.micro.errors.MicroExportError'
+    'keras_distill._src.micro.errors.MicroExportError'
     >>> canonical_name("keras_distill.nothing") is None
     True
     """

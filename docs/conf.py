@@ -92,7 +92,7 @@ def setup(app):
 
 
 def resolve_reexport(app, env, node, contnode):
-    """Resolves a reference to a re-exported name (`keras_distill.micro.export`, `kd.X`)."""
+    """Resolves a reference to a re-exported name (`keras_distill._src.micro.export`, `kd.X`)."""
     if node.get("refdomain") != "py":
         return None
     canonical = api_pages.canonical_name(node["reftarget"])

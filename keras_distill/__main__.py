@@ -2,6 +2,6 @@
 
 import sys
 
-from keras_distill.cli import main
+from keras_distill._src.cli import main
 
 sys.exit(main())

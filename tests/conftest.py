@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from keras_distill.studies import datasets  # noqa: E402
+from keras_distill._src.studies import datasets  # noqa: E402
 
 # Property tests: `make test` sees the same examples on every run (derandomized, no example
 # database); `make fuzz` explores with many random examples. A failure found by fuzzing becomes

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_distill as kd
-from keras_distill.studies.architectures import (
+from keras_distill._src.studies.architectures import (
     IntegerLayerNorm,
     TransformerBlock,
     transformer_classifier,

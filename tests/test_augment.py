@@ -8,7 +8,7 @@ from conftest import SCE, mlp
 from test_distiller import reference_kl
 
 from keras_distill import Distiller
-from keras_distill.training import augment
+from keras_distill._src.training import augment
 
 BASIS = np.eye(8, dtype="float32")  # example i is the i-th basis vector: mixing is visible
 

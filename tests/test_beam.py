@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import keras_distill as kd
-from keras_distill.labelling import TeacherLabelsError
+from keras_distill._src.labelling import TeacherLabelsError
 
 beam = pytest.importorskip("apache_beam", reason="apache-beam is optional (keras-distill[beam])")
-kbeam = pytest.importorskip("keras_distill.labelling.beam")
+kbeam = pytest.importorskip("keras_distill._src.labelling.beam")
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 TWO_WORKERS = PipelineOptions(direct_num_workers=2, direct_running_mode="multi_processing")
@@ -101,7 +101,7 @@ def test_a_failing_teacher_fails_the_pipeline_and_leaves_no_complete_manifest(di
 
 
 def test_generated_responses_on_two_workers_equal_the_local_run(tmp_path):
-    from keras_distill.studies import datasets
+    from keras_distill._src.studies import datasets
 
     prompts, answers = datasets.make_addition(90, seed=2)
     table = {tuple(p.tolist()): a for p, a in zip(prompts, answers, strict=True)}

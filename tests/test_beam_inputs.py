@@ -8,11 +8,11 @@ import pytest
 import tensorflow as tf
 
 import keras_distill as kd
-from keras_distill.labelling import TeacherLabelsError, folder, storage
+from keras_distill._src.labelling import TeacherLabelsError, folder, storage
 
 beam = pytest.importorskip("apache_beam", reason="apache-beam is optional (keras-distill[beam])")
-kbeam = pytest.importorskip("keras_distill.labelling.beam")
-from keras_distill.labelling import beam_inputs  # noqa: E402
+kbeam = pytest.importorskip("keras_distill._src.labelling.beam")
+from keras_distill._src.labelling import beam_inputs  # noqa: E402
 
 
 def ram(name):
@@ -197,7 +197,7 @@ def test_a_killed_runs_staging_folder_neither_looks_foreign_nor_stays(digits, tm
 
 
 def test_the_streamed_fingerprint_is_the_arrays_fingerprint():
-    from keras_distill.teachers.black_box import fingerprint_arrays
+    from keras_distill._src.teachers.black_box import fingerprint_arrays
 
     x, y = np.arange(70.0).reshape(35, 2), np.arange(35)
     with beam_inputs.Staging(ram("staging")) as staging:

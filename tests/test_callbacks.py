@@ -5,7 +5,7 @@ from conftest import SCE, mlp
 from test_distiller import reference_kl
 
 from keras_distill import Distiller, TemperatureScheduler
-from keras_distill.training import schedules
+from keras_distill._src.training import schedules
 
 
 class CountingDistiller(Distiller):

@@ -6,8 +6,8 @@ import pytest
 from conftest import mlp
 
 from keras_distill import sweep, teacher_assistant_chain
-from keras_distill.studies import recipes
-from keras_distill.studies.datasets import Split
+from keras_distill._src.studies import recipes
+from keras_distill._src.studies.datasets import Split
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,14 @@ import keras
 import numpy as np
 import pytest
 
-from keras_distill.studies.architectures import CausalTransformerLM, causal_lm
-from keras_distill.studies.transformer_layers import (
+from keras_distill._src.studies.architectures import CausalTransformerLM, causal_lm
+from keras_distill._src.studies.transformer_layers import (
     IntegerLayerNorm,
     PositionEmbedding,
     TransformerBlock,
 )
-from keras_distill.teachers import cached_decoding as decoding
-from keras_distill.training.on_policy import OnPolicyDistiller
+from keras_distill._src.teachers import cached_decoding as decoding
+from keras_distill._src.training.on_policy import OnPolicyDistiller
 
 pytest.importorskip("keras_hub", reason="keras_hub is optional (not installed)")
 

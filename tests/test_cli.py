@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from keras_distill import cli
+from keras_distill._src import cli
 
 
 def run(*args, timeout=600):

@@ -5,7 +5,7 @@ import tensorflow as tf
 from conftest import SCE, mlp
 
 from keras_distill import Distiller, losses
-from keras_distill.utils.model_inspection import probability_outputs
+from keras_distill._src.utils.model_inspection import probability_outputs
 
 
 def compiled(distiller, optimizer=None, **kwargs):

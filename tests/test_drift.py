@@ -5,7 +5,7 @@ import pytest
 from conftest import SCE
 
 from keras_distill import micro
-from keras_distill.micro import drift
+from keras_distill._src.micro import drift
 
 
 def three_layers(digits, outlier):

@@ -7,7 +7,7 @@ from conftest import SCE, mlp
 
 import keras_distill as kd
 from keras_distill import Distiller
-from keras_distill.teachers import ensemble
+from keras_distill._src.teachers import ensemble
 
 
 def softmax(z):

@@ -10,7 +10,7 @@ from test_distiller import reference_kl
 from test_teacher_cache import Counting
 
 from keras_distill import Distiller
-from keras_distill.objective.features import FeatureDistillation, Tap, feature_loss
+from keras_distill._src.objective.features import FeatureDistillation, Tap, feature_loss
 
 
 def hidden_name(teacher):

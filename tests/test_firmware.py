@@ -19,8 +19,8 @@ import pytest
 from conftest import SCE, mlp
 
 from keras_distill import micro
-from keras_distill.micro import firmware as firmware_lib
-from keras_distill.micro import model_info, target_run, verify
+from keras_distill._src.micro import firmware as firmware_lib
+from keras_distill._src.micro import model_info, target_run, verify
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TFLM_DIR = os.environ.get(firmware_lib.TFLM_DIR_VARIABLE, "")
@@ -258,7 +258,7 @@ def test_the_inputs_file_holds_the_quantized_examples(tmp_path):
 @needs_tflm
 @pytest.mark.slow
 def test_cli_builds_and_runs_an_export(exports, digits, tmp_path, capsys):
-    from keras_distill import cli
+    from keras_distill._src import cli
 
     np.save(tmp_path / "x.npy", digits.x_test[:5])
     folder = str(exports["mlp"].header_path.parent)

@@ -14,9 +14,9 @@ import tensorflow as tf
 from conftest import mlp
 
 import keras_distill as kd
-from keras_distill.labelling import TeacherLabelsError
-from keras_distill.labelling.manifest import Manifest, Settings
-from keras_distill.teachers import generation
+from keras_distill._src.labelling import TeacherLabelsError
+from keras_distill._src.labelling.manifest import Manifest, Settings
+from keras_distill._src.teachers import generation
 
 RNG = np.random.default_rng(0)
 X = RNG.random((40, 6)).astype("float32")
@@ -235,7 +235,7 @@ def test_float_tokens_are_named_as_such_not_as_outside_the_vocabulary(tmp_path):
 
 @pytest.fixture(scope="module")
 def language_model():
-    from keras_distill.studies.architectures import causal_lm
+    from keras_distill._src.studies.architectures import causal_lm
 
     return causal_lm(8, 6, blocks=1, width=8)
 
@@ -302,7 +302,7 @@ def test_labels_are_written_resumed_and_loaded_on_the_in_memory_file_system(tmp_
 # -- the Beam path: the same checks through the same functions ------------------------------
 
 beam = pytest.importorskip("apache_beam", reason="apache-beam is optional (keras-distill[beam])")
-kbeam = pytest.importorskip("keras_distill.labelling.beam")
+kbeam = pytest.importorskip("keras_distill._src.labelling.beam")
 
 
 @pytest.mark.parametrize("labels", [Y[:30], np.arange(60) % 3], ids=["fewer", "more"])

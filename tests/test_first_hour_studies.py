@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from conftest import mlp
 
-from keras_distill import cli, compare, micro, sweep, teacher_assistant_chain
-from keras_distill.studies import recipes
-from keras_distill.studies.datasets import Split
-from keras_distill.training.distiller import Distiller
+from keras_distill import compare, micro, sweep, teacher_assistant_chain
+from keras_distill._src import cli
+from keras_distill._src.studies import recipes
+from keras_distill._src.studies.datasets import Split
+from keras_distill._src.training.distiller import Distiller
 
 
 def tiny(seed=0, inputs=4, outputs=2):

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from keras_distill import Distiller, schedules
-from keras_distill.training import fit_checks
-from keras_distill.training.callbacks import TemperatureScheduler
+from keras_distill._src.training import fit_checks
+from keras_distill._src.training.callbacks import TemperatureScheduler
 
 SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

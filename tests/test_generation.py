@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import keras_distill as kd
-from keras_distill.labelling import TeacherLabelsError, responses
-from keras_distill.studies import datasets
-from keras_distill.studies.architectures import causal_lm
-from keras_distill.teachers import generation
+from keras_distill._src.labelling import TeacherLabelsError, responses
+from keras_distill._src.studies import datasets
+from keras_distill._src.studies.architectures import causal_lm
+from keras_distill._src.teachers import generation
 
 VOCAB, LENGTH = len(datasets.ADDITION_TOKENS), 12
 OPTIONS = dict(vocabulary_size=VOCAB, max_length=LENGTH)

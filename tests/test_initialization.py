@@ -85,7 +85,7 @@ def test_a_keras_hub_bert_backbone_is_halved():
 
 
 def test_the_distilbert_recipe_initialises_and_trains_the_half_depth_student(digits):
-    from keras_distill.studies import recipes
+    from keras_distill._src.studies import recipes
 
     def encoder(blocks, seed):
         keras.utils.set_random_seed(seed)

@@ -23,8 +23,9 @@ def test_the_keras_io_example_runs_unchanged(digits, teacher, capsys):
     distiller.fit(digits.x_train, digits.y_train, epochs=3, verbose=0)
     results = distiller.evaluate(digits.x_test, digits.y_test, verbose=0)
     # ---
-    assert "distillation_loss_fn=KLDivergence is used as keras_distill.losses.kl_divergence" in (
-        capsys.readouterr().out
+    assert (
+        "distillation_loss_fn=KLDivergence is used as keras_distill._src.losses.kl_divergence"
+        in (capsys.readouterr().out)
     )
     assert float(distiller.temperature) == 10.0 and float(distiller.alpha) == pytest.approx(0.1)
     logs = distiller.evaluate(digits.x_test, digits.y_test, return_dict=True, verbose=0)

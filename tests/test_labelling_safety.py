@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from keras_distill import Distiller, label_with_teacher, load_teacher_labels
-from keras_distill.labelling import TeacherLabelsError
+from keras_distill._src.labelling import TeacherLabelsError
 
 RNG = np.random.default_rng(0)
 X = RNG.random((100, 8)).astype("float32")

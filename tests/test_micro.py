@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from conftest import SCE
 
-from keras_distill import cli, micro
-from keras_distill.micro import convert, model_info, verify
+from keras_distill import micro
+from keras_distill._src import cli
+from keras_distill._src.micro import convert, model_info, verify
 
 STUBS = pathlib.Path(__file__).parent / "stubs"
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mlperf-tiny"

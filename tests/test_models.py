@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_distill.utils import model_inspection as models
+from keras_distill._src.utils import model_inspection as models
 
 
 def test_multiply_accumulates_counts_dense_and_convolutions_in_nested_models():

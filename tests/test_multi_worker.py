@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from keras_distill import label_with_teacher, load_teacher_labels
-from keras_distill.labelling.writer import TeacherLabelsError
-from keras_distill.training import multi_worker as compat
+from keras_distill._src.labelling.writer import TeacherLabelsError
+from keras_distill._src.training import multi_worker as compat
 
 TIMEOUT = 300
 
@@ -37,7 +37,7 @@ DISTIL = textwrap.dedent(
     import keras
     import keras_distill  # imported before the strategy is created, on purpose
     from keras_distill import Distiller, TemperatureScheduler
-    from keras_distill.training import schedules
+    from keras_distill._src.training import schedules
 
     if os.environ.get("TF_CONFIG"):
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -165,7 +165,7 @@ LEGACY = textwrap.dedent(
     import numpy as np
     import tensorflow as tf
     from keras_distill import Distiller, TemperatureScheduler
-    from keras_distill.training import schedules
+    from keras_distill._src.training import schedules
 
     if os.environ.get("TF_CONFIG"):
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -223,7 +223,7 @@ BACKUP = textwrap.dedent(
     import tensorflow as tf
     import keras
     from keras_distill import Distiller, TemperatureScheduler
-    from keras_distill.training import schedules
+    from keras_distill._src.training import schedules
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]

@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_distill.losses import token_divergences as td
-from keras_distill.studies.architectures import causal_lm
-from keras_distill.teachers import cached_decoding as decoding
-from keras_distill.training.on_policy import OnPolicyDistiller
+from keras_distill._src.losses import token_divergences as td
+from keras_distill._src.studies.architectures import causal_lm
+from keras_distill._src.teachers import cached_decoding as decoding
+from keras_distill._src.training.on_policy import OnPolicyDistiller
 
 keras_hub = pytest.importorskip("keras_hub", reason="keras_hub is optional (not installed)")
 

@@ -9,7 +9,7 @@ import textwrap
 import keras
 import pytest
 
-from keras_distill.training import tfmot as optimize
+from keras_distill._src.training import tfmot as optimize
 
 LEGACY = textwrap.dedent(
     """
@@ -19,8 +19,8 @@ LEGACY = textwrap.dedent(
     import tensorflow as tf
     import keras
     import keras_distill as kd
-    from keras_distill.training import tfmot as optimize
-    from keras_distill.studies.datasets import load_digits
+    from keras_distill._src.training import tfmot as optimize
+    from keras_distill._src.studies.datasets import load_digits
 
     split = load_digits()
     loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -98,7 +98,7 @@ BEHAVIOUR = textwrap.dedent(
     import numpy as np
     import tensorflow as tf
     import keras_distill as kd
-    from keras_distill.studies.datasets import load_digits
+    from keras_distill._src.studies.datasets import load_digits
 
     split = load_digits()
     sce = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -289,7 +289,7 @@ def test_real_tfmot_pruning_mistakes_are_named(report):
     assert "UpdatePruningStep" in report["no_callback_error"]
     assert report["no_callback_unchanged"]  # refused before the first step
     assert any("step 10000" in m and "16 steps" in m for m in report["late_warnings"])
-    assert "keras_distill.training.tfmot.strip(model)" in report["unstripped_error"]
+    assert "keras_distill._src.training.tfmot.strip(model)" in report["unstripped_error"]
 
 
 @pytest.mark.slow

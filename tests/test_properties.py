@@ -10,8 +10,8 @@ from hypothesis.extra import numpy as hnp
 from test_losses import reference
 
 from keras_distill import label_with_teacher, load_teacher_labels, losses
-from keras_distill.labelling import TeacherLabelsError
-from keras_distill.training import schedules
+from keras_distill._src.labelling import TeacherLabelsError
+from keras_distill._src.training import schedules
 
 # The number of examples and their randomness come from the profile in conftest.py.
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])

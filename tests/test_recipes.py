@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from conftest import mlp
 
-from keras_distill.studies import recipes
-from keras_distill.studies.datasets import Split
-from keras_distill.training import augment
+from keras_distill._src.studies import recipes
+from keras_distill._src.studies.datasets import Split
+from keras_distill._src.training import augment
 
 
 @pytest.fixture(scope="module")

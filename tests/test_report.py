@@ -3,8 +3,8 @@ import pytest
 from conftest import mlp
 
 from keras_distill import compare
-from keras_distill.studies import recipes
-from keras_distill.studies.compression_report import accuracy
+from keras_distill._src.studies import recipes
+from keras_distill._src.studies.compression_report import accuracy
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def test_the_tflite_interpreter_is_litert_when_installed_and_never_warns(monkeyp
     import keras
     import numpy as np
 
-    from keras_distill.micro.convert import to_int8_tflite
-    from keras_distill.utils import tflite_interpreter as interpreter
+    from keras_distill._src.micro.convert import to_int8_tflite
+    from keras_distill._src.utils import tflite_interpreter as interpreter
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     tflite = to_int8_tflite(model, np.random.default_rng(0).random((8, 4)))

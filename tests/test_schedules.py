@@ -3,7 +3,7 @@ import math
 import keras
 import pytest
 
-from keras_distill.training import schedules
+from keras_distill._src.training import schedules
 
 
 def test_linear_cosine_exponential_go_from_start_to_end():

@@ -11,7 +11,7 @@ import pytest
 from conftest import SCE, mlp
 
 from keras_distill import Distiller, TemperatureScheduler
-from keras_distill.training import schedules
+from keras_distill._src.training import schedules
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     )
     import keras, numpy as np
     from keras_distill import Distiller, TemperatureScheduler
-    from keras_distill.training import schedules
+    from keras_distill._src.training import schedules
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 16)).astype("float32")

@@ -310,7 +310,7 @@ def test_kl_at_huge_temperatures_tends_to_half_the_logit_variance(temperature):
 
 
 def test_temperatures_beyond_the_accurate_range_are_refused():
-    from keras_distill.objective.objective import MAX_TEMPERATURE, checked_temperature
+    from keras_distill._src.objective.objective import MAX_TEMPERATURE, checked_temperature
 
     assert checked_temperature(MAX_TEMPERATURE) == MAX_TEMPERATURE
     with pytest.raises(ValueError, match=r"at most 1e\+06; received 10000000.0.*logit_mse"):

@@ -88,7 +88,7 @@ def test_outputs_over_the_budget_run_live(digits, teacher, capsys):
 
 
 def test_the_cache_holds_the_outputs_only_and_never_copies_the_inputs(digits, teacher):
-    from keras_distill.training import teacher_cache
+    from keras_distill._src.training import teacher_cache
 
     distiller = Distiller(teacher, mlp([8], seed=7))
     x, y = digits.x_train[:300], digits.y_train[:300]

@@ -12,8 +12,8 @@ from conftest import SCE, mlp
 from test_distiller import log_softmax, reference_kl
 
 from keras_distill import Distiller, TemperatureScheduler, label_with_teacher, load_teacher_labels
-from keras_distill.labelling import TeacherLabelsError
-from keras_distill.training import schedules
+from keras_distill._src.labelling import TeacherLabelsError
+from keras_distill._src.training import schedules
 
 
 def collect(dataset):

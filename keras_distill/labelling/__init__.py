@@ -1,14 +1,22 @@
-"""Stored teacher outputs: labelling data once with a teacher, and training from the labels.
+"""Stored teacher outputs: label data once with a teacher, train from the labels many times.
 
-`label_with_teacher` (and `keras_distill.labelling.beam` on Apache Beam)
-write TFRecord shards and a manifest (`keras_distill.labelling.manifest`);
+`label_with_teacher` writes TFRecord shards and a manifest;
 `load_teacher_labels` reads them back as a `tf.data.Dataset` for
-`Distiller(teacher=None, ...)`. Every problem with stored outputs is a
-`TeacherLabelsError`.
+`kd.Distiller(teacher=None, ...)`. Every problem with stored outputs is a
+`TeacherLabelsError`. `keras_distill.labelling.beam` labels on Apache Beam.
 """
 
-from keras_distill.labelling.errors import TeacherLabelsError
-from keras_distill.labelling.reader import load_teacher_labels
-from keras_distill.labelling.writer import label_with_teacher
+from keras_distill._src.labelling.errors import TeacherLabelsError
+from keras_distill._src.labelling.manifest import Manifest, read_manifest
+from keras_distill._src.labelling.reader import load_teacher_labels
+from keras_distill._src.labelling.responses import SequenceOptions
+from keras_distill._src.labelling.writer import label_with_teacher
 
-__all__ = ["TeacherLabelsError", "label_with_teacher", "load_teacher_labels"]
+__all__ = [
+    "Manifest",
+    "SequenceOptions",
+    "TeacherLabelsError",
+    "label_with_teacher",
+    "load_teacher_labels",
+    "read_manifest",
+]

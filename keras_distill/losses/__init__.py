@@ -1,24 +1,21 @@
 """Distillation losses between teacher and student logits.
 
 Every loss comes as a function `fn(teacher_logits, student_logits,
-temperature)` (in `divergences`) and as a serializable `keras.losses.Loss`
-class (in `losses`); `get`, `serialize` and `deserialize` resolve either from a
-name, as `keras.losses` does.
+temperature)` and as a serializable `keras.losses.Loss` class; `get`,
+`serialize` and `deserialize` resolve either from a name, as `keras.losses`
+does. The token-level functions compare language models position by position.
 """
 
-from keras_distill.losses.divergences import (
+from keras_distill._src.losses.divergences import (
     decoupled_kd,
     dist,
     jensen_shannon_divergence,
     kl_divergence,
     logit_mse,
-    needs_full_logits,
     reverse_kl_divergence,
     standardized_kl_divergence,
-    top_k_logits,
-    uses_labels,
 )
-from keras_distill.losses.losses import (
+from keras_distill._src.losses.losses import (
     DIST,
     DecoupledKD,
     DistillationLoss,
@@ -31,12 +28,7 @@ from keras_distill.losses.losses import (
     get,
     serialize,
 )
-from keras_distill.losses.token_divergences import (
-    generalized_jsd,
-    masked_sequence_mean,
-    token_divergence,
-    top_k_buckets,
-)
+from keras_distill._src.losses.token_divergences import generalized_jsd, token_divergence
 
 __all__ = [
     "DIST",
@@ -51,17 +43,12 @@ __all__ = [
     "deserialize",
     "dist",
     "generalized_jsd",
-    "masked_sequence_mean",
-    "token_divergence",
-    "top_k_buckets",
     "get",
     "jensen_shannon_divergence",
     "kl_divergence",
     "logit_mse",
-    "needs_full_logits",
     "reverse_kl_divergence",
     "serialize",
     "standardized_kl_divergence",
-    "top_k_logits",
-    "uses_labels",
+    "token_divergence",
 ]

@@ -1,11 +1,12 @@
-"""TFLite Micro export: int8 conversion, TFLM verification, arena, C++ sources, firmware."""
+"""TFLite Micro: int8 export, TFLM verification, boards, C++ sources and firmware."""
 
-from keras_distill.micro.boards import BOARDS, Board, get_board
-from keras_distill.micro.errors import MicroExportError
-from keras_distill.micro.exporter import export
-from keras_distill.micro.firmware import TARGETS, Firmware, FirmwareError, build
-from keras_distill.micro.result import MicroExport
-from keras_distill.micro.target_run import TargetRun, run_on_target
+from keras_distill._src.micro.boards import BOARDS, Board, get_board
+from keras_distill._src.micro.errors import MicroExportError
+from keras_distill._src.micro.exporter import export
+from keras_distill._src.micro.firmware import TARGETS, Firmware, FirmwareError, build
+from keras_distill._src.micro.model_info import ModelInfo, inspect_model
+from keras_distill._src.micro.result import MicroExport
+from keras_distill._src.micro.target_run import TargetRun, run_on_target
 
 __all__ = [
     "BOARDS",
@@ -14,10 +15,12 @@ __all__ = [
     "FirmwareError",
     "MicroExport",
     "MicroExportError",
+    "ModelInfo",
     "TARGETS",
     "TargetRun",
     "build",
     "export",
     "get_board",
+    "inspect_model",
     "run_on_target",
 ]

@@ -1,0 +1,14 @@
+"""The one error type for stored teacher outputs: `TeacherLabelsError`."""
+
+
+class TeacherLabelsError(ValueError):
+    """Stored teacher outputs are missing, corrupt, inconsistent or invalid.
+
+    Raised by every writer (`label_with_teacher`, `keras_distill._src.labelling.beam`)
+    and by `load_teacher_labels`; a `ValueError`, so callers that catch bad
+    input generally catch it too.
+
+    Example:
+    >>> isinstance(TeacherLabelsError("shard missing"), ValueError)
+    True
+    """

@@ -1,0 +1,163 @@
+"""One mechanism for every writer's entry: the directory rule, the lock, the identity check.
+
+Every writer (`label_with_teacher` for arrays, datasets and generated
+responses, and `keras_distill._src.labelling.beam`) opens its output with
+`opened_output`: the directory must be one a writer may use
+(`folder.check_output_directory`), the output is locked for this process
+(`folder.OutputLock`), and a manifest already there must record the same
+identity (`Identity`: the settings with the teacher's and the data's
+fingerprints, and a callable teacher's outputs on the first examples) whether
+that run is fresh, unfinished or complete. A mismatch is refused naming both
+identities, or the old outputs are deleted first with `overwrite=True`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable
+
+from keras_distill._src.labelling import folder, storage
+from keras_distill._src.labelling.errors import TeacherLabelsError
+from keras_distill._src.labelling.manifest import Manifest, Settings, manifest_name, read_manifest
+from keras_distill._src.teachers.black_box import PROBE_EXAMPLES
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """What identifies stored outputs: their settings and, for a callable teacher, a probe.
+
+    Attributes:
+        settings: The `Settings` (teacher and data fingerprints among them).
+        probe: For a callable teacher, a function returning the digest of its
+            outputs on the first `PROBE_EXAMPLES` examples (called only when a
+            stored run has one to compare with); None for a Keras model, which
+            its weights identify.
+        teacher_id: The `teacher_id` the user passed, if any (for the message).
+        check_data: For data known only by streaming it (a `tf.data.Dataset`),
+            `check_data(stored, directory)` refuses a stored run whose shards hold other
+            examples (by their digests); run before the probe.
+
+    Example:
+    >>> identity = Identity(Settings("id:t", "arrays:ab", "logits", None, 10, 1))
+    >>> identity.probe is None
+    True
+    """
+
+    settings: Settings
+    probe: Callable[[], str] | None = None
+    teacher_id: str | None = None
+    check_data: Callable[[Manifest, str], None] | None = None
+
+
+def _settings_mismatch(directory: str, stored: Settings, identity: Identity) -> str | None:
+    changed = stored.differences(identity.settings)
+    if identity.settings.data == "beam":  # a Beam pipeline's data is known once written
+        changed = [name for name in changed if name != "data"]
+    if not changed:
+        return None
+    before, now = stored.to_json(), identity.settings.to_json()
+    return (
+        f"{directory!r} holds teacher outputs made with other {', '.join(changed)} (stored: "
+        f"{ {k: before.get(k) for k in changed} }; now: { {k: now.get(k) for k in changed} })"
+    )
+
+
+def _probe_mismatch(directory: str, stored: Manifest, identity: Identity) -> str | None:
+    if identity.probe is None or "teacher_probe" not in stored.facts:
+        return None
+    probe = identity.probe()
+    if probe == stored.facts["teacher_probe"]:
+        return None
+    named = f" (teacher_id={identity.teacher_id!r} is the same)" if identity.teacher_id else ""
+    return (
+        f"This teacher ({identity.settings.teacher}, outputs digest {probe}) answers "
+        f"differently on the first {PROBE_EXAMPLES} examples than the one whose outputs are "
+        f"stored in {directory!r} ({stored.settings.teacher}, outputs digest "
+        f"{stored.facts['teacher_probe']}){named}"
+    )
+
+
+def identity_mismatch(directory: str, stored: Manifest, identity: Identity) -> str | None:
+    """How a stored run's identity differs from this one (both named), or None.
+
+    Example:
+    >>> settings = Settings("id:a", "arrays:ab", "logits", None, 10, 1)
+    >>> other = Identity(dataclasses.replace(settings, teacher="id:b"))
+    >>> identity_mismatch("out", Manifest(settings), other)
+    "'out' holds teacher outputs made with other teacher (stored: {'teacher': 'id:a'}; ..."
+    """
+    mismatch = _settings_mismatch(directory, stored.settings, identity)
+    if mismatch is None and identity.check_data is not None:
+        identity.check_data(stored, directory)
+    return mismatch or _probe_mismatch(directory, stored, identity)
+
+
+def previous_outputs(directory: str, identity: Identity, worker_index: int, overwrite: bool):
+    """The stored manifest of this output to resume or return, or None to start afresh.
+
+    Raises:
+        TeacherLabelsError: If the stored run has another identity (and not
+            `overwrite`), or `identity.check_data` refuses its data.
+
+    Example:
+    >>> import tempfile
+    >>> identity = Identity(Settings("id:t", "arrays:ab", "logits", None, 10, 1))
+    >>> previous_outputs(tempfile.mkdtemp(), identity, 0, overwrite=False) is None
+    True
+    """
+    name = manifest_name(worker_index, identity.settings.num_workers)
+    path = storage.join(directory, name)
+    if not storage.exists(path):
+        return None
+    stored = read_manifest(path)
+    if overwrite:  # the manifest last: a failure in between leaves a resumable run
+        folder.remove_outputs(directory, [shard["file"] for shard in stored.shards] + [name])
+        return None
+    mismatch = identity_mismatch(directory, stored, identity)
+    if mismatch:
+        verb = "replace" if stored.complete else "mix"
+        raise TeacherLabelsError(
+            f"{mismatch}; refusing to {verb} them. Use a new directory (or a new teacher_id for "
+            "a new teacher version), or pass overwrite=True to relabel it. Nothing was changed."
+        )
+    return stored
+
+
+@contextlib.contextmanager
+def opened_output(directory: str, identity: Identity, worker_index: int, overwrite: bool):
+    """Checks, creates and locks an output directory; yields the stored manifest or None.
+
+    The lock is held until the `with` block ends (also on an exception).
+
+    Example:
+    >>> import tempfile
+    >>> identity = Identity(Settings("id:t", "arrays:ab", "logits", None, 10, 1))
+    >>> with opened_output(tempfile.mkdtemp(), identity, 0, overwrite=False) as stored:
+    ...     stored is None
+    True
+    """
+    name = manifest_name(worker_index, identity.settings.num_workers)
+    with locked_output(directory, name):
+        yield previous_outputs(directory, identity, worker_index, overwrite)
+
+
+@contextlib.contextmanager
+def locked_output(directory: str, name: str):
+    """Checks, creates and locks an output directory for the manifest `name`, until the block ends.
+
+    For a writer that learns its identity only after it holds the lock (a
+    Beam run fingerprinting the data it stages); it then calls
+    `previous_outputs` itself.
+
+    Example:
+    >>> import os, tempfile
+    >>> directory = tempfile.mkdtemp()
+    >>> with locked_output(directory, "manifest.json"):
+    ...     os.listdir(directory)
+    ['manifest.json.lock']
+    """
+    folder.check_output_directory(directory)
+    storage.makedirs(directory)
+    with folder.OutputLock(storage.join(directory, name)):
+        yield

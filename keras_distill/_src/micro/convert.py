@@ -1,0 +1,176 @@
+"""Fully integer TFLite conversion of a Keras model for TFLite Micro."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import warnings
+
+import numpy as np
+
+from keras_distill._src.micro.errors import HINTS, MicroExportError, layers_mentioned
+from keras_distill._src.utils import inputs
+from keras_distill._src.utils.model_inspection import is_tf_keras
+
+DEFAULT_NUM_SAMPLES = 200
+
+
+def representative_samples(
+    data, input_shape: tuple, num_samples: int = DEFAULT_NUM_SAMPLES
+) -> np.ndarray:
+    """Takes up to `num_samples` float32 inputs from arrays or a `tf.data` dataset.
+
+    Dataset elements may be `x` or `(x, y, ...)`, batched or not.
+
+    Args:
+        data: A NumPy array of inputs, or a `tf.data.Dataset`.
+        input_shape: The model's input shape without the batch axis.
+        num_samples: How many examples to take at most.
+
+    Returns:
+        Float32 array of shape `(n, *input_shape)`, `1 <= n <= num_samples`.
+
+    Raises:
+        MicroExportError: If the data is empty or its shape does not match.
+
+    Example:
+    >>> representative_samples(np.zeros((500, 4)), (4,)).shape
+    (200, 4)
+    """
+    samples, _ = inputs.collect(data, example_rank=len(input_shape), limit=num_samples)
+    if samples.size == 0:
+        raise MicroExportError(
+            "The representative data is empty; give at least one (ideally a few hundred) "
+            "typical inputs so that the int8 ranges can be calibrated."
+        )
+    samples = samples.astype("float32")
+    if not np.isfinite(samples).all():
+        bad = int((~np.isfinite(samples.reshape(len(samples), -1))).any(-1).sum())
+        raise MicroExportError(
+            f"The representative data holds NaN or infinite values ({bad} of {len(samples)} "
+            "examples); int8 ranges cannot be calibrated on them. Clean the data first."
+        )
+    expected = tuple(input_shape)
+    if samples.ndim == len(expected):  # a single example without batch axis
+        samples = samples[None]
+    got = tuple(samples.shape[1:])
+    if len(got) != len(expected) or any(
+        e is not None and e != g for e, g in zip(expected, got, strict=True)
+    ):
+        raise MicroExportError(
+            f"The representative data has examples of shape {got}, but the model expects "
+            f"inputs of shape {expected} (without the batch axis)."
+        )
+    return samples
+
+
+def to_int8_tflite(
+    model, samples: np.ndarray, float_io: bool = False, batch_size: int | None = 1
+) -> bytes:
+    """Converts a Keras model to a fully integer (int8) TFLite flatbuffer.
+
+    Weights and activations are int8; the input and output are int8 too unless
+    `float_io=True`, in which case the model quantizes and dequantizes them.
+    Only TFLite builtin int8 kernels are allowed, which is what TFLite Micro runs,
+    and the batch size is fixed to one by default, as on a device.
+
+    Args:
+        model: A Keras 3 or tf_keras model with a single input.
+        samples: Representative inputs (see `representative_samples`); may be
+            `None` for a quantization-aware (tfmot) model.
+        float_io: Keep float32 input and output.
+        batch_size: Fixed batch size, or `None` for a resizable batch axis (for
+            batched TFLite interpreter runs; adds shape ops TFLM users avoid).
+
+    Returns:
+        The `.tflite` model bytes.
+
+    Raises:
+        MicroExportError: If the converter cannot express the model with TFLite
+            builtin int8 kernels; the message names the ops and layers.
+
+    Example:
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> tflite = to_int8_tflite(model, np.random.rand(20, 4).astype("float32"))
+    >>> tflite[4:8]
+    b'TFL3'
+    """
+    converter = int8_converter(model, samples, float_io, batch_size)
+    try:
+        with quiet_conversion():
+            return converter.convert()
+    except Exception as error:  # the converter raises several private error types
+        raise MicroExportError(_explain_conversion_error(str(error), model)) from None
+
+
+def int8_converter(model, samples, float_io: bool = False, batch_size: int | None = 1):
+    """The `tf.lite.TFLiteConverter` that `to_int8_tflite` runs (for debuggers, too).
+
+    Example:
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> int8_converter(model, np.zeros((2, 4))).inference_input_type.name
+    'int8'
+    """
+    import tensorflow as tf
+
+    if is_tf_keras(model):  # e.g. a tensorflow-model-optimization student
+        import tf_keras as flavour
+    else:
+        import keras as flavour
+    # A fixed batch of one, as on the device: no dynamic-shape ops (SHAPE,
+    # STRIDED_SLICE, PACK) around reshapes such as Flatten.
+    inputs = flavour.Input(tuple(model.inputs[0].shape[1:]), batch_size=batch_size)
+    converter = tf.lite.TFLiteConverter.from_keras_model(flavour.Model(inputs, model(inputs)))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if samples is not None:
+        samples = np.asarray(samples, dtype="float32")
+        converter.representative_dataset = lambda: (
+            [samples[i : i + 1]] for i in range(len(samples))
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    # else: a quantization-aware model carries its own ranges; the converter then
+    # refuses the INT8-only op set, and the TFLM check catches any float op left.
+    if not float_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter
+
+
+@contextlib.contextmanager
+def quiet_conversion():
+    """Silences what the converter prints and warns that is not news to the user.
+
+    Example:
+    >>> with quiet_conversion():
+    ...     print("Saved artifact at /tmp/x")
+    """
+    import tensorflow as tf
+
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel("ERROR")  # "Assets written to ..." is not news to the user
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # The converter prints its SavedModel and warns about input statistics
+            # that the representative dataset provides.
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _explain_conversion_error(message: str, model) -> str:
+    ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message)))
+    layers = layers_mentioned(message, [layer.name for layer in getattr(model, "layers", [])])
+    if not ops:
+        first_line = message.strip().splitlines()[0] if message.strip() else "unknown error"
+        return f"TFLite int8 conversion failed: {first_line}"
+    hints = "; ".join(f"{op}: {HINTS.get(op, HINTS['FlexOps'])}" for op in ops)
+    return (
+        f"The model uses TensorFlow ops that TFLite Micro cannot run: {', '.join(ops)}"
+        f" (in layer{'s' if len(layers) != 1 else ''} {', '.join(layers) or 'unknown'}). "
+        f"Hint: {hints}."
+    )

@@ -1,0 +1,113 @@
+"""What `export` accepts as a model, and the model kinds it must refuse or treat apart.
+
+A Keras model (Keras 3 or tf_keras), a `.keras`/`.h5`/`.tflite` path, or
+`.tflite` bytes. A distiller is refused with the student to export named; a
+model still wrapped for pruning is refused with the call that strips it. Both
+are recognised by what they hold (duck typing), as `micro` imports nothing of
+the training package.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from keras_distill._src.micro.errors import MicroExportError
+from keras_distill._src.utils import model_inspection
+
+PRUNING_WRAPPER = "PruneLowMagnitude"  # tensorflow-model-optimization's pruning wrapper class
+
+
+def load_model(model) -> tuple:
+    """`(Keras model or None, .tflite bytes or None)` of what `export` was given.
+
+    Raises:
+        MicroExportError: For a distiller (export its student), a missing or
+            unreadable file, or another type.
+
+    Example:
+    >>> load_model(b"TFL3")
+    (None, b'TFL3')
+    >>> class Distiller:
+    ...     teacher, student = object(), object()
+    >>> load_model(Distiller())
+    Traceback (most recent call last):
+    ...
+    keras_distill._src.micro.errors.MicroExportError: This is a distiller ...
+    """
+    import keras
+
+    if hasattr(model, "student") and hasattr(model, "teacher"):
+        raise MicroExportError(
+            f"This is a distiller ({type(model).__name__}), which holds a teacher and a student; "
+            "export the model that goes on the device: `micro.export(distiller.student, ...)`."
+        )
+    if isinstance(model, keras.Model) or model_inspection.is_tf_keras(model):
+        return model, None
+    if isinstance(model, (bytes, bytearray)):
+        return None, bytes(model)
+    if isinstance(model, (str, os.PathLike)):
+        return _load_file(pathlib.Path(model))
+    raise MicroExportError(
+        f"`model` must be a keras.Model, a .keras/.tflite path or .tflite bytes; received "
+        f"{type(model).__name__}."
+    )
+
+
+def _load_file(path: pathlib.Path) -> tuple:
+    import keras
+
+    if not path.is_file():
+        raise MicroExportError(f"No model file at {str(path)!r}.")
+    if path.suffix == ".tflite":
+        return None, path.read_bytes()
+    if path.suffix in (".keras", ".h5"):
+        try:
+            return keras.models.load_model(path, compile=False), None
+        except Exception as error:  # Keras raises many types for a bad file
+            raise MicroExportError(
+                f"{str(path)!r} is not a loadable Keras model: {error}"
+            ) from None
+    raise MicroExportError(
+        f"{str(path)!r} is neither a .keras nor a .tflite file; give a Keras model, a "
+        ".keras file or a .tflite file."
+    )
+
+
+def check_no_pruning_wrappers(model) -> None:
+    """Refuses a pruned model that still holds its pruning wrappers.
+
+    Raises:
+        MicroExportError: Naming the wrapped layers and the call that strips them.
+
+    Example:
+    >>> import keras
+    >>> class PruneLowMagnitude(keras.layers.Wrapper):  # tfmot's wrapper, by its class name
+    ...     def call(self, x):
+    ...         return self.layer(x)
+    >>> model = keras.Sequential([keras.Input((4,)),
+    ...                           PruneLowMagnitude(keras.layers.Dense(2), name="pruned")])
+    >>> check_no_pruning_wrappers(model)
+    Traceback (most recent call last):
+    ...
+    keras_distill._src.micro.errors.MicroExportError: The model still holds pruning wrappers ...
+    """
+    wrapped = [layer.name for layer in model.layers if type(layer).__name__ == PRUNING_WRAPPER]
+    if wrapped:
+        raise MicroExportError(
+            f"The model still holds pruning wrappers ({PRUNING_WRAPPER} around layer"
+            f"{'s' if len(wrapped) > 1 else ''} {', '.join(wrapped)}), which TFLite cannot "
+            "convert. Strip them first: `keras_distill._src.training.tfmot.strip(model)` (tfmot's "
+            "`strip_pruning`), then export the stripped model. Nothing was written."
+        )
+
+
+def quantization_aware(model) -> bool:
+    """Whether a model was made quantization-aware by tfmot (it carries its own int8 ranges).
+
+    Example:
+    >>> import keras
+    >>> quantization_aware(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    False
+    """
+    return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)

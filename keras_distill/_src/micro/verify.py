@@ -1,0 +1,223 @@
+"""Running a `.tflite` model in the TFLite Micro Python interpreter.
+
+Every probe that could crash the interpreter (a missing kernel, a too small
+arena) runs in a subprocess, so the user's process never goes down with it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from keras_distill._src.micro.errors import HINTS, MicroExportError, layers_mentioned
+from keras_distill._src.micro.model_info import ModelInfo
+
+ARENA_RESOLUTION = 16  # bytes; TFLM aligns arena allocations to 16 bytes
+_MAX_ARENA = 1 << 28
+_PROBE_TIMEOUT = 300
+
+_PROBE = r"""
+import sys
+import numpy as np
+from tflite_micro.python.tflite_micro import runtime
+
+path, arena, inputs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path, "rb") as f:
+    model = f.read()
+try:
+    interpreter = runtime.Interpreter.from_bytes(model, arena_size=arena)
+    for index in range(inputs):
+        details = interpreter.get_input_details(index)
+        interpreter.set_input(np.zeros(details["shape"], details["dtype"]), index)
+    interpreter.invoke()
+    interpreter.print_allocations()
+except RuntimeError as error:
+    print(error, file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+def _probe(path: str, arena: int, num_inputs: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _PROBE, path, str(arena), str(num_inputs)],
+        capture_output=True,
+        text=True,
+        timeout=_PROBE_TIMEOUT,
+    )
+
+
+def check_kernels(path: str, info: ModelInfo, layer_names: tuple = ()) -> int:
+    """Loads and runs the model in TFLM with a large arena; names missing kernels.
+
+    Args:
+        path: A `.tflite` file.
+        info: Its `inspect_model` result.
+        layer_names: Names of the Keras layers, to say which layer an op came from.
+
+    Returns:
+        The arena bytes TFLM's recording allocator reported as used.
+
+    Raises:
+        MicroExportError: If TFLM has no kernel for an op (each is named, with
+            its layer where known and a hint), or fails for another reason.
+
+    Example:
+    >>> import keras, tempfile
+    >>> from keras_distill._src.micro.convert import to_int8_tflite
+    >>> from keras_distill._src.micro.model_info import inspect_model
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> tflite = to_int8_tflite(model, np.random.rand(8, 4))
+    >>> with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+    ...     _ = f.write(tflite); f.flush()
+    ...     check_kernels(f.name, inspect_model(tflite)) > 0
+    True
+    """
+    size = os.path.getsize(path)
+    arena = min(_MAX_ARENA, max(1 << 20, 16 * size))
+    result = _probe(path, arena, len(info.inputs))
+    if result.returncode == 0:
+        used = re.search(r"Arena allocation total (\d+) bytes", result.stderr)
+        return int(used[1]) if used else arena
+    missing = sorted(set(re.findall(r"Didn't find op for builtin opcode '(\w+)'", result.stderr)))
+    missing += sorted(set(re.findall(r"Didn't find op for custom opcode '([^']+)'", result.stderr)))
+    if missing:
+        details = []
+        for op in missing:
+            tensors = info.op_tensors.get(op, [])
+            layers = layers_mentioned(";".join(tensors), layer_names)
+            first_tensor = tensors[0].split(";")[0] if tensors else "unknown"
+            where = f"layer {', '.join(layers)}" if layers else f"tensor {first_tensor}"
+            hint = HINTS.get(op, "replace the layer by one that TFLite Micro supports")
+            details.append(f"{op} (from {where}; hint: {hint})")
+        raise MicroExportError(
+            "TFLite Micro has no kernel for: " + "; ".join(details) + ". Nothing was written."
+        )
+    reason = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+    raise MicroExportError(f"The model does not run in TFLite Micro: {reason}")
+
+
+def measure_arena(path: str, info: ModelInfo, reported: int) -> int:
+    """Finds the smallest tensor arena with which the model allocates and runs.
+
+    Bisection over subprocess probes, to `ARENA_RESOLUTION` bytes, starting
+    around the size the recording allocator `reported`.
+
+    Args:
+        path: A `.tflite` file that runs in TFLM (see `check_kernels`).
+        info: Its `inspect_model` result.
+        reported: The arena use the recording allocator reported.
+
+    Returns:
+        The smallest arena size in bytes (a multiple of `ARENA_RESOLUTION`)
+        that works; one resolution step less fails.
+
+    Example:
+    >>> import keras, tempfile
+    >>> from keras_distill._src.micro.convert import to_int8_tflite
+    >>> from keras_distill._src.micro.model_info import inspect_model
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> tflite = to_int8_tflite(model, np.random.rand(8, 4))
+    >>> with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+    ...     _ = f.write(tflite); f.flush()
+    ...     info = inspect_model(tflite)
+    ...     measure_arena(f.name, info, check_kernels(f.name, info)) < 4096
+    True
+    """
+
+    def works(arena: int) -> bool:
+        return _probe(path, arena, len(info.inputs)).returncode == 0
+
+    step = ARENA_RESOLUTION
+    high = _round_up(reported + 4 * step)
+    while not works(high):
+        if high >= _MAX_ARENA:
+            raise MicroExportError("No arena up to 256 MB lets the model run in TFLite Micro.")
+        high *= 2
+    low = max(step, _round_up(reported // 2))
+    while low > step and works(low):
+        low //= 2
+    low = low - low % step
+    # invariant: `low` fails (or is the smallest step), `high` works
+    while high - low > step:
+        middle = _round_up((low + high) // 2)
+        if middle >= high:
+            break
+        if works(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def _round_up(value: int) -> int:
+    return int(math.ceil(value / ARENA_RESOLUTION) * ARENA_RESOLUTION)
+
+
+def with_margin(arena: int, margin: float) -> int:
+    """`arena` plus the fraction `margin`, rounded up to TFLM's 16-byte alignment.
+
+    Example:
+    >>> with_margin(1000, 0.1)
+    1104
+    """
+    return _round_up(arena * (1 + margin))
+
+
+def run_tflm(
+    model_bytes: bytes, info: ModelInfo, x: np.ndarray, arena: int, dequantize: bool = True
+) -> np.ndarray:
+    """Runs the first output of the model on each example of `x` in TFLM.
+
+    Inputs are quantized and outputs dequantized with the tensors' parameters.
+
+    Args:
+        model_bytes: The flatbuffer.
+        info: Its `inspect_model` result.
+        x: Float inputs, shape `(n, *input_shape)`.
+        arena: An arena size known to work (see `measure_arena`).
+        dequantize: False returns the output tensor as produced (e.g. int8).
+
+    Returns:
+        Outputs, shape `(n, *output_shape[1:])`: float32, or the output's type.
+
+    Example:
+    >>> import keras
+    >>> from keras_distill._src.micro.convert import to_int8_tflite
+    >>> from keras_distill._src.micro.model_info import inspect_model
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> tflite = to_int8_tflite(model, np.random.rand(8, 4))
+    >>> run_tflm(tflite, inspect_model(tflite), np.random.rand(3, 4), 4096).shape
+    (3, 2)
+    """
+    from tflite_micro.python.tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=arena)
+    source, target = info.inputs[0], info.outputs[0]
+    outputs = []
+    for example in np.asarray(x, "float32"):
+        interpreter.set_input(source.quantize(example.reshape(source.shape)), 0)
+        interpreter.invoke()
+        output = np.asarray(interpreter.get_output(0)).reshape(target.shape[1:])
+        outputs.append(target.dequantize(output) if dequantize else output.copy())
+    return np.stack(outputs)
+
+
+def write_temporary(model_bytes: bytes) -> str:
+    """Writes the model to a temporary `.tflite` file for the probes; returns its path.
+
+    Example:
+    >>> path = write_temporary(b"TFL3")
+    >>> os.path.getsize(path)
+    4
+    >>> os.remove(path)
+    """
+    handle, path = tempfile.mkstemp(suffix=".tflite", prefix="keras_distill_")
+    with os.fdopen(handle, "wb") as file:
+        file.write(model_bytes)
+    return path

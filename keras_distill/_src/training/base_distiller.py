@@ -1,0 +1,367 @@
+"""`BaseDistiller`: what every `Distiller` does, whichever Keras flavour it trains.
+
+A distiller is a training shell around `keras_distill._src.objective.objective`: it holds the
+temperature and alpha variables and the loss trackers, runs the frozen teacher
+and the student, and lets the optimizer update the student. The Keras 3
+`Distiller` (`distiller.py`) and the tf_keras one (`tf_keras_distiller.py`)
+subclass it next to their flavour's `Model` and only say how that flavour
+makes variables and metrics and computes its compiled loss.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import inspect
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_distill._src import losses as losses_lib
+from keras_distill._src.objective import objective
+from keras_distill._src.objective import stored_kinds as targets
+from keras_distill._src.objective import terms as terms_lib
+from keras_distill._src.teachers import ensemble as ensemble_lib
+from keras_distill._src.training import (
+    augment_checks,
+    fit_checks,
+    keras_io,
+    model_checks,
+    teacher_cache,
+)
+from keras_distill._src.training.step import SCHEDULED_KEYS, DistillationStep
+from keras_distill._src.utils.model_inspection import (
+    symbolic_outputs,
+)
+
+LOSS_KEYS = ("loss", "student_loss", "distillation_loss")
+
+
+class BaseDistiller(DistillationStep, abc.ABC):
+    """The shared base of the Keras 3 and the tf_keras `Distiller`.
+
+    `isinstance(model, BaseDistiller)` is true for both flavours (and
+    `isinstance(model, keras_distill.Distiller)` too). Subclasses put it first
+    among their bases, before their flavour's `Model`, and implement
+    `_scalar_variable`, `_make_trackers` and `_hard_loss`.
+
+    Example:
+    >>> import keras
+    >>> from keras_distill import Distiller
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> isinstance(Distiller(None, student), BaseDistiller)
+    True
+    """
+
+    _model_class: type = object  # the flavour's Model class, set by each subclass
+
+    def __init__(
+        self,
+        teacher: Any,
+        student: Any,
+        temperature: float = 1.0,
+        alpha: float = 0.5,
+        distillation_loss: Any = "kl_divergence",
+        teacher_output: str = "auto",
+        student_output: str = "auto",
+        augment: Any = None,
+        cache_teacher_outputs: str | bool | int = "auto",
+        distillation_loss_weights: list[float] | None = None,
+        teacher_weights: list[float] | None = None,
+        teacher_average: str = "probabilities",
+        teacher_inputs: Any = None,
+        **kwargs,
+    ):
+        teacher = model_checks.checked_teacher(
+            teacher, student, self._model_class, teacher_weights, teacher_average
+        )
+        model_checks.check_inputs(teacher, student, augment, teacher_inputs)
+        teacher_cache.check_setting(cache_teacher_outputs)
+        temperature = objective.checked_temperature(temperature)
+        alpha = objective.checked_alpha(alpha)
+        loss_fns, feature_terms, weights, names = terms_lib.parse(
+            distillation_loss, distillation_loss_weights, teacher
+        )
+        teacher_probabilities, student_probabilities = model_checks.output_kinds(
+            teacher, student, teacher_output, student_output
+        )
+        super().__init__(**kwargs)
+        self.teacher, self.student = teacher, student
+        self.distillation_loss = distillation_loss
+        self.distillation_loss_weights = distillation_loss_weights
+        self.teacher_output, self.student_output = teacher_output, student_output
+        self.augment, self.teacher_inputs = augment, teacher_inputs
+        self.cache_teacher_outputs = cache_teacher_outputs
+        self._terms = objective.Terms(tuple(loss_fns), tuple(weights), student_probabilities)
+        self._teacher_probabilities = teacher_probabilities
+        self._make_variables(temperature, alpha, names)
+        self._features = self._feature_setup(feature_terms)
+        # Built models make a built distiller (BackupAndRestore needs one).
+        self.built = (teacher is None or teacher.built) and student.built
+
+    def _make_variables(self, temperature: float, alpha: float, term_names: list) -> None:
+        """The temperature and alpha variables and the loss trackers."""
+        self._temperature = self._scalar_variable("temperature", temperature)
+        self._alpha = self._scalar_variable("alpha", alpha)
+        self._make_trackers()
+        if ensemble_lib.combiner(self.teacher) is not None:  # the averaged probabilities' T
+            ensemble_lib.combiner(self.teacher).link_temperature(self._temperature)
+        self._term_trackers = (
+            [self._mean(f"distillation_loss/{name}") for name in term_names]
+            if len(term_names) > 1
+            else []
+        )
+
+    @property
+    def teacher_outputs_are_probabilities(self) -> bool:
+        """Whether the teacher's outputs are read as probabilities (see `teacher_output`)."""
+        return self._teacher_probabilities
+
+    @property
+    def _distillation_loss_fns(self) -> list:
+        return list(self._terms.loss_fns)  # read by tests/test_saving.py
+
+    @property
+    def uses_feature_terms(self) -> bool:
+        """Whether some distillation terms compare intermediate layers (feature terms)."""
+        return self._features is not None
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        *args,
+        student_loss_fn=None,
+        distillation_loss_fn=None,
+        alpha=None,
+        temperature=None,
+        **kwargs,
+    ):
+        """`Model.compile`, also with the keras.io example's arguments.
+
+        The keras.io distillation example's `compile(optimizer, metrics,
+        student_loss_fn, distillation_loss_fn=keras.losses.KLDivergence(),
+        alpha, temperature)` works unchanged (see
+        `keras_distill._src.training.keras_io`): `student_loss_fn` is the `loss`,
+        `KLDivergence()` becomes `keras_distill._src.losses.kl_divergence` (the
+        softened, `T**2`-scaled KL the example computes; said once), and
+        `alpha`/`temperature` set the variables. On that path, without
+        `alpha`/`temperature`, a warning says which values are used (the
+        example's compile defaults are 0.1 and 3).
+        """
+        loss = keras_io.hard_loss(loss, student_loss_fn)
+        if distillation_loss_fn is not None:
+            several = len(self._terms.loss_fns) > 1 or self._features is not None
+            identifier = keras_io.distillation_loss(distillation_loss_fn, several)
+            self.distillation_loss = identifier
+            self._terms = dataclasses.replace(self._terms, loss_fns=(losses_lib.get(identifier),))
+        if student_loss_fn is not None or distillation_loss_fn is not None:
+            keras_io.warn_kept_settings(self.scheduled_values(), alpha, temperature)
+        if temperature is not None:
+            self.temperature = temperature
+        if alpha is not None:
+            self.alpha = alpha
+        return super().compile(optimizer, loss, *args, **kwargs)
+
+    # -- what each flavour provides --------------------------------------------
+
+    @abc.abstractmethod
+    def _scalar_variable(self, name: str, value: float):
+        """A non-trainable float32 scalar variable of this flavour."""
+
+    @abc.abstractmethod
+    def _make_trackers(self) -> None:
+        """Sets `_loss_tracker`, `_student_loss_tracker`, `_distillation_loss_tracker`."""
+
+    @abc.abstractmethod
+    def _hard_loss(self, x, labels, y_pred, sample_weight, training):
+        """The compiled loss on the hard labels (with the student's added losses)."""
+
+    @abc.abstractmethod
+    def _mean(self, name: str):
+        """A `Mean` metric of this flavour."""
+
+    def _feature_setup(self, feature_terms):
+        """Extractors and projectors for feature terms (Keras 3 only: see `distiller.py`)."""
+        if feature_terms:
+            raise ValueError(
+                "Feature distillation (keras_distill._src.objective.features.FeatureDistillation) "
+                "needs Keras 3 models; these are tf_keras models."
+            )
+        return None
+
+    def _scale_loss(self, loss):
+        return loss
+
+    def _read(self, variable) -> float:
+        return float(ops.convert_to_numpy(variable))
+
+    def _global_logs(self, logs: dict) -> dict:
+        return logs
+
+    # -- temperature and alpha ------------------------------------------------
+
+    @property
+    def temperature(self):
+        """The softmax temperature, a non-trainable float32 variable.
+
+        Assign a number (`distiller.temperature = 2.0`) to change it; it is
+        checked to be > 0.
+        """
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature.assign(objective.checked_temperature(value))
+
+    @property
+    def alpha(self):
+        """The weight of the hard-label loss, a non-trainable float32 variable.
+
+        Assign a number in [0, 1] (`distiller.alpha = 0.5`) to change it.
+        """
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self._alpha.assign(objective.checked_alpha(value))
+
+    def scheduled_values(self) -> dict:
+        """The current temperature and alpha as Python floats.
+
+        Example:
+        >>> import keras
+        >>> from keras_distill import Distiller
+        >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> Distiller(None, student, temperature=2.0).scheduled_values()
+        {'temperature': 2.0, 'alpha': 0.5}
+        """
+        return {key: self._read(getattr(self, key)) for key in SCHEDULED_KEYS}
+
+    # -- the teacher is frozen without touching it ---------------------------
+
+    def _without_teacher(self, variables: list) -> list:
+        if self.teacher is None:
+            return variables
+        teacher_ids = {id(v) for v in self.teacher.variables}
+        return [v for v in variables if id(v) not in teacher_ids]
+
+    def _complement(self, variables: list, trainable: list) -> list:
+        trainable_ids = {id(v) for v in trainable}
+        return [v for v in variables if id(v) not in trainable_ids]
+
+    @property
+    def trainable_weights(self) -> list:
+        """The student's trainable weights; the teacher's are never trained."""
+        return self._without_teacher(super().trainable_weights)
+
+    @property
+    def non_trainable_weights(self) -> list:
+        """All weights but the student's trainable ones, the teacher's included."""
+        return self._complement(self.weights, self.trainable_weights)
+
+    @property
+    def trainable_variables(self) -> list:
+        """The student's trainable variables; the teacher's are never trained."""
+        return self._without_teacher(super().trainable_variables)
+
+    @property
+    def non_trainable_variables(self) -> list:
+        """All variables but the student's trainable ones."""
+        return self._complement(self.variables, self.trainable_variables)
+
+    @property
+    def losses(self) -> list:
+        """The student's added losses (e.g. weight regularization) only."""
+        return self.student.losses
+
+    # -- forward pass and training step ---------------------------------------
+
+    def build(self, input_shape) -> None:
+        """Builds the teacher and the student for inputs of `input_shape`."""
+        for model in (self.teacher, self.student):
+            if model is not None and not model.built:
+                model.build(input_shape)
+
+    def call(self, inputs, training=None):
+        """Returns the student's predictions."""
+        return self.student(inputs, training=training)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`Model.fit`; with in-memory inputs the teacher runs once, before the first epoch.
+
+        Unless `cache_teacher_outputs=False`, array (or tensor) inputs without
+        `augment` get the teacher's outputs computed in one batched pass and
+        kept beside the labels for this `fit` call only (see
+        `keras_distill._src.training.teacher_cache`); `tf.data` input runs the teacher live.
+        Before the first step the first batch is checked
+        (`keras_distill._src.training.fit_checks`): labels, stored classes, the
+        teacher's outputs, the augmentation, tfmot's pruning callback.
+        """
+        arguments = inspect.signature(super().fit).bind(x, y, *args, **kwargs).arguments
+        self._check_scheduled_values()
+        batch = fit_checks.first_batch(arguments.get("x"), arguments.get("y"))
+        self._check_fit_start(arguments, batch)
+        changed = teacher_cache.cached_arguments(self, arguments)
+        if "y" not in changed:  # a live teacher (the cache checks the outputs it computes)
+            self._probe_teacher(batch)
+        arguments.update(changed)
+        return super().fit(**arguments)
+
+    def _check_fit_start(self, arguments: dict, batch) -> None:
+        """The checks of `fit_checks` that need the arguments or the first batch."""
+        fit_checks.check_labels(fit_checks.labels_given(batch), self._read(self._alpha))
+        steps = fit_checks.fit_steps(
+            arguments.get("x"),
+            arguments.get("batch_size"),
+            arguments.get("epochs", 1),
+            arguments.get("steps_per_epoch"),
+        )
+        fit_checks.check_pruning(self.student, arguments.get("callbacks"), steps)
+        if batch is not None:
+            fit_checks.check_stored_classes(batch[1], symbolic_outputs(self.student))
+            augment_checks.check_not_frozen(self.augment, batch[0])
+
+    def _probe_teacher(self, batch) -> None:
+        """Checks a live teacher's outputs on the first batch: finite, and not probabilities."""
+        if self.teacher is None or batch is None or targets.split_targets(batch[1])[2]:
+            return
+        outputs = self.teacher(self.teacher_view(batch[0]), training=False)
+        fit_checks.check_teacher_outputs(
+            keras.tree.map_structure(keras.ops.convert_to_numpy, outputs),
+            self.teacher.name,
+            self._teacher_probabilities,
+        )
+
+    def teacher_view(self, x):
+        """The batch as the teacher takes it: `teacher_inputs(x)`, or `x` itself.
+
+        Example:
+        >>> import keras, numpy as np
+        >>> from keras_distill import Distiller
+        >>> teacher = keras.Sequential([keras.Input((4, 3)), keras.layers.Flatten(),
+        ...                             keras.layers.Dense(2)])
+        >>> student = keras.Sequential([keras.Input((4, 1)), keras.layers.Flatten(),
+        ...                             keras.layers.Dense(2)])
+        >>> distiller = Distiller(teacher, student,
+        ...                       teacher_inputs=lambda x: keras.ops.repeat(x, 3, axis=-1))
+        >>> tuple(distiller.teacher_view(np.zeros((2, 4, 1))).shape)
+        (2, 4, 3)
+        """
+        return x if self.teacher_inputs is None else self.teacher_inputs(x)
+
+    def _check_scheduled_values(self) -> None:
+        """Refuses to train with a temperature or alpha assigned around the setters."""
+        for key, check in (
+            ("temperature", objective.checked_temperature),
+            ("alpha", objective.checked_alpha),
+        ):
+            value = self._read(getattr(self, key))
+            try:
+                check(value)
+            except ValueError as error:
+                raise ValueError(
+                    f"distiller.{key} holds {value!r} (assigned to the variable directly?): "
+                    f"{error} Set it with `distiller.{key} = value`, which checks it."
+                ) from None

@@ -1,0 +1,219 @@
+"""Checks a `Distiller` makes when `fit` starts, before the first (compiled) step.
+
+Mistakes that would otherwise train nothing, or fail deep inside a TensorFlow
+graph error, are named here: no labels with `alpha=1`, stored top-k classes the
+student does not have, a pruned student without tfmot's callback, teacher
+outputs that are not finite or look like probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_distill._src.objective import stored_kinds
+
+PROBE_EXAMPLES = 32
+PRUNING_WRAPPER = "PruneLowMagnitude"
+PRUNING_CALLBACK = "UpdatePruningStep"
+
+
+def is_dataset(x) -> bool:
+    """Whether `x` is a `tf.data.Dataset`.
+
+    Example:
+    >>> is_dataset(np.zeros(2)), is_dataset(tf.data.Dataset.range(2))
+    (False, True)
+    """
+    return isinstance(x, tf.data.Dataset)
+
+
+def first_batch(x, y):
+    """`(x, y)` of the first examples for arrays, or the first batch of a `tf.data` dataset.
+
+    Returns None for other inputs (generators, `PyDataset`s), which cannot be
+    read without consuming them.
+
+    Example:
+    >>> first_batch(np.zeros((40, 2)), None)[0].shape
+    (32, 2)
+    """
+    if isinstance(x, tf.data.Dataset):
+        for element in x.take(1):
+            inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(element)
+            return inputs, targets
+        return None
+    leaves = keras.tree.flatten(x) if x is not None else []
+    if not leaves or not all(isinstance(v, np.ndarray) or tf.is_tensor(v) for v in leaves):
+        return None
+    if len(leaves[0]) == 0:
+        return None
+    head = lambda v: v[:PROBE_EXAMPLES]  # noqa: E731
+    return keras.tree.map_structure(head, x), (
+        None if y is None else keras.tree.map_structure(head, y)
+    )
+
+
+def labels_given(batch) -> bool | None:
+    """Whether the targets hold hard labels (None when the first batch is unknown).
+
+    Example:
+    >>> labels_given((np.zeros((2, 3)), None)), labels_given((np.zeros((2, 3)), np.ones(2)))
+    (False, True)
+    """
+    if batch is None:
+        return None
+    return stored_kinds.split_targets(batch[1])[0] is not None
+
+
+def check_labels(labels: bool | None, alpha: float) -> None:
+    """Refuses `alpha=1` without labels; warns once that only the teacher teaches otherwise.
+
+    Example:
+    >>> try:
+    ...     check_labels(False, 1.0)
+    ... except ValueError as error:
+    ...     print("alpha=1.0" in str(error))
+    True
+    """
+    if labels is not False:
+        return
+    if alpha >= 1.0:
+        raise ValueError(
+            "fit got no labels (x only, or a dataset of (x,)) and alpha=1.0 weighs the "
+            "hard-label loss only: the loss would be 0 and nothing would train. Pass labels "
+            "(fit(x, y)), or set alpha < 1 (e.g. distiller.alpha = 0.0) to learn from the "
+            "teacher alone."
+        )
+    warnings.warn(
+        f"fit got no labels: the student learns from the teacher alone (the distillation "
+        f"term, weighted {1.0 - alpha:g}); no `student_loss` is logged. Pass labels "
+        "(fit(x, y)) to add the hard-label loss.",
+        stacklevel=4,
+    )
+
+
+def check_stored_classes(targets, student_outputs) -> None:
+    """Refuses stored top-k class indices outside the student's classes.
+
+    Example:
+    >>> stored = {"teacher_topk_indices": np.array([[7, 1]])}
+    >>> try:
+    ...     check_stored_classes(stored, keras.KerasTensor((None, 5)))
+    ... except ValueError as error:
+    ...     print("class 7" in str(error))
+    True
+    """
+    stored = stored_kinds.split_targets(targets)[2] if isinstance(targets, dict) else {}
+    indices = stored.get("teacher_topk_indices")
+    outputs = keras.tree.flatten(student_outputs) if student_outputs is not None else []
+    if indices is None or len(outputs) != 1 or outputs[0].shape[-1] is None:
+        return
+    classes = int(outputs[0].shape[-1])
+    largest = int(np.max(np.asarray(indices))) if np.size(indices) else -1
+    if largest >= classes:
+        raise ValueError(
+            f"The stored top-k outputs name class {largest}, but the student has {classes} "
+            "classes (its last output axis): the teacher these outputs come from has more "
+            "classes. Give the student as many classes as the teacher, or label with a "
+            "teacher of the student's classes."
+        )
+
+
+def _pruning_wrappers(model) -> list:
+    found = []
+    for layer in getattr(model, "layers", None) or []:
+        if type(layer).__name__ == PRUNING_WRAPPER:
+            found.append(layer)
+        found.extend(_pruning_wrappers(layer))
+    return found
+
+
+def check_pruning(student, callbacks, steps: int | None) -> None:
+    """Refuses a pruned student without `UpdatePruningStep`; warns if pruning cannot end.
+
+    Args:
+        student: The student (tfmot wraps pruned layers in `PruneLowMagnitude`).
+        callbacks: `fit`'s callbacks.
+        steps: The optimizer steps this `fit` runs, if known.
+
+    Example:
+    >>> check_pruning(keras.Sequential(), [], 10)
+    """
+    wrappers = _pruning_wrappers(student)
+    if not wrappers:
+        return
+    if not any(type(c).__name__ == PRUNING_CALLBACK for c in callbacks or []):
+        raise ValueError(
+            f"The student {student.name!r} is pruned ({len(wrappers)} PruneLowMagnitude "
+            "layers) but fit got no tfmot UpdatePruningStep callback, which pruning needs "
+            "at every step. Pass the callbacks that keras_distill._src.training.tfmot.prune "
+            "returned: fit(..., callbacks=callbacks)."
+        )
+    ends = [getattr(getattr(w, "pruning_schedule", None), "end_step", None) for w in wrappers]
+    ends = [end for end in ends if isinstance(end, int) and end > 0]
+    if steps is not None and ends and max(ends) > steps:
+        warnings.warn(
+            f"The pruning schedule reaches its target sparsity at step {max(ends)}, but this "
+            f"fit runs {steps} steps: the student will be far less sparse than the target. "
+            "Pass prune(..., end_step=) at most the steps of training.",
+            stacklevel=4,
+        )
+
+
+def fit_steps(x, batch_size, epochs, steps_per_epoch) -> int | None:
+    """The number of optimizer steps `fit` will run, when it can be known.
+
+    Example:
+    >>> fit_steps(np.zeros((100, 2)), None, 2, None)
+    8
+    """
+    if steps_per_epoch is None:
+        if isinstance(x, tf.data.Dataset):
+            cardinality = int(x.cardinality())
+            steps_per_epoch = cardinality if cardinality > 0 else None
+        elif first_batch(x, None) is not None:
+            steps_per_epoch = math.ceil(len(keras.tree.flatten(x)[0]) / (batch_size or 32))
+    return None if steps_per_epoch is None else steps_per_epoch * (epochs or 1)
+
+
+def check_teacher_outputs(logits, teacher_name: str, probabilities: bool) -> None:
+    """Refuses non-finite teacher outputs; warns when logits look like probabilities.
+
+    Args:
+        logits: The teacher's outputs as the distiller reads them (NumPy).
+        teacher_name: For the messages.
+        probabilities: Whether the distiller takes the outputs as probabilities.
+
+    Example:
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     check_teacher_outputs(np.array([[0.2, 0.8]]), "t", False)
+    >>> "teacher_output='probabilities'" in str(caught[0].message)
+    True
+    """
+    for values in keras.tree.flatten(logits):
+        values = np.asarray(values, dtype="float64")
+        if not np.all(np.isfinite(values)):
+            bad = int(np.sum(~np.all(np.isfinite(values.reshape(len(values), -1)), axis=1)))
+            raise ValueError(
+                f"The teacher {teacher_name!r} produced non-finite outputs (NaN or inf) for "
+                f"{bad} of {len(values)} examples; the losses would be nan. Check the teacher "
+                "(and its inputs) before distilling."
+            )
+        looks_like_probabilities = (
+            values.size and values.min() >= 0 and np.allclose(values.sum(-1), 1.0, atol=1e-3)
+        )
+        if not probabilities and looks_like_probabilities:
+            warnings.warn(
+                f"The teacher {teacher_name!r}'s outputs are non-negative and each row sums "
+                "to 1: they look like probabilities (a softmax not seen in its layers, e.g. a "
+                "Lambda), but are read as logits. Pass Distiller(..., "
+                "teacher_output='probabilities') if they are.",
+                stacklevel=4,
+            )

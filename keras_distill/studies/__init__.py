@@ -1,6 +1,0 @@
-"""Studies on top of the library: recipes, sweeps, comparisons, the demo and its data."""
-
-from keras_distill.studies.capacity import sweep, teacher_assistant_chain
-from keras_distill.studies.compression_report import CompressionReport, compare
-
-__all__ = ["CompressionReport", "compare", "sweep", "teacher_assistant_chain"]
