@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint fuzz install clean bench bench-quick tutorials firmware-tools docs dist
+.PHONY: demo test test-fast lint fuzz install clean bench bench-quick tutorials firmware-tools docs dist
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ firmware-tools:
 
 test: lint firmware-tools
 	$(BIN)/python -m pytest
+
+# Everything not marked slow (no tutorials, docs build, release, subprocesses): the inner loop.
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow"
 
 # The documentation site (Sphinx + MyST-NB + furo) into docs/_build/html, offline, warnings as
 # errors; `make test` builds it too (tests/test_docs_site.py).

@@ -44,6 +44,17 @@ def mlp(hidden, seed=0, outputs=10, activation=None, name=None):
     return keras.Sequential(layers, name=name)
 
 
+class Counting(keras.layers.Layer):
+    """Identity that counts the batches it sees (in the compiled graph too)."""
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+    def call(self, inputs):
+        self.calls.assign_add(1.0)
+        return inputs
+
+
 @pytest.fixture(scope="session")
 def digits():
     return datasets.load_digits()

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from test_losses import reference
+from numpy_references import reference
 
 from keras_distill import label_with_teacher, load_teacher_labels, losses
 from keras_distill._src.labelling import TeacherLabelsError

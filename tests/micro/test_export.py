@@ -14,8 +14,8 @@ from keras_distill import micro
 from keras_distill._src import cli
 from keras_distill._src.micro import convert, model_info, verify
 
-STUBS = pathlib.Path(__file__).parent / "stubs"
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mlperf-tiny"
+STUBS = pathlib.Path(__file__).parents[1] / "stubs"
+SHARED = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mlperf-tiny"
 GXX = shutil.which("g++")
 
 

@@ -22,7 +22,7 @@ from keras_distill import micro
 from keras_distill._src.micro import firmware as firmware_lib
 from keras_distill._src.micro import model_info, target_run, verify
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 TFLM_DIR = os.environ.get(firmware_lib.TFLM_DIR_VARIABLE, "")
 MLPERF = ROOT.parent / "shared" / "data" / "mlperf-tiny"
 ARM_TOOLS = ("arm-none-eabi-g++", "qemu-system-arm")

@@ -22,7 +22,7 @@ from keras_distill._src.training.on_policy import OnPolicyDistiller
 pytest.importorskip("keras_hub", reason="keras_hub is optional (not installed)")
 
 VOCAB, LENGTH = 7, 16
-OLD_FILE = pathlib.Path(__file__).parent / "data" / "causal_lm_functional.keras"
+OLD_FILE = pathlib.Path(__file__).parents[1] / "data" / "causal_lm_functional.keras"
 
 
 def functional_causal_lm(vocabulary_size, length, blocks, width, heads=4, seed=0):

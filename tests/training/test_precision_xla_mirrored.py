@@ -31,7 +31,7 @@ def test_mixed_float16_computes_the_losses_in_float32(digits, mixed_precision):
     evaluation = distiller.evaluate(x, y, return_dict=True, verbose=0)
     t = teacher.predict(x, verbose=0).astype("float32")
     s = student.predict(x, verbose=0).astype("float32")
-    from test_distiller import reference_kl
+    from numpy_references import reference_kl
 
     # float32 math on the float16 logits: exact to float32 precision.
     assert evaluation["distillation_loss"] == pytest.approx(

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import SCE, mlp
+from numpy_references import reference_kl
 
 from keras_distill import Distiller, losses
 from keras_distill._src.utils.model_inspection import probability_outputs
@@ -11,16 +12,6 @@ from keras_distill._src.utils.model_inspection import probability_outputs
 def compiled(distiller, optimizer=None, **kwargs):
     distiller.compile(optimizer or keras.optimizers.Adam(3e-3), SCE, metrics=["accuracy"], **kwargs)
     return distiller
-
-
-def log_softmax(z):
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-
-def reference_kl(t, s, temperature):
-    lt, ls = log_softmax(t / temperature), log_softmax(s / temperature)
-    return temperature**2 * (np.exp(lt) * (lt - ls)).sum(-1)
 
 
 def assert_unchanged(model, weights):

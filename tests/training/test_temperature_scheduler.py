@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import SCE, mlp
-from test_distiller import reference_kl
+from numpy_references import reference_kl
 
 from keras_distill import Distiller, TemperatureScheduler
 from keras_distill._src.training import schedules

@@ -5,9 +5,8 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import SCE, mlp
-from test_distiller import reference_kl
-from test_teacher_cache import Counting
+from conftest import SCE, Counting, mlp
+from numpy_references import reference_kl
 
 from keras_distill import Distiller
 from keras_distill._src.objective.features import FeatureDistillation, Tap, feature_loss

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import SCE, mlp
-from test_distiller import log_softmax, reference_kl
+from numpy_references import log_softmax, reference_kl
 
 from keras_distill import Distiller, TemperatureScheduler, label_with_teacher, load_teacher_labels
 from keras_distill._src.labelling import TeacherLabelsError

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import SCE, mlp
-from test_distiller import reference_kl
+from numpy_references import reference_kl
 
 from keras_distill import Distiller
 from keras_distill._src.training import augment

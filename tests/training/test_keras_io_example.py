@@ -3,7 +3,7 @@
 import keras
 import pytest
 from conftest import mlp
-from test_distiller import reference_kl
+from numpy_references import reference_kl
 
 from keras_distill import Distiller
 

@@ -302,7 +302,7 @@ def test_stored_top_k_classes_beyond_the_students_are_refused_before_the_first_s
 
 
 class PruneLowMagnitude(keras.layers.Layer):
-    """Stands for tfmot's wrapper (tfmot needs tf_keras in a subprocess: tests/test_optimize.py)."""
+    """Stands for tfmot's wrapper (tfmot needs tf_keras in a subprocess)."""
 
     def __init__(self, end_step):
         super().__init__()
