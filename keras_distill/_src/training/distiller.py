@@ -31,10 +31,9 @@ def _flavour(teacher, student) -> str:
 class Distiller(BaseDistiller, keras.Model):
     """Trains a student to match a teacher's softened outputs and the labels.
 
-    The training objective is
+    The training objective is::
 
-        loss = alpha * student_loss(y, s)
-               + (1 - alpha) * distillation_loss(t, s, temperature)
+        loss = alpha * student_loss(y, s) + (1 - alpha) * distillation_loss(t, s, temperature)
 
     where `student_loss` is the loss given to `compile()`, `t` and `s` are the
     teacher's and the student's logits, and the default `distillation_loss` is
