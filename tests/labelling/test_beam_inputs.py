@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 import keras_distill as kd
-from keras_distill._src.labelling import TeacherLabelsError, folder, storage
+from keras_distill._src.labelling import TeacherLabelsError, lock
+from keras_distill._src.utils import storage
 
 beam = pytest.importorskip("apache_beam", reason="apache-beam is optional (keras-distill[beam])")
 kbeam = pytest.importorskip("keras_distill._src.labelling.beam")
@@ -186,14 +187,14 @@ def test_a_killed_runs_staging_folder_neither_looks_foreign_nor_stays(digits, tm
     stale.mkdir()
     (stale / "x-00000.npy").write_bytes(b"half written")
     (tmp_path / "shard-00000.tfrecord").write_bytes(b"half written")  # and a half shard
-    folder.check_output_directory(str(tmp_path))  # a failed run's folder, not a foreign one
+    lock.check_output_directory(str(tmp_path))  # a failed run's folder, not a foreign one
     result = kbeam.label(lambda b: b[:, :4], x, tmp_path, shard_size=50)
     assert result["complete"] and staging_left(str(tmp_path)) == []
     other = tmp_path / "other"
     other.mkdir()
     (other / ".staging-notes").mkdir()  # not the name a run gives its staging: foreign
     with pytest.raises(TeacherLabelsError, match="not empty"):
-        folder.check_output_directory(str(other))
+        lock.check_output_directory(str(other))
 
 
 def test_the_streamed_fingerprint_is_the_arrays_fingerprint():

@@ -91,7 +91,7 @@ def test_a_complete_folder_refuses_another_callable_teacher_naming_both(tmp_path
 def test_overwrite_relabels_a_complete_folder_with_the_new_teacher(tmp_path):
     kd.label_with_teacher(lambda b: b[:, :3], X, tmp_path, shard_size=15, verbose=0)
     kd.label_with_teacher(lambda b: 10 * b[:, :3], X, tmp_path, overwrite=True, verbose=0)
-    np.testing.assert_allclose(stored_logits(tmp_path), 10 * X[:, :3], rtol=1e-6)
+    np.testing.assert_allclose(stored_logits(tmp_path), 10 * X[:, :3], rtol=1e-6, atol=1e-6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "shard-00000.tfrecord"]
 
 
@@ -99,7 +99,7 @@ def test_a_complete_folder_refuses_a_teacher_id_reused_by_mistake(tmp_path):
     kd.label_with_teacher(lambda b: b[:, :3], X, tmp_path, teacher_id="v1", verbose=0)
     with pytest.raises(TeacherLabelsError, match=r"teacher_id='v1' is the same"):
         kd.label_with_teacher(lambda b: -b[:, :3], X, tmp_path, teacher_id="v1", verbose=0)
-    np.testing.assert_allclose(stored_logits(tmp_path), X[:, :3], rtol=1e-6)
+    np.testing.assert_allclose(stored_logits(tmp_path), X[:, :3], rtol=1e-6, atol=1e-6)
 
 
 def test_a_complete_folder_of_the_same_teacher_is_returned_without_calling_it_on_the_data(
@@ -203,7 +203,7 @@ def test_a_second_writer_is_refused_while_the_first_writes_and_the_first_finishe
         if process.poll() is None:
             process.kill()
     x = np.random.default_rng(0).random((40, 6)).astype("float32")
-    np.testing.assert_allclose(stored_logits(tmp_path), x[:, :3], rtol=1e-6)
+    np.testing.assert_allclose(stored_logits(tmp_path), x[:, :3], rtol=1e-6, atol=1e-6)
     assert not (tmp_path / "manifest.json.lock").exists()
 
 
@@ -340,7 +340,7 @@ def test_beam_refuses_another_teacher_in_a_complete_folder_and_overwrites_on_req
     with pytest.raises(TeacherLabelsError, match=r"answers differently .*refusing to replace"):
         kbeam.label(lambda b: 10 * b[:, :3], X, tmp_path, shard_size=20)
     kbeam.label(lambda b: 10 * b[:, :3], X, tmp_path, shard_size=20, overwrite=True)
-    np.testing.assert_allclose(stored_logits(tmp_path), 10 * X[:, :3], rtol=1e-6)
+    np.testing.assert_allclose(stored_logits(tmp_path), 10 * X[:, :3], rtol=1e-6, atol=1e-6)
 
 
 def test_beam_refuses_a_folder_locked_by_another_writer(tmp_path):
@@ -362,7 +362,7 @@ def test_beam_writes_and_loads_on_the_in_memory_file_system(tmp_path, monkeypatc
     path = f"ram://first-hour-beam/{tmp_path.name}"
     manifest = kbeam.label(lambda b: b[:, :3], (X, Y), path, shard_size=15)
     assert manifest["num_examples"] == 40 and len(manifest["shards"]) == 3
-    np.testing.assert_allclose(stored_logits(path), X[:, :3], rtol=1e-6)
+    np.testing.assert_allclose(stored_logits(path), X[:, :3], rtol=1e-6, atol=1e-6)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -385,5 +385,5 @@ def test_beam_resumes_an_interrupted_run_on_the_in_memory_file_system(tmp_path, 
     assert sorted(tf.io.gfile.listdir(path)) == ["manifest.json"] + [
         shard["file"] for shard in manifest["shards"]
     ]  # no lock, no staging left
-    np.testing.assert_allclose(stored_logits(path), X[:, :3], rtol=1e-6)
+    np.testing.assert_allclose(stored_logits(path), X[:, :3], rtol=1e-6, atol=1e-6)
     assert list(tmp_path.iterdir()) == []

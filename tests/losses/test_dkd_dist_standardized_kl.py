@@ -84,9 +84,9 @@ def test_dkd_decouples_classical_kd():
     tckd, p_target = ref_dkd(TEACHER, STUDENT, 2.0, LABELS, alpha=1.0, beta=0.0)
     nckd, _ = ref_dkd(TEACHER, STUDENT, 2.0, LABELS, alpha=0.0, beta=1.0)
     kd = np.asarray(losses.kl_divergence(TEACHER, STUDENT, 2.0))
-    np.testing.assert_allclose(kd, tckd + (1 - p_target) * nckd, rtol=1e-4)
+    np.testing.assert_allclose(kd, tckd + (1 - p_target) * nckd, rtol=1e-4, atol=1e-6)
     got = losses.decoupled_kd(TEACHER, STUDENT, 2.0, labels=LABELS, alpha=1.0, beta=0.0)
-    np.testing.assert_allclose(np.asarray(got), tckd, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(got), tckd, rtol=1e-4, atol=1e-6)
 
 
 def test_dkd_takes_one_hot_labels_too():
@@ -95,19 +95,23 @@ def test_dkd_takes_one_hot_labels_too():
         losses.decoupled_kd(TEACHER, STUDENT, 2.0, labels=one_hot),
         losses.decoupled_kd(TEACHER, STUDENT, 2.0, labels=LABELS),
         rtol=1e-6,
+        atol=1e-6,
     )
 
 
 def test_dkd_without_labels_uses_the_teachers_argmax():
     argmax = TEACHER.argmax(-1)
     expected = ref_dkd(TEACHER, STUDENT, 4.0, argmax)[0]
-    np.testing.assert_allclose(losses.decoupled_kd(TEACHER, STUDENT, 4.0), expected, rtol=2e-4)
+    np.testing.assert_allclose(
+        losses.decoupled_kd(TEACHER, STUDENT, 4.0), expected, rtol=2e-4, atol=1e-6
+    )
     masked = np.where(np.arange(6) % 2 == 0, LABELS, -1)  # -1: label unknown
     mixed = np.where(np.arange(6) % 2 == 0, LABELS, argmax)
     np.testing.assert_allclose(
         losses.decoupled_kd(TEACHER, STUDENT, 4.0, labels=masked),
         ref_dkd(TEACHER, STUDENT, 4.0, mixed)[0],
         rtol=2e-4,
+        atol=1e-6,
     )
 
 
@@ -139,7 +143,7 @@ def test_float16_inputs_give_the_float32_result(name):
     got = np.asarray(fn(t16, s16, 2.0))
     expected = np.asarray(fn(t16.astype("float32"), s16.astype("float32"), 2.0))
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_sequence_outputs_reduce_the_class_axis_only():
@@ -148,14 +152,16 @@ def test_sequence_outputs_reduce_the_class_axis_only():
     labels = LABELS.reshape(2, 3)
     dkd = np.asarray(losses.decoupled_kd(t, s, 2.0, labels=labels))
     expected = ref_dkd(TEACHER, STUDENT, 2.0, LABELS)[0]
-    np.testing.assert_allclose(dkd.reshape(-1), expected, rtol=2e-4)
+    np.testing.assert_allclose(dkd.reshape(-1), expected, rtol=2e-4, atol=1e-6)
     standardized = np.asarray(losses.standardized_kl_divergence(t, s, 2.0))
     np.testing.assert_allclose(
-        standardized.reshape(-1), ref_standardized(TEACHER, STUDENT, 2.0), rtol=2e-4
+        standardized.reshape(-1), ref_standardized(TEACHER, STUDENT, 2.0), rtol=2e-4, atol=1e-6
     )
     dist = np.asarray(losses.dist(t, s, 2.0))  # every position is a batch member
     assert dist.shape == (2, 3)
-    np.testing.assert_allclose(dist.reshape(-1), ref_dist(TEACHER, STUDENT, 2.0), rtol=2e-4)
+    np.testing.assert_allclose(
+        dist.reshape(-1), ref_dist(TEACHER, STUDENT, 2.0), rtol=2e-4, atol=1e-6
+    )
 
 
 def test_standardization_ignores_the_scale_and_shift_of_the_logits():
@@ -182,10 +188,10 @@ def test_standardization_ignores_the_scale_and_shift_of_the_logits():
     ],
 )
 def test_loss_classes_keep_their_options_through_serialization(loss, expected):
-    assert float(loss(TEACHER, STUDENT)) == pytest.approx(expected, rel=2e-4)
+    assert float(loss(TEACHER, STUDENT)) == pytest.approx(expected, rel=2e-4, abs=1e-6)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert type(restored) is type(loss) and restored.options == loss.options
-    assert float(restored(TEACHER, STUDENT)) == pytest.approx(expected, rel=2e-4)
+    assert float(restored(TEACHER, STUDENT)) == pytest.approx(expected, rel=2e-4, abs=1e-6)
 
 
 def test_names_resolve():
@@ -208,12 +214,16 @@ def test_the_distiller_gives_dkd_the_labels_and_masks_unlabelled_examples(digits
     distiller.compile(keras.optimizers.SGD(0.0), SCE)
     t, s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
     logs = distiller.evaluate(x, y, return_dict=True, verbose=0)
-    assert logs["distillation_loss"] == pytest.approx(ref_dkd(t, s, 4.0, y)[0].mean(), rel=1e-4)
+    assert logs["distillation_loss"] == pytest.approx(
+        ref_dkd(t, s, 4.0, y)[0].mean(), rel=1e-4, abs=1e-6
+    )
     mask = (np.arange(64) % 2).astype("float32")
     targets = {"labels": np.where(mask > 0, y, 0), "label_mask": mask}
     logs = distiller.evaluate(x, targets, return_dict=True, verbose=0)
     mixed = np.where(mask > 0, y, t.argmax(-1))  # unlabelled: the teacher's argmax
-    assert logs["distillation_loss"] == pytest.approx(ref_dkd(t, s, 4.0, mixed)[0].mean(), rel=1e-4)
+    assert logs["distillation_loss"] == pytest.approx(
+        ref_dkd(t, s, 4.0, mixed)[0].mean(), rel=1e-4, abs=1e-6
+    )
 
 
 def test_losses_that_need_full_logits_refuse_top_k_outputs(digits, teacher, tmp_path):
@@ -240,7 +250,9 @@ def test_stored_full_logits_work_with_dist(digits, teacher, tmp_path):
         load_teacher_labels(tmp_path, batch_size=128), return_dict=True, verbose=0
     )
     t, s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
-    assert logs["distillation_loss"] == pytest.approx(ref_dist(t, s, 1.0).mean(), rel=1e-4)
+    assert logs["distillation_loss"] == pytest.approx(
+        ref_dist(t, s, 1.0).mean(), rel=1e-4, abs=1e-6
+    )
 
 
 # -- accuracy at the edges (issue 25): every divergence against a float64 reference ---------
@@ -305,9 +317,11 @@ def test_kl_at_huge_temperatures_tends_to_half_the_logit_variance(temperature):
     limit = 0.5 * (t - s).var(-1)  # T**2 * KL -> var_uniform(t - s) / 2 as T -> infinity
     for fn in (losses.kl_divergence, losses.reverse_kl_divergence):
         got = np.asarray(fn(TEACHER, STUDENT, temperature))
-        np.testing.assert_allclose(got, limit, rtol=1e-3)
+        np.testing.assert_allclose(got, limit, rtol=1e-3, atol=1e-6)
     js = np.asarray(losses.jensen_shannon_divergence(TEACHER, STUDENT, temperature))
-    np.testing.assert_allclose(js, limit / 4, rtol=1e-3)  # JS ~ KL / 4 for close distributions
+    np.testing.assert_allclose(
+        js, limit / 4, rtol=1e-3, atol=1e-6
+    )  # JS ~ KL / 4 for close distributions
 
 
 def test_temperatures_beyond_the_accurate_range_are_refused():
@@ -332,12 +346,12 @@ def test_standardization_floor_scales_with_the_logits_magnitude():
     student = np.array([[2.0 + 1e-3, 2.0]], "float32")
     expected = ref_standardized(teacher + np.float32([[1e-3, 0]]), student, 0.5)
     got = losses.standardized_kl_divergence(teacher + np.float32([[1e-3, 0]]), student, 0.5)
-    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-3)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-3, atol=1e-6)
 
 
 def test_dist_correlations_survive_large_temperatures_and_flat_rows():
     t, s = TEACHER, STUDENT
     got = np.asarray(losses.dist(t, s, 1e4)) / 1e8
-    np.testing.assert_allclose(got, ref_dist(t, s, 1e4) / 1e8, rtol=1e-3)
+    np.testing.assert_allclose(got, ref_dist(t, s, 1e4) / 1e8, rtol=1e-3, atol=1e-6)
     flat = np.zeros_like(t)
     assert np.all(np.isfinite(np.asarray(losses.dist(flat, s, 1.0))))

@@ -86,7 +86,7 @@ def test_jsd_is_zero_for_equal_distributions_and_a_variable_beta_selects_the_end
     for beta in (0.0, 1.0):
         got = td.token_divergence(teacher_log, logits, keras.Variable(beta))
         want = np_jsd(teacher_log, np_log_softmax(logits), beta)
-        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-6)
 
 
 def test_the_mean_is_per_response_then_over_responses_and_masked_positions_do_not_count():
@@ -227,10 +227,8 @@ def test_the_config_holds_the_student_and_settings_never_the_teacher():
     with pytest.raises(ValueError, match="no teacher"):
         loaded.fit(prompts())
     ids = np.ones((1, LENGTH), "int32")
-    np.testing.assert_allclose(
-        np.asarray(loaded.student.predict_on_batch({"token_ids": ids, "padding_mask": ids})).shape,
-        (1, LENGTH, VOCAB),
-    )
+    logits = loaded.student.predict_on_batch({"token_ids": ids, "padding_mask": ids})
+    assert np.asarray(logits).shape == (1, LENGTH, VOCAB)
 
 
 # -- bad input --------------------------------------------------------------------------

@@ -229,27 +229,27 @@ def behaviour():
 def test_tf_keras_distiller_is_a_distiller_and_follows_the_formula(behaviour):
     assert behaviour["isinstance"] == [True, True]
     kl, expected_kl, ce, expected_ce, total, expected_total = behaviour["formula"]
-    assert kl == pytest.approx(expected_kl, rel=1e-4)
-    assert ce == pytest.approx(expected_ce, rel=1e-4)
-    assert total == pytest.approx(expected_total, rel=1e-4)
+    assert kl == pytest.approx(expected_kl, rel=1e-4, abs=1e-6)
+    assert ce == pytest.approx(expected_ce, rel=1e-4, abs=1e-6)
+    assert total == pytest.approx(expected_total, rel=1e-4, abs=1e-6)
 
 
 @pytest.mark.slow
 def test_tf_keras_stored_teacher_outputs_train_like_the_live_teacher(behaviour):
     assert behaviour["stored_vs_live"] < 1e-5
     live, stored = behaviour["stored_loss"]
-    assert stored == pytest.approx(live, rel=1e-5)
+    assert stored == pytest.approx(live, rel=1e-5, abs=1e-6)
     assert behaviour["stored_temperature"] == [3.0, 2.0, 1.0]
 
 
 @pytest.mark.slow
 def test_tf_keras_label_masks_and_multi_output(behaviour):
     accuracy, expected_accuracy, hard, expected_hard, kl, expected_kl = behaviour["mask"]
-    assert accuracy == pytest.approx(expected_accuracy)
-    assert hard == pytest.approx(expected_hard, rel=1e-4)
-    assert kl == pytest.approx(expected_kl, rel=1e-4)
+    assert accuracy == pytest.approx(expected_accuracy, abs=1e-6)
+    assert hard == pytest.approx(expected_hard, rel=1e-4, abs=1e-6)
+    assert kl == pytest.approx(expected_kl, rel=1e-4, abs=1e-6)
     got, expected = behaviour["multi_output"]
-    assert got == pytest.approx(expected, rel=1e-4)
+    assert got == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
 @pytest.mark.slow
