@@ -29,10 +29,10 @@ It runs on any Beam runner (DirectRunner here; Dataflow, Flink, Spark with
 their pipeline options). Records, checks and manifest come from the same
 code as the local path (`keras_distill._src.labelling.shards`, `keras_distill._src.labelling.calls`,
 `keras_distill._src.labelling.responses.normalized_prompt`, the input check
-`keras_distill._src.labelling.examples.labelled_arrays`), and `label` opens its
-output as `label_with_teacher` does (`keras_distill._src.labelling.output`: the
+`keras_distill._src.labelling.worker_parts.labelled_arrays`), and `label` opens its
+output as `label_with_teacher` does (`keras_distill._src.labelling.identity`: the
 directory rule, a lock held while the pipeline runs, the identity check).
-Paths go through `tf.io.gfile` (`keras_distill._src.labelling.storage`), so a
+Paths go through `tf.io.gfile` (`keras_distill._src.utils.storage`), so a
 bucket path works where TensorFlow has its file system.
 """
 
@@ -48,11 +48,10 @@ from keras_distill._src.labelling import (
     beam_inputs,
     beam_steps,
     calls,
-    folder,
+    lock,
+    response_writer,
     responses,
-    sequences,
     shards,
-    storage,
 )
 from keras_distill._src.labelling.beam_handlers import (
     CallableModelHandler,
@@ -62,14 +61,15 @@ from keras_distill._src.labelling.beam_handlers import (
 )
 from keras_distill._src.labelling.beam_inputs import TFRecordInputs
 from keras_distill._src.labelling.errors import TeacherLabelsError
-from keras_distill._src.labelling.manifest import MANIFEST, Settings
-from keras_distill._src.labelling.output import (
+from keras_distill._src.labelling.identity import (
     Identity,
     locked_output,
     opened_output,
     previous_outputs,
 )
+from keras_distill._src.labelling.manifest import MANIFEST, Settings
 from keras_distill._src.teachers.black_box import fingerprint_teacher
+from keras_distill._src.utils import storage
 
 __all__ = [
     "CallableModelHandler",
@@ -97,7 +97,7 @@ def _checked_handler(handler, kinds: tuple) -> ModelHandler:
 def _opened(path, settings) -> tuple[str, Settings]:
     """The checked output path and settings; refuses a foreign directory or a complete run."""
     settings = settings if isinstance(settings, Settings) else Settings.from_json(settings)
-    path = storage.check_path(path)
+    path = storage.check_path(path, TeacherLabelsError)
     _refuse_complete(path, Identity(settings))
     return path, settings
 
@@ -222,7 +222,7 @@ class LabelWithTeacher(beam.PTransform):
 
 def _refuse_complete(directory: str, identity: Identity) -> None:
     """The writers' directory rule and identity check; a Beam run never resumes a complete one."""
-    folder.check_output_directory(directory)
+    lock.check_output_directory(directory)
     if previous_outputs(directory, identity, 0, overwrite=False) is not None:
         raise TeacherLabelsError(
             f"{directory!r} already holds a complete labelling run of this teacher, data and "
@@ -314,7 +314,7 @@ def label(
     """
     output = calls.output_kind(teacher, output)
     calls.check_arguments(teacher, output, top_k, shard_size, 1)
-    directory = storage.check_path(path)
+    directory = storage.check_path(path, TeacherLabelsError)
     fingerprint = fingerprint_teacher(teacher, teacher_id)
     if output == "sequences":
         handler, identity = _sequence_run(teacher, data, fingerprint, shard_size, sequence_options)
@@ -323,7 +323,11 @@ def label(
             _run(pipeline_options, directory, identity, handler, lambda p: p | beam.Create(prompts))
     else:
         beam_inputs.check_inputs(data, _example_rank(teacher))
-        staging_root = directory if staging_dir is None else storage.check_path(staging_dir)
+        staging_root = (
+            directory
+            if staging_dir is None
+            else storage.check_path(staging_dir, TeacherLabelsError)
+        )
         with _locked_staging(directory, staging_root) as staging:
             staged = staging.stage(data, shard_size)
             handler, identity = _example_run(
@@ -364,8 +368,8 @@ def _sequence_run(generate, prompts, fingerprint: str, shard_size: int, sequence
     """(handler, identity) of a run of generated responses."""
     options = responses.SequenceOptions(**sequence_options)
     tokens = responses.prompt_tokens(prompts, options)  # checked before the pipeline starts
-    data_id = f"prompts:{sequences.prompts_fingerprint(tokens)}"
-    settings = sequences.sequence_settings(fingerprint, data_id, options, shard_size, "beam")
+    data_id = f"prompts:{response_writer.prompts_fingerprint(tokens)}"
+    settings = response_writer.sequence_settings(fingerprint, data_id, options, shard_size, "beam")
     return GenerateModelHandler(generate, options), Identity(settings)
 
 

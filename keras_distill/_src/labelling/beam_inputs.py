@@ -24,16 +24,16 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from keras_distill._src.labelling import beam_steps, examples, storage
+from keras_distill._src.labelling import beam_steps, worker_parts
 from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.teachers.black_box import (
     PROBE_EXAMPLES,
     fingerprint_arrays,
     fingerprint_chunks,
 )
-from keras_distill._src.utils import inputs
+from keras_distill._src.utils import inputs, storage
 
-STAGING_PREFIX = ".staging-"  # + 32 hex digits: the name `folder.OURS` accepts
+STAGING_PREFIX = ".staging-"  # + 32 hex digits: the name `lock.OURS` accepts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +75,7 @@ class TFRecordInputs:
 
     def files(self) -> list[str]:
         """The matching files, sorted; refuses a pattern that matches none."""
-        files = storage.glob(storage.check_path(self.pattern))
+        files = storage.glob(storage.check_path(self.pattern, TeacherLabelsError))
         if not files:
             raise TeacherLabelsError(
                 f"TFRecordInputs: no file matches {self.pattern!r}; nothing was written."
@@ -143,7 +143,7 @@ def check_inputs(data, example_rank: int | None = None) -> None:
             "teacher, not of a batch; `label` takes a dataset of batches (as `fit` does). "
             "Batch it first, e.g. `dataset.batch(256)`."
         )
-    if _is_arrays(data) and len(examples.labelled_arrays(data)[0]) == 0:
+    if _is_arrays(data) and len(worker_parts.labelled_arrays(data)[0]) == 0:
         raise TeacherLabelsError("The data to label is empty; nothing was written.")
 
 
@@ -161,7 +161,7 @@ def _source_batches(data, shard_size: int) -> Iterator:
             f"The data to label must be arrays `x` or `(x, y)`, a tf.data.Dataset or "
             f"TFRecordInputs; received a dict with keys {sorted(data)!r}."
         )
-    return iter([examples.labelled_arrays(data)])
+    return iter([worker_parts.labelled_arrays(data)])
 
 
 def _checked_batch(element, number: int, labelled: bool | None):
@@ -275,7 +275,7 @@ class Staging:
         if not ranges:
             raise TeacherLabelsError("The data to label is empty; nothing was written.")
         if _is_arrays(data):
-            data_id = fingerprint_arrays(*examples.labelled_arrays(data))
+            data_id = fingerprint_arrays(*worker_parts.labelled_arrays(data))
         else:
             data_id = staged_fingerprint(ranges)
         return Staged(ranges, f"arrays:{data_id}", np.concatenate(head)[:PROBE_EXAMPLES])

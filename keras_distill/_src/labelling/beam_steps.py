@@ -19,10 +19,11 @@ import io
 
 import numpy as np
 
-from keras_distill._src.labelling import calls, responses, sequences, shards, storage
+from keras_distill._src.labelling import calls, response_writer, responses, shards
 from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.labelling.manifest import MANIFEST, Manifest, Settings
 from keras_distill._src.objective import stored_kinds as targets
+from keras_distill._src.utils import storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,7 +255,7 @@ def write_responses(group, path: str, options) -> dict:
         "first": members[0][0],
         "last": members[-1][0],
         "units": len(members),
-        "summary": sequences.shard_summary(records),
+        "summary": response_writer.shard_summary(records),
         "features": shards.features_of(records[0]),
         "facts": facts,
     }
@@ -309,7 +310,7 @@ def complete_manifest(entries: list, path: str, settings: Settings, facts: dict)
     if settings.output == "sequences":
         manifest.facts["scored"] = any(e["facts"]["scored"] for e in entries)
         manifest.facts.update(
-            sequences.response_totals(manifest.shards, count, settings.num_samples)
+            response_writer.response_totals(manifest.shards, count, settings.num_samples)
         )
     written = shards.write_complete_manifest(path, storage.join(path, MANIFEST), manifest, count)
     return written.to_json()

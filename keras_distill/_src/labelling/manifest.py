@@ -16,9 +16,9 @@ import json
 
 import numpy as np
 
-from keras_distill._src.labelling import storage
 from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.objective import stored_kinds as targets
+from keras_distill._src.utils import storage
 
 FORMAT = "keras_distill.teacher_labels/1"  # the on-disk format id of 0.1; never renamed
 MANIFEST = "manifest.json"
@@ -202,7 +202,7 @@ def write_manifest(path: str, manifest: Manifest) -> None:
     >>> os.path.exists(path)
     True
     """
-    storage.write_text_atomically(path, json.dumps(manifest.to_json(), indent=1, sort_keys=True))
+    storage.write_atomically({path: json.dumps(manifest.to_json(), indent=1, sort_keys=True)})
 
 
 # -- validation ---------------------------------------------------------------

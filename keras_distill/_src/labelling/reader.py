@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from keras_distill._src.labelling import shards, storage
+from keras_distill._src.labelling import shards
+from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.objective import stored_kinds as targets
+from keras_distill._src.utils import storage
 
 CACHE_BYTES = 1 << 30  # load_teacher_labels(cache="auto") keeps up to this much in memory
 PARSE_BATCH_SIZE = 1024  # records parsed at once
@@ -92,7 +94,7 @@ def load_teacher_labels(
 
     if cache not in ("auto", True, False):
         raise ValueError(f"`cache` must be 'auto', True or False; received {cache!r}.")
-    directory = storage.check_path(path)
+    directory = storage.check_path(path, TeacherLabelsError)
     manifests = shards.read_manifests(directory, allow_incomplete, verify)
     first = manifests[0].to_json()  # the JSON form, which the selection functions read
     output = manifests[0].settings.output

@@ -3,7 +3,7 @@
 `ShardWriter` writes one worker's shards atomically and keeps its `Manifest`
 (`keras_distill._src.labelling.manifest`); `read_manifests` checks what a directory
 holds before anything is read (`keras_distill._src.labelling.reader` then parses the
-records). All file access goes through `keras_distill._src.labelling.storage`.
+records). All file access goes through `keras_distill._src.utils.storage`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 
 import numpy as np
 
-from keras_distill._src.labelling import storage
 from keras_distill._src.labelling.errors import TeacherLabelsError as TeacherLabelsError
 from keras_distill._src.labelling.manifest import FORMAT as FORMAT
 from keras_distill._src.labelling.manifest import (
@@ -24,6 +23,7 @@ from keras_distill._src.labelling.manifest import (
     write_manifest,
 )
 from keras_distill._src.labelling.manifest import validate_manifest as validate_manifest
+from keras_distill._src.utils import storage
 
 # -- writing ------------------------------------------------------------------
 
@@ -86,9 +86,7 @@ def write_shard(path: str, records: list[dict]) -> dict:
 def _write_records(path: str, records: list[dict]) -> None:
     import tensorflow as tf
 
-    temporary = path + ".tmp"
-    storage.remove(temporary)  # a killed run's; some file systems append to an existing file
-    with tf.io.TFRecordWriter(temporary) as writer:
+    with storage.atomic_paths([path]) as (temporary,), tf.io.TFRecordWriter(temporary) as writer:
         for record in records:
             feature = {
                 name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.tobytes()]))
@@ -97,7 +95,6 @@ def _write_records(path: str, records: list[dict]) -> None:
             example = tf.train.Example(features=tf.train.Features(feature=feature))
             # deterministic: the same records give the same bytes in every process
             writer.write(example.SerializeToString(deterministic=True))
-    storage.rename(temporary, path)
 
 
 class ShardWriter:
@@ -105,7 +102,7 @@ class ShardWriter:
 
     Args:
         directory: The output directory (checked and locked by the caller:
-            `keras_distill._src.labelling.output.opened_output`).
+            `keras_distill._src.labelling.identity.opened_output`).
         manifest: The part's `Manifest`: a fresh one, or a resumed run's.
         summarize: Optional `summarize(records) -> dict`, kept in each shard's
             manifest entry as `"summary"` (e.g. token counts of responses).
@@ -129,7 +126,7 @@ class ShardWriter:
         self.shard_size = manifest.settings.shard_size
         storage.makedirs(directory)
         # the temporary file of the next shard, left by a killed run: ours to delete
-        storage.remove(self._shard_path(len(manifest.shards)) + ".tmp")
+        storage.remove(self._shard_path(len(manifest.shards)) + storage.TEMPORARY_SUFFIX)
         self.done = manifest.done
         self.pending: list[dict] = []
 

@@ -33,16 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from keras_distill._src.labelling import calls, examples, sequences, storage
+from keras_distill._src.labelling import calls, response_writer, worker_parts
 from keras_distill._src.labelling.errors import TeacherLabelsError as TeacherLabelsError
+from keras_distill._src.labelling.identity import Identity, opened_output
 from keras_distill._src.labelling.manifest import Manifest, Settings
-from keras_distill._src.labelling.output import Identity, opened_output
 from keras_distill._src.labelling.responses import SequenceOptions
 from keras_distill._src.labelling.shards import ShardWriter
 from keras_distill._src.objective import stored_kinds as targets
 from keras_distill._src.teachers.black_box import PROBE_EXAMPLES, fingerprint_teacher
 from keras_distill._src.teachers.ensemble import ensemble
-from keras_distill._src.utils import inputs
+from keras_distill._src.utils import inputs, storage
 
 
 def label_with_teacher(
@@ -130,9 +130,9 @@ def label_with_teacher(
     teacher = ensemble(teacher) if isinstance(teacher, (list, tuple)) else teacher
     output = calls.output_kind(teacher, output)
     calls.check_arguments(teacher, output, top_k, shard_size, batch_size)
-    directory = storage.check_path(path)
+    directory = storage.check_path(path, TeacherLabelsError)
     if output == "sequences":
-        return sequences.label_sequences(
+        return response_writer.label_sequences(
             teacher,
             data,
             directory,
@@ -148,7 +148,7 @@ def label_with_teacher(
             f"{sorted(sequence_options)} apply to output='sequences' only; "
             f"received output={output!r}."
         )
-    part = examples.plan(data, *examples.worker_part(worker_index, num_workers))
+    part = worker_parts.plan(data, *worker_parts.worker_part(worker_index, num_workers))
     fingerprint = fingerprint_teacher(teacher, teacher_id)
     settings = Settings(fingerprint, part.data_id, output, top_k, shard_size, part.num_workers)
     identity = _identity(teacher, data, part, settings, teacher_id)
@@ -157,9 +157,9 @@ def label_with_teacher(
         return _label(teacher, data, part, ShardWriter(directory, manifest), batch_size, verbose)
 
 
-def _first_inputs(data, part: examples.Plan) -> np.ndarray:
+def _first_inputs(data, part: worker_parts.Plan) -> np.ndarray:
     """The first examples' inputs of this worker's part; refuses an empty part."""
-    first = next(iter(examples.batches(data, part, 0, PROBE_EXAMPLES)), None)
+    first = next(iter(worker_parts.batches(data, part, 0, PROBE_EXAMPLES)), None)
     if first is None or len(inputs.unpack(first)[0]) == 0:
         raise TeacherLabelsError(
             "The data to label is empty (this worker's part has no example); nothing was written."
@@ -173,7 +173,7 @@ def _is_keras_model(teacher) -> bool:
     return isinstance(teacher, keras.Model)
 
 
-def _identity(teacher, data, part: examples.Plan, settings: Settings, teacher_id) -> Identity:
+def _identity(teacher, data, part: worker_parts.Plan, settings: Settings, teacher_id) -> Identity:
     """The run's identity: a callable teacher is also identified by what it answers."""
     first = _first_inputs(data, part)
     check_data = None
@@ -181,7 +181,7 @@ def _identity(teacher, data, part: examples.Plan, settings: Settings, teacher_id
         label_dtype = targets.stored_kind(settings.output, settings.top_k).label_dtype
 
         def check_data(stored: Manifest, directory: str) -> None:
-            examples.check_resumed_data(data, part, stored, label_dtype, directory)
+            worker_parts.check_resumed_data(data, part, stored, label_dtype, directory)
 
     if _is_keras_model(teacher):
         return Identity(settings, None, teacher_id, check_data)
@@ -195,7 +195,7 @@ def _label(teacher, data, part, writer: ShardWriter, batch_size: int, verbose: i
         return writer.manifest.to_json()
     settings = writer.manifest.settings
     kind = targets.stored_kind(settings.output, settings.top_k)
-    remaining = examples.batches(data, part, writer.done, batch_size)
+    remaining = worker_parts.batches(data, part, writer.done, batch_size)
     probe = not _is_keras_model(teacher)  # a callable is identified by what it answers, too
     progress = _progress_bar(part, verbose)
     return _label_batches(teacher, remaining, writer, (kind, batch_size), probe, progress)
@@ -224,7 +224,7 @@ def _label_batches(teacher, batches, writer: ShardWriter, batching, probe: bool,
     return writer.finish(position).to_json()
 
 
-def _progress_bar(part: examples.Plan, verbose: int):
+def _progress_bar(part: worker_parts.Plan, verbose: int):
     import keras
 
     return keras.utils.Progbar(part.total, unit_name="example", verbose=verbose)

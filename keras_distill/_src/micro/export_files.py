@@ -1,18 +1,19 @@
 """The files of an export, and how they reach the output folder.
 
-All or nothing (staged, then moved into place), and never over an earlier
-export's files unless `overwrite=True`, as `keras.Model.save` does.
+All or nothing (`keras_distill._src.utils.storage.write_atomically`: every
+file written beside its place, then moved into place), and never over an
+earlier export's files unless `overwrite=True`, as `keras.Model.save` does.
+Through `tf.io.gfile`, so the folder may be local or a URL (`ram://`, `gs://`).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import shutil
-import tempfile
 
 from keras_distill._src.micro import codegen
 from keras_distill._src.micro.errors import MicroExportError
+from keras_distill._src.utils import storage
 
 
 def file_names(name: str) -> list[str]:
@@ -45,7 +46,7 @@ def sources(name: str, info, model_bytes: bytes, arena: int, recommended: int) -
     return {model_file: model_bytes, source_file: source.encode(), header_file: header.encode()}
 
 
-def check_not_overwriting(directory: pathlib.Path, name: str, overwrite: bool) -> None:
+def check_not_overwriting(directory: str | os.PathLike, name: str, overwrite: bool) -> None:
     """Refuses an export whose files already exist in `directory`, unless `overwrite`.
 
     Raises:
@@ -61,32 +62,28 @@ def check_not_overwriting(directory: pathlib.Path, name: str, overwrite: bool) -
     ...
     keras_distill._src.micro.errors.MicroExportError: ... already holds tiny.tflite ...
     """
-    existing = [file for file in file_names(name) if (directory / file).exists()]
+    directory = storage.check_path(directory, MicroExportError)
+    existing = [f for f in file_names(name) if storage.exists(storage.join(directory, f))]
     if existing and not overwrite:
         raise MicroExportError(
-            f"{str(directory)!r} already holds {', '.join(existing)} (an earlier export "
+            f"{directory!r} already holds {', '.join(existing)} (an earlier export "
             f"called {name!r}). Pass overwrite=True to replace them, or choose another `name` "
             "or `output_dir`. Nothing was written."
         )
 
 
-def write_atomically(directory: pathlib.Path, files: dict) -> list[pathlib.Path]:
-    """Writes all files into a temporary folder, then moves them into place; returns the paths.
+def write_atomically(directory: str | os.PathLike, files: dict) -> list:
+    """Writes all files into `directory` (created if missing), all or none; returns their paths.
+
+    The paths are `pathlib.Path`s in a local folder, strings in a URL's
+    (`ram://`, `gs://`), which `pathlib` would turn into local folders.
 
     Example:
-    >>> import tempfile
-    >>> [p.name for p in write_atomically(pathlib.Path(tempfile.mkdtemp()), {"a.h": b"x"})]
-    ['a.h']
+    >>> write_atomically("ram://export-doc", {"a.h": b"x"})
+    ['ram://export-doc/a.h']
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=".keras_distill_", dir=directory))
-    try:
-        for filename, content in files.items():
-            (staging / filename).write_bytes(content)
-        targets = []
-        for filename in files:
-            os.replace(staging / filename, directory / filename)
-            targets.append(directory / filename)
-        return targets
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    directory = storage.check_path(directory, MicroExportError)
+    storage.makedirs(directory)
+    paths = [storage.join(directory, filename) for filename in files]
+    storage.write_atomically(dict(zip(paths, files.values(), strict=True)))
+    return [pathlib.Path(path) if storage.is_local(path) else path for path in paths]

@@ -17,8 +17,8 @@ import re
 import socket
 import warnings
 
-from keras_distill._src.labelling import storage
 from keras_distill._src.labelling.errors import TeacherLabelsError
+from keras_distill._src.utils import storage
 
 # names keras-distill writes: manifests, shards (of a part), their temporaries, locks, and a
 # Beam run's staging folder (`beam_inputs`: removed at its end, or by the
@@ -132,7 +132,7 @@ class OutputLock:
         if not storage.is_local(self.path):  # no atomic create on object stores: best effort
             if storage.exists(self.path):
                 return False
-            storage.write_text_atomically(self.path, content.decode())
+            storage.write_atomically({self.path: content})
             return True
         try:
             descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

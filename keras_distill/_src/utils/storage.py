@@ -1,21 +1,24 @@
-"""Every file access of labelling, through `tf.io.gfile`: local paths and registered file systems.
+"""File access through `tf.io.gfile`: local paths and registered file systems, atomic writes.
 
-Paths are strings (`os.fspath` of what the user passed), joined with
+Used by labelling (shards, manifests, locks) and by the micro export. Paths
+are strings (`os.fspath` of what the user passed), joined with
 `join`, never `pathlib` (which would make `"ram://x"` a local folder named
 `ram:`). A URL-style path (`scheme://...`) must name a file system
 TensorFlow has registered (`ram://` always; `gs://` where TensorFlow's
 GCS support is built in; `s3://`, `hdfs://` with `tensorflow-io`), else
-`check_path` refuses it before anything is written.
+`check_path` refuses it before anything is written. Every atomic write goes
+through `atomic_paths`: each file is written to a temporary beside it
+(`<name>.tmp`), and only once all are written are they renamed into place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 
-from keras_distill._src.labelling.errors import TeacherLabelsError
-
+TEMPORARY_SUFFIX = ".tmp"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -30,11 +33,15 @@ def scheme(path: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def check_path(path) -> str:
+def check_path(path, error: type[Exception] = ValueError) -> str:
     """The path as a string, after checking that its file system is available.
 
+    Args:
+        path: A local path (`str`, `bytes` or `os.PathLike`) or a URL.
+        error: The exception type to raise (each concept raises its own).
+
     Raises:
-        TeacherLabelsError: For a URL whose scheme has no registered file system.
+        error: For a URL whose scheme has no registered file system.
 
     Example:
     >>> check_path("ram://labels/run1")
@@ -50,7 +57,7 @@ def check_path(path) -> str:
     try:
         tf.io.gfile.exists(path)
     except tf.errors.UnimplementedError:
-        raise TeacherLabelsError(
+        raise error(
             f"{path!r}: no file system for {found}:// is installed in TensorFlow; nothing was "
             "written. Install the package that provides it (tensorflow-io for s3:// and "
             "hdfs://), or use a local path."
@@ -85,7 +92,7 @@ def exists(path: str) -> bool:
     `ram://` file system says that `a/b` exists when only `a/b.lock` does.
 
     Example:
-    >>> write_text_atomically("ram://storage-doc/b.lock", "")
+    >>> write_atomically({"ram://storage-doc/b.lock": ""})
     >>> exists("ram://storage-doc/b"), exists("ram://storage-doc/b.lock")
     (False, True)
     """
@@ -116,7 +123,7 @@ def listdir(directory: str) -> list[str]:
     """The names in a directory, sorted.
 
     Example:
-    >>> write_text_atomically("ram://storage-doc/list/b.txt", "")
+    >>> write_atomically({"ram://storage-doc/list/b.txt": ""})
     >>> listdir("ram://storage-doc/list")
     ['b.txt']
     """
@@ -142,7 +149,7 @@ def remove(path: str) -> None:
     """Deletes a file if it exists.
 
     Example:
-    >>> write_text_atomically("ram://storage-doc/gone.txt", "")
+    >>> write_atomically({"ram://storage-doc/gone.txt": ""})
     >>> remove("ram://storage-doc/gone.txt")
     >>> exists("ram://storage-doc/gone.txt")
     False
@@ -157,7 +164,7 @@ def rename(source: str, target: str) -> None:
     """Renames a file over another (atomic where the file system offers it).
 
     Example:
-    >>> write_text_atomically("ram://storage-doc/old.txt", "x")
+    >>> write_atomically({"ram://storage-doc/old.txt": "x"})
     >>> rename("ram://storage-doc/old.txt", "ram://storage-doc/new.txt")
     >>> read_text("ram://storage-doc/new.txt")
     'x'
@@ -171,7 +178,7 @@ def size(path: str) -> int:
     """A file's size in bytes.
 
     Example:
-    >>> write_text_atomically("ram://storage-doc/three.txt", "abc")
+    >>> write_atomically({"ram://storage-doc/three.txt": "abc"})
     >>> size("ram://storage-doc/three.txt")
     3
     """
@@ -184,7 +191,7 @@ def read_text(path: str) -> str:
     """A text file's content.
 
     Example:
-    >>> write_text_atomically("ram://storage-doc/read.txt", "text")
+    >>> write_atomically({"ram://storage-doc/read.txt": "text"})
     >>> read_text("ram://storage-doc/read.txt")
     'text'
     """
@@ -194,28 +201,53 @@ def read_text(path: str) -> str:
         return file.read().decode("utf-8")
 
 
-def write_text_atomically(path: str, text: str) -> None:
-    """Writes a text file through a temporary file renamed over it.
+@contextlib.contextmanager
+def atomic_paths(paths: list[str]):
+    """Yields a temporary path beside each path; renames them into place if the block succeeds.
+
+    The one atomic write: a reader never sees a half-written file, and when
+    several files are written, none is replaced until all are written. A
+    failed block deletes its temporaries; a killed run's are deleted by the
+    next write of the same file.
 
     Example:
-    >>> write_text_atomically("ram://storage-doc/a.txt", "hello")
+    >>> with atomic_paths(["ram://storage-doc/pair/a", "ram://storage-doc/pair/b"]) as temporaries:
+    ...     for temporary in temporaries:
+    ...         write_bytes(temporary, b"x")
+    >>> listdir("ram://storage-doc/pair")
+    ['a', 'b']
+    """
+    temporaries = [path + TEMPORARY_SUFFIX for path in paths]
+    for temporary in temporaries:
+        remove(temporary)  # a killed run's; some file systems append to an existing file
+    try:
+        yield temporaries
+    except BaseException:
+        for temporary in temporaries:
+            remove(temporary)
+        raise
+    for temporary, path in zip(temporaries, paths, strict=True):
+        rename(temporary, path)
+
+
+def write_atomically(files: dict) -> None:
+    """Writes files (path -> `bytes` or `str`) through `atomic_paths`: all of them, or none.
+
+    Example:
+    >>> write_atomically({"ram://storage-doc/a.txt": "hello"})
     >>> read_text("ram://storage-doc/a.txt")
     'hello'
     """
-    import tensorflow as tf
-
-    temporary = path + ".tmp"
-    remove(temporary)  # a killed run's; some file systems append to an existing file
-    with tf.io.gfile.GFile(temporary, "wb") as file:
-        file.write(text.encode("utf-8"))
-    rename(temporary, path)
+    with atomic_paths(list(files)) as temporaries:
+        for temporary, content in zip(temporaries, files.values(), strict=True):
+            write_bytes(temporary, content.encode("utf-8") if isinstance(content, str) else content)
 
 
 def file_digest(path: str) -> str:
     """The SHA-256 hex digest of a file's bytes.
 
     Example:
-    >>> write_text_atomically("ram://storage-doc/b.txt", "")
+    >>> write_atomically({"ram://storage-doc/b.txt": ""})
     >>> file_digest("ram://storage-doc/b.txt")[:8]
     'e3b0c442'
     """
@@ -232,7 +264,7 @@ def glob(pattern: str) -> list[str]:
     """The paths matching a file pattern (`*`, `?`, `[...]`), sorted.
 
     Example:
-    >>> write_text_atomically("ram://storage-doc/glob/a.txt", "")
+    >>> write_atomically({"ram://storage-doc/glob/a.txt": ""})
     >>> glob("ram://storage-doc/glob/*.txt")
     ['ram://storage-doc/glob/a.txt']
     """
@@ -245,7 +277,7 @@ def remove_tree(directory: str) -> None:
     """Deletes a directory and everything in it (nothing if it does not exist).
 
     Example:
-    >>> write_text_atomically("ram://storage-doc/tree/a.txt", "")
+    >>> write_atomically({"ram://storage-doc/tree/a.txt": ""})
     >>> remove_tree("ram://storage-doc/tree")
     >>> exists("ram://storage-doc/tree/a.txt")
     False

@@ -3,8 +3,8 @@
 Every writer (`label_with_teacher` for arrays, datasets and generated
 responses, and `keras_distill._src.labelling.beam`) opens its output with
 `opened_output`: the directory must be one a writer may use
-(`folder.check_output_directory`), the output is locked for this process
-(`folder.OutputLock`), and a manifest already there must record the same
+(`lock.check_output_directory`), the output is locked for this process
+(`lock.OutputLock`), and a manifest already there must record the same
 identity (`Identity`: the settings with the teacher's and the data's
 fingerprints, and a callable teacher's outputs on the first examples) whether
 that run is fresh, unfinished or complete. A mismatch is refused naming both
@@ -17,10 +17,11 @@ import contextlib
 import dataclasses
 from collections.abc import Callable
 
-from keras_distill._src.labelling import folder, storage
+from keras_distill._src.labelling import lock
 from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.labelling.manifest import Manifest, Settings, manifest_name, read_manifest
 from keras_distill._src.teachers.black_box import PROBE_EXAMPLES
+from keras_distill._src.utils import storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +113,7 @@ def previous_outputs(directory: str, identity: Identity, worker_index: int, over
         return None
     stored = read_manifest(path)
     if overwrite:  # the manifest last: a failure in between leaves a resumable run
-        folder.remove_outputs(directory, [shard["file"] for shard in stored.shards] + [name])
+        lock.remove_outputs(directory, [shard["file"] for shard in stored.shards] + [name])
         return None
     mismatch = identity_mismatch(directory, stored, identity)
     if mismatch:
@@ -157,7 +158,7 @@ def locked_output(directory: str, name: str):
     ...     os.listdir(directory)
     ['manifest.json.lock']
     """
-    folder.check_output_directory(directory)
+    lock.check_output_directory(directory)
     storage.makedirs(directory)
-    with folder.OutputLock(storage.join(directory, name)):
+    with lock.OutputLock(storage.join(directory, name)):
         yield

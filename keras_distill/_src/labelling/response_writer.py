@@ -1,7 +1,7 @@
 """Storing a generating teacher's responses: `label_with_teacher(..., output="sequences")`.
 
 The prompts are normalised and checked (`keras_distill._src.labelling.responses`),
-the output opened like every writer's (`keras_distill._src.labelling.output`:
+the output opened like every writer's (`keras_distill._src.labelling.identity`:
 directory rule, lock, identity), and the responses written prompt by prompt
 into shards with token counts and score ranges in the manifest.
 """
@@ -14,8 +14,8 @@ import time
 import numpy as np
 
 from keras_distill._src.labelling import responses
+from keras_distill._src.labelling.identity import Identity, opened_output
 from keras_distill._src.labelling.manifest import Manifest, Settings
-from keras_distill._src.labelling.output import Identity, opened_output
 from keras_distill._src.labelling.responses import SequenceOptions
 from keras_distill._src.labelling.shards import ShardWriter
 
