@@ -16,6 +16,8 @@ import zipfile
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds the sdist and the wheel in subprocesses
+
 ROOT = pathlib.Path(__file__).parents[1]
 TIMEOUT = 600
 
@@ -73,7 +75,6 @@ def test_the_sdist_holds_what_the_tests_need(dist):
     assert any(name.startswith("tests/data/") for name in names)
 
 
-@pytest.mark.slow
 def test_the_installed_wheel_distils_outside_the_checkout(dist, tmp_path):
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)])

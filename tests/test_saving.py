@@ -40,6 +40,7 @@ def test_saved_distiller_keeps_temperature_alpha_weights_and_trains_on(trained, 
     assert history.history["temperature"] == [2.5]
 
 
+@pytest.mark.slow
 def test_student_saves_as_a_plain_keras_model(trained, digits, tmp_path):
     path = tmp_path / "student.keras"
     trained.student.save(path)

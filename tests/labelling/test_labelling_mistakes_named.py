@@ -153,6 +153,7 @@ def test_a_folder_locked_by_a_live_process_is_refused_at_once_and_left_alone(tmp
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -173,38 +174,48 @@ def test_the_lock_is_released_when_the_teacher_fails(tmp_path):
     assert kd.label_with_teacher(lambda b: b[:, :3], X, tmp_path, verbose=0)["complete"]
 
 
-SLOW_WRITER = textwrap.dedent(
+HELD_WRITER = textwrap.dedent(
     """
-    import sys, time
+    import pathlib, sys, time
     import numpy as np
     from keras_distill import label_with_teacher
 
-    def slow(batch):
-        time.sleep(0.3)
+    folder, signals = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+
+    def held(batch):  # under the lock: says so, then waits until the test has tried to write
+        if (folder / "manifest.json.lock").exists():
+            (signals / "labelling").touch()
+            deadline = time.time() + 240
+            while not (signals / "release").exists() and time.time() < deadline:
+                time.sleep(0.02)
         return batch[:, :3]
 
     x = np.random.default_rng(0).random((40, 6)).astype("float32")
-    label_with_teacher(slow, x, sys.argv[1], batch_size=4, shard_size=8, verbose=0)
+    label_with_teacher(held, x, folder, batch_size=4, shard_size=8, verbose=0)
     """
 )
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_the_first_writes_and_the_first_finishes(tmp_path):
-    process = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(tmp_path)])
+    folder, signals = tmp_path / "labels", tmp_path / "signals"
+    signals.mkdir()
+    process = subprocess.Popen([sys.executable, "-c", HELD_WRITER, str(folder), str(signals)])
     try:
         deadline = time.time() + 240
-        while not (tmp_path / "manifest.json.lock").exists():
+        while not (signals / "labelling").exists():  # the child holds the lock and waits
             assert time.time() < deadline and process.poll() is None, "the writer never started"
-            time.sleep(0.05)
+            time.sleep(0.02)
         with pytest.raises(TeacherLabelsError, match=rf"pid {process.pid} on host"):
-            kd.label_with_teacher(lambda b: -b[:, :3], X, tmp_path, overwrite=True, verbose=0)
+            kd.label_with_teacher(lambda b: -b[:, :3], X, folder, overwrite=True, verbose=0)
+        (signals / "release").touch()
         assert process.wait(timeout=240) == 0
     finally:
         if process.poll() is None:
             process.kill()
     x = np.random.default_rng(0).random((40, 6)).astype("float32")
-    np.testing.assert_allclose(stored_logits(tmp_path), x[:, :3], rtol=1e-6, atol=1e-6)
-    assert not (tmp_path / "manifest.json.lock").exists()
+    np.testing.assert_allclose(stored_logits(folder), x[:, :3], rtol=1e-6, atol=1e-6)
+    assert not (folder / "manifest.json.lock").exists()
 
 
 # -- issue 29.2-4 and 9: prompts ----------------------------------------------------------

@@ -100,6 +100,7 @@ def test_empty_data_is_refused_and_nothing_is_written(tmp_path, data):
     assert not folder.exists()
 
 
+@pytest.mark.slow
 def test_shards_are_byte_identical_across_processes_and_hash_seeds(tmp_path):
     np.save(tmp_path / "x.npy", X)
     script = textwrap.dedent(

@@ -167,6 +167,7 @@ def test_mlperf_tiny_keyword_spotting_runs_on_the_cortex_m4(tmp_path):
     assert np.all(run.instructions > 1_000_000)  # a 2.7M-MAC network, reference kernels
 
 
+@pytest.mark.slow
 @needs_arm
 def test_the_timer_counts_40_instructions_per_tick_in_qemu(tmp_path):
     """The constant behind `TargetRun.instructions`, measured on a loop of known length."""

@@ -114,6 +114,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device():
     result = subprocess.run(
         [sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, timeout=600
