@@ -53,7 +53,7 @@ def test_divergences_are_non_negative_and_zero_on_equal_logits(pair, temperature
     name=st.sampled_from(sorted(SHIFT_INVARIANT)),
     shift=st.floats(-50, 50),
 )
-# Found by a random draw (issue 25): a spread below float32 resolution was z-scored to +-1.
+# Found by a random draw: a spread below float32 resolution was z-scored to +-1.
 @example(
     pair=(np.zeros((1, 2), "float32"), np.array([[5.96e-08, 0.0]], "float32")),
     temperature=0.5,

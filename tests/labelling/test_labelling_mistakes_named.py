@@ -1,5 +1,5 @@
-"""A new user's first hour with stored teacher outputs (issues 25, 27 and 29): each case fails on
-the code before the change."""
+"""Mistakes made with stored teacher outputs get a clear error, a warning or the right result:
+another teacher in a complete folder, two writers, padded prompts, unknown file systems."""
 
 import json
 import socket
@@ -73,7 +73,7 @@ def test_a_manifest_in_the_stored_json_form_round_trips_unchanged():
     assert manifest.to_json() == stored
 
 
-# -- issue 25.1: a complete folder keeps the old teacher's outputs -----------------------------
+# -- a complete folder keeps its teacher's outputs ---------------------------------------------
 
 
 def test_a_complete_folder_refuses_another_callable_teacher_naming_both(tmp_path):
@@ -140,7 +140,7 @@ def test_the_sequence_path_refuses_and_overwrites_a_complete_folder(tmp_path):
     assert manifest["settings"]["teacher"] == "id:echo-v2" and manifest["num_examples"] == 2
 
 
-# -- issue 25.2: a lock per output folder ----------------------------------------------------
+# -- a lock per output folder -----------------------------------------------------------------
 
 
 def test_a_folder_locked_by_a_live_process_is_refused_at_once_and_left_alone(tmp_path):
@@ -218,7 +218,7 @@ def test_a_second_writer_is_refused_while_the_first_writes_and_the_first_finishe
     assert not (folder / "manifest.json.lock").exists()
 
 
-# -- issue 29.2-4 and 9: prompts ----------------------------------------------------------
+# -- prompts --------------------------------------------------------------------------------
 
 
 def test_padded_prompts_are_stored_without_their_trailing_pads(tmp_path):
@@ -275,7 +275,7 @@ def test_keras_generator_continues_after_the_last_real_token_of_a_padded_prompt(
     np.testing.assert_array_equal(padded[0][0], plain[0][0])
 
 
-# -- issue 27: paths ------------------------------------------------------------------------
+# -- paths ----------------------------------------------------------------------------------
 
 
 def test_a_path_of_an_unknown_file_system_is_refused_and_no_local_folder_made(
@@ -289,7 +289,7 @@ def test_a_path_of_an_unknown_file_system_is_refused_and_no_local_folder_made(
 
 def test_labels_are_written_resumed_and_loaded_on_the_in_memory_file_system(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where a local folder named 'ram:' would appear
-    path = f"ram://first-hour/{tmp_path.name}/run1"
+    path = f"ram://labels/{tmp_path.name}/run1"
     calls = {"n": 0}
 
     def flaky(batch):
@@ -370,7 +370,7 @@ def test_label_with_teacher_transform_given_a_bare_callable_says_what_to_pass(tm
 
 def test_beam_writes_and_loads_on_the_in_memory_file_system(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where a local folder named 'ram:' would appear
-    path = f"ram://first-hour-beam/{tmp_path.name}"
+    path = f"ram://labels-beam/{tmp_path.name}"
     manifest = kbeam.label(lambda b: b[:, :3], (X, Y), path, shard_size=15)
     assert manifest["num_examples"] == 40 and len(manifest["shards"]) == 3
     np.testing.assert_allclose(stored_logits(path), X[:, :3], rtol=1e-6, atol=1e-6)
@@ -379,7 +379,7 @@ def test_beam_writes_and_loads_on_the_in_memory_file_system(tmp_path, monkeypatc
 
 def test_beam_resumes_an_interrupted_run_on_the_in_memory_file_system(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    path = f"ram://first-hour-beam-resume/{tmp_path.name}"
+    path = f"ram://labels-beam-resume/{tmp_path.name}"
     interrupted = {"yes": True}
 
     def teacher(batch):  # the same outputs every time; the first run dies on its last shard

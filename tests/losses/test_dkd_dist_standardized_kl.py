@@ -255,7 +255,7 @@ def test_stored_full_logits_work_with_dist(digits, teacher, tmp_path):
     )
 
 
-# -- accuracy at the edges (issue 25): every divergence against a float64 reference ---------
+# -- accuracy at the edges: every divergence against a float64 reference ---------------------
 
 EDGE_RNG = np.random.default_rng(25)
 EDGE_LOGITS = {
@@ -312,7 +312,7 @@ def test_every_divergence_is_accurate_at_the_edges(name, logits, temperature):
 
 @pytest.mark.parametrize("temperature", [1e5, 1e6])
 def test_kl_at_huge_temperatures_tends_to_half_the_logit_variance(temperature):
-    # The issue's numbers: 122.8 at T = 1e5 and -11172 at T = 1e6 for a true value near 3.45.
+    # A naive form gives 122.8 at T = 1e5 and -11172 at T = 1e6 for a true value near 3.45.
     t, s = TEACHER.astype("float64"), STUDENT.astype("float64")
     limit = 0.5 * (t - s).var(-1)  # T**2 * KL -> var_uniform(t - s) / 2 as T -> infinity
     for fn in (losses.kl_divergence, losses.reverse_kl_divergence):
@@ -333,7 +333,7 @@ def test_temperatures_beyond_the_accurate_range_are_refused():
 
 
 def test_standardization_floor_scales_with_the_logits_magnitude():
-    # Issue 25: teacher [[0, 0]], student [[5.96e-08, 0]], T = 0.5, shift 2.0. At 2.0 the
+    # Teacher [[0, 0]], student [[5.96e-08, 0]], T = 0.5, shift 2.0. At 2.0 the
     # student's spread is below float32 resolution (one ulp is 2.4e-7): rounding noise, which
     # the old absolute 1e-7 floor z-scored into +-1. Noise of a few ulps is now nearly flat.
     ulp = np.spacing(np.float32(2.0))

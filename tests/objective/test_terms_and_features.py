@@ -72,7 +72,7 @@ def test_weighted_terms_make_the_objective_and_are_logged_by_name(digits, teache
     assert logs["loss"] == pytest.approx(0.3 * hard + 0.7 * combined, rel=1e-4, abs=1e-6)
 
 
-def test_one_term_keeps_todays_log_names(digits, teacher):
+def test_one_term_logs_no_per_term_names(digits, teacher):
     history, _, _ = one_step(Distiller(teacher, mlp([8], seed=2)), digits)
     assert not [key for key in history if "/" in key]
 

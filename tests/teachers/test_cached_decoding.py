@@ -16,7 +16,7 @@ from keras_distill._src.studies.transformer_layers import (
     PositionEmbedding,
     TransformerBlock,
 )
-from keras_distill._src.teachers import cached_decoding as decoding
+from keras_distill._src.teachers import cached_decoding
 from keras_distill._src.training.on_policy import OnPolicyDistiller
 
 pytest.importorskip("keras_hub", reason="keras_hub is optional (not installed)")
@@ -44,13 +44,13 @@ def prompts():
 
 
 def greedy(model, new_tokens, use_cache):
-    return decoding.TokenDecoder(model, new_tokens, use_cache=use_cache)(prompts()).tokens
+    return cached_decoding.TokenDecoder(model, new_tokens, use_cache=use_cache)(prompts()).tokens
 
 
 @pytest.mark.parametrize("blocks, width", [(1, 16), (2, 32)])
 def test_cached_and_uncached_greedy_decodings_give_the_same_tokens(blocks, width):
     lm = causal_lm(VOCAB, LENGTH, blocks=blocks, width=width, seed=blocks)
-    assert decoding.TokenDecoder(lm, 4).cached  # "auto" finds the cache
+    assert cached_decoding.TokenDecoder(lm, 4).cached  # "auto" finds the cache
     cached, uncached = greedy(lm, 11, use_cache=True), greedy(lm, 11, use_cache=False)
     np.testing.assert_array_equal(cached, uncached)
     assert cached.shape == (4, 16)
@@ -61,7 +61,7 @@ def test_cached_and_uncached_greedy_decodings_give_the_same_tokens(blocks, width
 
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_the_decoder_traces_once_for_every_batch_size_prompt_width_and_start(use_cache):
-    decoder = decoding.TokenDecoder(
+    decoder = cached_decoding.TokenDecoder(
         causal_lm(VOCAB, LENGTH, blocks=1, width=16), 3, use_cache=use_cache
     )
     for rows, width in [(4, 5), (3, 5), (4, 3), (1, 1), (2, 4)]:  # as on-policy batches vary
@@ -105,7 +105,7 @@ def test_a_saved_model_loads_with_its_cache(tmp_path):
     lm.save(tmp_path / "lm.keras")
     loaded = keras.saving.load_model(tmp_path / "lm.keras")
     assert isinstance(loaded, CausalTransformerLM) and loaded.name == "saved_lm"
-    assert decoding.has_key_value_cache(loaded)
+    assert cached_decoding.has_key_value_cache(loaded)
     tokens = prompts()
     padded = np.pad(tokens, ((0, 0), (0, LENGTH - 5)))
     np.testing.assert_allclose(loaded(padded), lm(padded), atol=1e-6)
@@ -114,8 +114,8 @@ def test_a_saved_model_loads_with_its_cache(tmp_path):
 
 def test_a_functional_causal_lm_saved_before_the_cache_still_loads_and_decodes_uncached(tmp_path):
     old = keras.saving.load_model(OLD_FILE)
-    assert not isinstance(old, CausalTransformerLM) and not decoding.has_key_value_cache(old)
-    assert not decoding.TokenDecoder(old, 4).cached
+    assert not isinstance(old, CausalTransformerLM) and not cached_decoding.has_key_value_cache(old)
+    assert not cached_decoding.TokenDecoder(old, 4).cached
     new = causal_lm(VOCAB, 10, blocks=2, width=16, seed=0)
     old.save_weights(tmp_path / "old.weights.h5")  # e.g. the benchmark's teacher weights
     new.load_weights(tmp_path / "old.weights.h5")
@@ -129,7 +129,7 @@ def test_a_functional_causal_lm_saved_before_the_cache_still_loads_and_decodes_u
 def test_a_model_without_a_cache_or_bad_sizes_are_refused_with_the_values():
     plain = functional_causal_lm(VOCAB, LENGTH, blocks=1, width=16)
     with pytest.raises(ValueError, match=r"use_cache=True needs a model with a key/value cache"):
-        decoding.TokenDecoder(plain, 4, use_cache=True)
+        cached_decoding.TokenDecoder(plain, 4, use_cache=True)
     block = TransformerBlock(heads=2, width=8, name="encoder_block")
     block.build((1, 4, 8))
     with pytest.raises(ValueError, match=r"'encoder_block' is not causal"):

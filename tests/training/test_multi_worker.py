@@ -13,7 +13,7 @@ import pytest
 
 from keras_distill import label_with_teacher, load_teacher_labels
 from keras_distill._src.labelling.writer import TeacherLabelsError
-from keras_distill._src.training import multi_worker as compat
+from keras_distill._src.training import multi_worker
 
 TIMEOUT = 300
 
@@ -150,10 +150,10 @@ def test_two_workers_match_a_single_process_on_the_same_global_batch():
 
 @pytest.mark.slow
 def test_plain_keras_fit_still_fails_multi_worker_on_this_keras():
-    """If this fails, Keras fixed keras-team/keras#20585: retire compat.py's workaround."""
+    """If this fails, Keras fixed keras-team/keras#20585: retire multi_worker's workaround."""
     import keras
 
-    if compat._version(keras.__version__) > compat.KERAS_20585_LAST_CHECKED:
+    if multi_worker._version(keras.__version__) > multi_worker.KERAS_20585_LAST_CHECKED:
         pytest.skip(f"Keras {keras.__version__} is newer than the versions checked for #20585")
     results = run_cluster(DISTIL, "plain")
     assert all(code != 0 for code, _ in results)

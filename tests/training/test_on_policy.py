@@ -6,7 +6,7 @@ import pytest
 
 from keras_distill._src.losses import token_divergences as td
 from keras_distill._src.studies.architectures import causal_lm
-from keras_distill._src.teachers import cached_decoding as decoding
+from keras_distill._src.teachers import cached_decoding
 from keras_distill._src.training.on_policy import OnPolicyDistiller
 
 keras_hub = pytest.importorskip("keras_hub", reason="keras_hub is optional (not installed)")
@@ -105,7 +105,7 @@ def test_check_beta_names_the_bad_value():
 
 
 def gpt2(seed, width=16, length=LENGTH):
-    return decoding.small_gpt2_lm(VOCAB, length, blocks=2, width=width, heads=2, seed=seed)
+    return cached_decoding.small_gpt2_lm(VOCAB, length, blocks=2, width=width, heads=2, seed=seed)
 
 
 def prompts():
@@ -114,8 +114,8 @@ def prompts():
 
 def test_cached_and_uncached_greedy_decodings_give_the_same_tokens():
     lm = gpt2(0, length=24)
-    cached = decoding.TokenDecoder(lm, 20, use_cache=True)(prompts())
-    uncached = decoding.TokenDecoder(lm, 20, use_cache=False)(prompts())
+    cached = cached_decoding.TokenDecoder(lm, 20, use_cache=True)(prompts())
+    uncached = cached_decoding.TokenDecoder(lm, 20, use_cache=False)(prompts())
     np.testing.assert_array_equal(cached.tokens, uncached.tokens)
     is_prompt = prompts() != 0
     np.testing.assert_array_equal(cached.tokens[:, :3][is_prompt], prompts()[is_prompt])
@@ -125,7 +125,7 @@ def test_cached_and_uncached_greedy_decodings_give_the_same_tokens():
 
 def test_greedy_decoding_follows_the_argmax_and_stops_at_the_end_token():
     lm = causal_lm(VOCAB, LENGTH, blocks=1, width=16, seed=3)
-    decoded = decoding.TokenDecoder(lm, 4, end_id=6)(prompts()[:1])
+    decoded = cached_decoding.TokenDecoder(lm, 4, end_id=6)(prompts()[:1])
     tokens = decoded.tokens[0]
     logits = np.asarray(lm(np.pad(tokens, (0, LENGTH - len(tokens)))[None]))[0]
     for t in range(3, 3 + int(decoded.response_mask.sum())):
@@ -136,7 +136,7 @@ def test_greedy_decoding_follows_the_argmax_and_stops_at_the_end_token():
 
 def test_a_decoder_refuses_prompts_longer_than_the_context():
     with pytest.raises(ValueError, match=r"more than the model's context of 10"):
-        decoding.TokenDecoder(gpt2(0), 8)(prompts())
+        cached_decoding.TokenDecoder(gpt2(0), 8)(prompts())
 
 
 # -- the distiller --------------------------------------------------------------------
@@ -193,7 +193,7 @@ def test_a_keras_hub_student_learns_from_a_top_k_teacher_callable():
     teacher = gpt2(7)
 
     def top_2(tokens):
-        log_probs = np.asarray(keras.ops.log_softmax(decoding.lm_logits(teacher, tokens)))
+        log_probs = np.asarray(keras.ops.log_softmax(cached_decoding.lm_logits(teacher, tokens)))
         ids = np.argsort(-log_probs, -1)[..., :2]
         return np.take_along_axis(log_probs, ids, -1), ids
 
@@ -256,7 +256,7 @@ def test_a_scheduled_value_out_of_range_is_refused_by_the_setter():
 
 
 def test_a_teacher_with_another_vocabulary_is_refused_at_construction():
-    teacher = decoding.small_gpt2_lm(VOCAB + 3, LENGTH, blocks=1, width=8, heads=2)
+    teacher = cached_decoding.small_gpt2_lm(VOCAB + 3, LENGTH, blocks=1, width=8, heads=2)
     with pytest.raises(ValueError, match=r"teacher's vocabulary has 10 tokens and the student's 7"):
         OnPolicyDistiller(teacher, gpt2(1))
     uniform_teacher.vocabulary_size = VOCAB + 1

@@ -9,7 +9,7 @@ import textwrap
 import keras
 import pytest
 
-from keras_distill._src.training import tfmot as optimize
+from keras_distill._src.training import tfmot
 
 LEGACY = textwrap.dedent(
     """
@@ -19,7 +19,7 @@ LEGACY = textwrap.dedent(
     import tensorflow as tf
     import keras
     import keras_distill as kd
-    from keras_distill._src.training import tfmot as optimize
+    from keras_distill._src.training import tfmot
     from keras_distill._src.studies.datasets import load_digits
 
     split = load_digits()
@@ -36,7 +36,7 @@ LEGACY = textwrap.dedent(
     teacher.compile("adam", loss, metrics=["accuracy"])
     teacher.fit(split.x_train, split.y_train, epochs=20, verbose=0)
 
-    qat = optimize.quantization_aware(mlp([32], 1))
+    qat = tfmot.quantization_aware(mlp([32], 1))
     distiller = kd.Distiller(teacher, qat, temperature=2.0, alpha=0.5)
     report["distiller"] = type(distiller).__name__
     distiller.compile(tf.keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
@@ -49,19 +49,19 @@ LEGACY = textwrap.dedent(
                                                   "bytes": exported.model_bytes}
 
     steps = 15 * int(np.ceil(len(split.x_train) / 32))
-    pruned, callbacks = optimize.prune(mlp([32], 2), 0.75, end_step=steps // 2, frequency=20)
+    pruned, callbacks = tfmot.prune(mlp([32], 2), 0.75, end_step=steps // 2, frequency=20)
     distiller = kd.Distiller(teacher, pruned)
     distiller.compile(tf.keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
     history = distiller.fit(split.x_train, split.y_train, epochs=15, verbose=0,
                             callbacks=callbacks + [kd.TemperatureScheduler(2.0, update="batch")])
-    stripped = optimize.strip(pruned)
-    report["sparsity"] = optimize.sparsity(stripped)
+    stripped = tfmot.strip(pruned)
+    report["sparsity"] = tfmot.sparsity(stripped)
     report["pruned_temperature"] = history.history["temperature"][-1]
     exported = kd.micro.export(stripped, split.x_train, tempfile.mkdtemp(), name="pruned",
                                validation_data=(split.x_test, split.y_test))
     report["pruned_export"] = exported.validation | {"sparsity": exported.sparsity}
-    # Issue 29 (items 9-11) on real tfmot wrappers: no callback, a late end_step, no strip.
-    late, late_callbacks = optimize.prune(mlp([32], 4), 0.5, end_step=10000)
+    # Pruning mistakes on real tfmot wrappers: no callback, a late end_step, no strip.
+    late, late_callbacks = tfmot.prune(mlp([32], 4), 0.5, end_step=10000)
     weights = [w.copy() for w in late.get_weights()]
     distiller = kd.Distiller(teacher, late)
     distiller.compile(tf.keras.optimizers.Adam(1e-3), loss)
@@ -90,7 +90,7 @@ LEGACY = textwrap.dedent(
 )
 
 
-# The Keras 3 behaviour tests (test_distiller, test_teacher_labels), on tf_keras models.
+# The Keras 3 behaviour tests (test_distiller, test_label_and_load), on tf_keras models.
 BEHAVIOUR = textwrap.dedent(
     """
     import json, os, tempfile
@@ -300,6 +300,6 @@ def test_mixing_keras_flavours_is_refused(report):
 def test_keras_3_users_get_told_what_to_set():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(RuntimeError, match="Set TF_USE_LEGACY_KERAS=1 before TensorFlow"):
-        optimize.quantization_aware(model)
+        tfmot.quantization_aware(model)
     with pytest.raises(ValueError, match=r"`target_sparsity` must be in \(0, 1\); received 1.5"):
-        optimize.prune(model, 1.5, end_step=10)
+        tfmot.prune(model, 1.5, end_step=10)

@@ -1,4 +1,4 @@
-"""A new user's first hour with the Distiller (issues 25, 29): each case was silent before."""
+"""Mistakes made with the Distiller are named: each gets a clear error or warning, not silence."""
 
 import warnings
 
@@ -250,7 +250,7 @@ def test_keras_io_compile_without_alpha_and_temperature_says_which_are_used():
     assert not [m for m in messages if "keras.io example" in m]
 
 
-# -- issue 29 items 6, 9, 10, 11 ----------------
+# -- checks at the start of fit ----------------
 
 
 def test_numpy_randomness_in_augment_is_refused_at_fit_start():

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_distill._src.utils import model_inspection as models
+from keras_distill._src.utils import model_inspection
 
 
 def test_multiply_accumulates_counts_dense_and_convolutions_in_nested_models():
@@ -19,7 +19,7 @@ def test_multiply_accumulates_counts_dense_and_convolutions_in_nested_models():
         ]
     )
     # 8 positions x 3 x 3 x 4, then 4 positions x 3 x 4 x 2, then 8 x 5
-    assert models.multiply_accumulates(model) == 8 * 36 + 4 * 24 + 40
+    assert model_inspection.multiply_accumulates(model) == 8 * 36 + 4 * 24 + 40
 
 
 def test_multiply_accumulates_refuses_a_model_without_output_shapes():
@@ -34,14 +34,14 @@ def test_multiply_accumulates_refuses_a_model_without_output_shapes():
     model = Subclassed()
     model(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="no known output shape"):
-        models.multiply_accumulates(model)
+        model_inspection.multiply_accumulates(model)
 
 
 def test_predictions_equal_predict_without_tracing():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     x = np.random.default_rng(0).random((10, 4)).astype("float32")
     np.testing.assert_allclose(
-        models.predictions(model, x, batch_size=3),
+        model_inspection.predictions(model, x, batch_size=3),
         model.predict(x, verbose=0),
         rtol=1e-6,
         atol=1e-6,
