@@ -1,4 +1,4 @@
-"""Shared fixtures: digits, and a teacher trained once per test run."""
+"""Shared builders: digits, a teacher trained once per test run, small models and logits."""
 
 import os
 
@@ -33,6 +33,11 @@ settings.register_profile(
 settings.load_profile(os.environ.get("KERAS_DISTILL_HYPOTHESIS_PROFILE", "ci"))
 
 SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+# Teacher and student logits of 6 examples over 5 classes, spread enough for the losses to differ.
+LOGITS_RNG = np.random.default_rng(0)
+TEACHER = LOGITS_RNG.normal(scale=3.0, size=(6, 5)).astype("float32")
+STUDENT = LOGITS_RNG.normal(scale=3.0, size=(6, 5)).astype("float32")
 
 
 def mlp(hidden, seed=0, outputs=10, activation=None, name=None):

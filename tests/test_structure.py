@@ -119,7 +119,18 @@ ALLOWED = {
     "labelling": {"objective", "losses", "teachers", "utils"},
     "micro": {"utils"},
     "studies": {"training", "labelling", "micro", "objective", "losses", "teachers", "utils"},
+    "search": {
+        "studies",
+        "training",
+        "labelling",
+        "micro",
+        "objective",
+        "losses",
+        "teachers",
+        "utils",
+    },
     "cli": {
+        "search",
         "studies",
         "training",
         "labelling",
@@ -246,3 +257,59 @@ def test_every_benchmark_script_imports_and_has_a_main(path, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert (path.stem == "common") or callable(getattr(module, "main", None))
+
+
+TESTS = pathlib.Path(__file__).resolve().parent
+CONCEPTS = {path.name for path in (PACKAGE / "_src").iterdir() if (path / "__init__.py").exists()}
+CROSS_CUTTING = {  # tests of the whole package, its files, docs and release: they stay in tests/
+    "test_cli",
+    "test_compatibility",
+    "test_docs",
+    "test_docs_site",
+    "test_properties",
+    "test_release",
+    "test_saving",
+    "test_structure",
+    "test_tutorials",
+}
+SHARED = {"conftest", "numpy_references"}  # the builders and references tests may import
+
+
+def layout_problems(root: pathlib.Path) -> list[str]:
+    """Test files outside tests/<concept>/ (tests/ for cross-cutting ones); test-to-test imports."""
+    problems = []
+    python_files = sorted(root.rglob("*.py"))
+    local = {path.stem for path in python_files} - SHARED
+    for path in python_files:
+        where = path.parent.relative_to(root).parts
+        if path.stem in SHARED or where == ():
+            placed = where == () and (path.stem in SHARED or path.stem in CROSS_CUTTING)
+        else:
+            placed = len(where) == 1 and where[0] in CONCEPTS and path.stem.startswith("test_")
+        if not placed:
+            problems.append(f"{path.relative_to(root)}: not in tests/<concept>/ nor cross-cutting")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module.split(".")[0]]
+            elif isinstance(node, ast.Import):
+                names = [alias.name.split(".")[0] for alias in node.names]
+            else:
+                continue
+            problems += [f"{path.relative_to(root)} imports {n}" for n in names if n in local]
+    return problems
+
+
+def test_tests_mirror_the_concepts_and_import_no_other_test_file():
+    assert layout_problems(TESTS) == []
+
+
+def test_the_layout_check_finds_a_misplaced_file_and_a_test_imported_by_another(tmp_path):
+    (tmp_path / "losses").mkdir()
+    (tmp_path / "conftest.py").write_text("SCE = None\n")
+    (tmp_path / "losses" / "test_kl.py").write_text("from conftest import SCE\nTEACHER = 1\n")
+    (tmp_path / "losses" / "test_dkd.py").write_text("from test_kl import TEACHER\n")
+    (tmp_path / "test_losses_too.py").write_text("import numpy\n")
+    assert layout_problems(tmp_path) == [
+        "losses/test_dkd.py imports test_kl",
+        "test_losses_too.py: not in tests/<concept>/ nor cross-cutting",
+    ]

@@ -4,9 +4,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SCE
+from conftest import SCE, STUDENT, TEACHER
 from numpy_references import kl, log_softmax
-from test_losses import STUDENT, TEACHER
 
 from keras_distill import Distiller, label_with_teacher, load_teacher_labels, losses
 
