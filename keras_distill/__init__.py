@@ -36,11 +36,13 @@ from keras_distill import (
     micro,
     recipes,
     schedules,
+    search,
     teachers,
 )
 from keras_distill._src.labelling.reader import load_teacher_labels
 from keras_distill._src.labelling.writer import label_with_teacher
 from keras_distill._src.objective.features import FeatureDistillation
+from keras_distill._src.search.find import find_student
 from keras_distill._src.studies.capacity import (
     ChainResult,
     SweepResult,
@@ -74,6 +76,7 @@ __all__ = [
     "augment",
     "compare",
     "datasets",
+    "find_student",
     "generation",
     "init_from_teacher",
     "label_with_teacher",
@@ -85,6 +88,7 @@ __all__ = [
     "quantization_aware",
     "recipes",
     "schedules",
+    "search",
     "strip",
     "sweep",
     "teacher_assistant_chain",

@@ -1,0 +1,164 @@
+"""`find_student`: a budget in, the Pareto front of distilled, int8, TFLM-verified students out."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import optuna
+
+from keras_distill._src.search import storage as storage_lib
+from keras_distill._src.search import training
+from keras_distill._src.search.budget import Budget, estimate_latency
+from keras_distill._src.search.inputs import checked_inputs, identity
+from keras_distill._src.search.preflight import preflight
+from keras_distill._src.search.records import SearchResult
+from keras_distill._src.search.run import SearchRun
+from keras_distill._src.search.space import Choices, SearchSpace, build_candidate, default_space
+
+MINIMIZE = ("flash", "arena", "latency")
+
+
+def find_student(
+    teachers,
+    train_data,
+    validation_data,
+    *,
+    board=None,
+    flash_bytes: int | None = None,
+    ram_bytes: int | None = None,
+    model_share: float = 1.0,
+    latency_ms: float | None = None,
+    clock_hz: int | None = None,
+    minimize: str = "flash",
+    space=None,
+    trials: int = 40,
+    epochs: int = 20,
+    batch_size: int = 64,
+    augment=None,
+    directory: str | os.PathLike = "keras_distill_search",
+    storage=None,
+    seed: int = 0,
+    verbose: int = 1,
+) -> SearchResult:
+    """Searches the student that fits a board: distilled, int8, verified in TFLite Micro.
+
+    The teachers label the training data once (stored outputs, shared by every
+    trial and process). For each candidate the Optuna sampler proposes
+    (architecture, teacher, temperature, alpha, function matching), the
+    untrained model is converted to int8 and loaded in the TFLite Micro
+    interpreter first: its flash, smallest arena and ops are measured there, and
+    a candidate over the budget (or with an op TFLM lacks) is recorded as
+    infeasible with the reason and never trained. Feasible candidates are
+    distilled, converted to int8 and measured in TFLM on the validation data.
+    The front maximises int8 accuracy and minimises `minimize`; each front
+    candidate is also trained from scratch (same epochs and augmentation).
+
+    The search is resumable: it keeps an Optuna journal in `directory` (or uses
+    `storage`); a rerun continues, never trains a finished trial again and runs
+    a trial whose process died once more. Several processes (or machines, with
+    a database URL) may share one search; `trials` is the total.
+
+    Args:
+        teachers: A `keras.Model` with logits out, or a list or dict (name ->
+            model) of them; which one each candidate learns from is searched.
+        train_data: `(x, y)` arrays with integer labels, or a `tf.data.Dataset`
+            of `(x, y)` batches (held in memory).
+        validation_data: The same forms; required.
+        board: A preset of `kd.micro.BOARDS` or a `kd.micro.Board`.
+        flash_bytes: Flash for the model (overrides the board's).
+        ram_bytes: RAM for the tensor arena (overrides the board's).
+        model_share: The share of the board's flash and RAM the model may take.
+        latency_ms: A latency limit (estimated from MACs; needs a clock).
+        clock_hz: The core clock (default: the board preset's).
+        minimize: The second objective: `"flash"`, `"arena"` or `"latency"`.
+        space: None (`kd.search.default_space` of the input shape), a
+            `kd.search.SearchSpace`, or a function `build(choices) -> keras.Model`.
+        trials: Trials in total (infeasible ones count).
+        epochs: Training epochs per candidate (and per scratch twin).
+        batch_size: Batch size.
+        augment: Augmentation for function matching (`Distiller(augment=)`);
+            without it function matching is not tried.
+        directory: The output folder: stored outputs, journal, students, report.
+        storage: None (journal in `directory`), an Optuna storage URL or object.
+        seed: Seed of the sampler and of each candidate's initialisation.
+        verbose: 1: a line per trial and a progress bar; 0: silent.
+
+    Returns:
+        A `kd.search.SearchResult`.
+
+    Raises:
+        ValueError: Before anything is trained or written: an unknown board
+            (the presets are listed), no budget, a budget even the smallest
+            candidate exceeds (what it needs is said), teachers whose classes
+            differ from the labels, no validation data, a storage whose driver
+            is missing (the package is named), a space with no candidate, or a
+            storage holding another search (what differs is named).
+
+    Example:
+    >>> import keras, numpy as np, tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(96, 8)).astype("float32"); y = (x[:, 0] > 0).astype("int32")
+    >>> teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+    >>> result = find_student(teacher, (x, y), (x, y), flash_bytes=64_000, trials=1, epochs=1,
+    ...                       directory=tempfile.mkdtemp(), verbose=0)
+    >>> len(result.trials), result.front[0].flash_bytes < 64_000
+    (1, True)
+    """
+    inputs = checked_inputs(teachers, train_data, validation_data, trials, epochs, batch_size)
+    budget = Budget.from_arguments(board, flash_bytes, ram_bytes, model_share, latency_ms, clock_hz)
+    if minimize not in MINIMIZE:
+        raise ValueError(f"`minimize` must be one of {MINIMIZE}; received {minimize!r}.")
+    if minimize == "latency" and not budget.clock_hz:
+        raise ValueError("minimize='latency' needs a clock: give `clock_hz=` or a board preset.")
+    space = _space(space, inputs.split.x_train.shape[1:], inputs.num_classes)
+    directory = os.fspath(directory)
+    storage_lib.check_storage(storage)
+    _check_smallest(space, inputs, budget)
+    store = storage_lib.open_storage(storage, directory)
+    with storage_lib.quiet_optuna():
+        study = optuna.create_study(
+            study_name=storage_lib.STUDY_NAME,
+            storage=store,
+            directions=["maximize", "minimize"],
+            sampler=optuna.samplers.TPESampler(seed=seed),
+            load_if_exists=True,
+        )
+        settings = {"epochs": epochs, "batch_size": batch_size, "minimize": minimize}
+        storage_lib.check_identity(study, identity(inputs, budget, space, augment, settings))
+        labels = training.label_once(inputs.teachers, *inputs.split[:2], directory)
+        plan = training.TrainingPlan(
+            inputs.split, inputs.teachers, labels, inputs.num_classes, epochs, batch_size, augment
+        )
+        search = SearchRun(study, store, space, plan, budget, minimize, seed, directory)
+        search.run(trials, verbose)
+        return search.result(verbose)
+
+
+def _space(space, input_shape: tuple, num_classes: int) -> SearchSpace:
+    if space is None:
+        return default_space(input_shape, num_classes)
+    if isinstance(space, SearchSpace):
+        return space
+    if callable(space):
+        return SearchSpace(space, name=getattr(space, "__qualname__", "custom"))
+    raise ValueError(
+        f"`space` must be None, a kd.search.SearchSpace or a function build(choices) -> "
+        f"keras.Model; received {space!r}."
+    )
+
+
+def _check_smallest(space: SearchSpace, inputs, budget: Budget) -> None:
+    """Pre-flights the space's smallest candidate; refuses a budget it does not fit."""
+    keras.utils.set_random_seed(0)
+    model = build_candidate(space, Choices.first(), inputs.num_classes)
+    result = preflight(
+        model, inputs.split.x_train, budget, estimate_latency(model, budget.clock_hz)
+    )
+    if not result.feasible:
+        arena = "not measured" if result.arena_bytes is None else f"{result.arena_bytes:,} B"
+        raise ValueError(
+            f"Even the smallest candidate of the space ({model.count_params():,} parameters, "
+            f"flash {result.flash_bytes or 0:,} B, arena {arena}) does not fit the budget "
+            f"({budget.describe()}): {result.reason}. Give a larger budget or a smaller space."
+        )

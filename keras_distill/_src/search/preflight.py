@@ -1,0 +1,114 @@
+"""The pre-flight of a candidate: int8 conversion, TFLM load, flash, arena, ops, budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_distill._src.micro import convert, model_info, verify
+from keras_distill._src.micro.errors import MicroExportError
+from keras_distill._src.search.budget import Budget, Latency
+
+CONSTRAINTS = ("flash", "arena", "latency", "tflm_ops")
+CALIBRATION_EXAMPLES = 64  # representative inputs for the int8 ranges of a pre-flight
+
+
+@dataclasses.dataclass(frozen=True)
+class Preflight:
+    """What TFLite Micro says of a candidate before any training.
+
+    Attributes:
+        flash_bytes: Bytes of the int8 model (None if it did not convert).
+        arena_bytes: Smallest tensor arena it runs with (None if not measured:
+            it did not load, or its flash alone is over the budget).
+        reason: Why it is infeasible, or None if it fits.
+        constraints: Optuna constraint values by name (<= 0: within the budget).
+        seconds: Time the pre-flight took.
+
+    Example:
+    >>> Preflight(2_264, 1_632, None, {"flash": -1.0}, 1.2).feasible
+    True
+    """
+
+    flash_bytes: int | None
+    arena_bytes: int | None
+    reason: str | None
+    constraints: dict
+    seconds: float
+
+    @property
+    def feasible(self) -> bool:
+        """Within the budget, with every op in TFLite Micro."""
+        return self.reason is None
+
+
+def int8_model(model: keras.Model, samples: np.ndarray) -> tuple[bytes, model_info.ModelInfo]:
+    """The fully int8 flatbuffer of `model` and what it holds."""
+    model_bytes = convert.to_int8_tflite(model, samples)
+    return model_bytes, model_info.inspect_model(model_bytes)
+
+
+def preflight(model: keras.Model, samples: np.ndarray, budget: Budget, latency: Latency):
+    """Converts an (untrained) candidate to int8 and measures it in TFLite Micro.
+
+    Flash and arena do not depend on the weights' values, so the numbers hold
+    for the trained candidate.
+
+    Args:
+        model: The candidate.
+        samples: Representative inputs for the int8 ranges.
+        budget: The `Budget`.
+        latency: The candidate's latency estimate.
+
+    Returns:
+        A `Preflight`.
+    """
+    start = time.perf_counter()
+    flash = arena = None
+    try:
+        model_bytes, info = int8_model(model, samples[:CALIBRATION_EXAMPLES])
+        flash = len(model_bytes)
+        path = verify.write_temporary(model_bytes)
+        try:
+            reported = verify.check_kernels(path, info, tuple(layer.name for layer in model.layers))
+            if budget.flash_bytes is None or flash <= budget.flash_bytes:
+                arena = verify.measure_arena(path, info, reported)
+        finally:
+            os.remove(path)
+    except MicroExportError as error:
+        seconds = time.perf_counter() - start
+        return Preflight(
+            flash, None, f"not for TFLite Micro: {error}", dict.fromkeys(CONSTRAINTS, 1.0), seconds
+        )
+    values = [*budget.excess(flash, arena, latency), -1.0]
+    constraints = dict(zip(CONSTRAINTS, values, strict=True))
+    return Preflight(
+        flash,
+        arena,
+        _reason(flash, arena, latency, budget),
+        constraints,
+        time.perf_counter() - start,
+    )
+
+
+def _reason(flash: int, arena: int | None, latency: Latency, budget: Budget) -> str | None:
+    """What is over the budget, in words; None when the candidate fits."""
+    excess = budget.excess(flash, arena, latency)
+    problems = []
+    if excess[0] > 0:
+        problems.append(f"flash {flash:,} B > {budget.flash_bytes:,} B")
+    if excess[1] > 0:
+        problems.append(
+            f"arena {arena:,} B (+{budget.arena_margin:.0%} margin: "
+            f"{verify.with_margin(arena, budget.arena_margin):,} B) > RAM {budget.ram_bytes:,} B"
+        )
+    if excess[2] > 0:
+        problems.append(
+            f"latency {latency.milliseconds:.2f} ms (estimated) > "
+            f"{1000 * budget.latency_seconds:g} ms"
+        )
+    return "over budget: " + "; ".join(problems) if problems else None

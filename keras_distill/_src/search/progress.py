@@ -1,0 +1,92 @@
+"""What a search prints: a line per trial (feasible or why not, its numbers, the best so far)."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_distill._src.utils.console import print_msg
+
+
+def describe(trial) -> str:
+    """A trial's candidate in one line: architecture, teacher and recipe."""
+    architecture = " ".join(f"{key}={value}" for key, value in trial.architecture.items())
+    recipe = trial.recipe
+    matching = ", function matching" if recipe["function_matching"] else ""
+    return (
+        f"{architecture}; teacher {trial.teacher}, T={recipe['temperature']:g}, "
+        f"alpha={recipe['alpha']:g}{matching}"
+    )
+
+
+def outcome(trial) -> str:
+    """A trial's numbers, or why it was not trained.
+
+    Example:
+    >>> from keras_distill._src.search.budget import Latency
+    >>> from keras_distill._src.search.records import Trial
+    >>> trial = Trial(0, {"width": 8}, "cnn", {}, "over budget: flash 9,000 B > 8,000 B",
+    ...               9_000, None, 400, 380, Latency(None, "no clock"), None, None, 0.9, 0.9, None)
+    >>> outcome(trial)
+    'infeasible after a 0.9 s pre-flight (over budget: flash 9,000 B > 8,000 B)'
+    """
+    if not trial.feasible:
+        return f"infeasible after a {trial.preflight_seconds:.1f} s pre-flight ({trial.reason})"
+    latency = "" if trial.latency.seconds is None else f", ~{trial.latency.milliseconds:.2f} ms"
+    return (
+        f"int8 {trial.int8_accuracy:.1%} (float {trial.float_accuracy:.1%}), flash "
+        f"{trial.flash_bytes:,} B, arena {trial.arena_bytes:,} B, {trial.params:,} params, "
+        f"{trial.macs:,} MACs{latency}, {trial.seconds:.0f} s"
+    )
+
+
+class SearchProgress:
+    """Prints each finished trial and advances one progress bar over the search.
+
+    Args:
+        trials: The search's total of trials.
+        verbose: 0 prints nothing.
+    """
+
+    def __init__(self, trials: int, verbose: int):
+        self.trials, self.verbose = trials, verbose
+        self.best = None
+        self.bar = None
+
+    def _print(self, message: str) -> None:
+        if self.verbose:
+            print_msg(message)
+
+    def _note_best(self, trial) -> None:
+        if trial.feasible and (self.best is None or trial.int8_accuracy > self.best.int8_accuracy):
+            self.best = trial
+
+    def resumed(self, finished: list) -> None:
+        """Notes the trials an earlier run (or another process) finished."""
+        for trial in finished:
+            self._note_best(trial)
+        if finished:
+            self._print(f"Resuming: {len(finished)} of {self.trials} trials finished already.")
+        if self.verbose:
+            self.bar = keras.utils.Progbar(self.trials, unit_name="trial")
+            self.bar.update(min(len(finished), self.trials))
+
+    def trial(self, trial, finished: int) -> None:
+        """Prints a finished trial and the best so far; advances the bar."""
+        self._note_best(trial)
+        best = "none feasible yet"
+        if self.best is not None:
+            best = f"{self.best.int8_accuracy:.1%} int8 (trial {self.best.number})"
+        self._print(f"\ntrial {trial.number}: {describe(trial)}\n  {outcome(trial)}; best {best}")
+        if self.bar is not None:
+            self.bar.update(min(finished, self.trials))
+
+    def scratch(self, trial, accuracy: float) -> None:
+        """Prints a front candidate's scratch twin."""
+        self._print(
+            f"front trial {trial.number} from scratch: int8 {accuracy:.1%} "
+            f"(distilled {trial.int8_accuracy:.1%})"
+        )
+
+    def done(self, result) -> None:
+        """Prints the front."""
+        self._print("\n" + result.to_markdown())

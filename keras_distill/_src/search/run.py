@@ -1,0 +1,193 @@
+"""One process's share of a search: the Optuna objective, the front, the scratch twins."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import keras
+import optuna
+
+from keras_distill._src.search import storage as storage_lib
+from keras_distill._src.search import training
+from keras_distill._src.search.budget import estimate_latency
+from keras_distill._src.search.preflight import preflight
+from keras_distill._src.search.progress import SearchProgress
+from keras_distill._src.search.records import Candidate, SearchResult, Trial
+from keras_distill._src.search.space import Choices, build_candidate
+from keras_distill._src.utils.model_inspection import multiply_accumulates
+
+RECIPE = ("teacher", "temperature", "alpha", "function_matching")
+NOT_MEASURED = float(2**31)  # the second objective of a candidate that could not be measured
+REPORT_NAME = "report.md"
+
+
+class SearchRun:
+    """Runs a search's trials in this process and gathers its result.
+
+    Args:
+        study: The Optuna study (two objectives: int8 accuracy, `minimize`).
+        store: Its storage.
+        space: The `SearchSpace`.
+        plan: The `training.TrainingPlan`.
+        budget: The `Budget`.
+        minimize: `"flash"`, `"arena"` or `"latency"`.
+        seed: Seeds each candidate's initialisation (plus its trial number).
+        directory: The search's folder.
+    """
+
+    def __init__(self, study, store, space, plan, budget, minimize, seed, directory):
+        self.study, self.store, self.space, self.plan = study, store, space, plan
+        self.budget, self.minimize, self.seed, self.directory = budget, minimize, seed, directory
+        self.trials = 0
+        self.progress = SearchProgress(0, 0)
+
+    def run(self, trials: int, verbose: int) -> None:
+        """Runs trials until the study holds `trials` finished ones (all processes)."""
+        self.trials = trials
+        self.progress = SearchProgress(trials, verbose)
+        storage_lib.recover_stale(self.study, self.store)
+        self.progress.resumed([self.record(t) for t in storage_lib.finished(self.study)])
+        if len(storage_lib.finished(self.study)) >= trials:
+            return
+        self.study.optimize(
+            self.objective,
+            callbacks=[optuna.study.MaxTrialsCallback(trials), self._after_trial],
+            gc_after_trial=True,
+        )
+
+    def _after_trial(self, study, frozen) -> None:
+        storage_lib.recover_stale(study, self.store)
+        if frozen.state == optuna.trial.TrialState.COMPLETE:
+            self.progress.trial(self.record(frozen), len(storage_lib.finished(study)))
+
+    def objective(self, trial: optuna.Trial) -> tuple:
+        """Pre-flight, and if the candidate fits, distil and measure it."""
+        if storage_lib.is_surplus(self.study, trial.number, self.trials):
+            self.study.stop()
+            raise optuna.TrialPruned("the search already has its trials")
+        with storage_lib.heartbeat(trial):
+            record = self._measured(trial)
+        trial.set_user_attr("record", record.to_json())
+        second = {"flash": record.flash_bytes, "arena": record.arena_bytes}
+        second = second.get(self.minimize, record.latency.seconds)
+        return (record.int8_accuracy or 0.0, NOT_MEASURED if second is None else float(second))
+
+    def _seed(self, trial) -> int:
+        """A retried trial starts from the weights of the trial it repeats."""
+        return self.seed + int(trial.user_attrs.get("retry_of", trial.number))
+
+    def _measured(self, trial: optuna.Trial) -> Trial:
+        start = time.perf_counter()
+        keras.utils.set_random_seed(self._seed(trial))
+        choices = Choices(trial.suggest_categorical)
+        model = build_candidate(self.space, choices, self.plan.num_classes)
+        architecture = dict(choices.values)
+        recipe = self._recipe(choices)
+        teacher = recipe.pop("teacher")
+        latency = estimate_latency(model, self.budget.clock_hz)
+        checked = preflight(model, self.plan.split.x_train, self.budget, latency)
+        for name, value in checked.constraints.items():
+            trial.set_constraint(name, value)
+        shape = dict(architecture=architecture, teacher=teacher, recipe=recipe)
+        sizes = dict(params=model.count_params(), macs=multiply_accumulates(model), latency=latency)
+        if not checked.feasible:
+            return Trial(
+                trial.number,
+                **shape,
+                reason=checked.reason,
+                flash_bytes=checked.flash_bytes,
+                arena_bytes=checked.arena_bytes,
+                **sizes,
+                int8_accuracy=None,
+                float_accuracy=None,
+                preflight_seconds=checked.seconds,
+                seconds=time.perf_counter() - start,
+                model_path=None,
+            )
+        training.distil(self.plan, model, teacher, {**recipe})
+        flash, measured = training.int8_accuracy(self.plan, model, checked.arena_bytes)
+        path = os.path.join(self.directory, "students", f"trial_{trial.number}.keras")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        model.save(path)
+        return Trial(
+            trial.number,
+            **shape,
+            reason=None,
+            flash_bytes=flash,
+            arena_bytes=checked.arena_bytes,
+            **sizes,
+            int8_accuracy=measured.int8_accuracy,
+            float_accuracy=measured.float_accuracy,
+            preflight_seconds=checked.seconds,
+            seconds=time.perf_counter() - start,
+            model_path=path,
+        )
+
+    def _recipe(self, choices: Choices) -> dict:
+        trying_fm = self.space.function_matching if self.plan.augment is not None else (False,)
+        return {
+            "teacher": choices.choose("teacher", tuple(self.plan.teachers)),
+            "temperature": choices.choose("temperature", self.space.temperatures),
+            "alpha": choices.choose("alpha", self.space.alphas),
+            "function_matching": choices.choose("function_matching", trying_fm),
+        }
+
+    @staticmethod
+    def record(frozen) -> Trial:
+        """The `Trial` a finished Optuna trial stored."""
+        return Trial.from_json(frozen.user_attrs["record"])
+
+    def result(self, verbose: int) -> SearchResult:
+        """The front (with its scratch twins, trained here if no process did yet), every trial."""
+        records = [self.record(t) for t in storage_lib.finished(self.study)]
+        front = [Candidate.from_trial(t, self._scratch(t, verbose)) for t in self._front(records)]
+        front.sort(key=lambda c: (-c.int8_accuracy, c.flash_bytes))
+        split = self.plan.split
+        result = SearchResult(
+            front,
+            records,
+            self.budget,
+            self.minimize,
+            self.directory,
+            split.x_train[: training.CALIBRATION_EXAMPLES],
+            (split.x_test, split.y_test),
+        )
+        with open(os.path.join(self.directory, REPORT_NAME), "w") as file:
+            file.write(result.to_markdown() + "\n")
+        self.progress.done(result)
+        return result
+
+    def _cost(self, record: Trial) -> float:
+        value = {"flash": record.flash_bytes, "arena": record.arena_bytes}
+        value = value.get(self.minimize, record.latency.seconds)
+        return NOT_MEASURED if value is None else value
+
+    def _front(self, records: list) -> list:
+        """The feasible trials no other feasible trial beats on both objectives."""
+        feasible = [r for r in records if r.feasible]
+
+        def beaten(a: Trial) -> bool:
+            return any(
+                b.int8_accuracy >= a.int8_accuracy
+                and self._cost(b) <= self._cost(a)
+                and (b.int8_accuracy > a.int8_accuracy or self._cost(b) < self._cost(a))
+                for b in feasible
+            )
+
+        return [r for r in feasible if not beaten(r)]
+
+    def _scratch(self, record: Trial, verbose: int) -> float:
+        """The int8 accuracy of the candidate's architecture trained on the labels alone."""
+        key = f"scratch_{record.number}"
+        if key in self.study.user_attrs:
+            return self.study.user_attrs[key]
+        keras.utils.set_random_seed(self.seed + record.number)
+        model = build_candidate(
+            self.space, Choices.stored(record.architecture), self.plan.num_classes
+        )
+        training.scratch(self.plan, model, record.recipe["function_matching"])
+        _, measured = training.int8_accuracy(self.plan, model, record.arena_bytes)
+        self.study.set_user_attr(key, measured.int8_accuracy)
+        self.progress.scratch(record, measured.int8_accuracy)
+        return measured.int8_accuracy

@@ -1,0 +1,233 @@
+"""What a search may build: `Choices`, `SearchSpace` and the default spaces by input shape.
+
+A space is a `build(choices) -> keras.Model` function that asks for each
+decision with `choices.choose(name, options)` (as a KerasTuner hypermodel asks
+its `hp`), plus the recipe's options (temperature, alpha, function matching).
+Options are listed smallest first: the candidate that takes every first option
+is the smallest of the space, the one the budget is checked against first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import keras
+
+FAMILIES_BY_RANK = {
+    1: ("dense", "ds_conv1d", "conv1d"),
+    2: ("ds_conv1d", "conv1d"),
+    3: ("ds_cnn", "conv2d"),
+}
+
+
+class Choices:
+    """The decisions of one candidate, made by a picking rule as `build` asks for them.
+
+    Args:
+        pick: `pick(name, options) -> value`: an Optuna trial's
+            `suggest_categorical`, the first option, or a stored value.
+
+    Example:
+    >>> choices = Choices.first()
+    >>> choices.choose("width", (8, 16, 32)), choices.values
+    (8, {'width': 8})
+    """
+
+    def __init__(self, pick: Callable):
+        self.pick = pick
+        self.values = {}
+
+    @classmethod
+    def first(cls) -> Choices:
+        """Takes every first option: the smallest candidate of a space."""
+        return cls(lambda name, options: options[0])
+
+    @classmethod
+    def stored(cls, values: dict) -> Choices:
+        """Replays stored decisions (a candidate's `architecture` and `recipe`)."""
+        return cls(lambda name, options: values[name])
+
+    def choose(self, name: str, options) -> object:
+        """One decision: a value out of `options` (scalars: numbers, strings, booleans).
+
+        Raises:
+            ValueError: If `options` is empty (the space has no candidate).
+        """
+        options = tuple(options)
+        if not options:
+            raise ValueError(
+                f"The search space has no candidate: the choice {name!r} has no options."
+            )
+        value = self.pick(name, options)
+        self.values[name] = value
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """The candidates of a search: an architecture builder and the recipe's options.
+
+    Attributes:
+        build: `build(choices) -> keras.Model`: a classifier with logits out,
+            whose decisions come from `choices.choose(name, options)`
+            (options smallest first).
+        temperatures: Distillation temperatures to try.
+        alphas: Weights of the hard-label loss to try.
+        function_matching: Whether to try function matching (the live teacher
+            on the same augmented view, `Distiller(augment=)`), with
+            `find_student(augment=)`; `(False,)` never does.
+        name: A description that identifies the space in a stored search.
+
+    Example:
+    >>> def build(choices):
+    ...     units = choices.choose("units", (4, 8))
+    ...     return keras.Sequential([keras.Input((3,)), keras.layers.Dense(units),
+    ...                              keras.layers.Dense(2)])
+    >>> space = SearchSpace(build, name="tiny")
+    >>> space.build(Choices.first()).count_params()
+    26
+    """
+
+    build: Callable
+    temperatures: tuple = (1.0, 2.0, 4.0)
+    alphas: tuple = (0.5, 0.2, 0.8)
+    function_matching: tuple = (False, True)
+    name: str = "custom"
+
+    def __post_init__(self):
+        if not callable(self.build):
+            raise ValueError(
+                "`build` must be a function build(choices) -> keras.Model; "
+                f"received {self.build!r}."
+            )
+        for field in ("temperatures", "alphas", "function_matching"):
+            values = tuple(getattr(self, field))
+            if not values:
+                raise ValueError(f"The search space has no candidate: `{field}` is empty.")
+            object.__setattr__(self, field, values)
+        if any(not t > 0 for t in self.temperatures):
+            raise ValueError(f"`temperatures` must be > 0; received {self.temperatures!r}.")
+        if any(not 0 <= a <= 1 for a in self.alphas):
+            raise ValueError(f"`alphas` must be in [0, 1]; received {self.alphas!r}.")
+
+
+def build_candidate(space: SearchSpace, choices: Choices, num_classes: int) -> keras.Model:
+    """The candidate's model, checked to output one logit per class."""
+    model = space.build(choices)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"The space's build function returned {model!r}, not a keras.Model.")
+    width = model.outputs[0].shape[-1]
+    if width != num_classes:
+        raise ValueError(
+            f"The space's model {model.name!r} outputs {width} values, but the labels have "
+            f"{num_classes} classes."
+        )
+    return model
+
+
+def default_space(input_shape: tuple, num_classes: int) -> SearchSpace:
+    """The default space for an input shape: dense, 1-D or 2-D convolutional students.
+
+    Feature vectors `(features,)` get dense networks, and are also tried as
+    signals (reshaped to `(steps, 1)`) with 1-D convolutions, plain and
+    depthwise-separable; signals `(steps, channels)` get 1-D convolutions;
+    images and spectrograms `(height, width, channels)` (or `(height, width)`)
+    get 2-D convolutions and DS-CNN blocks (the MLPerf Tiny keyword-spotting
+    family). Depths, widths, kernel sizes, strides and pooling are searched.
+
+    Args:
+        input_shape: One example's shape, without the batch axis.
+        num_classes: Classes of the labels (the width of the logits).
+
+    Returns:
+        A `SearchSpace`.
+
+    Raises:
+        ValueError: For an input rank other than 1, 2 or 3, or fewer than 2 classes.
+
+    Example:
+    >>> space = default_space((40,), 10)
+    >>> model = space.build(Choices.first())
+    >>> model.output.shape, model.count_params()
+    ((None, 10), 418)
+    """
+    input_shape = tuple(int(d) for d in input_shape)
+    if len(input_shape) == 2 and input_shape[-1] > 16:  # (height, width) without channels
+        input_shape = (*input_shape, 1)
+    if len(input_shape) not in FAMILIES_BY_RANK:
+        raise ValueError(
+            f"No default search space for inputs of shape {input_shape}: give `space=` "
+            "(a SearchSpace or a build(choices) function)."
+        )
+    if int(num_classes) < 2:
+        raise ValueError(f"`num_classes` must be at least 2; received {num_classes!r}.")
+
+    def build(choices: Choices) -> keras.Model:
+        family = choices.choose("family", FAMILIES_BY_RANK[len(input_shape)])
+        inputs = keras.Input(input_shape)
+        x = BODIES[family](_as_signal(inputs, family), choices)
+        return keras.Model(inputs, keras.layers.Dense(int(num_classes))(x), name=family)
+
+    return SearchSpace(build, name=f"default{input_shape}->{int(num_classes)}")
+
+
+def _as_signal(inputs, family: str):
+    """A feature vector seen as a one-channel signal by the 1-D families."""
+    if family.endswith("conv1d") and len(inputs.shape) == 2:
+        return keras.layers.Reshape((inputs.shape[1], 1))(inputs)
+    return inputs
+
+
+def _dense(x, choices: Choices):
+    width = choices.choose("width", (8, 16, 32, 64, 128))
+    for _ in range(choices.choose("depth", (1, 2, 3))):
+        x = keras.layers.Dense(width, activation="relu")(x)
+    return x
+
+
+def _conv_settings(choices: Choices, kernels: tuple) -> tuple:
+    return (
+        choices.choose("blocks", (1, 2, 3)),
+        choices.choose("filters", (4, 8, 16, 32)),
+        choices.choose("kernel", kernels),
+        choices.choose("stride", (2, 1)),
+        choices.choose("pooling", ("max", "none")),
+    )
+
+
+def _conv1d(x, choices: Choices, separable: bool = False):
+    blocks, filters, kernel, stride, pooling = _conv_settings(choices, (3, 5, 7))
+    for block in range(blocks):
+        if separable and block > 0:
+            x = keras.layers.DepthwiseConv1D(kernel, strides=stride, padding="same")(x)
+            x = keras.layers.Conv1D(filters, 1, activation="relu")(x)
+        else:
+            x = keras.layers.Conv1D(filters, kernel, strides=stride, padding="same")(x)
+            x = keras.layers.ReLU()(x)
+        if pooling == "max" and x.shape[1] >= 2:
+            x = keras.layers.MaxPooling1D(2)(x)
+    return keras.layers.GlobalAveragePooling1D()(x)
+
+
+def _conv2d(x, choices: Choices, separable: bool = False):
+    blocks, filters, kernel, stride, pooling = _conv_settings(choices, (3, 5))
+    for block in range(blocks):
+        if separable and block > 0:  # DS-CNN: depthwise 3x3, then pointwise 1x1
+            x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same")(x)
+            x = keras.layers.Conv2D(filters, 1, activation="relu")(x)
+        else:
+            x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same")(x)
+            x = keras.layers.ReLU()(x)
+        if pooling == "max" and min(x.shape[1:3]) >= 2:
+            x = keras.layers.MaxPooling2D(2)(x)
+    return keras.layers.GlobalAveragePooling2D()(x)
+
+
+BODIES = {
+    "dense": _dense,
+    "conv1d": _conv1d,
+    "ds_conv1d": lambda x, choices: _conv1d(x, choices, separable=True),
+    "conv2d": _conv2d,
+    "ds_cnn": lambda x, choices: _conv2d(x, choices, separable=True),
+}

@@ -1,0 +1,116 @@
+"""Training inside a search: teacher outputs stored once, candidates distilled from them.
+
+Every trial of a search (and every process sharing it) reads the same stored
+teacher outputs (`label_with_teacher`, once per teacher); only function
+matching, whose teacher must see each augmented view, runs the teacher live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_distill._src.labelling import TeacherLabelsError, label_with_teacher, load_teacher_labels
+from keras_distill._src.micro import export_validation
+from keras_distill._src.micro.verify import with_margin
+from keras_distill._src.search.preflight import int8_model
+from keras_distill._src.studies.datasets import Split
+from keras_distill._src.studies.training_recipes import (
+    TrainingSettings,
+    train_distilled,
+    train_from_scratch,
+)
+from keras_distill._src.training.distiller import Distiller
+
+CALIBRATION_EXAMPLES = 200  # representative inputs for a trained candidate's int8 ranges
+LOCK_WAIT_SECONDS = 600  # how long a process waits for another one labelling the same data
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingPlan:
+    """What every trial trains with: the data, the stored outputs and the settings.
+
+    Attributes:
+        split: Training and validation data (the validation part as `test`).
+        teachers: Name -> live teacher (for function matching).
+        labels: Name -> folder of the teacher's stored outputs.
+        num_classes: Classes of the labels.
+        epochs: Epochs per candidate.
+        batch_size: Batch size.
+        augment: The augmentation of function matching (and its scratch twins).
+    """
+
+    split: Split
+    teachers: dict
+    labels: dict
+    num_classes: int
+    epochs: int
+    batch_size: int
+    augment: object = None
+
+    def settings(self, function_matching: bool) -> dict:
+        """The `TrainingSettings` fields of a run with or without the augmentation."""
+        augment = self.augment if function_matching else None
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "augment": augment}
+
+
+def label_once(teachers: dict, x: np.ndarray, y: np.ndarray, directory: str) -> dict:
+    """Stores each teacher's outputs on the training data, once; returns name -> folder.
+
+    A folder that holds this teacher's complete outputs on this data is kept as
+    it is; while another process labels it, this one waits.
+    """
+    folders = {}
+    for name, teacher in teachers.items():
+        folder = os.path.join(directory, "labels", name)
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                label_with_teacher(teacher, (x, y), folder, verbose=0)
+                break
+            except TeacherLabelsError as error:
+                if "another process" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+        folders[name] = folder
+    return folders
+
+
+def distil(plan: TrainingPlan, student: keras.Model, teacher: str, recipe: dict) -> float:
+    """Distils `student` with `recipe`; returns its float accuracy on the validation data.
+
+    From the stored outputs of `teacher`, or (function matching) from the live
+    teacher on each augmented batch.
+    """
+    objective = {"temperature": recipe["temperature"], "alpha": recipe["alpha"]}
+    settings = plan.settings(recipe["function_matching"])
+    if recipe["function_matching"]:
+        return train_distilled(plan.teachers[teacher], student, plan.split, **settings, **objective)
+    training = TrainingSettings(**settings)
+    stored = load_teacher_labels(
+        plan.labels[teacher], plan.batch_size, shuffle=len(plan.split.x_train), seed=0
+    )
+    distiller = Distiller(None, student, **objective)
+    distiller.compile(
+        training.optimizer(len(plan.split.x_train)),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return training.fit(distiller, stored, None, plan.split)
+
+
+def scratch(plan: TrainingPlan, model: keras.Model, function_matching: bool) -> float:
+    """Trains `model` on the labels alone, with the same epochs and augmentation."""
+    return train_from_scratch(model, plan.split, **plan.settings(function_matching))
+
+
+def int8_accuracy(plan: TrainingPlan, model: keras.Model, arena: int):
+    """`(flash bytes, ValidationResult)` of the trained model converted to int8, run in TFLM."""
+    samples = plan.split.x_train[:CALIBRATION_EXAMPLES]
+    model_bytes, info = int8_model(model, samples)
+    validation = (plan.split.x_test, plan.split.y_test)
+    arena = with_margin(arena, 0.25)  # the measured minimum, with room for the Python interpreter
+    return len(model_bytes), export_validation.validate(model, model_bytes, info, validation, arena)
