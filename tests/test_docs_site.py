@@ -6,8 +6,10 @@ contents or a public name missing from the API reference fails here.
 """
 
 import doctest
+import html
 import importlib
 import inspect
+import os
 import pathlib
 import pkgutil
 import re
@@ -23,13 +25,26 @@ README = ROOT / "README.md"
 SPHINX_WARNING = re.compile(r": (WARNING|ERROR|CRITICAL|SEVERE): ")
 
 
+GIT_STATUS_BEFORE_AND_AFTER_THE_BUILD: list[str] = []
+
+
+def git_status() -> str:
+    """`git status --porcelain` of docs/ and tutorials/ (untracked and ignored files aside)."""
+    command = ["git", "status", "--porcelain", "--untracked-files=no", "docs", "tutorials"]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
 @pytest.fixture(scope="module")
 def built_site(tmp_path_factory):
     """Builds the site once (fresh, into a temporary folder); returns the HTML folder."""
     out = tmp_path_factory.mktemp("docs")
+    if (ROOT / ".git").exists():
+        GIT_STATUS_BEFORE_AND_AFTER_THE_BUILD.append(git_status())
     command = [sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-q"]
     command += ["-d", str(out / "doctrees"), str(DOCS), str(out / "html")]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if (ROOT / ".git").exists():
+        GIT_STATUS_BEFORE_AND_AFTER_THE_BUILD.append(git_status())
     warnings = [line for line in run.stderr.splitlines() if SPHINX_WARNING.search(line)]
     assert run.returncode == 0, "the docs build failed:\n" + "\n".join(warnings or [run.stderr])
     return out / "html"
@@ -45,37 +60,37 @@ def inventory(html: pathlib.Path) -> dict[str, set[str]]:
     return {role: set(names) for role, names in entries.items()}
 
 
-def public_packages() -> list[types.ModuleType]:
-    """`keras_distill` and its public subpackages."""
+def public_names() -> dict[str, tuple[str, str]]:
+    """Every name in the `__all__` of keras_distill and its public subpackages and modules.
+
+    Returns:
+        `{package.name: (role, documented as)}`: classes and functions are documented once, at
+        their first public path (`kd.label_with_teacher`, also `kd.labelling.label_with_teacher`).
+    """
     package = importlib.import_module("keras_distill")
-    names = [
+    packages = ["keras_distill"] + sorted(
         info.name
-        for info in pkgutil.iter_modules(package.__path__, "keras_distill.")
-        if info.ispkg and not info.name.rsplit(".", 1)[1].startswith("_")
-    ]
-    return [package, *(importlib.import_module(name) for name in sorted(names))]
-
-
-def public_modules() -> list[str]:
-    """Every public module of the package (no `_` anywhere in its path, `__main__` aside)."""
-    package = importlib.import_module("keras_distill")
-    names = ["keras_distill"]
-    for info in pkgutil.walk_packages(package.__path__, "keras_distill."):
-        if not any(part.startswith("_") for part in info.name.split(".")):
-            names.append(info.name)
+        for info in pkgutil.walk_packages(package.__path__, "keras_distill.")
+        if not any(part.startswith("_") for part in info.name.split("."))
+        and info.name != "keras_distill.version"
+    )
+    homes: dict[int, str] = {}
+    names = {}
+    for package_name in packages:
+        module = importlib.import_module(package_name)
+        for name in getattr(module, "__all__", []):
+            value = getattr(module, name)
+            full = f"{package_name}.{name}"
+            if isinstance(value, types.ModuleType):
+                names[full] = ("py:module", value.__name__)
+            elif inspect.isclass(value) or inspect.isfunction(value):
+                role = "py:function" if inspect.isfunction(value) else "py:class"
+                if inspect.isclass(value) and issubclass(value, BaseException):
+                    role = "py:exception"
+                names[full] = (role, homes.setdefault(id(value), full))
+            else:
+                names[full] = ("py:data", full)
     return names
-
-
-def documented_as(value, package: types.ModuleType, name: str) -> tuple[str, str]:
-    """The role and full name under which the reference documents `package.name`."""
-    if isinstance(value, types.ModuleType):
-        return "py:module", value.__name__
-    if inspect.isclass(value):
-        role = "py:exception" if issubclass(value, BaseException) else "py:class"
-        return role, f"{value.__module__}.{value.__qualname__}"
-    if inspect.isfunction(value):
-        return "py:function", f"{value.__module__}.{value.__qualname__}"
-    return "py:data", f"{package.__name__}.{name}"
 
 
 @pytest.mark.slow
@@ -92,44 +107,65 @@ def test_docs_build_offline_with_warnings_as_errors(built_site):
 
 
 @pytest.mark.slow
-def test_api_reference_documents_every_public_name(built_site):
+def test_api_reference_documents_every_public_name_under_its_public_path(built_site):
     documented = inventory(built_site)
-    missing = []
-    for package in public_packages():
-        for name in getattr(package, "__all__", []):
-            role, full = documented_as(getattr(package, name), package, name)
-            if full not in documented.get(role, set()):
-                missing.append(f"{package.__name__}.{name} (expected {role} {full})")
-    for module in public_modules():
-        if module not in documented.get("py:module", set()):
-            missing.append(f"module {module}")
+    missing = [
+        f"{name} (expected {role} {full})"
+        for name, (role, full) in public_names().items()
+        if full not in documented.get(role, set())
+    ]
     assert not missing, "absent from the API reference:\n" + "\n".join(missing)
+    internal = sorted(name for names in documented.values() for name in names if "._src" in name)
+    assert not internal, f"internal paths in the API reference: {internal[:10]}"
 
 
 @pytest.mark.slow
-def test_api_reference_documents_the_public_classes_and_functions_of_every_module(built_site):
-    documented = inventory(built_site)
-    roles = ["py:class", "py:exception", "py:function"]
-    known = set().union(*(documented.get(role, set()) for role in roles))
-    missing = []
-    for module_name in public_modules():
-        module = importlib.import_module(module_name)
-        for name, value in vars(module).items():
-            defined_here = getattr(value, "__module__", None) == module_name
-            if name.startswith("_") or not defined_here:
-                continue
-            if inspect.isclass(value) or inspect.isfunction(value):
-                if f"{module_name}.{name}" not in known:
-                    missing.append(f"{module_name}.{name}")
-    assert not missing, "public but not in the API reference (no docstring?):\n" + "\n".join(
-        missing
-    )
+def test_the_distiller_page_shows_its_real_parameters_and_formula(built_site):
+    page = (built_site / "api" / "generated" / "keras_distill.Distiller.html").read_text()
+    text = re.sub(r"<[^>]+>", "", page)
+    signature = re.search(r"class keras_distill\.Distiller\((.*?)\)\[source\]", text, re.S)
+    assert signature, "no signature with a [source] link on the Distiller page"
+    parameters = html.unescape(signature[1])
+    for parameter in ["teacher", "student", "temperature: float = 1.0", "alpha: float = 0.5"]:
+        assert parameter in parameters, parameters
+    assert "*args" not in parameters, parameters
+    formula = re.search(r"<pre>(.*?)</pre>", page, re.S)
+    assert formula and "+ (1 - alpha) * distillation_loss" in html.unescape(formula[1])
+
+
+@pytest.mark.slow
+def test_no_class_page_shows_a_signature_of_args_and_kwargs_alone(built_site):
+    pages = sorted((built_site / "api" / "generated").glob("keras_distill*.html"))
+    assert len(pages) > 90, len(pages)
+    generic = re.compile(r"\(((teacher=None, student=None, )?\*args, \*\*kwargs)\)")
+    shown = [
+        page.name
+        for page in pages
+        if re.search(
+            r"class keras_distill\S*" + generic.pattern, re.sub(r"<[^>]+>", "", page.read_text())
+        )
+    ]
+    assert not shown, f"classes documented as (*args, **kwargs): {shown}"
+
+
+@pytest.mark.slow
+def test_building_the_docs_leaves_git_status_clean(built_site):
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    before, after = GIT_STATUS_BEFORE_AND_AFTER_THE_BUILD
+    assert after == before, f"the docs build changed tracked files:\n{after}"
+
+
+@pytest.mark.slow
+def test_commands_keep_their_double_dashes(built_site):
+    page = (built_site / "evidence" / "quality.html").read_text()  # "parts run with --task"
+    assert "--task" in page and "\u2013task" not in page
 
 
 def test_the_docs_helpers_examples_hold():
     sys.path.insert(0, str(DOCS))
     try:
-        for name in ["docstrings", "api_pages", "tutorial_links"]:
+        for name in ["docstrings", "api_pages", "tutorial_links", "external_links"]:
             results = doctest.testmod(importlib.import_module(name))
             assert results.failed == 0, name
     finally:
@@ -162,3 +198,78 @@ def test_the_tutorials_in_the_docs_are_links_to_the_tutorials(tmp_path):
     for link, notebook in zip(links, notebooks, strict=True):
         assert link.is_symlink() and link.resolve() == notebook.resolve()
     assert "[0-9]*" in (DOCS / "tutorials" / "index.md").read_text()  # every notebook, in order
+
+
+MACHINE_PATH = re.compile(
+    r"(/(home|Users|root|work|tmp|var/folders)/[\w.-]+|site-packages|[A-Z]:\\\\Users)"
+)
+
+
+def committed(*folders: str) -> list[pathlib.Path]:
+    """The tracked text files of the docs and the tutorials (what is on disk without git)."""
+    if (ROOT / ".git").exists():
+        command = ["git", "ls-files", *folders]
+        names = subprocess.run(command, cwd=ROOT, capture_output=True, text=True).stdout.split()
+        paths = [ROOT / name for name in names]
+    else:
+        paths = [path for folder in folders for path in (ROOT / folder).rglob("*")]
+    return [p for p in paths if p.is_file() and p.suffix in (".md", ".ipynb", ".py", ".css")]
+
+
+def test_committed_docs_and_notebooks_name_no_path_of_a_machine():
+    found = []
+    for path in committed("docs", "tutorials", "README.md"):
+        for match in MACHINE_PATH.finditer(path.read_text()):
+            found.append(f"{path.relative_to(ROOT)}: {match[0]}")
+    assert not found, "absolute paths of a machine:\n" + "\n".join(found)
+
+
+def named_readme_sections(text: str) -> list[str]:
+    """The README sections a text names: `the README's "Section" section`."""
+    return re.findall(r"README's \"([^\"]+)\"", text)
+
+
+def test_every_readme_section_and_doc_that_tutorials_and_guides_name_exists():
+    headings = set(re.findall(r"^#+ (.+?)\s*$", README.read_text(), re.M))
+    repository_file = re.compile(r"github\.com/keras-distill/keras-distill/blob/main/([\w/.-]+)")
+    missing = []
+    for path in committed("docs", "tutorials"):
+        text = path.read_text()
+        missing += [
+            f"{path.name}: README section {name!r}"
+            for name in named_readme_sections(text)
+            if name not in headings
+        ]
+        missing += [
+            f"{path.name}: {name}"
+            for name in repository_file.findall(text)
+            if not (ROOT / name).exists()
+        ]
+    assert not missing, "named but absent:\n" + "\n".join(missing)
+
+
+def python_blocks(page: pathlib.Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["index.md", "getting_started.md", "guides/losses.md"])
+def test_the_code_of_the_landing_page_and_the_losses_guide_runs_as_pasted(page, tmp_path):
+    blocks = python_blocks(DOCS / page)
+    assert blocks, page
+    code = blocks[0] if page == "index.md" else "\n".join(blocks)  # index: the micro export aside
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    if page == "index.md":
+        teacher = float(re.search(r"^teacher ([\d.]+)", run.stdout, re.M)[1])
+        student = float(re.search(r"^student ([\d.]+)", run.stdout, re.M)[1])
+        assert teacher >= 0.95 and student >= 0.85, run.stdout
+        assert (tmp_path / "student.keras").exists()
