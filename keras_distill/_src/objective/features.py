@@ -330,12 +330,17 @@ class Extraction:
             for term, t, s in zip(self.terms, self.teacher.shapes, self.student.shapes, strict=True)
         ]
 
-    def value(self, index: int, teacher_features, student_features, sample_weight=None):
-        """The term's loss, a scalar averaged over examples (and valid positions)."""
+    def value(
+        self, index: int, teacher_features, student_features, sample_weight=None, **reduction
+    ):
+        """The term's loss, a scalar averaged over examples (and valid positions).
+
+        `reduction`: `mask` (the student features' mask, if any) and `replicas`, as `reduce`.
+        """
         projector = self.projectors[index]
         projected = student_features if projector is None else projector(student_features)
         per_position = feature_loss(self.terms[index].loss, teacher_features, projected)
-        mask = getattr(student_features, "_keras_mask", None)
+        mask = reduction.pop("mask", None)
         if mask is not None and len(mask.shape) != len(per_position.shape):
             mask = None
-        return reduce(per_position, sample_weight, mask)
+        return reduce(per_position, sample_weight, mask, **reduction)

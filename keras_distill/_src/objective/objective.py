@@ -6,7 +6,8 @@
 training shell computes it, since each Keras flavour has its own compiled
 loss); `distillation_loss` compares the student's outputs with a live
 teacher's logits or with stored teacher outputs (see `stored_kinds`).
-Every function here is pure: tensors in, tensors out, no model state.
+Every function here is pure: tensors in, tensors out, no model state and no ambient
+`tf.distribute` strategy (the training step passes the replica count and the student's mask).
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_distill._src import losses
-from keras_distill._src.objective import stored_kinds as targets
+from keras_distill._src.objective import stored_kinds
 from keras_distill._src.utils.model_inspection import as_logits, check_compatible
 
 # The divergences are float32-accurate up to here (tests/test_stronger_losses.py); T**2 stays
@@ -89,16 +89,6 @@ def checked_alpha(value) -> float:
     return value
 
 
-def num_replicas() -> int:
-    """Replicas in sync in the current `tf.distribute` strategy (1 without one).
-
-    Example:
-    >>> num_replicas()
-    1
-    """
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
 def hard_sample_weight(sample_weight, label_mask, labels):
     """Sample weights that also zero unlabeled examples, shaped like the labels.
 
@@ -118,11 +108,11 @@ def hard_sample_weight(sample_weight, label_mask, labels):
     return weights[0] if len(weights) == 1 else weights[0] * weights[1]
 
 
-def reduce(values, weight=None, mask=None):
+def reduce(values, weight=None, mask=None, replicas: int = 1):
     """Weighted mean over positions (valid ones if masked), scaled per replica.
 
     Keras scales each replica's loss by `1 / replicas` so that gradients sum
-    to the global-batch mean; this does the same.
+    to the global-batch mean; this does the same for `replicas` replicas in sync.
 
     Example:
     >>> import numpy as np
@@ -141,7 +131,6 @@ def reduce(values, weight=None, mask=None):
     else:
         count = ops.sum(ops.cast(mask, "float32"))
     mean = ops.divide_no_nan(ops.sum(values), count)  # 0 for no valid position
-    replicas = num_replicas()
     return mean if replicas == 1 else mean / float(replicas)  # no op per step without replicas
 
 
@@ -183,6 +172,7 @@ def live_term(
     sample_weight=None,
     mask=None,
     labels=None,
+    replicas: int = 1,
 ):
     """The distillation loss against a live teacher's logits, summed over outputs.
 
@@ -195,6 +185,7 @@ def live_term(
         sample_weight: Optional weights (one per output for multi-output models).
         mask: Optional mask of valid positions (sequence models).
         labels: Hard labels (same structure as `y_pred`) for losses that take them.
+        replicas: The replicas in sync (the mean is divided by it).
 
     Returns:
         A scalar float32 tensor, scaled per replica.
@@ -213,7 +204,7 @@ def live_term(
         for value in (sample_weight, labels)
     )
     terms = [
-        reduce(_with_labels(loss_fn, label)(teacher, student, temperature), weight, mask)
+        reduce(_with_labels(loss_fn, label)(teacher, student, temperature), weight, mask, replicas)
         for teacher, student, weight, label in zip(
             keras.tree.flatten(teacher_logits),
             flat_student,
@@ -235,6 +226,7 @@ def stored_term(
     sample_weight=None,
     mask=None,
     labels=None,
+    replicas: int = 1,
 ):
     """The distillation loss against stored teacher outputs (see `stored_kinds`).
 
@@ -247,6 +239,7 @@ def stored_term(
         sample_weight: Optional weights.
         mask: Optional mask of valid positions (sequence models).
         labels: Hard labels for losses that take them.
+        replicas: The replicas in sync (the mean is divided by it).
 
     Returns:
         A scalar float32 tensor, scaled per replica.
@@ -259,12 +252,11 @@ def stored_term(
     ...                   temperature=1.0)) < 1e-3
     True
     """
-    kind = targets.kind_of(stored)
+    kind = stored_kinds.kind_of(stored)
     loss_fn = _with_labels(loss_fn, labels)
     term = kind.term(stored, y_pred, student_probabilities, temperature, loss_fn)
-    return reduce(
-        term.values, _combined(sample_weight, term.weight), mask if term.mask is None else term.mask
-    )
+    weight = _combined(sample_weight, term.weight)
+    return reduce(term.values, weight, mask if term.mask is None else term.mask, replicas)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,16 +304,9 @@ class Teaching:
     extra_terms: tuple = ()
 
 
-def _term_values(y_pred, teaching: Teaching, terms: Terms, temperature, sample_weight):
+def _term_values(y_pred, teaching: Teaching, terms: Terms, **options):
     """The output terms' values, or None when there is nothing to compare with."""
-    mask = getattr(y_pred, "_keras_mask", None) if not keras.tree.is_nested(y_pred) else None
-    options = dict(
-        student_probabilities=terms.student_probabilities,
-        temperature=temperature,
-        sample_weight=sample_weight,
-        mask=mask,
-        labels=teaching.labels,
-    )
+    options.update(student_probabilities=terms.student_probabilities, labels=teaching.labels)
     if teaching.teacher_logits is not None:
         return [
             live_term(teaching.teacher_logits, y_pred, loss_fn=fn, **options)
@@ -350,6 +335,8 @@ def compute(
     temperature,
     alpha,
     sample_weight=None,
+    mask=None,
+    replicas: int = 1,
     training: bool = True,
 ) -> Losses:
     """The whole objective of one step from tensors.
@@ -358,12 +345,14 @@ def compute(
 
     Args:
         student_loss: The compiled loss on the hard labels (scaled per replica).
-        y_pred: The student's outputs; a `_keras_mask` on them masks positions.
+        y_pred: The student's outputs.
         teaching: The teacher's side of the batch (`Teaching`).
         terms: The distillation terms (`Terms`).
         temperature: The temperature (a scalar tensor).
         alpha: The hard-label weight (a scalar tensor).
         sample_weight: Optional sample weights.
+        mask: Optional mask of the student's valid positions (a sequence model's output mask).
+        replicas: The replicas in sync (each term's mean is divided by it, as Keras does).
         training: Whether this is a training step (stored outputs are required then).
 
     Returns:
@@ -381,9 +370,17 @@ def compute(
     0.25
     """
     student_loss = ops.cast(student_loss, "float32")
-    values = _term_values(y_pred, teaching, terms, temperature, sample_weight)
+    values = _term_values(
+        y_pred,
+        teaching,
+        terms,
+        temperature=temperature,
+        sample_weight=sample_weight,
+        mask=mask,
+        replicas=replicas,
+    )
     if values is None and training:
-        kinds = "; ".join(repr(sorted(k.target_keys)) for k in targets.KINDS.values())
+        kinds = "; ".join(repr(sorted(k.target_keys)) for k in stored_kinds.KINDS.values())
         raise ValueError(NO_STORED_OUTPUTS.format(kinds=kinds))
     if values is None:  # evaluating a stored-teacher student on plain labelled data
         return Losses(student_loss, student_loss, ops.zeros((), "float32"))

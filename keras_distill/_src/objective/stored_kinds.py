@@ -303,14 +303,52 @@ def kind_of(stored: Mapping) -> StoredKind:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Targets:
+    """A batch's targets, read once: hard labels, which of them are known, stored outputs.
+
+    Attributes:
+        labels: The hard labels, or None (`fit(x)` without labels).
+        label_mask: 1 where a label is known, 0 where not (stored unlabelled
+            examples), or None when every label is known.
+        stored: The stored teacher outputs (`teacher_*` keys; empty for a live teacher).
+        sample_weight: The batch's sample weights, or None.
+
+    Example:
+    >>> Targets(labels=[1, 2]).stored
+    {}
+    """
+
+    labels: object = None
+    label_mask: object = None
+    stored: Mapping = dataclasses.field(default_factory=dict)
+    sample_weight: object = None
+
+
+def read_targets(y, sample_weight=None) -> Targets:
+    """Plain labels or a target dict (labels, label mask, stored outputs) as a `Targets`.
+
+    Keras gives a target dict one copy of a single `sample_weight` per key; those copies
+    become the batch's one `sample_weight` again.
+
+    Example:
+    >>> read_targets({"labels": 1, "label_mask": 1.0, "teacher_labels": 2}).stored
+    {'teacher_labels': 2}
+    """
+    if not (isinstance(y, dict) and y and set(y) <= TARGET_KEYS):
+        return Targets(labels=y, sample_weight=sample_weight)
+    if isinstance(sample_weight, dict) and set(sample_weight) == set(y):
+        sample_weight = sample_weight.get("labels", next(iter(sample_weight.values())))
+    stored = {key: value for key, value in y.items() if key not in LABEL_KEYS}
+    return Targets(y.get("labels"), y.get("label_mask"), stored, sample_weight)
+
+
 def split_targets(y):
-    """(labels, label mask, stored teacher outputs) from plain labels or a target dict.
+    """(labels, label mask, stored teacher outputs): `read_targets` as a tuple.
 
     Example:
     >>> split_targets({"labels": 1, "label_mask": 1.0, "teacher_labels": 2})
     (1, 1.0, {'teacher_labels': 2})
     """
-    if isinstance(y, dict) and y and set(y) <= TARGET_KEYS:
-        stored = {key: value for key, value in y.items() if key not in LABEL_KEYS}
-        return y.get("labels"), y.get("label_mask"), stored
-    return y, None, {}
+    targets = read_targets(y)
+    return targets.labels, targets.label_mask, targets.stored

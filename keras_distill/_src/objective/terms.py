@@ -8,7 +8,7 @@ feature terms), with the names their values are logged under.
 
 from __future__ import annotations
 
-from keras_distill._src import losses as losses_lib
+from keras_distill._src import losses
 from keras_distill._src.objective.features import FeatureDistillation
 
 
@@ -63,4 +63,4 @@ def parse(distillation_loss, weights, teacher):
     names = [
         n if names.count(n) == 1 else f"{n}_{names[:i].count(n) + 1}" for i, n in enumerate(names)
     ]
-    return [losses_lib.get(t) for t in outputs], features, weights, names
+    return [losses.get(t) for t in outputs], features, weights, names

@@ -8,6 +8,7 @@ structure, shape or dtype differ from the batch's.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import keras
@@ -43,7 +44,7 @@ def check_augment(augment, teacher) -> None:
     if not callable(augment):
         raise TypeError(
             "`augment` must be a Keras layer (e.g. a keras.Sequential of preprocessing layers) "
-            f"or a callable fn(x, training) -> x; received {augment!r}."
+            f"or a callable fn(x, training) -> x or fn(x) -> x; received {augment!r}."
         )
     if teacher is None:
         raise ValueError(
@@ -51,6 +52,32 @@ def check_augment(augment, teacher) -> None:
             "the inputs they were computed on, not the augmented views the student would see, "
             "so they would teach the wrong targets. Pass the teacher model, or drop `augment`."
         )
+
+
+def takes_training(augment) -> bool:
+    """Whether `augment` takes a `training` argument (Keras layers do; `fn(x)` does not).
+
+    Example:
+    >>> takes_training(lambda x, training: x), takes_training(lambda x: x)
+    (True, False)
+    """
+    if isinstance(augment, keras.layers.Layer):
+        return True
+    try:
+        parameters = inspect.signature(augment).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): try it with the argument
+        return True
+    return any(p.name == "training" or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def apply(augment, x):
+    """`augment(x, training=True)`, or `augment(x)` for a function without `training`.
+
+    Example:
+    >>> float(apply(lambda v: v + 1.0, tf.zeros(())))
+    1.0
+    """
+    return augment(x, training=True) if takes_training(augment) else augment(x)
 
 
 def _layers_of(augment) -> list:
@@ -171,8 +198,8 @@ def check_not_frozen(augment, x) -> None:
     if augment is None or isinstance(augment, keras.layers.Layer):
         return
     x = keras.tree.map_structure(tf.convert_to_tensor, x)
-    eager = [augment(x, training=True) for _ in range(2)]
-    traced = tf.function(lambda batch: augment(batch, training=True))
+    eager = [apply(augment, x) for _ in range(2)]
+    traced = tf.function(lambda batch: apply(augment, batch))
     graph = [traced(x) for _ in range(2)]
     if not _same(*eager) and _same(*graph):
         raise ValueError(

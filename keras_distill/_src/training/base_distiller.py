@@ -6,6 +6,12 @@ and the student, and lets the optimizer update the student. The Keras 3
 `Distiller` (`distiller.py`) and the tf_keras one (`tf_keras_distiller.py`)
 subclass it next to their flavour's `Model` and only say how that flavour
 makes variables and metrics and computes its compiled loss.
+
+The training step reads top to bottom at the end of this module: the batch's
+targets are read once (`stored_kinds.read_targets`), the augmentation makes one
+view, the frozen teacher runs on it (unless its outputs came with the targets),
+the student runs under the tape, and `objective.compute` combines the terms
+from explicit arguments (the replica count and the student's mask included).
 """
 
 from __future__ import annotations
@@ -16,13 +22,12 @@ import inspect
 from typing import Any
 
 import keras
+import tensorflow as tf
 from keras import ops
 
-from keras_distill._src import losses as losses_lib
-from keras_distill._src.objective import objective
-from keras_distill._src.objective import stored_kinds as targets
-from keras_distill._src.objective import terms as terms_lib
-from keras_distill._src.teachers import ensemble as ensemble_lib
+from keras_distill._src.losses import get as get_loss
+from keras_distill._src.objective import objective, stored_kinds, terms
+from keras_distill._src.teachers import ensemble
 from keras_distill._src.training import (
     augment_checks,
     fit_checks,
@@ -30,15 +35,13 @@ from keras_distill._src.training import (
     model_checks,
     teacher_cache,
 )
-from keras_distill._src.training.step import SCHEDULED_KEYS, DistillationStep
-from keras_distill._src.utils.model_inspection import (
-    symbolic_outputs,
-)
+from keras_distill._src.utils.model_inspection import as_logits, symbolic_outputs
 
 LOSS_KEYS = ("loss", "student_loss", "distillation_loss")
+SCHEDULED_KEYS = ("temperature", "alpha")
 
 
-class BaseDistiller(DistillationStep, abc.ABC):
+class BaseDistiller(abc.ABC):
     """The shared base of the Keras 3 and the tf_keras `Distiller`.
 
     `isinstance(model, BaseDistiller)` is true for both flavours (and
@@ -80,7 +83,7 @@ class BaseDistiller(DistillationStep, abc.ABC):
         teacher_cache.check_setting(cache_teacher_outputs)
         temperature = objective.checked_temperature(temperature)
         alpha = objective.checked_alpha(alpha)
-        loss_fns, feature_terms, weights, names = terms_lib.parse(
+        loss_fns, feature_terms, weights, names = terms.parse(
             distillation_loss, distillation_loss_weights, teacher
         )
         teacher_probabilities, student_probabilities = model_checks.output_kinds(
@@ -105,8 +108,8 @@ class BaseDistiller(DistillationStep, abc.ABC):
         self._temperature = self._scalar_variable("temperature", temperature)
         self._alpha = self._scalar_variable("alpha", alpha)
         self._make_trackers()
-        if ensemble_lib.combiner(self.teacher) is not None:  # the averaged probabilities' T
-            ensemble_lib.combiner(self.teacher).link_temperature(self._temperature)
+        if ensemble.combiner(self.teacher) is not None:  # the averaged probabilities' T
+            ensemble.combiner(self.teacher).link_temperature(self._temperature)
         self._term_trackers = (
             [self._mean(f"distillation_loss/{name}") for name in term_names]
             if len(term_names) > 1
@@ -155,13 +158,15 @@ class BaseDistiller(DistillationStep, abc.ABC):
             several = len(self._terms.loss_fns) > 1 or self._features is not None
             identifier = keras_io.distillation_loss(distillation_loss_fn, several)
             self.distillation_loss = identifier
-            self._terms = dataclasses.replace(self._terms, loss_fns=(losses_lib.get(identifier),))
+            self._terms = dataclasses.replace(self._terms, loss_fns=(get_loss(identifier),))
         if student_loss_fn is not None or distillation_loss_fn is not None:
             keras_io.warn_kept_settings(self.scheduled_values(), alpha, temperature)
         if temperature is not None:
             self.temperature = temperature
         if alpha is not None:
             self.alpha = alpha
+        named = inspect.signature(super().compile).bind(optimizer, loss, *args, **kwargs)
+        self._metrics_needing_labels = fit_checks.metric_names(named.arguments)
         return super().compile(optimizer, loss, *args, **kwargs)
 
     # -- what each flavour provides --------------------------------------------
@@ -301,6 +306,7 @@ class BaseDistiller(DistillationStep, abc.ABC):
         """
         arguments = inspect.signature(super().fit).bind(x, y, *args, **kwargs).arguments
         self._check_scheduled_values()
+        arguments.update(fit_checks.class_weight_as_sample_weight(arguments))
         batch = fit_checks.first_batch(arguments.get("x"), arguments.get("y"))
         self._check_fit_start(arguments, batch)
         changed = teacher_cache.cached_arguments(self, arguments)
@@ -311,7 +317,9 @@ class BaseDistiller(DistillationStep, abc.ABC):
 
     def _check_fit_start(self, arguments: dict, batch) -> None:
         """The checks of `fit_checks` that need the arguments or the first batch."""
-        fit_checks.check_labels(fit_checks.labels_given(batch), self._read(self._alpha))
+        given = fit_checks.labels_given(batch)
+        metrics = getattr(self, "_metrics_needing_labels", ())
+        fit_checks.check_labels(given, self._read(self._alpha), metrics)
         steps = fit_checks.fit_steps(
             arguments.get("x"),
             arguments.get("batch_size"),
@@ -319,13 +327,19 @@ class BaseDistiller(DistillationStep, abc.ABC):
             arguments.get("steps_per_epoch"),
         )
         fit_checks.check_pruning(self.student, arguments.get("callbacks"), steps)
-        if batch is not None:
-            fit_checks.check_stored_classes(batch[1], symbolic_outputs(self.student))
+        if batch is None:
+            return
+        outputs = symbolic_outputs(self.student)
+        fit_checks.check_label_values(
+            fit_checks.labels_to_check(arguments.get("y"), batch), self.loss, outputs
+        )
+        fit_checks.check_stored_classes(batch[1], outputs)
+        if not self.run_eagerly:  # eager steps draw NumPy randomness anew at every call
             augment_checks.check_not_frozen(self.augment, batch[0])
 
     def _probe_teacher(self, batch) -> None:
         """Checks a live teacher's outputs on the first batch: finite, and not probabilities."""
-        if self.teacher is None or batch is None or targets.split_targets(batch[1])[2]:
+        if self.teacher is None or batch is None or stored_kinds.read_targets(batch[1]).stored:
             return
         outputs = self.teacher(self.teacher_view(batch[0]), training=False)
         fit_checks.check_teacher_outputs(
@@ -365,3 +379,186 @@ class BaseDistiller(DistillationStep, abc.ABC):
                     f"distiller.{key} holds {value!r} (assigned to the variable directly?): "
                     f"{error} Set it with `distiller.{key} = value`, which checks it."
                 ) from None
+
+    # -- the training and evaluation step, top to bottom ----------------------
+
+    def train_step(self, data):
+        """One step: the targets read once, teacher inference, student gradients and update."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        targets = stored_kinds.read_targets(y, sample_weight)
+        x = self._augmented(x)
+        teacher_logits, teacher_features = self._teacher_pass(x, targets)
+        with tf.GradientTape() as tape:
+            y_pred, student_features = self._student_pass(x, training=True)
+            loss = self._objective(
+                x,
+                targets,
+                y_pred,
+                teacher_logits,
+                (teacher_features, student_features),
+                training=True,
+            )
+            scaled_loss = self._scale_loss(loss)
+        variables = self.trainable_variables  # known once the student is built
+        if not variables:
+            raise ValueError(
+                f"The student {self.student.name!r} has no trainable weights; "
+                "there is nothing to train."
+            )
+        gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        logs = self._metrics_logs(x, targets, y_pred)
+        for key in SCHEDULED_KEYS:
+            logs[key] = tf.identity(getattr(self, key))  # a tensor, not the variable
+        return self._global_logs(logs)
+
+    def test_step(self, data):
+        """Evaluates the student's metrics and the distillation objective."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        targets = stored_kinds.read_targets(y, sample_weight)
+        teacher_logits, teacher_features = self._teacher_pass(x, targets)
+        y_pred, student_features = self._student_pass(x, training=False)
+        features = (teacher_features, student_features)
+        self._objective(x, targets, y_pred, teacher_logits, features, training=False)
+        return self._global_logs(self._metrics_logs(x, targets, y_pred))
+
+    def _augmented(self, x):
+        """One augmented view of the batch, for the teacher and the student alike."""
+        if self.augment is None:
+            return x
+        view = augment_checks.apply(self.augment, x)
+        return augment_checks.checked_view(view, x, self.augment)
+
+    def _teacher_pass(self, x, targets: stored_kinds.Targets):
+        """(The teacher's logits or None, its features for the feature terms)."""
+        if self.teacher is None or targets.stored:
+            return None, []  # no teacher, or its outputs came with the targets
+        view = self.teacher_view(x)
+        if self._features is None:
+            outputs, features = self.teacher(view, training=False), []
+        else:
+            outputs, features = self._features.teacher(view, training=False)
+        outputs = keras.tree.map_structure(self._finite_teacher_output, outputs)
+        return as_logits(outputs, self._teacher_probabilities), features
+
+    def _finite_teacher_output(self, output):
+        """The output without gradient; the step stops, naming the teacher, if it is not finite."""
+        check = tf.debugging.Assert(
+            tf.reduce_all(tf.math.is_finite(tf.cast(output, "float32"))),
+            [
+                f"The teacher {self.teacher.name} produced non-finite outputs (NaN or inf) in "
+                "this step; the losses would be nan. Check the teacher and its inputs."
+            ],
+        )
+        with tf.control_dependencies([check]):
+            return tf.stop_gradient(output)
+
+    def _student_pass(self, x, training):
+        """(The student's outputs, its features for the feature terms): one forward pass."""
+        if self._features is None:
+            return self(x, training=training), []
+        return self._features.student(x, training=training)
+
+    def _objective(self, x, targets, y_pred, teacher_logits, features, training):
+        """Returns the total loss, scaled per replica; updates the loss trackers."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if targets.labels is not None:
+            weight = objective.hard_sample_weight(
+                targets.sample_weight, targets.label_mask, targets.labels
+            )
+            student_loss = self._hard_loss(x, targets.labels, y_pred, weight, training)
+        else:
+            student_loss = ops.sum([ops.cast(loss, "float32") for loss in self.losses] or [0.0])
+        # An augmented view (mixup, cutmix) may no longer show the labelled class:
+        # losses that take labels (DKD) then use the teacher's argmax on the view.
+        augmented = training and self.augment is not None
+        labels = objective.distillation_labels(targets.labels, targets.label_mask)
+        teaching = objective.Teaching(
+            teacher_logits=teacher_logits,
+            stored=targets.stored,
+            labels=None if augmented else labels,
+            extra_terms=tuple(self._feature_values(features, targets.sample_weight, replicas)),
+        )
+        result = objective.compute(
+            student_loss,
+            y_pred,
+            teaching,
+            self._terms,
+            temperature=self._checked_in_step(self._temperature, training),
+            alpha=ops.convert_to_tensor(self._alpha),
+            sample_weight=targets.sample_weight,
+            mask=output_mask(y_pred),
+            replicas=replicas,
+            training=training,
+        )
+        self._update_trackers(result, ops.shape(keras.tree.flatten(x)[0])[0], replicas)
+        return result.total
+
+    def _feature_values(self, features, sample_weight, replicas: int) -> list:
+        teacher_features, student_features = features
+        if not teacher_features:
+            return []
+        return [
+            self._features.value(i, t, s, sample_weight, mask=output_mask(s), replicas=replicas)
+            for i, (t, s) in enumerate(zip(teacher_features, student_features, strict=True))
+        ]
+
+    def _update_trackers(self, result: objective.Losses, batch_size, replicas: int) -> None:
+        """The loss trackers get the values before Keras' per-replica scaling."""
+        for tracker, value in zip(self._trackers(), (*result[:3], *result.terms), strict=True):
+            tracker.update_state(
+                value if replicas == 1 else value * float(replicas), sample_weight=batch_size
+            )
+
+    def _checked_in_step(self, temperature, training):
+        """The temperature as a tensor; a training step stops on one that is not > 0."""
+        temperature = ops.convert_to_tensor(temperature)
+        if not training:
+            return temperature
+        # `Assert` with string data only: no `If` around it (assert_positive adds one).
+        check = tf.debugging.Assert(
+            temperature > 0,
+            [
+                "distiller.temperature must be > 0 (it was assigned around its setter, which "
+                "checks it)"
+            ],
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(temperature)
+
+    def _metrics_logs(self, x, targets: stored_kinds.Targets, y_pred) -> dict:
+        """The compiled metrics on the labelled examples, and the loss trackers."""
+        if targets.labels is None:  # the compiled metrics need labels (said at fit start)
+            logs = {tracker.name: tracker.result() for tracker in self._trackers()}
+            if not self.losses:  # no labels and no added losses: nothing was measured
+                logs.pop("student_loss", None)
+            return logs
+        labels, sample_weight = targets.labels, targets.sample_weight
+        if targets.label_mask is not None:
+            # Metrics count labelled examples only. Keras' `metrics=` ignore sample
+            # weights, so unlabelled examples are dropped rather than weighted by 0.
+            keep = ops.cast(targets.label_mask, "bool")
+            labels, y_pred = tf.boolean_mask(labels, keep), tf.boolean_mask(y_pred, keep)
+            if sample_weight is not None:
+                sample_weight = tf.boolean_mask(sample_weight, keep)
+        return dict(self.compute_metrics(x, labels, y_pred, sample_weight=sample_weight))
+
+    def _trackers(self) -> list:
+        """The loss, its two parts and each term's tracker."""
+        return [
+            self._loss_tracker,
+            self._student_loss_tracker,
+            self._distillation_loss_tracker,
+            *self._term_trackers,
+        ]
+
+
+def output_mask(outputs):
+    """The Keras mask of a single output tensor (a sequence model's valid positions), or None.
+
+    Keras 3.15 exports no accessor for it: its masking guide reads the `_keras_mask`
+    attribute that masking layers set on their outputs, as this does.
+    """
+    if keras.tree.is_nested(outputs):
+        return None
+    return getattr(outputs, "_keras_mask", None)

@@ -6,9 +6,9 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_distill._src import losses as losses_lib
-from keras_distill._src.objective import features as features_lib
-from keras_distill._src.training import multi_worker as compat
+from keras_distill._src import losses
+from keras_distill._src.objective import features
+from keras_distill._src.training import multi_worker
 from keras_distill._src.training.base_distiller import BaseDistiller
 from keras_distill._src.utils.model_inspection import is_tf_keras
 
@@ -93,8 +93,8 @@ class Distiller(BaseDistiller, keras.Model):
             both the teacher and the student see it (consistent teaching,
             "function matching", Beyer et al. 2022): a Keras layer (e.g. a
             `keras.Sequential` of preprocessing layers, or the layers in
-            `keras_distill._src.training.augment`) or a callable `fn(x, training) -> x`. It
-            is called with `training=True` in `train_step` only, never in
+            `keras_distill._src.training.augment`) or a callable `fn(x, training) -> x`
+            (or `fn(x) -> x`). It is called with `training=True` in `train_step` only, never in
             `evaluate` or `predict`; it must keep the batch's structure and
             shape. Needs a live teacher.
         cache_teacher_outputs: `"auto"` (default): when `fit` gets arrays in
@@ -182,7 +182,7 @@ class Distiller(BaseDistiller, keras.Model):
     def _feature_setup(self, feature_terms):
         if not feature_terms:
             return None
-        setup = features_lib.Extraction(self.teacher, self.student, feature_terms)
+        setup = features.Extraction(self.teacher, self.student, feature_terms)
         self._projectors = [p for p in setup.projectors if p is not None]  # trained, saved
         return setup
 
@@ -197,18 +197,31 @@ class Distiller(BaseDistiller, keras.Model):
     # private Keras API: Model._maybe_symbolic_build builds from the first batch; no public
     # hook lets a model choose that batch (keras-team/keras#20585, see multi_worker.py).
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is not None and compat.keras_20585_applies(self.distribute_strategy):
+        if iterator is not None and multi_worker.keras_20585_applies(self.distribute_strategy):
             for _, _, batches in iterator:
-                data_batch = compat.local_batch(self.distribute_strategy, next(batches))
+                data_batch = multi_worker.local_batch(self.distribute_strategy, next(batches))
                 break
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _global_logs(self, logs: dict) -> dict:
-        # keras-team/keras#20585: logs Keras can average over workers (see compat.py).
-        if compat.keras_20585_applies(tf.distribute.get_strategy()):
-            return compat.replica_logs(logs)
+        # keras-team/keras#20585: logs Keras can average over workers (see multi_worker.py).
+        if multi_worker.keras_20585_applies(tf.distribute.get_strategy()):
+            return multi_worker.replica_logs(logs)
         return logs
+
+    def get_metrics_result(self) -> dict:
+        """`Model.get_metrics_result`, without compiled metrics that no labelled batch built.
+
+        Without labels (`fit(x)`) the compiled metrics are never updated (see `fit`).
+        """
+        results = {}
+        for metric in self.metrics:
+            if not getattr(metric, "built", True):
+                continue
+            result = metric.result()
+            results.update(result if isinstance(result, dict) else {metric.name: result})
+        return results
 
     # -- serialization ------------------------------------------------------
 
@@ -227,7 +240,7 @@ class Distiller(BaseDistiller, keras.Model):
             "student": keras.saving.serialize_keras_object(self.student),
             "temperature": float(ops.convert_to_numpy(self._temperature)),
             "alpha": float(ops.convert_to_numpy(self._alpha)),
-            "distillation_loss": losses_lib.serialize(self.distillation_loss),
+            "distillation_loss": losses.serialize(self.distillation_loss),
             "teacher_output": self.teacher_output,
             "student_output": self.student_output,
             "augment": (
@@ -253,7 +266,7 @@ class Distiller(BaseDistiller, keras.Model):
                 config[key] = keras.saving.deserialize_keras_object(
                     config[key], custom_objects=custom_objects
                 )
-        config["distillation_loss"] = losses_lib.deserialize(
+        config["distillation_loss"] = losses.deserialize(
             config["distillation_loss"], custom_objects=custom_objects
         )
         return cls(**config)

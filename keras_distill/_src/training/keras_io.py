@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 
-from keras_distill._src import losses as losses_lib
+from keras_distill._src import losses
 from keras_distill._src.losses.losses import KERAS_KL_NAMES
 from keras_distill._src.utils.console import print_msg
 
@@ -66,7 +66,7 @@ def distillation_loss(fn, several_terms: bool):
             "keras.io example; this distiller has several terms. Give them with "
             "Distiller(distillation_loss=[...]) only."
         )
-    if isinstance(fn, losses_lib.DistillationLoss):
+    if isinstance(fn, losses.DistillationLoss):
         return fn
     name = getattr(fn, "name", None) or getattr(fn, "__name__", None) or fn
     if name in KERAS_KL_NAMES:

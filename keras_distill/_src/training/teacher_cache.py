@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_distill._src.objective import stored_kinds as targets
+from keras_distill._src.objective import stored_kinds
 from keras_distill._src.teachers.ensemble import combiner
 from keras_distill._src.training import fit_checks
 from keras_distill._src.utils.console import print_msg
@@ -75,9 +75,9 @@ def _reason_not_to_cache(distiller, arguments) -> str | None:
     weights = arguments.get("sample_weight")
     if weights is not None and np.ndim(weights) > 1:
         return "per-position sample weights need plain labels"
-    if isinstance(y, dict) and not set(y) <= targets.TARGET_KEYS:
+    if isinstance(y, dict) and not set(y) <= stored_kinds.TARGET_KEYS:
         return "the targets are a dict of several outputs"
-    if targets.split_targets(y)[2]:
+    if stored_kinds.read_targets(y).stored:
         return "the targets already hold teacher outputs"
     if not (distiller.teacher.built and distiller.student.built):
         return "the models are not built yet (their outputs are checked in the first step)"
