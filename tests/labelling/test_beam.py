@@ -23,6 +23,7 @@ def manifest(path):
     return json.loads((path / "manifest.json").read_text())
 
 
+@pytest.mark.slow  # worker processes
 @pytest.mark.parametrize("kind", ["logits", "top_k", "scores", "probabilities", "labels"])
 def test_two_beam_workers_write_what_the_local_path_writes(digits, teacher, tmp_path, kind):
     x, y = digits.x_train, digits.y_train  # 1,347 examples
@@ -61,6 +62,7 @@ def test_two_beam_workers_write_what_the_local_path_writes(digits, teacher, tmp_
             np.testing.assert_array_equal(ta[key], tb[key])
 
 
+@pytest.mark.slow  # worker processes
 def test_the_output_does_not_depend_on_parallelism_or_order(digits, tmp_path):
     x = digits.x_train[:700]
     one, two = tmp_path / "one", tmp_path / "two"
@@ -100,6 +102,7 @@ def test_a_failing_teacher_fails_the_pipeline_and_leaves_no_complete_manifest(di
     assert not (tmp_path / "nan" / "manifest.json").exists()
 
 
+@pytest.mark.slow  # worker processes
 def test_generated_responses_on_two_workers_equal_the_local_run(tmp_path):
     from keras_distill._src.studies import datasets
 
@@ -138,6 +141,7 @@ def test_generated_responses_on_two_workers_equal_the_local_run(tmp_path):
         np.testing.assert_array_equal(ta["teacher_tokens"], tb["teacher_tokens"])
 
 
+@pytest.mark.slow  # worker processes
 def test_shard_chunks_in_any_order_on_two_workers_write_the_same_bytes(digits, tmp_path):
     x, y = digits.x_train[:900], digits.y_train[:900]
     kbeam.label(lambda b: b[:, :5], (x, y), tmp_path / "one", shard_size=200)

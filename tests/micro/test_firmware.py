@@ -230,6 +230,7 @@ def test_missing_tree_toolchain_and_unknown_target_are_named(tmp_path, monkeypat
         micro.run_on_target(fake, np.zeros((1, 4)))
 
 
+@pytest.mark.slow  # runs programs that crash and hang
 def test_a_crash_or_a_hang_on_the_target_is_reported(tmp_path):
     info = model_info.TensorInfo((1, 4), "int8", 0.1, 0)
     crash = tmp_path / "crash"

@@ -30,6 +30,7 @@ def small(digits):
 
 
 # The TFLite calibrator segfaults on a recurrent loop; the user's process lives.
+@pytest.mark.slow  # the conversion runs in a subprocess that may crash
 @pytest.mark.parametrize("layer", [keras.layers.LSTM, keras.layers.GRU])
 def test_exporting_a_recurrent_model_names_the_layer_and_the_process_survives(layer, tmp_path):
     model = keras.Sequential(
@@ -42,6 +43,7 @@ def test_exporting_a_recurrent_model_names_the_layer_and_the_process_survives(la
     assert not out.exists() or list(out.iterdir()) == []
 
 
+@pytest.mark.slow  # the conversion runs in a subprocess that may crash
 def test_compare_with_a_recurrent_model_names_the_layer_and_the_process_survives():
     model = keras.Sequential(
         [keras.Input((5, 3)), keras.layers.GRU(4, name="gru"), keras.layers.Dense(2)]
