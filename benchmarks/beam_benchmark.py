@@ -19,19 +19,16 @@ labelled examples and 1 worker: arrays, a `tf.data` dataset of batches and TFRec
 shards (report: `benchmarks/results/beam_inputs.md`).
 """
 
-import argparse
 import os
-import platform
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
-from common import write_report  # noqa: E402
+from common import mlp, parser, provenance, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill._src.labelling import beam as kbeam  # noqa: E402
@@ -46,13 +43,6 @@ RUNNERS = {
         direct_num_workers=2, direct_running_mode="multi_processing"
     ),
 }
-
-
-def mlp(width: int) -> keras.Model:
-    """64-width-width-width-10, seeded."""
-    keras.utils.set_random_seed(0)
-    hidden = [keras.layers.Dense(width, activation="relu") for _ in range(3)]
-    return keras.Sequential([keras.Input((64,)), *hidden, keras.layers.Dense(10)])
 
 
 def seconds_to_label(teacher, x, options) -> float:
@@ -130,33 +120,29 @@ def write_input_report(args, digits, teacher) -> None:
     x = np.resize(digits.x_train, (size, 64)).astype("float32")
     y = np.resize(digits.y_train, size).astype("int64")
     rows = input_rows(teacher, x, y)
-    flags = " --quick" if args.quick else ""
     lines = [
         "# Beam benchmark: input forms",
         "",
-        f"Command: `python benchmarks/beam_benchmark.py --inputs{flags}`. Machine: "
-        f"{platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}; the "
-        f"{teacher.count_params() / 1e6:.1f}M teacher, digits examples tiled, shards of {SHARD:,}, "
+        f"{provenance()} The {teacher.count_params() / 1e6:.1f}M teacher, digits examples tiled, "
+        f"shards of {SHARD:,}, "
         "Beam's DirectRunner with 1 worker; one run per row, start-up and staging included; every "
         "form wrote the same shards (checked). Ratio: examples/s over `label_with_teacher`.",
         "",
         markdown.table(["input", "examples", "time", "examples/s", "ratio"], rows),
     ]
-    write_report(lines, "benchmarks/results/beam_inputs.md")
+    write_report(lines, args.out or "benchmarks/results/beam_inputs.md")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--pieces", default="fast,fast-large,slow")
-    parser.add_argument("--out", default="benchmarks/results/beam.md")
-    parser.add_argument("--inputs", action="store_true", help="compare the input forms instead")
-    args = parser.parse_args()
+    arguments = parser(__doc__, None, out_help="the report (default: beam.md, beam_inputs.md)")
+    arguments.add_argument("--pieces", default="fast,fast-large,slow")
+    arguments.add_argument("--inputs", action="store_true", help="compare the input forms instead")
+    args = arguments.parse_args()
     scale = 50 if args.quick else 1
     digits = load_digits()
     if args.inputs:
-        return write_input_report(args, digits, mlp(1024))
-    teachers = {"fast": mlp(1024), "slow": mlp(3200)}
+        return write_input_report(args, digits, mlp(64, [1024] * 3))
+    teachers = {"fast": mlp(64, [1024] * 3), "slow": mlp(64, [3200] * 3)}
     pieces = {  # piece: (teacher, examples)
         "fast": ("fast", 100_000 // scale),
         "fast-large": ("fast", 400_000 // scale),
@@ -168,12 +154,10 @@ def main():
         teacher = teachers[kind]
         name = f"{teacher.count_params() / 1e6:.1f}M"
         rows += rows_of(name, teacher, np.resize(digits.x_train, (size, 64)).astype("float32"))
-    flags = (" --quick" if args.quick else "") + f" --pieces {args.pieces}"
     lines = [
         "# Beam benchmark",
         "",
-        f"Command: `python benchmarks/beam_benchmark.py{flags}`. Machine: {platform.machine()}, "
-        f"{os.cpu_count()} cores, Keras {keras.__version__}; digits examples tiled, shards of "
+        f"{provenance()} Pieces {args.pieces}; digits examples tiled, shards of "
         f"{SHARD:,}; one run per row, start-up included; ratio: examples/s over the one-process "
         "run of the same teacher and size.",
         "",
@@ -182,7 +166,7 @@ def main():
             rows,
         ),
     ]
-    write_report(lines, args.out)
+    write_report(lines, args.out or "benchmarks/results/beam.md")
 
 
 if __name__ == "__main__":

@@ -9,20 +9,15 @@ with full labels and must clearly beat scratch with few labels.
 Usage: python benchmarks/defaults_benchmark.py [--task digits|mnist1d] [--quick] [--out ...]
 """
 
-import argparse
 import os
-import platform
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
-from common import mean_std, write_report  # noqa: E402
-from quality_benchmark import mlp, scarce, tasks  # noqa: E402
+from common import label_scarce, mean_std, mlp, parser, provenance, write_report  # noqa: E402
 
 from keras_distill._src.studies import recipes  # noqa: E402
-from keras_distill._src.studies.datasets import Split, load_digits  # noqa: E402
+from keras_distill._src.studies.datasets import load_digits, load_mnist1d  # noqa: E402
 from keras_distill._src.studies.demo import teacher_cnn  # noqa: E402
 
 SETTINGS = [  # (label, start temperature, final temperature, alpha)
@@ -35,12 +30,10 @@ SETTINGS = [  # (label, start temperature, final temperature, alpha)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--task", choices=["digits", "mnist1d"], default="digits")
-    parser.add_argument("--settings", default="all", help="comma-separated setting numbers")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    arguments = parser(__doc__, None, out_help="the report (default: defaults_<task>.md)")
+    arguments.add_argument("--task", choices=["digits", "mnist1d"], default="digits")
+    arguments.add_argument("--settings", default="all", help="comma-separated setting numbers")
+    args = arguments.parse_args()
     out = args.out or f"benchmarks/results/defaults_{args.task}.md"
     seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
     if args.task == "digits":
@@ -49,7 +42,7 @@ def main():
         inputs, hidden = 64, [8]
     else:
         epochs = 10 if args.quick else 60
-        data, teacher = tasks()["MNIST-1D"][0], teacher_cnn(0)
+        data, teacher = load_mnist1d(), teacher_cnn(0)
         inputs, hidden = 40, [16]
 
     def student(seed):
@@ -63,9 +56,8 @@ def main():
     results = {label: ([], []) for label, *_ in chosen}
     for seed in seeds:
         scratch.append(recipes.train_from_scratch(student(seed), data, epochs=epochs))
-        labeled, transfer = scarce(data, seed)
-        few = Split(data.x_train[labeled], data.y_train[labeled], data.x_test, data.y_test)
-        scarce_scratch.append(recipes.train_from_scratch(student(seed), few, epochs=10 * epochs))
+        few, transfer = label_scarce(data, seed)  # few: the labelled 10%, repeated 10 times
+        scarce_scratch.append(recipes.train_from_scratch(student(seed), few, epochs=epochs))
         for label, start, final, alpha in chosen:
             kwargs = dict(epochs=epochs, temperature=start, final_temperature=final, alpha=alpha)
             full, few_labels = results[label]
@@ -79,13 +71,12 @@ def main():
     lines = [
         f"# Defaults benchmark ({'quick' if args.quick else 'full'} run)",
         "",
-        f"Command: `python benchmarks/defaults_benchmark.py --task {args.task}"
-        f"{' --quick' if args.quick else ''}`. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores. Task {args.task}, teacher "
+        f"{provenance()} Task {args.task}, teacher "
         f"{100 * teacher_accuracy:.1f}%, student {inputs}-{hidden[0]}-10, {epochs} epochs, "
         f"{len(seeds)} seeds; "
         f"scratch {mean_std(scratch)} with all labels, {mean_std(scarce_scratch)} with 10% "
-        "labels (10x epochs). Test accuracy in %, mean ± std; deltas against scratch in points.",
+        "labels (repeated 10 times: as many steps). Test accuracy in %, mean ± std; deltas "
+        "against scratch in points.",
         "",
         "| setting | all labels | delta | 10% labels + transfer set | delta |",
         "|---|---:|---:|---:|---:|",

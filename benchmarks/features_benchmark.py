@@ -20,15 +20,12 @@ Usage: python benchmarks/features_benchmark.py [--quick] [--tasks digits mnist1d
        [--out benchmarks/results/features.md]
 """
 
-import argparse
 import os
-import platform
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from common import mean_std, write_report  # noqa: E402
+from common import mean_std, mlp, parser, provenance, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill._src.objective.features import FeatureDistillation  # noqa: E402
@@ -40,16 +37,6 @@ from keras_distill._src.studies.architectures import transformer_classifier  # n
 from keras_distill._src.utils import markdown
 
 
-def mlp(inputs, hidden, seed, prefix, dropout=0.0):
-    keras.utils.set_random_seed(seed)
-    layers = [keras.Input((inputs,))]
-    for i, units in enumerate(hidden):
-        layers.append(keras.layers.Dense(units, activation="relu", name=f"{prefix}_{i}"))
-        if dropout:
-            layers.append(keras.layers.Dropout(dropout))
-    return keras.Sequential(layers + [keras.layers.Dense(10, name=f"{prefix}_logits")])
-
-
 def trained(model, data, epochs):
     recipes.train_from_scratch(model, data, epochs=epochs)
     return model
@@ -57,8 +44,8 @@ def trained(model, data, epochs):
 
 def runs(data, inputs, width, seed, epochs, teachers):
     a, b, deep = teachers
-    student = lambda: mlp(inputs, [width], 100 + seed, "s")  # noqa: E731
-    half = lambda: mlp(inputs, [64, 64, 64], 200 + seed, "b")  # noqa: E731  embed + 2 blocks
+    student = lambda: mlp(inputs, [width], 100 + seed, prefix="s")  # noqa: E731
+    half = lambda: mlp(inputs, [64, 64, 64], 200 + seed, prefix="b")  # noqa: E731  embed + 2 blocks
     feature = FeatureDistillation(a.layers[-3].name, "s_0")
     common = dict(epochs=epochs)
     return {
@@ -119,9 +106,9 @@ def run_task(task, seeds, epochs):
         )
     data, inputs = task_data(task)
     teachers = (
-        trained(mlp(inputs, [256, 256], 0, "a", 0.3), data, 2 * epochs),
-        trained(mlp(inputs, [128, 128], 1, "t", 0.3), data, 2 * epochs),
-        trained(mlp(inputs, [64] * 5, 2, "b"), data, 2 * epochs),
+        trained(mlp(inputs, [256, 256], 0, prefix="a", dropout=0.3), data, 2 * epochs),
+        trained(mlp(inputs, [128, 128], 1, prefix="t", dropout=0.3), data, 2 * epochs),
+        trained(mlp(inputs, [64] * 5, 2, prefix="b"), data, 2 * epochs),
     )
     accuracy = {
         f"teacher {k}": recipes.test_accuracy(t, data)
@@ -149,24 +136,20 @@ def summary(results):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument(
+    arguments = parser(__doc__, "benchmarks/results/features.md")
+    arguments.add_argument(
         "--tasks",
         nargs="+",
         default=["digits", "mnist1d", "transformer"],
         choices=["digits", "mnist1d", "transformer"],
     )
-    parser.add_argument("--out", default="benchmarks/results/features.md")
-    args = parser.parse_args()
+    args = arguments.parse_args()
     seeds, epochs = ([0], 3) if args.quick else ([0, 1, 2, 3, 4], 60)
     lines = [
         "# Features benchmark",
         "",
-        f"Command: `python benchmarks/features_benchmark.py{' --quick' if args.quick else ''}"
-        f" --tasks {' '.join(args.tasks)}`. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}; "
-        f"{len(seeds)} seeds, {epochs} epochs per student (teachers {2 * epochs}), Adam 1e-3, "
+        f"{provenance()} Tasks: {', '.join(args.tasks)}; {len(seeds)} seeds, {epochs} epochs "
+        f"per student (teachers {2 * epochs}), Adam 1e-3, "
         "batch 32, no augmentation. Test accuracy in %, mean ± std; in brackets the difference "
         "to the scratch row of the same student.",
     ]

@@ -14,16 +14,14 @@ on the weights) and the MLPerf Tiny reference models in ../shared/data/mlperf-ti
 Usage: python benchmarks/firmware_benchmark.py [--tflm-dir DIR] [--out FILE.md]
 """
 
-import argparse
 import os
 import pathlib
-import platform
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from common import write_report  # noqa: E402
+from common import parser, provenance, write_report  # noqa: E402
 
 from keras_distill import micro  # noqa: E402
 from keras_distill._src.micro import model_info, verify  # noqa: E402
@@ -77,10 +75,9 @@ def row(label, export, x, tflm):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tflm-dir", default=str(SHARED / "tflm" / "tflite-micro"))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/firmware.md"))
-    args = parser.parse_args()
+    arguments = parser(__doc__, str(ROOT / "benchmarks/results/firmware.md"), quick=None)
+    arguments.add_argument("--tflm-dir", default=str(SHARED / "tflm" / "tflite-micro"))
+    args = arguments.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         rows = [
             row(label, export, x, args.tflm_dir)
@@ -99,11 +96,10 @@ def main():
         [
             "# Firmware benchmark",
             "",
-            f"Command: `python benchmarks/firmware_benchmark.py`. Machine: {platform.machine()}; "
-            "TFLite Micro from ../shared/tflm built with its Makefile (host: g++; Cortex-M4: "
-            "Debian's arm-none-eabi-gcc, TARGET=cortex_m_qemu, reference kernels), run in "
-            "qemu-system-arm -M mps2-an386 -icount shift=0. Arenas: smallest that allocates and "
-            "runs, to 16 bytes.",
+            f"{provenance()} TFLite Micro from ../shared/tflm built with its Makefile (host: "
+            "g++; Cortex-M4: Debian's arm-none-eabi-gcc, TARGET=cortex_m_qemu, reference "
+            "kernels), run in qemu-system-arm -M mps2-an386 -icount shift=0. Arenas: smallest "
+            "that allocates and runs, to 16 bytes.",
             "",
             markdown.table(header, rows),
         ],

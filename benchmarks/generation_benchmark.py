@@ -20,9 +20,7 @@ Usage: python benchmarks/generation_benchmark.py [--quick] [--seeds 5]
        [--out benchmarks/results/generation.md]
 """
 
-import argparse
 import os
-import platform
 import tempfile
 import time
 
@@ -30,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from common import mean_std, write_report  # noqa: E402
+from common import mean_std, parser, provenance, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill._src.studies import datasets  # noqa: E402
@@ -115,11 +113,9 @@ def run_seed(seed, teacher, sizes, epochs):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--out", default="benchmarks/results/generation.md")
-    args = parser.parse_args()
+    arguments = parser(__doc__, "benchmarks/results/generation.md")
+    arguments.add_argument("--seeds", type=int, default=5)
+    args = arguments.parse_args()
     seeds, epochs = ([0], 3) if args.quick else (list(range(args.seeds)), 40)
     sizes = (200, 2000, 500)
     started = time.perf_counter()
@@ -141,12 +137,10 @@ def main():
     lines = [
         "# Generation benchmark",
         "",
-        f"Command: `python benchmarks/generation_benchmark.py{' --quick' if args.quick else ''}`. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__}; "
-        f"{len(seeds)} seeds, {epochs} epochs per student (teacher {2 * epochs}, on 3,000 "
-        f"labelled problems), Adam 2e-3, batch 64. The student has {sizes[0]} labelled problems "
-        f"and {sizes[1]:,} prompts without answers; exact match of greedy decoding on "
-        f"{sizes[2]} held-out problems, in %. Teacher (2 blocks, width 64, "
+        f"{provenance()} {len(seeds)} seeds, {epochs} epochs per student (teacher "
+        f"{2 * epochs}, on 3,000 labelled problems), Adam 2e-3, batch 64. The student has "
+        f"{sizes[0]} labelled problems and {sizes[1]:,} prompts without answers; exact match "
+        f"of greedy decoding on {sizes[2]} held-out problems, in %. Teacher (2 blocks, width 64, "
         f"{teacher.count_params():,} parameters): {100 * teacher_accuracy:.1f}% on held-out "
         f"problems; student: 1 block, width 32. Total {time.perf_counter() - started:.0f} s.",
         "",

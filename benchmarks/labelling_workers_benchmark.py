@@ -12,23 +12,24 @@ uses both cores inside one process, so two processes mostly compete for them.
 Usage: python benchmarks/labelling_workers_benchmark.py [--quick] [--out ...]
 """
 
-import argparse
-import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 
-from common import write_report
+from common import parser, provenance, write_report
+
+HERE = str(pathlib.Path(__file__).parent)
 
 WORKER = textwrap.dedent(
     """
     import os, sys
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras, numpy as np
+    sys.path.insert(0, sys.argv[5])
+    import numpy as np
+    from common import mlp
     from keras_distill import label_with_teacher
     from keras_distill._src.studies.datasets import load_digits
 
@@ -37,9 +38,7 @@ WORKER = textwrap.dedent(
     rng = np.random.default_rng(0)
     x = np.tile(digits, (size // len(digits) + 1, 1))[:size]
     x = (x + rng.normal(scale=0.05, size=x.shape)).astype("float32")
-    keras.utils.set_random_seed(0)
-    teacher = keras.Sequential([keras.Input((64,))] + [keras.layers.Dense(1024, activation="relu")
-                               for _ in range(3)] + [keras.layers.Dense(10)])
+    teacher = mlp(64, [1024] * 3, seed=0)
     label_with_teacher(teacher, x, path, worker_index=index, num_workers=count, batch_size=256,
                        verbose=0)
     """
@@ -49,7 +48,9 @@ WORKER = textwrap.dedent(
 def run(workers, size, path):
     start = time.perf_counter()
     processes = [
-        subprocess.Popen([sys.executable, "-c", WORKER, str(path), str(i), str(workers), str(size)])
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(path), str(i), str(workers), str(size), HERE]
+        )
         for i in range(workers)
     ]
     for process in processes:
@@ -59,10 +60,7 @@ def run(workers, size, path):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="benchmarks/results/labelling_workers.md")
-    args = parser.parse_args()
+    args = parser(__doc__, "benchmarks/results/labelling_workers.md").parse_args()
     size = 5_000 if args.quick else 20_000
     work = pathlib.Path(tempfile.mkdtemp())
     one = run(1, size, work / "one")
@@ -70,9 +68,7 @@ def main():
     lines = [
         f"# Labelling with one vs two local workers ({'quick' if args.quick else 'full'} run)",
         "",
-        f"Command: `python benchmarks/labelling_workers_benchmark.py"
-        f"{' --quick' if args.quick else ''}`. Machine: {platform.machine()}, "
-        f"{os.cpu_count()} cores. {size:,} examples, teacher MLP 64-1024-1024-1024-10, batch "
+        f"{provenance()} {size:,} examples, teacher MLP 64-1024-1024-1024-10, batch "
         "256; wall time of the whole run, process start-up included.",
         "",
         "| workers | wall time | examples/s | speed-up |",

@@ -12,16 +12,14 @@ scikit-learn's digits), measured in one run on this machine:
 Usage: python benchmarks/micro_benchmark.py [--quick] [--out benchmarks/results/micro.md]
 """
 
-import argparse
 import os
-import platform
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import write_report  # noqa: E402
+from common import digits_cnn, parser, provenance, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill._src.micro import model_info  # noqa: E402
@@ -30,21 +28,6 @@ from keras_distill._src.studies.datasets import load_digits  # noqa: E402
 from keras_distill._src.utils.tflite_interpreter import tflite_interpreter  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def cnn(filters, dense, seed):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(filters, 3, activation="relu", padding="same"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(2 * filters, 3, activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(dense, activation="relu"),
-            keras.layers.Dense(10),
-        ]
-    )
 
 
 def latencies(model, result, example, repeats):
@@ -80,18 +63,15 @@ def latencies(model, result, example, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats")
-    parser.add_argument("--out", default="benchmarks/results/micro.md")
-    args = parser.parse_args()
+    args = parser(__doc__, "benchmarks/results/micro.md").parse_args()
     epochs, repeats = (5, 200) if args.quick else (40, 2000)
 
     split = load_digits()
     x_train, x_test = split.x_train.reshape(-1, 8, 8, 1), split.x_test.reshape(-1, 8, 8, 1)
-    teacher = cnn(32, 128, seed=0)
+    teacher = digits_cnn(32, 128, seed=0)
     teacher.compile(keras.optimizers.Adam(1e-3), LOSS)
     teacher.fit(x_train, split.y_train, epochs=epochs, batch_size=32, verbose=0)
-    student = cnn(4, 16, seed=1)
+    student = digits_cnn(4, 16, seed=1)
     distiller = kd.Distiller(teacher, student, temperature=2.0, alpha=0.5)
     distiller.compile(keras.optimizers.Adam(3e-3), LOSS)
     distiller.fit(
@@ -115,10 +95,8 @@ def main():
     lines = [
         f"# TinyML export benchmark ({'quick' if args.quick else 'full'} run)",
         "",
-        f"Command: `python benchmarks/micro_benchmark.py{' --quick' if args.quick else ''}`. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}. "
-        f"Latency: median of {repeats} single-example inferences after 10 warm-up runs.",
+        f"{provenance()} Latency: median of {repeats} single-example inferences after 10 "
+        "warm-up runs.",
         "",
         "| model | params | float32 weights | int8 .tflite | arena (min / recommended) "
         "| TFLM top-1 agreement | accuracy float / TFLM int8 | Keras | TFLite | TFLM "

@@ -26,11 +26,9 @@ Usage: python benchmarks/on_policy_benchmark.py [--quick] [--seeds 5] [--steps 1
        [--seed S --rows ROWS | --speed | --report] [--out benchmarks/results/on_policy.md]
 """
 
-import argparse
 import json
 import os
 import pathlib
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import mean_std, write_report  # noqa: E402
+from common import mean_std, parser, provenance, write_report  # noqa: E402
 
 from keras_distill._src.studies import datasets  # noqa: E402
 from keras_distill._src.studies.architectures import causal_lm  # noqa: E402
@@ -294,8 +292,7 @@ def report(args, parts: pathlib.Path, speed_rows) -> list[str]:
         "",
         *verdict(parts),
         "",
-        f"Command: {args.command}. Machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"Keras {keras.__version__}, TensorFlow {tf.__version__}. Two-digit addition; every "
+        f"{provenance()}{args.pieces} Two-digit addition; every "
         f"student (1 block, width 32) trains {args.steps} optimizer steps (batch {BATCH}, "
         "Adam 2e-3); "
         f"{SIZES[0]} labelled problems, {SIZES[1]:,} prompts without answers; exact match of "
@@ -333,25 +330,20 @@ def report(args, parts: pathlib.Path, speed_rows) -> list[str]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=1200)
-    parser.add_argument("--teacher-epochs", type=int, default=80)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--rows", default="all")
-    parser.add_argument("--speed", action="store_true")
-    parser.add_argument("--report", action="store_true")
-    parser.add_argument("--parts", default="/tmp/keras_distill_on_policy_parts")
-    parser.add_argument("--out", default="benchmarks/results/on_policy.md")
-    args = parser.parse_args()
+    arguments = parser(__doc__, "benchmarks/results/on_policy.md")
+    arguments.add_argument("--seeds", type=int, default=5)
+    arguments.add_argument("--steps", type=int, default=1200)
+    arguments.add_argument("--teacher-epochs", type=int, default=80)
+    arguments.add_argument("--seed", type=int, default=None)
+    arguments.add_argument("--rows", default="all")
+    arguments.add_argument("--speed", action="store_true")
+    arguments.add_argument("--report", action="store_true")
+    arguments.add_argument("--parts", default="/tmp/keras_distill_on_policy_parts")
+    args = arguments.parse_args()
     if args.quick:
         args.steps, args.teacher_epochs, args.seeds = 30, 2, 1
         args.parts += "_quick"
-    command = "python benchmarks/on_policy_benchmark.py" + (" --quick" if args.quick else "")
-    args.command = f"`{command}`"
-    if args.report:
-        args.command += " (run in pieces: `--seed S` for each seed, then `--report`)"
+    args.pieces = " (Run in pieces: `--seed S` for each seed, then `--report`.)" * args.report
     parts = pathlib.Path(args.parts)
     parts.mkdir(parents=True, exist_ok=True)
     if args.seed is not None:

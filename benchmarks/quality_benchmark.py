@@ -24,42 +24,28 @@ Gap recovered = (distilled - best scratch) / (teacher - best scratch).
 Usage:
     python benchmarks/quality_benchmark.py [--quick] [--task digits|MNIST-1D]
         [--student 0|1] [--part-dir DIR]    # runs and writes one JSON part
-    python benchmarks/quality_benchmark.py --report [--part-dir DIR]  # merges parts
+    python benchmarks/quality_benchmark.py --report [--part-dir DIR] [--out DIR]  # merges parts
 Without --task/--report it runs everything, then writes the report.
 """
 
-import argparse
 import json
 import os
 import pathlib
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from common import mean_std, write_report  # noqa: E402
+from common import label_scarce, mean_std, mlp, parser, provenance, write_report  # noqa: E402
 
 from keras_distill import losses  # noqa: E402
 from keras_distill._src.studies import recipes
-from keras_distill._src.studies.datasets import Split, load_digits, load_mnist1d  # noqa: E402
+from keras_distill._src.studies.datasets import load_digits, load_mnist1d  # noqa: E402
 from keras_distill._src.studies.demo import teacher_cnn  # noqa: E402
 from keras_distill._src.training import augment
 from keras_distill._src.utils import markdown
 
 BATCH = 128
-
-
-def mlp(inputs, hidden, seed, dropout=0.0):
-    keras.utils.set_random_seed(seed)
-    layers = [keras.Input((inputs,))]
-    for units in hidden:
-        layers.append(keras.layers.Dense(units, activation="relu"))
-        if dropout:
-            layers.append(keras.layers.Dropout(dropout))
-    return keras.Sequential(layers + [keras.layers.Dense(10)])
 
 
 def recommended_augmentation(input_shape, kind):
@@ -96,31 +82,12 @@ def tasks():
     }
 
 
-def scarce(data, seed, fraction=0.1):
-    """(labelled subset, tiled to the full set's size, and the transfer set).
-
-    The subset is repeated 1 / fraction times, so that its scratch baseline takes as
-    many gradient steps per epoch as the students trained on the full set.
-    """
-    labeled = np.random.default_rng(seed).random(len(data.y_train)) < fraction
-    repeats = int(round(1 / fraction))
-    x_few = np.tile(data.x_train[labeled], (repeats, 1))
-    few = Split(x_few, np.tile(data.y_train[labeled], repeats), data.x_test, data.y_test)
-    transfer = Split(
-        data.x_train,
-        {"labels": np.where(labeled, data.y_train, 0), "label_mask": labeled.astype("float32")},
-        data.x_test,
-        data.y_test,
-    )
-    return few, transfer
-
-
 def rows_for(teacher, data, student, make_aug, epochs, seed):
     """Every row's test accuracy for one student size and seed."""
     common = dict(epochs=epochs, batch_size=BATCH, learning_rate=3e-3)
     scratch = dict(common, schedule="cosine")
     fm = dict(epochs=epochs, seed=seed)
-    few, transfer = scarce(data, seed)
+    few, transfer = label_scarce(data, seed)
     runs = {
         "scratch": lambda: recipes.train_from_scratch(student(), data, **scratch),
         "scratch_aug": lambda: recipes.train_from_scratch(
@@ -377,21 +344,19 @@ def save_plot(plot, path):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 seeds, few epochs")
-    parser.add_argument("--task", choices=["digits", "MNIST-1D"])
-    parser.add_argument("--student", type=int, choices=[0, 1])
-    parser.add_argument("--report", action="store_true", help="merge the parts into the report")
-    parser.add_argument("--auto", action="store_true", help="run the recommended recipe only")
-    parser.add_argument("--part-dir", default="benchmarks/results/tmp/quality")
-    parser.add_argument("--out-dir", default="benchmarks/results")
-    args = parser.parse_args()
+    arguments = parser(__doc__, "benchmarks/results", out_help="the folder of the reports")
+    arguments.add_argument("--task", choices=["digits", "MNIST-1D"])
+    arguments.add_argument("--student", type=int, choices=[0, 1])
+    arguments.add_argument("--report", action="store_true", help="merge the parts into the report")
+    arguments.add_argument("--auto", action="store_true", help="run the recommended recipe only")
+    arguments.add_argument("--part-dir", default="benchmarks/results/tmp/quality")
+    args = arguments.parse_args()
     seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
     epochs = {"digits": 20, "MNIST-1D": 20} if args.quick else {"digits": 200, "MNIST-1D": 300}
     teacher_epochs = (
         {"digits": 15, "MNIST-1D": 10} if args.quick else {"digits": 100, "MNIST-1D": 60}
     )
-    part_dir, out_dir = pathlib.Path(args.part_dir), pathlib.Path(args.out_dir)
+    part_dir, out_dir = pathlib.Path(args.part_dir), pathlib.Path(args.out)
     part_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     if not args.report:
@@ -402,10 +367,8 @@ def main():
         header = [
             f"# Quality benchmark ({'quick' if args.quick else 'full'} run)",
             "",
-            f"Command: `python benchmarks/quality_benchmark.py{' --quick' if args.quick else ''}` "
-            f"(parts run in parallel with --task/--student, merged with --report). Machine: "
-            f"{platform.machine()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}, Keras "
-            f"{keras.__version__}; {len(seeds)} seeds; student epochs {epochs}, batch {BATCH}, "
+            f"{provenance()} (Parts run in parallel with --task/--student, merged with "
+            f"--report.) {len(seeds)} seeds; student epochs {epochs}, batch {BATCH}, "
             "Adam 3e-3 with cosine decay for every row; teacher epochs "
             f"{teacher_epochs}. Test accuracy in %, mean ± std over seeds; in brackets the "
             "difference to the strongest scratch baseline (the best of the three scratch rows, "

@@ -14,10 +14,8 @@ digits classes and for a synthetic 2,000-word vocabulary.
 Usage: python benchmarks/stored_teacher_benchmark.py [--quick] [--out ...]
 """
 
-import argparse
 import os
 import pathlib
-import platform
 import tempfile
 import time
 
@@ -26,19 +24,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import EpochTimer, write_report  # noqa: E402
+from common import EpochTimer, mlp, parser, provenance, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
 from keras_distill._src.studies.datasets import load_digits  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def mlp(hidden, seed):
-    keras.utils.set_random_seed(seed)
-    layers = [keras.Input((64,))]
-    layers += [keras.layers.Dense(units, activation="relu") for units in hidden]
-    return keras.Sequential(layers + [keras.layers.Dense(10)])
 
 
 def epoch_time(model, data, epochs):
@@ -48,16 +39,13 @@ def epoch_time(model, data, epochs):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer epochs")
-    parser.add_argument("--out", default="benchmarks/results/stored_teacher.md")
-    args = parser.parse_args()
+    args = parser(__doc__, "benchmarks/results/stored_teacher.md").parse_args()
     epochs = 4 if args.quick else 12
     split = load_digits()
     x, y = split.x_train, split.y_train
     work = pathlib.Path(tempfile.mkdtemp())
 
-    teacher = mlp([1024, 1024, 1024], seed=0)
+    teacher = mlp(64, [1024, 1024, 1024], seed=0)
     teacher.compile(keras.optimizers.Adam(1e-3), LOSS)
     teacher.fit(x, y, epochs=3, batch_size=64, verbose=0)
     started = time.perf_counter()
@@ -65,11 +53,11 @@ def main():
     labelling = time.perf_counter() - started
     arrays = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).cache()
 
-    plain = mlp([32], seed=1)
+    plain = mlp(64, [32], seed=1)
     plain.compile(keras.optimizers.Adam(1e-3), LOSS)
-    live = kd.Distiller(teacher, mlp([32], seed=1))
+    live = kd.Distiller(teacher, mlp(64, [32], seed=1))
     live.compile(keras.optimizers.Adam(1e-3), LOSS)
-    stored = kd.Distiller(None, mlp([32], seed=1))
+    stored = kd.Distiller(None, mlp(64, [32], seed=1))
     stored.compile(keras.optimizers.Adam(1e-3), LOSS)
     stored_data = kd.load_teacher_labels(work / "full", batch_size=32).cache()
     times = {
@@ -95,10 +83,7 @@ def main():
     lines = [
         f"# Stored vs live teacher ({'quick' if args.quick else 'full'} run)",
         "",
-        f"Command: `python benchmarks/stored_teacher_benchmark.py"
-        f"{' --quick' if args.quick else ''}`. Machine: {platform.machine()}, "
-        f"{os.cpu_count()} cores, TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__}. Teacher MLP 64-1024-1024-1024-10 "
+        f"{provenance()} Teacher MLP 64-1024-1024-1024-10 "
         f"({teacher.count_params():,} parameters), student 64-32-10, digits ({len(x):,} training "
         f"examples), batch 32, median epoch time over {epochs - 1} epochs after a warm-up epoch.",
         "",
