@@ -1,0 +1,151 @@
+"""find_student end to end on digits: pre-flight, outputs stored once, front, progress, export."""
+
+import json
+import pathlib
+
+import keras
+import numpy as np
+import optuna
+import pytest
+from conftest import SCE, Counting
+
+import keras_distill as kd
+from keras_distill._src.search import storage as storage_lib
+from keras_distill._src.search.budget import Budget, estimate_latency
+from keras_distill._src.search.preflight import preflight
+
+BUDGET = dict(flash_bytes=12_000, ram_bytes=6_000)
+
+
+@pytest.fixture(scope="module")
+def counted_teacher(digits):
+    """A digits MLP whose Counting layer counts the batches the teacher is run on."""
+    keras.utils.set_random_seed(0)
+    counting = Counting()
+    teacher = keras.Sequential(
+        [
+            keras.Input((64,)),
+            counting,
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ],
+        name="mlp",
+    )
+    teacher.compile(keras.optimizers.Adam(2e-3), SCE)
+    teacher.fit(digits.x_train, digits.y_train, epochs=10, batch_size=64, verbose=0)
+    counting.calls.assign(0.0)
+    return teacher, counting
+
+
+@pytest.fixture(scope="module")
+def searched(counted_teacher, digits, tmp_path_factory):
+    teacher, counting = counted_teacher
+    directory = tmp_path_factory.mktemp("search")
+    result = kd.find_student(
+        teacher,
+        (digits.x_train, digits.y_train),
+        (digits.x_test, digits.y_test),
+        **BUDGET,
+        trials=4,
+        epochs=2,
+        directory=directory,
+        seed=0,
+        verbose=0,
+    )
+    return result, directory, float(counting.calls.numpy())
+
+
+def test_the_front_fits_the_budget_and_is_measured_in_tflm(searched):
+    result, _, _ = searched
+    assert len(result.trials) == 4 and result.front
+    accuracies = [c.int8_accuracy for c in result.front]
+    assert accuracies == sorted(accuracies, reverse=True)
+    for candidate in result.front:
+        assert candidate.flash_bytes <= BUDGET["flash_bytes"]
+        assert int(candidate.arena_bytes * 1.1) <= BUDGET["ram_bytes"]
+        assert 0.0 <= candidate.int8_accuracy <= 1.0 and 0.0 <= candidate.float_accuracy <= 1.0
+        assert candidate.scratch_accuracy is not None  # the scratch twin ran
+        assert candidate.params > 0 and candidate.macs > 0
+        assert pathlib.Path(candidate.model_path).exists()
+        # one front point does not beat another on both objectives
+        for other in result.front:
+            assert not (
+                other.int8_accuracy > candidate.int8_accuracy
+                and other.flash_bytes < candidate.flash_bytes
+            )
+
+
+def test_infeasible_trials_have_a_reason_and_were_never_trained(searched):
+    result, directory, _ = searched
+    infeasible = [t for t in result.trials if not t.feasible]
+    assert infeasible, "the budget should exclude some default candidates"
+    for trial in infeasible:
+        assert trial.reason.startswith(("over budget", "not for TFLite Micro"))
+        assert trial.int8_accuracy is None and trial.model_path is None
+        assert not (directory / "students" / f"trial_{trial.number}.keras").exists()
+    study = optuna.load_study(
+        study_name=storage_lib.STUDY_NAME, storage=storage_lib.open_storage(None, str(directory))
+    )
+    for frozen in study.trials:
+        record = frozen.user_attrs["record"]
+        feasible = all(value <= 0 for value in frozen.constraints.values())
+        assert feasible == (record["reason"] is None)
+
+
+def test_teacher_outputs_are_computed_once_for_every_trial(searched, digits):
+    _, directory, teacher_batches = searched
+    # one labelling pass (batches of 256), none in the trials or the scratch twins
+    assert teacher_batches == np.ceil(len(digits.x_train) / 256)
+    manifest = json.loads((directory / "labels" / "mlp" / "manifest.json").read_text())
+    assert manifest["num_examples"] == len(digits.x_train)
+
+
+def test_report_plot_and_verified_export(searched, tmp_path):
+    result, directory, _ = searched
+    text = (directory / "report.md").read_text()
+    assert "Budget: flash 12,000 B, RAM 6,000 B. 4 trials" in text
+    assert f"{result.front[0].int8_accuracy:.1%}" in text
+    assert result.plot(tmp_path / "front.png").stat().st_size > 1000
+    exported = result.export(result.front[0], tmp_path / "export")
+    assert exported.model_bytes == result.front[0].flash_bytes
+    assert exported.recommended_arena_bytes <= BUDGET["ram_bytes"]
+    assert exported.validation.int8_accuracy == pytest.approx(
+        result.front[0].int8_accuracy, abs=0.02
+    )
+
+
+def test_preflight_of_an_infeasible_candidate(digits):
+    budget = Budget(flash_bytes=4_000, ram_bytes=None)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(10)])
+    checked = preflight(model, digits.x_train, budget, estimate_latency(model, None))
+    assert not checked.feasible
+    assert checked.reason == f"over budget: flash {checked.flash_bytes:,} B > 4,000 B"
+    assert checked.constraints["flash"] == pytest.approx(checked.flash_bytes - 4_000, abs=0.5)
+    assert checked.arena_bytes is None  # not measured: the flash alone is over
+    print(f"pre-flight of an infeasible candidate: {checked.seconds:.2f} s")
+
+
+def test_a_candidate_with_an_op_tflm_lacks_is_infeasible(digits):
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(16, activation="gelu", name="fancy"),
+            keras.layers.Dense(10),
+        ]
+    )
+    checked = preflight(model, digits.x_train, Budget(None, 100_000), estimate_latency(model, None))
+    assert not checked.feasible
+    assert checked.reason.startswith("not for TFLite Micro: TFLite Micro has no kernel for: GELU")
+    assert all(value > 0 for value in checked.constraints.values())
+
+
+def test_progress_lines_and_bar(counted_teacher, digits, tmp_path, capsys):
+    teacher, _ = counted_teacher
+    arguments = dict(trials=2, epochs=1, seed=3, **BUDGET)
+    data = ((digits.x_train, digits.y_train), (digits.x_test, digits.y_test))
+    kd.find_student(teacher, *data, directory=tmp_path / "quiet", verbose=0, **arguments)
+    assert capsys.readouterr().out == ""
+    kd.find_student(teacher, *data, directory=tmp_path / "loud", verbose=1, **arguments)
+    out = capsys.readouterr().out
+    assert out.count("\ntrial ") == 2 and "2/2" in out
+    assert "best " in out and ("int8 " in out or "infeasible after a" in out)
