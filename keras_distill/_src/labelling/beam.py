@@ -63,6 +63,7 @@ from keras_distill._src.labelling.beam_inputs import TFRecordInputs
 from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.labelling.identity import (
     Identity,
+    examples_identity,
     locked_output,
     opened_output,
     previous_outputs,
@@ -365,12 +366,13 @@ def _ranges(ranges: list):
 
 
 def _sequence_run(generate, prompts, fingerprint: str, shard_size: int, sequence_options: dict):
-    """(handler, identity) of a run of generated responses."""
+    """(handler, identity) of a run of generated responses: the local writer's identity."""
     options = responses.SequenceOptions(**sequence_options)
     tokens = responses.prompt_tokens(prompts, options)  # checked before the pipeline starts
-    data_id = f"prompts:{response_writer.prompts_fingerprint(tokens)}"
-    settings = response_writer.sequence_settings(fingerprint, data_id, options, shard_size, "beam")
-    return GenerateModelHandler(generate, options), Identity(settings)
+    identity = response_writer.responses_identity(
+        fingerprint, tokens, options, shard_size, (1, "beam")
+    )
+    return GenerateModelHandler(generate, options), identity
 
 
 def _example_run(teacher, staged, fingerprint, output, top_k, shard_size, teacher_id):
@@ -378,10 +380,8 @@ def _example_run(teacher, staged, fingerprint, output, top_k, shard_size, teache
     import keras
 
     settings = label_settings(fingerprint, output, top_k, shard_size, staged.data_id)
-    if isinstance(teacher, keras.Model):
-        return None, Identity(settings, None, teacher_id)
-    probe = lambda: calls.probe_of(teacher, staged.head, output)  # noqa: E731
-    return CallableModelHandler(teacher), Identity(settings, probe, teacher_id)
+    identity = examples_identity(teacher, settings, staged.head, teacher_id)
+    return (None if isinstance(teacher, keras.Model) else CallableModelHandler(teacher)), identity
 
 
 def _example_rank(teacher) -> int | None:

@@ -12,6 +12,7 @@ import numpy as np
 from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.labelling.manifest import Settings
 from keras_distill._src.teachers.black_box import PROBE_EXAMPLES, outputs_digest
+from keras_distill._src.teachers.outputs import check_finite, check_values, teacher_name
 from keras_distill._src.utils.model_inspection import probability_outputs
 
 OUTPUT_KINDS = ("logits", "probabilities", "scores", "labels", "sequences")
@@ -33,25 +34,6 @@ def _run(teacher, x: np.ndarray, kind: str, rows: int | None):
     return outputs, None
 
 
-def _check_finite(outputs: np.ndarray, start: int) -> None:
-    if not np.all(np.isfinite(outputs)):
-        bad = np.unique(np.nonzero(~np.isfinite(outputs.reshape(len(outputs), -1)))[0]) + start
-        raise TeacherLabelsError(
-            f"The teacher returned NaN or infinite values for examples {bad[:10].tolist()}; "
-            "nothing of this batch was stored."
-        )
-
-
-def _check_probabilities(outputs: np.ndarray, where: str) -> None:
-    sums = outputs.sum(-1)
-    if np.any(outputs < 0) or not np.allclose(sums, 1.0, atol=1e-3):
-        raise TeacherLabelsError(
-            f"output='probabilities' needs non-negative values that sum to 1 over the "
-            f"last axis; sums range {sums.min():.4g}..{sums.max():.4g} ({where}). Use "
-            "output='logits' for unnormalized scores."
-        )
-
-
 def call_teacher(teacher, x: np.ndarray, kind: str, start: int, rows: int | None = None):
     """Runs the teacher on a batch: (outputs, confidence or None) as NumPy, checked.
 
@@ -61,8 +43,12 @@ def call_teacher(teacher, x: np.ndarray, kind: str, start: int, rows: int | None
     the same bytes whatever the batches they happen to form.
 
     Raises:
-        TeacherLabelsError: For the wrong number of outputs, NaN/inf, non-integer
-            labels or non-normalized probabilities (the examples named).
+        TeacherLabelsError: For the wrong number of outputs or non-integer labels.
+        TeacherOutputError: For NaN/inf (the examples named) or non-normalized
+            probabilities (see `keras_distill._src.teachers.outputs`).
+
+    Warns:
+        When outputs stored as logits look like probabilities.
 
     Example:
     >>> call_teacher(lambda b: b * 2, np.ones((2, 3), "float32"), "logits", 0)[0].shape
@@ -83,10 +69,11 @@ def call_teacher(teacher, x: np.ndarray, kind: str, start: int, rows: int | None
                 f"{outputs.dtype} ({where})."
             )
         return outputs.astype("int32"), None
+    if kind in ("logits", "probabilities"):
+        check_values(outputs, teacher_name(teacher), kind == "probabilities", "output", start)
+    else:
+        check_finite(outputs, teacher_name(teacher), start)
     outputs = outputs.astype("float32")
-    _check_finite(outputs, start)
-    if kind == "probabilities":
-        _check_probabilities(outputs, where)
     if confidence is not None:
         confidence = np.asarray(confidence, "float32").reshape(len(x))
     return outputs, confidence
@@ -152,7 +139,7 @@ def output_kind(teacher, output: str | None) -> str:
 
     if isinstance(teacher, keras.Model) and probability_outputs(teacher, "auto", "teacher"):
         return "probabilities"
-    return "logits"
+    return "logits"  # log-probabilities are logits too
 
 
 def check_arguments(teacher, output, top_k, shard_size, batch_size) -> None:

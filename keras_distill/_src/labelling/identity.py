@@ -17,9 +17,16 @@ import contextlib
 import dataclasses
 from collections.abc import Callable
 
-from keras_distill._src.labelling import lock
+from keras_distill._src.labelling import calls, lock
 from keras_distill._src.labelling.errors import TeacherLabelsError
-from keras_distill._src.labelling.manifest import Manifest, Settings, manifest_name, read_manifest
+from keras_distill._src.labelling.manifest import (
+    Manifest,
+    Settings,
+    is_manifest_name,
+    manifest_name,
+    read_manifest,
+    shard_prefix,
+)
 from keras_distill._src.teachers.black_box import PROBE_EXAMPLES
 from keras_distill._src.utils import storage
 
@@ -51,17 +58,105 @@ class Identity:
     check_data: Callable[[Manifest, str], None] | None = None
 
 
-def _settings_mismatch(directory: str, stored: Settings, identity: Identity) -> str | None:
+def examples_identity(teacher, settings: Settings, head, teacher_id=None, check_data=None):
+    """The identity of a run over examples, for both writers (`label_with_teacher` and Beam's).
+
+    A Keras teacher is identified by its weights (in `settings.teacher`); a
+    callable teacher also by its outputs on `head`, the first
+    `PROBE_EXAMPLES` inputs (computed only if a stored run has a probe to
+    compare with).
+
+    Example:
+    >>> import numpy as np
+    >>> settings = Settings("id:t", "arrays:ab", "logits", None, 10, 1)
+    >>> identity = examples_identity(lambda b: 2 * b, settings, np.ones((2, 3), "float32"))
+    >>> len(identity.probe())
+    16
+    """
+    import keras
+
+    if isinstance(teacher, keras.Model):
+        return Identity(settings, None, teacher_id, check_data)
+    probe = lambda: calls.probe_of(teacher, head, settings.output)  # noqa: E731
+    return Identity(settings, probe, teacher_id, check_data)
+
+
+def _changed(stored: Settings, identity: Identity) -> tuple[list, dict, dict]:
+    """The settings that differ, and their stored and current values."""
     changed = stored.differences(identity.settings)
     if identity.settings.data == "beam":  # a Beam pipeline's data is known once written
         changed = [name for name in changed if name != "data"]
+    before, now = stored.to_json(), identity.settings.to_json()
+    return changed, {k: before.get(k) for k in changed}, {k: now.get(k) for k in changed}
+
+
+def _settings_mismatch(directory: str, stored: Settings, identity: Identity) -> str | None:
+    changed, before, now = _changed(stored, identity)
     if not changed:
         return None
-    before, now = stored.to_json(), identity.settings.to_json()
     return (
         f"{directory!r} holds teacher outputs made with other {', '.join(changed)} (stored: "
-        f"{ {k: before.get(k) for k in changed} }; now: { {k: now.get(k) for k in changed} })"
+        f"{before}; now: {now})"
     )
+
+
+def _part(worker_index: int, num_workers: int) -> str:
+    return "a run in one part" if num_workers == 1 else f"part {worker_index} of {num_workers}"
+
+
+def _other_run(directory: str, name: str, other: Manifest, identity: Identity, index: int):
+    """Why this part may not be written beside another manifest's, and whether overwrite may."""
+    settings = identity.settings
+    own = shard_prefix(index, settings.num_workers) + "shard-"
+    listed = [shard["file"] for shard in other.shards if shard["file"].startswith(own)]
+    there = f"{directory!r} holds {name} ({_part(other.worker_index, other.settings.num_workers)})"
+    here = f"this is {_part(index, settings.num_workers)}"
+    if listed or other.settings.num_workers != settings.num_workers:
+        replaced = f", whose files would replace {', '.join(listed[:3])}" if listed else ""
+        return (
+            f"{there}, another run's; {here}{replaced}: the two runs' parts would overlap. "
+            "Refusing even with overwrite=True: the files another run lists are never replaced. "
+            "Use a new directory, or delete that run's manifest and shards first."
+        ), False
+    changed, before, now = _changed(other.settings, identity)
+    if changed:
+        return (
+            f"{there}, made with other {', '.join(changed)} (that part: {before}; {here}: "
+            f"{now}): the parts would not load together. Use a new directory, or pass "
+            "overwrite=True to relabel every part."
+        ), True
+    return None, True
+
+
+def check_other_runs(directory: str, identity: Identity, worker_index: int, overwrite: bool):
+    """Refuses to write a part beside manifests of another run (every other part is checked).
+
+    Another run's files (those its manifest lists, or the shards of a run
+    split into another number of parts) are never replaced, even with
+    `overwrite=True`; parts of the same split made with other settings are
+    refused unless `overwrite` (each part's own writer then relabels it).
+
+    Raises:
+        TeacherLabelsError: Naming the other manifest, both parts and what differs.
+
+    Example:
+    >>> import tempfile
+    >>> from keras_distill._src.labelling.manifest import write_manifest
+    >>> folder, settings = tempfile.mkdtemp(), Settings("id:a", "arrays:ab", "logits", None, 10, 3)
+    >>> write_manifest(storage.join(folder, manifest_name(1, 3)), Manifest(settings, 1))
+    >>> ours = Identity(dataclasses.replace(settings, num_workers=2))
+    >>> check_other_runs(folder, ours, 1, overwrite=True)
+    Traceback (most recent call last):
+    ...
+    keras_distill._src.labelling.errors.TeacherLabelsError: ...-of-00003.json (part 1 of 3), ...
+    """
+    own = manifest_name(worker_index, identity.settings.num_workers)
+    names = storage.listdir(directory) if storage.isdir(directory) else []
+    for name in [n for n in names if is_manifest_name(n) and n != own]:
+        other = read_manifest(storage.join(directory, name))
+        refusal, overridable = _other_run(directory, name, other, identity, worker_index)
+        if refusal and not (overwrite and overridable):
+            raise TeacherLabelsError(f"{refusal} Nothing was changed.")
 
 
 def _probe_mismatch(directory: str, stored: Manifest, identity: Identity) -> str | None:
@@ -99,7 +194,8 @@ def previous_outputs(directory: str, identity: Identity, worker_index: int, over
 
     Raises:
         TeacherLabelsError: If the stored run has another identity (and not
-            `overwrite`), or `identity.check_data` refuses its data.
+            `overwrite`), `identity.check_data` refuses its data, or another
+            run's manifests are in the directory (`check_other_runs`).
 
     Example:
     >>> import tempfile
@@ -107,6 +203,7 @@ def previous_outputs(directory: str, identity: Identity, worker_index: int, over
     >>> previous_outputs(tempfile.mkdtemp(), identity, 0, overwrite=False) is None
     True
     """
+    check_other_runs(directory, identity, worker_index, overwrite)
     name = manifest_name(worker_index, identity.settings.num_workers)
     path = storage.join(directory, name)
     if not storage.exists(path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 
@@ -35,6 +36,26 @@ def manifest_name(worker_index: int, num_workers: int) -> str:
     if num_workers == 1:
         return MANIFEST
     return f"manifest-part-{worker_index:05d}-of-{num_workers:05d}.json"
+
+
+def is_manifest_name(name: str) -> bool:
+    """Whether a file name is a manifest's: `manifest.json` or a part's.
+
+    Example:
+    >>> is_manifest_name("manifest-part-00001-of-00003.json"), is_manifest_name("notes.json")
+    (True, False)
+    """
+    return name == MANIFEST or re.fullmatch(r"manifest-part-\d{5}-of-\d{5}\.json", name) is not None
+
+
+def shard_prefix(worker_index: int, num_workers: int) -> str:
+    """What the shard files of a worker's part begin with (`part-00001-`; nothing for one part).
+
+    Example:
+    >>> shard_prefix(1, 2) + "shard-00000.tfrecord"
+    'part-00001-shard-00000.tfrecord'
+    """
+    return "" if num_workers == 1 else f"part-{worker_index:05d}-"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from keras_distill._src.labelling import shards
+from keras_distill._src.labelling import arguments, shards
 from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.objective import stored_kinds as targets
 from keras_distill._src.utils import storage
@@ -28,7 +28,7 @@ def load_teacher_labels(
     path: str | os.PathLike,
     batch_size: int | None = 32,
     *,
-    shuffle: int | None = None,
+    shuffle: bool | int | None = None,
     seed: int | None = None,
     allow_incomplete: bool = False,
     verify: bool = True,
@@ -48,8 +48,11 @@ def load_teacher_labels(
     Args:
         path: A directory written by `label_with_teacher`.
         batch_size: Batch size, or `None` for single examples.
-        shuffle: Shuffle buffer size, or `None` to keep the stored order.
-        seed: Shuffle seed.
+        shuffle: True to shuffle (as `fit(shuffle=True)`: a buffer of
+            `SHUFFLE_BUFFER` = 10,000 records, or all of them if fewer), an
+            integer >= 1 for a buffer of that many records, or None or False
+            to keep the stored order.
+        seed: Shuffle seed (an integer), or None.
         allow_incomplete: For outputs labelled in parts by several workers,
             load the complete parts even if others are missing or unfinished.
         verify: Check every shard's presence and checksum before loading.
@@ -65,15 +68,16 @@ def load_teacher_labels(
             of each prompt (rejection sampling).
 
     Records are parsed a batch at a time. Keras' `fit(shuffle=True)` does not
-    shuffle datasets: pass `shuffle=` (a buffer size; the records are
-    reshuffled every epoch, seeded by `seed`).
+    shuffle datasets: pass `shuffle=` here (the records are reshuffled every
+    epoch, seeded by `seed`).
 
     Returns:
         A `tf.data.Dataset` ready for `Distiller(teacher=None, ...).fit`. Parts
         written by several workers are read in worker order.
 
     Raises:
-        ValueError: If `cache` is not "auto", True or False (checked before any reading).
+        ValueError: For an argument of the wrong type or range (named, with
+            the value received), checked before any reading.
         TeacherLabelsError: If the manifest is missing, malformed or marks an
             incomplete run; if a shard is missing or corrupt; if the parts of a
             multi-worker run do not cover the data exactly once (the message
@@ -92,14 +96,14 @@ def load_teacher_labels(
     """
     import tensorflow as tf
 
-    if cache not in ("auto", True, False):
-        raise ValueError(f"`cache` must be 'auto', True or False; received {cache!r}.")
+    _check_arguments(batch_size, seed, allow_incomplete, verify, cache, best_of_n)
     directory = storage.check_path(path, TeacherLabelsError)
     manifests = shards.read_manifests(directory, allow_incomplete, verify)
-    first = manifests[0].to_json()  # the JSON form, which the selection functions read
+    first = combined_facts(manifests)  # the JSON form, which the selection functions read
     output = manifests[0].settings.output
     files = [storage.join(directory, shard["file"]) for m in manifests for shard in m.shards]
     num_examples = sum(m.num_examples for m in manifests)
+    shuffle = arguments.shuffle_buffer(shuffle, num_examples)
     kind = targets.stored_kind(output, manifests[0].settings.top_k)
     records = tf.data.TFRecordDataset(files).apply(
         tf.data.experimental.assert_cardinality(num_examples)
@@ -123,6 +127,52 @@ def load_teacher_labels(
     if output == "sequences":
         dataset = dataset.map(with_weights(weights))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_arguments(batch_size, seed, allow_incomplete, verify, cache, best_of_n) -> None:
+    """Refuses an argument of `load_teacher_labels` of the wrong type or range (`shuffle` apart)."""
+    arguments.positive_int("batch_size", batch_size, allow_none=True)
+    arguments.optional_int("seed", seed)
+    for name, value in (("allow_incomplete", allow_incomplete), ("verify", verify)):
+        arguments.flag(name, value)
+    arguments.flag("best_of_n", best_of_n)
+    if (
+        not (isinstance(cache, str) and cache == "auto")
+        and cache is not True
+        and cache is not False
+    ):
+        raise ValueError(f"`cache` must be 'auto', True or False; received {cache!r}.")
+
+
+def combined_facts(manifests: list) -> dict:
+    """The first part's manifest (JSON form), with the response totals of all parts.
+
+    The selection of responses (`best_of_n`, `score_weighting`) reads the
+    run's example count, score range and mean: of every part, not the first.
+
+    Example:
+    >>> from keras_distill._src.labelling.manifest import Manifest, Settings
+    >>> settings = Settings("id:t", "prompts:ab", "sequences", None, 10, 2)
+    >>> parts = [Manifest(settings, i, num_examples=n, facts={"scored": True,
+    ...          "score_range": [lo, hi], "score_mean": m}) for i, n, lo, hi, m in
+    ...          [(0, 2, -1.0, 0.0, -0.5), (1, 6, -3.0, -1.0, -2.0)]]
+    >>> facts = combined_facts(parts)
+    >>> facts["num_examples"], facts["score_range"], facts["score_mean"]
+    (8, [-3.0, 0.0], -1.625)
+    """
+    first = manifests[0].to_json()
+    if len(manifests) == 1 or "score_range" not in first:
+        return first
+    counts = [m.num_examples for m in manifests]
+    ranges = [m.facts["score_range"] for m in manifests]
+    means = [m.facts["score_mean"] for m in manifests]
+    return {
+        **first,
+        "num_examples": sum(counts),
+        "scored": any(m.facts.get("scored") for m in manifests),
+        "score_range": [min(r[0] for r in ranges), max(r[1] for r in ranges)],
+        "score_mean": sum(c * m for c, m in zip(counts, means, strict=True)) / max(sum(counts), 1),
+    }
 
 
 def _examples(records, parse, cache: bool):

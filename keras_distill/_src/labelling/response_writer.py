@@ -1,23 +1,31 @@
-"""Storing a generating teacher's responses: `label_with_teacher(..., output="sequences")`.
+"""Storing a generating teacher's responses: `label_responses`.
 
 The prompts are normalised and checked (`keras_distill._src.labelling.responses`),
-the output opened like every writer's (`keras_distill._src.labelling.identity`:
-directory rule, lock, identity), and the responses written prompt by prompt
-into shards with token counts and score ranges in the manifest.
+a worker takes its contiguous part of them (`keras_distill._src.labelling.worker_parts`,
+as for arrays), the output is opened like every writer's
+(`keras_distill._src.labelling.identity`: directory rule, lock, identity), and
+the responses are written prompt by prompt into shards with token counts and
+score ranges in the manifest. `responses_identity` is the one identity of
+stored responses, for this writer and for Beam's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 
-from keras_distill._src.labelling import responses
+from keras_distill._src.labelling import arguments, responses, worker_parts
+from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.labelling.identity import Identity, opened_output
 from keras_distill._src.labelling.manifest import Manifest, Settings
 from keras_distill._src.labelling.responses import SequenceOptions
 from keras_distill._src.labelling.shards import ShardWriter
+from keras_distill._src.teachers.black_box import fingerprint_teacher
+from keras_distill._src.utils import storage
 
 
 def shard_summary(records: list[dict]) -> dict:
@@ -78,67 +86,133 @@ def prompts_fingerprint(prompts: list) -> str:
     return digest.hexdigest()[:16]
 
 
-def sequence_settings(
-    teacher_id: str, data_id: str, options: SequenceOptions, shard_size: int, runner=None
-) -> Settings:
-    """The `Settings` of stored responses (whole prompts per shard).
+def responses_identity(
+    teacher: str, prompts: list, options: SequenceOptions, shard_size: int, parts=(1, None)
+) -> Identity:
+    """The identity of stored responses (whole prompts per shard), for both writers.
+
+    Args:
+        teacher: The teacher's fingerprint (`fingerprint_teacher`).
+        prompts: Every prompt of the run, normalised (`responses.prompt_tokens`):
+            the data's fingerprint, the same for every worker's part.
+        options: The `SequenceOptions`.
+        shard_size: Examples per shard, rounded up to whole prompts.
+        parts: `(num_workers, runner)`: `runner="beam"` for the Beam writer.
 
     Example:
-    >>> sequence_settings("id:t", "prompts:ab", SequenceOptions(8, 4, num_samples=3), 10
-    ...                   ).shard_size
-    12
+    >>> identity = responses_identity("id:t", [np.array([1, 2])], SequenceOptions(8, 4,
+    ...                               num_samples=3), 10)
+    >>> identity.settings.shard_size, identity.settings.data
+    (12, 'prompts:63948b7bc08b2254')
     """
-    n = options.num_samples
-    return Settings(
-        teacher=teacher_id,
-        data=data_id,
+    n, (num_workers, runner) = options.num_samples, parts
+    settings = Settings(
+        teacher=teacher,
+        data=f"prompts:{prompts_fingerprint(prompts)}",
         output="sequences",
         top_k=None,
         shard_size=-(-shard_size // n) * n,
-        num_workers=1,
+        num_workers=num_workers,
         runner=runner,
         num_samples=n,
         max_length=options.max_length,
         vocabulary_size=options.vocabulary_size,
         pad_id=options.pad_id,
     )
+    return Identity(settings)
 
 
-def label_sequences(
-    generate,
+def label_responses(
+    generate: Callable,
     prompts,
-    path: str,
+    path: str | os.PathLike,
     *,
     options: SequenceOptions,
-    teacher_id: str,
-    batch_size: int,
-    shard_size: int,
-    verbose: int,
+    batch_size: int = 64,
+    shard_size: int = 10_000,
+    teacher_id: str | None = None,
+    worker_index: int | None = None,
+    num_workers: int | None = None,
+    verbose: int = 1,
     overwrite: bool = False,
 ) -> dict:
-    """Collects and stores `generate`'s responses (see `keras_distill.label_with_teacher`).
+    """Stores a generating teacher's responses to prompts, for sequence-level distillation.
+
+    Every response (`options.num_samples` per prompt) becomes one record: the
+    prompt and response tokens padded to `options.max_length`, the next
+    tokens, a mask of the positions that predict the response, its score and
+    its rank among its prompt's samples. `load_teacher_labels` reads them
+    back for `Distiller(teacher=None, student=causal_lm)`. Runs resume after
+    a kill (whole prompts per shard), and a directory of another teacher,
+    other prompts or other options is refused, as for `label_with_teacher`.
+
+    Args:
+        generate: A callable from a list of prompts (as given) to one response
+            per prompt (token lists, a padded array or a `tf.RaggedTensor`),
+            to `(responses, scores)`, or to a dict with `"responses"`,
+            `"scores"` and `"top_k"` (per response, the teacher's top-k
+            log-probabilities and token ids at each response position).
+        prompts: A padded int array, token lists, or strings (with
+            `options.tokenizer`).
+        path: Output directory: a local path or a `tf.io.gfile` URL.
+        options: A `SequenceOptions` (`vocabulary_size`, `max_length`,
+            `num_samples`, `score`, `pad_id`, `tokenizer`).
+        batch_size: Prompts per `generate` call.
+        shard_size: Responses per shard (rounded up to whole prompts).
+        teacher_id: A string naming the teacher's version (a resume with
+            another is refused).
+        worker_index: This worker's part, for labelling on several machines
+            into one directory: each labels a contiguous part of the prompts
+            into its own shards and `manifest-part-I-of-N.json`; the parts
+            load together as one set.
+        num_workers: Number of parts. Both default to the `TF_CONFIG` cluster
+            (chief first, then workers), else to one part.
+        verbose: 1 shows a progress bar with prompts/s and tokens/s.
+        overwrite: Relabel this part even if `path` holds another teacher's,
+            prompts' or options' responses (their files are deleted first).
 
     Returns:
-        The manifest's JSON form.
+        The manifest (JSON form) of this worker's part.
+
+    Raises:
+        TeacherLabelsError: Naming the prompt, for a response that fails a
+            check (count, vocabulary, length, empty, score not finite); for an
+            empty prompt or an empty part; if `path` holds another run.
+        ValueError: For an argument of the wrong type or range.
 
     Example:
     >>> import tempfile
-    >>> echo = lambda batch: [p[::-1] for p in batch]
-    >>> manifest = label_sequences(echo, [[1, 2, 3], [4, 5]], tempfile.mkdtemp(),
-    ...     options=SequenceOptions(vocabulary_size=8, max_length=8), teacher_id="echo",
-    ...     batch_size=2, shard_size=10, verbose=0)
+    >>> from keras_distill._src.labelling.reader import load_teacher_labels
+    >>> reverse = lambda batch: [list(prompt)[::-1] for prompt in batch]
+    >>> folder = tempfile.mkdtemp()
+    >>> manifest = label_responses(reverse, [[1, 2, 3], [4, 5]], folder, teacher_id="reverse",
+    ...     options=SequenceOptions(vocabulary_size=8, max_length=8), verbose=0)
     >>> manifest["num_examples"], manifest["response_tokens"]
     (2, 5)
+    >>> x, targets = next(iter(load_teacher_labels(folder, batch_size=2)))
+    >>> x.numpy()[0].tolist(), targets["teacher_response_mask"].numpy()[0].tolist()
+    ([1, 2, 3, 3, 2, 1, 0, 0], [0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
     """
+    _check_arguments(generate, options, batch_size, shard_size, overwrite)
+    directory = storage.check_path(path, TeacherLabelsError)
+    worker_index, num_workers = worker_parts.worker_part(worker_index, num_workers)
     tokens = responses.prompt_tokens(prompts, options)
-    data_id = f"prompts:{prompts_fingerprint(tokens)}"
-    settings = sequence_settings(teacher_id, data_id, options, shard_size)
-    with opened_output(path, Identity(settings), 0, overwrite) as stored:
-        writer = ShardWriter(path, stored or Manifest(settings), summarize=shard_summary)
+    fingerprint = fingerprint_teacher(generate, teacher_id)
+    identity = responses_identity(fingerprint, tokens, options, shard_size, (num_workers, None))
+    part = worker_parts.part_range(len(tokens), worker_index, num_workers)
+    if part.start == part.stop:
+        raise TeacherLabelsError(
+            f"Worker {worker_index} of {num_workers} has no prompt to label ({len(tokens)} "
+            "prompts); use fewer workers. Nothing was written."
+        )
+    with opened_output(directory, identity, worker_index, overwrite) as stored:
+        manifest = stored or Manifest(identity.settings, worker_index)
+        writer = ShardWriter(directory, manifest, summarize=shard_summary)
         if writer.manifest.complete:
             return writer.manifest.to_json()
-        _generate_into(writer, generate, tokens, list(prompts), batch_size, options, verbose)
-        manifest = writer.finish(len(tokens) * options.num_samples)
+        labelling = (generate, tokens, list(prompts), part)
+        _generate_into(writer, labelling, batch_size, options, verbose)
+        manifest = writer.finish(len(part) * options.num_samples)
         manifest.facts.update(
             response_totals(manifest.shards, manifest.num_examples, options.num_samples)
         )
@@ -146,24 +220,44 @@ def label_sequences(
         return manifest.to_json()
 
 
-def _generate_into(writer, generate, tokens, raw, batch_size, options, verbose) -> None:
-    """Samples and writes the responses to the prompts from the first not yet stored."""
+def _check_arguments(generate, options, batch_size, shard_size, overwrite) -> None:
+    if not callable(generate):
+        raise TypeError(
+            f"`generate` must be a callable from prompts to responses; received {generate!r}."
+        )
+    if not isinstance(options, SequenceOptions):
+        raise TypeError(
+            "`options` must be a kd.labelling.SequenceOptions(vocabulary_size=..., "
+            f"max_length=...); received {options!r}."
+        )
+    arguments.positive_int("batch_size", batch_size)
+    arguments.positive_int("shard_size", shard_size)
+    arguments.flag("overwrite", overwrite)
+
+
+def _generate_into(writer, labelling: tuple, batch_size: int, options, verbose: int) -> None:
+    """Samples and writes the responses to this part's prompts from the first not yet stored.
+
+    `labelling` is `(generate, every prompt's tokens, the prompts as given,
+    this part's range)`; prompt indices are the run's, not the part's.
+    """
     import keras
 
-    progress = keras.utils.Progbar(len(tokens), unit_name="prompt", verbose=verbose)
+    generate, tokens, raw, part = labelling
+    progress = keras.utils.Progbar(len(part), unit_name="prompt", verbose=verbose)
     done = writer.done // options.num_samples
     progress.update(done)
     started, generated_tokens = time.perf_counter(), 0
-    for start in range(done, len(tokens), batch_size):
-        batch = tokens[start : start + batch_size]
-        indices = list(range(start, start + len(batch)))
-        samples, scored = responses.sample_batch(
-            generate, batch, raw[start : start + batch_size], indices, options
-        )
+    for start in range(part.start + done, part.stop, batch_size):
+        stop = min(start + batch_size, part.stop)
+        batch, indices = tokens[start:stop], list(range(start, stop))
+        samples, scored = responses.sample_batch(generate, batch, raw[start:stop], indices, options)
         writer.manifest.facts["scored"] = scored
         responses.check_same_top_k(writer.manifest.facts, samples[0][0], start)
         writer.add(responses.response_records(batch, samples, start, options))
         generated_tokens += sum(len(sample.response) for per in samples for sample in per)
         elapsed = max(time.perf_counter() - started, 1e-9)
-        rates = [("prompts/s", (indices[-1] + 1 - done) / elapsed)]
-        progress.update(indices[-1] + 1, values=rates + [("tokens/s", generated_tokens / elapsed)])
+        rates = [("prompts/s", (stop - part.start - done) / elapsed)]
+        progress.update(
+            stop - part.start, values=rates + [("tokens/s", generated_tokens / elapsed)]
+        )

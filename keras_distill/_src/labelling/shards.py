@@ -9,7 +9,6 @@ records). All file access goes through `keras_distill._src.utils.storage`.
 from __future__ import annotations
 
 import hashlib
-import json
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from keras_distill._src.labelling.manifest import (
     Manifest,
     manifest_name,
     read_manifest,
+    shard_prefix,
     write_manifest,
 )
 from keras_distill._src.labelling.manifest import validate_manifest as validate_manifest
@@ -122,7 +122,7 @@ class ShardWriter:
         num_workers = manifest.settings.num_workers
         self.directory, self.manifest = directory, manifest
         self.path = storage.join(directory, manifest_name(manifest.worker_index, num_workers))
-        self.prefix = "" if num_workers == 1 else f"part-{manifest.worker_index:05d}-"
+        self.prefix = shard_prefix(manifest.worker_index, num_workers)
         self.shard_size = manifest.settings.shard_size
         storage.makedirs(directory)
         # the temporary file of the next shard, left by a killed run: ours to delete
@@ -220,14 +220,16 @@ def _check_record(file: str, features: dict) -> None:
 def _parts(directory: str, names: list, allow_incomplete: bool) -> list[Manifest]:
     """The complete part manifests of a multi-worker run, in worker order; refuses gaps."""
     manifests = [read_manifest(storage.join(directory, name)) for name in names]
-    counts = {m.settings.num_workers for m in manifests}
-    settings = {json.dumps(m.settings.to_json(), sort_keys=True) for m in manifests}
-    if len(counts) > 1 or len(settings) > 1:
-        raise TeacherLabelsError(
-            f"{directory!r} holds parts of different labelling runs (num_workers "
-            f"{sorted(counts)}): they may overlap. Keep one run's parts per directory."
-        )
-    count = counts.pop()
+    for name, manifest in zip(names[1:], manifests[1:], strict=True):
+        changed = manifests[0].settings.differences(manifest.settings)
+        if changed:
+            first, other = manifests[0].settings.to_json(), manifest.settings.to_json()
+            raise TeacherLabelsError(
+                f"{directory!r} holds parts of different labelling runs: {names[0]} and {name} "
+                f"differ in {', '.join(changed)} ({ {k: first.get(k) for k in changed} } and "
+                f"{ {k: other.get(k) for k in changed} }). Keep one run's parts per directory."
+            )
+    count = manifests[0].settings.num_workers
     present = {m.worker_index: m for m in manifests}
     missing = [i for i in range(count) if i not in present]
     unfinished = [i for i, m in sorted(present.items()) if not m.complete]

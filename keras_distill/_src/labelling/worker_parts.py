@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from keras_distill._src.labelling import shards
+from keras_distill._src.labelling import arguments, shards
 from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.teachers.black_box import fingerprint_arrays
 from keras_distill._src.utils import inputs
@@ -51,6 +51,8 @@ def worker_part(worker_index: int | None, num_workers: int | None) -> tuple[int,
     >>> worker_part(1, 2)
     (1, 2)
     """
+    worker_index = arguments.optional_index("worker_index", worker_index)
+    num_workers = arguments.positive_int("num_workers", num_workers, allow_none=True)
     if worker_index is None and num_workers is None and os.environ.get("TF_CONFIG"):
         config = json.loads(os.environ["TF_CONFIG"])
         cluster, task = config.get("cluster", {}), config.get("task", {})
@@ -96,11 +98,20 @@ def plan(data, worker_index: int, num_workers: int) -> Plan:
     if isinstance(data, tf.data.Dataset):
         return Plan(None, f"dataset:{data.element_spec}", None, worker_index, num_workers)
     arrays = labelled_arrays(data)
-    size = len(arrays[0])
-    start, stop = size * worker_index // num_workers, size * (worker_index + 1) // num_workers
-    part = tuple(None if a is None else a[start:stop] for a in arrays)
+    part = part_range(len(arrays[0]), worker_index, num_workers)
     data_id = f"arrays:{fingerprint_arrays(*arrays)}"
-    return Plan(part, data_id, stop - start, worker_index, num_workers)
+    mine = tuple(None if a is None else a[part.start : part.stop] for a in arrays)
+    return Plan(mine, data_id, len(part), worker_index, num_workers)
+
+
+def part_range(size: int, worker_index: int, num_workers: int) -> range:
+    """The indices of a worker's contiguous part of `size` examples or prompts.
+
+    Example:
+    >>> part_range(10, 1, 3)
+    range(3, 6)
+    """
+    return range(size * worker_index // num_workers, size * (worker_index + 1) // num_workers)
 
 
 def _dataset_examples(data, part: Plan):

@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from keras_distill._src.labelling import calls, response_writer, worker_parts
+from keras_distill._src.labelling import arguments, calls, response_writer, worker_parts
 from keras_distill._src.labelling.errors import TeacherLabelsError as TeacherLabelsError
-from keras_distill._src.labelling.identity import Identity, opened_output
+from keras_distill._src.labelling.identity import Identity, examples_identity, opened_output
 from keras_distill._src.labelling.manifest import Manifest, Settings
 from keras_distill._src.labelling.responses import SequenceOptions
 from keras_distill._src.labelling.shards import ShardWriter
@@ -67,7 +68,7 @@ def label_with_teacher(
         teacher: A `keras.Model`, or any callable mapping a NumPy batch of
             inputs to a batch of outputs (a black box). For `output="scores"`
             it may return `(scores, confidence)`. A list of Keras models is
-            stored as their ensemble (`keras_distill._src.teachers.ensemble.ensemble`, equal
+            stored as their ensemble (`kd.teachers.ensemble`, equal
             weights): the logits of their averaged probabilities (at T = 1).
         data: Inputs `x`, a tuple `(x, y)` of arrays, or a `tf.data.Dataset`
             of batches `x` or `(x, y)` (as for `fit`; it must be deterministic
@@ -80,11 +81,10 @@ def label_with_teacher(
             (see `keras_distill._src.losses.top_k_logits`).
         batch_size: Examples per teacher call (for array data).
         output: `"logits"`, `"probabilities"`, `"scores"` (regression targets
-            or ratings), `"labels"` (class ids) or `"sequences"` (generated
-            responses: `teacher` is `generate(prompts) -> responses` or
-            `(responses, scores)`, `data` the prompts; see
-            `keras_distill._src.labelling.responses`). By default `"logits"`, or
+            or ratings) or `"labels"` (class ids). By default `"logits"`, or
             `"probabilities"` for a Keras teacher that ends in a softmax.
+            `"sequences"` (generated responses) is deprecated: use
+            `kd.labelling.label_responses`, to which it is passed on.
         shard_size: Examples per shard; a killed run loses at most one shard.
         teacher_id: A string identifying a callable teacher's version (e.g. a
             model name and date); a resume with a different id is refused.
@@ -100,11 +100,8 @@ def label_with_teacher(
             teacher, data or settings, or a complete run: the old shards and
             manifest of this part are deleted first. By default such outputs
             are refused (a complete run of the same identity is returned as is).
-        **sequence_options: For `output="sequences"` only: `vocabulary_size`,
-            `max_length` (prompt + response tokens), `pad_id` (0),
-            `num_samples` (responses per prompt, 1), `score` (a grader
-            `score(prompt, response) -> float`) and `tokenizer` (for string
-            prompts); see `keras_distill._src.labelling.responses.SequenceOptions`.
+        **sequence_options: For the deprecated `output="sequences"` only:
+            the fields of `kd.labelling.SequenceOptions`.
 
     Returns:
         The manifest (also written to `path/manifest.json`, or to this
@@ -117,7 +114,8 @@ def label_with_teacher(
             named) and not `overwrite`; if another process is writing into
             `path` (its lock file names it); if `path`'s file system is not
             installed.
-        ValueError: If `output` or `top_k` is invalid.
+        ValueError: For an argument of the wrong type or range (named, with
+            the value received), or an unknown `output`.
 
     Example:
     >>> import tempfile
@@ -129,24 +127,21 @@ def label_with_teacher(
     """
     teacher = ensemble(teacher) if isinstance(teacher, (list, tuple)) else teacher
     output = calls.output_kind(teacher, output)
+    _check_arguments(
+        output, top_k, (batch_size, shard_size), teacher_id, overwrite, sequence_options
+    )
     calls.check_arguments(teacher, output, top_k, shard_size, batch_size)
     directory = storage.check_path(path, TeacherLabelsError)
     if output == "sequences":
-        return response_writer.label_sequences(
+        return _label_responses(
             teacher,
             data,
             directory,
-            options=SequenceOptions(**sequence_options),
-            teacher_id=fingerprint_teacher(teacher, teacher_id),
-            batch_size=batch_size,
-            shard_size=shard_size,
-            verbose=verbose,
-            overwrite=overwrite,
-        )
-    if sequence_options:
-        raise TypeError(
-            f"{sorted(sequence_options)} apply to output='sequences' only; "
-            f"received output={output!r}."
+            SequenceOptions(**sequence_options),
+            dict(
+                batch_size=batch_size, shard_size=shard_size, teacher_id=teacher_id, verbose=verbose
+            ),
+            dict(worker_index=worker_index, num_workers=num_workers, overwrite=overwrite),
         )
     part = worker_parts.plan(data, *worker_parts.worker_part(worker_index, num_workers))
     fingerprint = fingerprint_teacher(teacher, teacher_id)
@@ -155,6 +150,34 @@ def label_with_teacher(
     with opened_output(directory, identity, part.worker_index, overwrite) as stored:
         manifest = stored or Manifest(settings, part.worker_index)
         return _label(teacher, data, part, ShardWriter(directory, manifest), batch_size, verbose)
+
+
+def _label_responses(generate, prompts, directory: str, options, *keywords: dict) -> dict:
+    """The deprecated `output="sequences"`: `label_responses`, with a `DeprecationWarning`."""
+    warnings.warn(
+        "label_with_teacher(generate, prompts, path, output='sequences', ...) is deprecated "
+        "and goes in the next release; use kd.labelling.label_responses(generate, prompts, "
+        "path, options=kd.labelling.SequenceOptions(vocabulary_size=..., max_length=...)).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    run = {name: value for part in keywords for name, value in part.items()}
+    return response_writer.label_responses(generate, prompts, directory, options=options, **run)
+
+
+def _check_arguments(output, top_k, sizes, teacher_id, overwrite, sequence_options) -> None:
+    """Refuses an argument of the wrong type or range, naming it (before the teacher runs)."""
+    arguments.positive_int("top_k", top_k, allow_none=True)
+    arguments.positive_int("batch_size", sizes[0])
+    arguments.positive_int("shard_size", sizes[1])
+    if teacher_id is not None and not isinstance(teacher_id, str):
+        raise ValueError(f"`teacher_id` must be a string or None; received {teacher_id!r}.")
+    arguments.flag("overwrite", overwrite)
+    if sequence_options and output != "sequences":
+        raise TypeError(
+            f"{sorted(sequence_options)} apply to output='sequences' only; "
+            f"received output={output!r}."
+        )
 
 
 def _first_inputs(data, part: worker_parts.Plan) -> np.ndarray:
@@ -183,10 +206,7 @@ def _identity(teacher, data, part: worker_parts.Plan, settings: Settings, teache
         def check_data(stored: Manifest, directory: str) -> None:
             worker_parts.check_resumed_data(data, part, stored, label_dtype, directory)
 
-    if _is_keras_model(teacher):
-        return Identity(settings, None, teacher_id, check_data)
-    probe = lambda: calls.probe_of(teacher, first, settings.output)  # noqa: E731
-    return Identity(settings, probe, teacher_id, check_data)
+    return examples_identity(teacher, settings, first, teacher_id, check_data)
 
 
 def _label(teacher, data, part, writer: ShardWriter, batch_size: int, verbose: int) -> dict:
