@@ -1,11 +1,35 @@
 """Labelling with a teacher on Apache Beam (the `[beam]` extra).
 
 `label` runs a whole labelling job; `LabelWithTeacher` and
-`LabelShardChunks` are the transforms for a pipeline of your own;
-`TFRecordInputs` reads inputs from TFRecord files.
+`LabelShardChunks` are the transforms for a pipeline of your own, with the
+teacher as a model handler (`KerasModelHandler`, `CallableModelHandler`,
+`GenerateModelHandler`), the elements as `ShardChunk`s and the manifest's
+settings from `label_settings`; `TFRecordInputs` reads inputs from TFRecord
+files.
 """
 
-from keras_distill._src.labelling.beam import LabelShardChunks, LabelWithTeacher, label
+from keras_distill._src.labelling.beam import (
+    LabelShardChunks,
+    LabelWithTeacher,
+    label,
+    label_settings,
+)
+from keras_distill._src.labelling.beam_handlers import (
+    CallableModelHandler,
+    GenerateModelHandler,
+    KerasModelHandler,
+)
 from keras_distill._src.labelling.beam_inputs import TFRecordInputs
+from keras_distill._src.labelling.beam_steps import ShardChunk
 
-__all__ = ["LabelShardChunks", "LabelWithTeacher", "TFRecordInputs", "label"]
+__all__ = [
+    "CallableModelHandler",
+    "GenerateModelHandler",
+    "KerasModelHandler",
+    "LabelShardChunks",
+    "LabelWithTeacher",
+    "ShardChunk",
+    "TFRecordInputs",
+    "label",
+    "label_settings",
+]
