@@ -132,7 +132,7 @@ def name_page(full_name: str) -> str:
     package_name, name = full_name.rsplit(".", 1)
     value = getattr(importlib.import_module(package_name), name)
     directive = {"class": "autoclass", "exception": "autoexception"}.get(kind(value))
-    lines = heading(f"``{full_name}``", "=")
+    lines = heading(name, "=")  # the signature below shows the full path
     lines += [f".. currentmodule:: {package_name}", ""]
     lines += [f".. {directive or 'autofunction'}:: {name}", ""]
     return "\n".join(lines)
