@@ -117,8 +117,8 @@ def advice(errors, agreement: float, threshold: float, num_samples: int, float_i
     """
     worst = ", ".join(f"{e.layer} {e.steps:.2f}" for e in errors[:3])
     fixes = [
-        "quantization-aware training of the student (keras_distill._src.training.tfmot."
-        "quantization_aware, then distil it as usual)"
+        "quantization-aware training of the student (kd.quantization_aware, then distil it "
+        "as usual)"
     ]
     if num_samples < convert.DEFAULT_NUM_SAMPLES:
         fixes.append(
