@@ -69,3 +69,17 @@ def test_version(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--version"])
     assert re.match(r"keras-distill \d+\.\d+\.\d+", capsys.readouterr().out)
+
+
+def test_export_micro_refuses_a_float_tflite(tmp_path, capsys):
+    import keras
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    path = tmp_path / "float.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    assert cli.main(["export-micro", str(path), "--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert f"keras-distill export-micro: error: {str(path)!r} holds a float32 TFLite" in error
+    assert "its .keras file or its SavedModel folder" in error
+    assert not (tmp_path / "out").exists()

@@ -82,7 +82,9 @@ def _add_export_micro(commands) -> None:
         help="export a model to TFLite Micro: int8 .tflite, C++ array and header, verified "
         "in the TFLM interpreter",
     )
-    micro.add_argument("model", help="a .keras or .tflite file")
+    micro.add_argument(
+        "model", help="a .keras file or SavedModel folder (converted), or an int8 .tflite file"
+    )
     micro.add_argument("--data", help="representative inputs (.npy), needed for .keras models")
     micro.add_argument("--out", required=True, help="output directory")
     micro.add_argument("--name", default="model", help="C identifier prefix (default: model)")

@@ -24,7 +24,8 @@ def representative_samples(
     Dataset elements may be `x` or `(x, y, ...)`, batched or not.
 
     Args:
-        data: A NumPy array of inputs, or a `tf.data.Dataset`.
+        data: A NumPy array of inputs (or nested lists of numbers), or a
+            `tf.data.Dataset`.
         input_shape: The model's input shape without the batch axis.
         num_samples: How many examples to take at most.
 
@@ -32,19 +33,29 @@ def representative_samples(
         Float32 array of shape `(n, *input_shape)`, `1 <= n <= num_samples`.
 
     Raises:
-        MicroExportError: If the data is empty or its shape does not match.
+        MicroExportError: If the data is empty, not numbers, or its shape does
+            not match.
 
     Example:
     >>> representative_samples(np.zeros((500, 4)), (4,)).shape
     (200, 4)
     """
-    samples, _ = inputs.collect(data, example_rank=len(input_shape), limit=num_samples)
+    try:
+        samples, _ = inputs.collect(
+            as_array_if_numbers(data), example_rank=len(input_shape), limit=num_samples
+        )
+        samples = samples.astype("float32")
+    except (TypeError, ValueError) as error:
+        raise MicroExportError(
+            f"The representative data ({type(data).__name__}) cannot be read as examples of "
+            f"numbers ({error}); give an array of shape (examples, *{tuple(input_shape)}), "
+            "nested lists of numbers, or a tf.data.Dataset of x or (x, y)."
+        ) from None
     if samples.size == 0:
         raise MicroExportError(
             "The representative data is empty; give at least one (ideally a few hundred) "
             "typical inputs so that the int8 ranges can be calibrated."
         )
-    samples = samples.astype("float32")
     if not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples.reshape(len(samples), -1))).any(-1).sum())
         raise MicroExportError(
@@ -63,6 +74,25 @@ def representative_samples(
             f"inputs of shape {expected} (without the batch axis)."
         )
     return samples
+
+
+def as_array_if_numbers(data):
+    """Nested lists of numbers (e.g. a list of examples) as one array; other data unchanged.
+
+    A list of `(x, y)` elements, or of batches of different sizes, is still
+    read element by element.
+
+    Example:
+    >>> as_array_if_numbers([[0.5, 1.0], [0.0, 2.0]]).shape
+    (2, 2)
+    """
+    if not isinstance(data, list):
+        return data
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError):  # ragged: elements or batches, read one by one
+        return data
+    return array if array.dtype.kind in "biuf" else data
 
 
 def to_int8_tflite(

@@ -10,6 +10,12 @@ HINTS = {
     "FlexOps": "replace the layer by standard Dense/Conv2D/pooling/activation layers",
 }
 
+# What to use instead of Keras layers (by class) that the int8 converter leaves partly in float.
+LAYER_HINTS = {
+    "LayerNormalization": "TFLite has no int8 layer normalization (its arithmetic stays float); "
+    "use BatchNormalization, which the converter folds into the layer before it, or none",
+}
+
 
 class MicroExportError(ValueError):
     """A model, its data or its budget does not allow a TFLite Micro export.

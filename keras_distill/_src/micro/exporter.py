@@ -1,10 +1,10 @@
-"""`export`: a Keras model or `.tflite` file to verified TFLite Micro C++ (a `MicroExport`)."""
+"""`export`: a Keras model or an int8 `.tflite` to verified TFLite Micro C++ (a `MicroExport`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
-import pathlib
 import warnings
 
 from keras_distill._src.micro import (
@@ -13,6 +13,7 @@ from keras_distill._src.micro import (
     drift,
     export_files,
     export_validation,
+    integer_check,
     isolated_conversion,
     model_info,
     model_loading,
@@ -22,6 +23,7 @@ from keras_distill._src.micro.boards import get_board
 from keras_distill._src.micro.errors import MicroExportError
 from keras_distill._src.micro.result import MicroExport
 from keras_distill._src.utils import model_inspection as models
+from keras_distill._src.utils import storage
 
 DEFAULT_ARENA_MARGIN = 0.10
 
@@ -54,29 +56,36 @@ def export(
     optionally compared with the float model and checked against a board's
     flash and RAM. Only when everything succeeded are `<name>.tflite`,
     `<name>_model_data.cc` and `<name>_model_data.h` written; a failed export
-    writes nothing.
+    writes nothing. A float model is never written: what the result and its
+    summary call the model (`MicroExport.kind`) is read from its tensor types.
 
     Args:
         model: A single-input `keras.Model` (or tf_keras model, e.g. a tfmot
             quantization-aware or stripped pruned student; a distiller is
-            refused: export its `student`), a path to a
-            `.keras` or `.tflite` file, or `.tflite` bytes (then conversion is
-            skipped).
-        representative_data: Typical inputs for int8 calibration: an array or
-            a `tf.data.Dataset` of `x` or `(x, y)`; needed for Keras models
-            except quantization-aware ones, which carry their own ranges.
-        output_dir: Directory for the files (created if missing).
+            refused: export its `student`), a path to a `.keras` file or a
+            SavedModel folder (both converted), or an int8 `.tflite` file or
+            its bytes (exported as it is; a float or partly float `.tflite`
+            is refused, since it cannot be re-quantized without its source
+            model).
+        representative_data: Typical inputs for int8 calibration: an array
+            (or nested lists of numbers) or a `tf.data.Dataset` of `x` or
+            `(x, y)`; needed for Keras models except quantization-aware ones,
+            which carry their own ranges.
+        output_dir: Directory for the files (created if missing): a local
+            path or a URL TensorFlow can write (`gs://...`, `ram://...`).
         name: C identifier that prefixes the files and symbols.
-        board: A preset from `keras_distill._src.micro.BOARDS` whose flash and RAM
-            the model and the recommended arena must fit.
-        flash_bytes: Flash budget (overrides the board's).
-        ram_bytes: RAM budget for the arena (overrides the board's).
+        board: A preset from `kd.micro.BOARDS` whose flash and RAM the model
+            and the recommended arena must fit.
+        flash_bytes: Flash budget in bytes, a positive integer (overrides the
+            board's).
+        ram_bytes: RAM budget for the arena in bytes, a positive integer
+            (overrides the board's).
         validation_data: `(x, y)`, `x`, or a dataset: report top-1 agreement of
             TFLM int8 with the float model, and both accuracies if labels exist.
         float_io: Keep float32 input and output tensors.
         num_samples: Representative examples used for calibration at most.
         arena_margin: Fraction added to the measured arena for the recommendation.
-        verify_on: A target of `keras_distill._src.micro.firmware.TARGETS` (e.g.
+        verify_on: A target of `kd.micro.TARGETS` (e.g.
             `"cortex-m4"`, emulated by QEMU, or `"host"`): build the sources
             into an application with the real TFLite Micro (`micro.build`),
             run it on the validation inputs (else the representative ones; at
@@ -86,7 +95,7 @@ def export(
             `$KERAS_DISTILL_TFLM_DIR`).
         explain_quantization: None: when the top-1 agreement on the
             validation data is below `agreement_threshold`, measure every
-            layer's int8 error (`keras_distill._src.micro.drift`), report it and
+            layer's int8 error (`MicroExport.quantization_errors`), report it and
             warn with the worst layers and the fixes that fit; True: always
             measure it (Keras models); False: never.
         agreement_threshold: The agreement below which the export explains.
@@ -99,12 +108,15 @@ def export(
 
     Raises:
         MicroExportError: For an unsupported op (named, with its layer and a
-            hint), a recurrent layer that crashes the converter (in a separate
-            process, named, with the `unroll=True` hint), a pruned model not yet
-            stripped, a distiller, data that is empty or of the wrong shape, an
-            output directory that is a file or already holds the export's files,
-            a name that is not a C identifier, a missing or unreadable model
-            file, or a model or arena over the budget;
+            hint), a layer the converter keeps in float (named, with a hint), a
+            float `.tflite` (with what to pass instead), a recurrent layer that
+            crashes the converter (in a separate process, named, with the
+            `unroll=True` hint), a pruned model not yet stripped, a distiller,
+            data that is empty or of the wrong shape, an output directory that
+            is a file, already holds the export's files, or is a URL that
+            cannot be reached (named, with what is missing), a name that is not
+            a C identifier, a budget that is not a positive integer, a missing
+            or unreadable model file, or a model or arena over the budget;
             `FirmwareError` (a subclass) when `verify_on` cannot build or run
             the application, or its outputs differ.
 
@@ -114,12 +126,14 @@ def export(
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> x = np.random.rand(64, 4).astype("float32")
     >>> result = export(model, x, tempfile.mkdtemp(), name="tiny", board="esp32")
-    >>> result.header_path.name, result.ops
-    ('tiny_model_data.h', ('FULLY_CONNECTED',))
+    >>> result.header_path.name, result.ops, result.kind
+    ('tiny_model_data.h', ('FULLY_CONNECTED',), 'int8')
     """
-    budget = _checked_settings(
-        name, output_dir, arena_margin, board, flash_bytes, ram_bytes, overwrite
-    )
+    _check_counts(flash_bytes=flash_bytes, ram_bytes=ram_bytes, num_samples=num_samples)
+    output_dir = _checked_output_dir(output_dir, name, overwrite)
+    budget = _checked_settings(arena_margin, agreement_threshold, board, flash_bytes, ram_bytes)
+    representative_data = convert.as_array_if_numbers(representative_data)
+    validation_data = convert.as_array_if_numbers(validation_data)
     converted = _converted(model, representative_data, float_io, num_samples)
     arena = _measured_arena(converted)
     recommended = verify.with_margin(arena, arena_margin)
@@ -141,14 +155,14 @@ def export(
         recommended = on_target.recommended_arena_bytes
     _check_budget(len(converted.model_bytes), recommended, budget)
     files = export_files.sources(name, converted.info, converted.model_bytes, arena, recommended)
-    paths = export_files.write_atomically(pathlib.Path(output_dir), files)
+    paths = _write(output_dir, files)
     measured = dict(validation=validation, on_target=on_target, quantization_errors=errors)
     return _result(name, paths, converted, (arena, recommended, arena_margin), budget, measured)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Converted:
-    """The int8 model of an export, with where it came from."""
+    """The fully integer model of an export, with where it came from."""
 
     keras_model: object  # the Keras model, or None for a .tflite input
     model_bytes: bytes
@@ -157,13 +171,13 @@ class _Converted:
 
 
 def _converted(model, representative_data, float_io: bool, num_samples: int) -> _Converted:
-    """Loads the model and converts it to a checked int8 flatbuffer (a .tflite is kept)."""
+    """Loads the model and converts it to a checked int8 flatbuffer (an int8 .tflite is kept)."""
     keras_model, model_bytes = model_loading.load_model(model)
     samples = None
     if keras_model is not None:
         model_bytes, samples = _convert(keras_model, representative_data, float_io, num_samples)
     info = model_info.inspect_model(model_bytes)
-    _check_integer(info, float_io, keras_model)
+    integer_check.check_fully_integer(info, float_io, keras_model, model)
     return _Converted(keras_model, model_bytes, info, samples)
 
 
@@ -196,22 +210,73 @@ def _result(name, paths, converted: _Converted, arenas, budget, measured: dict) 
         flash_bytes=flash_bytes,
         ram_bytes=ram_bytes,
         sparsity=None if keras_model is None else models.sparsity(keras_model),
+        kind=converted.info.kind,
         **measured,
     )
 
 
-def _checked_settings(name, output_dir, arena_margin, board, flash_bytes, ram_bytes, overwrite):
-    """Checks the arguments that need no model; returns the board's budget."""
+def _check_counts(**counts) -> None:
+    """Refuses a budget or count that is not a positive whole number (None is allowed)."""
+    for argument, value in counts.items():
+        whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if value is not None and not (whole and value > 0):
+            raise MicroExportError(
+                f"`{argument}` must be a positive whole number (or None); received {value!r}."
+            )
+
+
+def _checked_output_dir(output_dir, name: str, overwrite: bool) -> str:
+    """The output folder as a string (a local path or a reachable URL), checked for the export."""
     try:
         codegen.check_identifier(name)
     except ValueError as error:
         raise MicroExportError(str(error)) from None
-    output_dir = pathlib.Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise MicroExportError(f"The output directory {str(output_dir)!r} is a file.")
-    export_files.check_not_overwriting(output_dir, name, overwrite)
-    if not 0 <= arena_margin <= 10:
-        raise MicroExportError(f"`arena_margin` must be in [0, 10]; received {arena_margin!r}.")
+    import tensorflow as tf
+
+    try:
+        output_dir = storage.check_path(output_dir, MicroExportError)
+        if storage.exists(output_dir) and not storage.isdir(output_dir):
+            raise MicroExportError(f"The output directory {output_dir!r} is a file.")
+        export_files.check_not_overwriting(output_dir, name, overwrite)
+    except tf.errors.OpError as error:  # e.g. gs:// without network or credentials
+        raise MicroExportError(_unreachable(os.fspath(output_dir), error)) from None
+    return output_dir
+
+
+def _write(output_dir: str, files: dict) -> list:
+    """`export_files.write_atomically`, with a file system's refusal explained (all or nothing)."""
+    import tensorflow as tf
+
+    try:
+        return export_files.write_atomically(output_dir, files)
+    except tf.errors.OpError as error:  # e.g. a bucket that refuses the write
+        raise MicroExportError(_unreachable(output_dir, error)) from None
+
+
+def _unreachable(output_dir: str, error) -> str:
+    reason = str(error).strip().splitlines()[0]
+    needs = (
+        "network access to Google Cloud Storage and credentials (`gcloud auth "
+        "application-default login`, or GOOGLE_APPLICATION_CREDENTIALS)"
+        if storage.scheme(output_dir) == "gs"
+        else f"network access and credentials for {storage.scheme(output_dir)}://"
+    )
+    return (
+        f"Cannot reach the output directory {output_dir!r}: {reason}. Writing there needs "
+        f"{needs}; or export to a local folder and copy the files. Nothing was written."
+    )
+
+
+def _checked_settings(arena_margin, agreement_threshold, board, flash_bytes, ram_bytes):
+    """Checks the arguments that need no model; returns the board's budget."""
+    for argument, value, high in (
+        ("arena_margin", arena_margin, 10),
+        ("agreement_threshold", agreement_threshold, 1),
+    ):
+        if not (
+            isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value <= high
+        ):
+            raise MicroExportError(f"`{argument}` must be in [0, {high}]; received {value!r}.")
     return _budget(board, flash_bytes, ram_bytes)
 
 
@@ -235,31 +300,6 @@ def _convert(keras_model, representative_data, float_io: bool, num_samples: int)
         )
     converted = isolated_conversion.to_int8_tflite_safely(keras_model, samples, float_io)
     return converted, samples
-
-
-def _check_integer(info, float_io: bool, keras_model) -> None:
-    """Refuses a conversion (of a Keras model) that left float tensors where int8 has none."""
-    if keras_model is None:
-        return  # a given .tflite is exported as it is
-    boundary = (
-        []
-        if float_io
-        else [
-            f"{kind} {i} ({t.dtype})"
-            for kind, tensors in (("input", info.inputs), ("output", info.outputs))
-            for i, t in enumerate(tensors)
-            if t.dtype != "int8"
-        ]
-    )
-    if info.float_tensors or boundary:
-        named = list(info.float_tensors[:5]) + boundary
-        more = len(info.float_tensors) - 5
-        raise MicroExportError(
-            "The converted model is not fully integer: float tensors "
-            f"{', '.join(named)}{f' and {more} more' if more > 0 else ''}. The converter fell "
-            "back to float, e.g. for representative data without a usable range; check the "
-            "data, or the layers these tensors come from. Nothing was written."
-        )
 
 
 def _measured_arena(converted: _Converted) -> int:

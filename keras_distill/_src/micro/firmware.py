@@ -134,10 +134,10 @@ def find_tflm(tflm_dir=None) -> pathlib.Path:
         FirmwareError: If none is given or it holds no TFLM Makefile.
 
     Example:
-    >>> find_tflm("/nonexistent")  # doctest: +ELLIPSIS
+    >>> find_tflm("/nonexistent")
     Traceback (most recent call last):
     ...
-    ...FirmwareError: '/nonexistent' is not a TensorFlow Lite Micro...
+    keras_distill._src.micro.firmware.FirmwareError: '/nonexistent' is not a TensorFlow Lite ...
     """
     tflm_dir = tflm_dir or os.environ.get(TFLM_DIR_VARIABLE)
     if not tflm_dir:

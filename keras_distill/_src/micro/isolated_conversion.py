@@ -22,6 +22,7 @@ import numpy as np
 
 from keras_distill._src.micro import convert
 from keras_distill._src.micro.errors import MicroExportError
+from keras_distill._src.micro.model_loading import sublayers
 from keras_distill._src.utils.model_inspection import is_tf_keras
 
 _CONVERSION_TIMEOUT = 600
@@ -49,15 +50,6 @@ with open(folder + "/model.tflite", "wb") as file:
 """
 
 
-def _sublayers(layer):
-    yield layer
-    for attribute in ("layers", "layer", "forward_layer", "backward_layer"):
-        inner = getattr(layer, attribute, None)
-        for child in inner if isinstance(inner, (list, tuple)) else [inner]:
-            if child is not None and child is not layer and hasattr(child, "name"):
-                yield from _sublayers(child)
-
-
 def recurrent_layers(model) -> list[str]:
     """Names of the layers that run a recurrent loop (an RNN layer without `unroll=True`).
 
@@ -69,7 +61,7 @@ def recurrent_layers(model) -> list[str]:
     ['lstm']
     """
     found = []
-    for layer in _sublayers(model):
+    for layer in sublayers(model):
         if layer is not model and getattr(layer, "unroll", True) is False:
             found.append(layer.name)
     return found

@@ -8,6 +8,9 @@ import numpy as np
 
 from keras_distill._src.micro.errors import MicroExportError
 
+QUANTIZED_TYPES = ("int8", "int16", "uint8")  # activation and weight types of quantized models
+CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")  # ops that convert types rather than compute
+
 
 @dataclasses.dataclass(frozen=True)
 class TensorInfo:
@@ -40,11 +43,12 @@ class TensorInfo:
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
-    """What a `.tflite` flatbuffer contains: its ops and its I/O tensors.
+    """What a `.tflite` flatbuffer contains: its ops, its I/O tensors, the types it computes in.
 
     Example:
-    >>> ModelInfo(ops=("FULLY_CONNECTED",), op_tensors={}, inputs=(), outputs=()).ops
-    ('FULLY_CONNECTED',)
+    >>> info = ModelInfo(("FULLY_CONNECTED",), {}, (), (), compute_types=("int32", "int8"))
+    >>> info.ops, info.kind
+    (('FULLY_CONNECTED',), 'int8')
     """
 
     ops: tuple  # builtin op names, in order of first use
@@ -52,6 +56,34 @@ class ModelInfo:
     inputs: tuple  # TensorInfo per input
     outputs: tuple  # TensorInfo per output
     float_tensors: tuple = ()  # names of float tensors inside the graph (not its inputs/outputs)
+    compute_types: tuple = ()  # types the ops other than CONVERSION_OPS read and write, sorted
+
+    @property
+    def kind(self) -> str:
+        """What the model computes in, read from its tensor types (not from how it was made).
+
+        The types that its ops read and write, QUANTIZE and DEQUANTIZE aside:
+        `"int8"` (or `"int16/int8"` for 16-bit activations) when they are all
+        integers, `"float32"` when none is quantized, `"mixed int8 and
+        float32"` when some ops compute in float (a conversion that fell back
+        to float for part of the graph, or int8 weights with float
+        activations). An int8 model that quantizes a float32 input and
+        dequantizes its output (`float_io=True`) is `"int8"`; a graph without
+        other ops is described by its input and output types.
+        """
+        inside = set(self.compute_types) or {t.dtype for t in self.inputs + self.outputs}
+        floats = "/".join(sorted(t for t in inside if t.startswith("float")))
+        quantized = "/".join(sorted(t for t in inside if t in QUANTIZED_TYPES))
+        if floats and quantized:
+            return f"mixed {quantized} and {floats}"
+        return floats or quantized or "/".join(sorted(inside)) or "unknown"
+
+    @property
+    def fully_integer(self) -> bool:
+        """Whether every op but QUANTIZE and DEQUANTIZE reads and writes integers only."""
+        return not any(t.startswith("float") for t in self.compute_types) and not (
+            self.float_tensors
+        )
 
 
 def inspect_model(model_bytes: bytes) -> ModelInfo:
@@ -104,31 +136,45 @@ def inspect_model(model_bytes: bytes) -> ModelInfo:
         for index, tensor in enumerate(main.tensors)
         if index not in boundary and types[tensor.type] in ("float32", "float16")
     )
+    computed = {
+        types[subgraph.tensors[index].type]
+        for name, subgraph, operator in _operators(model)
+        if name not in CONVERSION_OPS
+        for index in [*operator.inputs, *operator.outputs]
+        if index >= 0  # -1: an optional input left out
+    }
     return ModelInfo(
         ops=tuple(op_tensors),
         op_tensors=op_tensors,
         inputs=tuple(tensor_info(i) for i in main.inputs),
         outputs=tuple(tensor_info(i) for i in main.outputs),
         float_tensors=floats,
+        compute_types=tuple(sorted(computed)),
     )
 
 
 def _op_tensors(model) -> dict:
     """Builtin op name -> names of the tensors it produces, ops in order of first use."""
+    op_tensors = {}
+    for name, subgraph, operator in _operators(model):
+        outputs = [_tensor_name(subgraph.tensors[i]) for i in operator.outputs]
+        op_tensors.setdefault(name, []).extend(outputs)
+    return op_tensors
+
+
+def _operators(model):
+    """`(op name, subgraph, operator)` of every operator, in order (custom ops as `CUSTOM:x`)."""
     from tflite_micro.python.tflite_micro import runtime
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
     names = {value: name for name, value in vars(schema.BuiltinOperator).items() if name.isupper()}
-    op_tensors = {}
     for subgraph in model.subgraphs:
         for operator in subgraph.operators if subgraph.operators is not None else []:
             code = model.operatorCodes[operator.opcodeIndex]
             name = names.get(runtime.get_builtin_code_from_operator_code(code), "UNKNOWN")
             if name == "CUSTOM":
                 name = f"CUSTOM:{code.customCode.decode()}"
-            outputs = [_tensor_name(subgraph.tensors[i]) for i in operator.outputs]
-            op_tensors.setdefault(name, []).extend(outputs)
-    return op_tensors
+            yield name, subgraph, operator
 
 
 def _tensor_name(tensor) -> str:

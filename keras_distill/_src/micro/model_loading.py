@@ -1,6 +1,7 @@
 """What `export` accepts as a model, and the model kinds it must refuse or treat apart.
 
-A Keras model (Keras 3 or tf_keras), a `.keras`/`.h5`/`.tflite` path, or
+A Keras model (Keras 3 or tf_keras), a `.keras`/`.h5`/`.tflite` path, a
+SavedModel folder (wrapped in a Keras model around its serving signature), or
 `.tflite` bytes. A distiller is refused with the student to export named; a
 model still wrapped for pruning is refused with the call that strips it. Both
 are recognised by what they hold (duck typing), as `micro` imports nothing of
@@ -23,7 +24,8 @@ def load_model(model) -> tuple:
 
     Raises:
         MicroExportError: For a distiller (export its student), a missing or
-            unreadable file, or another type.
+            unreadable file, a SavedModel whose serving signature does not take
+            one input and return one output, or another type.
 
     Example:
     >>> load_model(b"TFL3")
@@ -49,7 +51,8 @@ def load_model(model) -> tuple:
     if isinstance(model, (str, os.PathLike)):
         return _load_file(pathlib.Path(model))
     raise MicroExportError(
-        f"`model` must be a keras.Model, a .keras/.tflite path or .tflite bytes; received "
+        f"`model` must be a keras.Model, a .keras/.tflite path, a SavedModel folder or "
+        f".tflite bytes; received "
         f"{type(model).__name__}."
     )
 
@@ -57,6 +60,13 @@ def load_model(model) -> tuple:
 def _load_file(path: pathlib.Path) -> tuple:
     import keras
 
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise MicroExportError(
+                f"{str(path)!r} is a folder without saved_model.pb; give a SavedModel folder, "
+                "a .keras file or a .tflite file."
+            )
+        return _load_saved_model(path), None
     if not path.is_file():
         raise MicroExportError(f"No model file at {str(path)!r}.")
     if path.suffix == ".tflite":
@@ -70,8 +80,38 @@ def _load_file(path: pathlib.Path) -> tuple:
             ) from None
     raise MicroExportError(
         f"{str(path)!r} is neither a .keras nor a .tflite file; give a Keras model, a "
-        ".keras file or a .tflite file."
+        ".keras file, a SavedModel folder or a .tflite file."
     )
+
+
+def _load_saved_model(path: pathlib.Path):
+    """A Keras model around a SavedModel's `serving_default` signature (one input, one output)."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        signatures = tf.saved_model.load(str(path)).signatures
+    except Exception as error:  # TensorFlow raises many types for a bad SavedModel
+        raise MicroExportError(f"{str(path)!r} is not a loadable SavedModel: {error}") from None
+    signature = signatures.get("serving_default")
+    if signature is None:
+        raise MicroExportError(
+            f"The SavedModel {str(path)!r} has no 'serving_default' signature (it has "
+            f"{sorted(signatures)}); save it with keras.Model.export(path), which adds one."
+        )
+    specs = signature.structured_input_signature[1]
+    outputs = signature.structured_outputs
+    if len(specs) != 1 or (isinstance(outputs, dict) and len(outputs) != 1):
+        raise MicroExportError(
+            f"Only single-input, single-output models can be exported; the SavedModel "
+            f"{str(path)!r} takes {sorted(specs)} and returns "
+            f"{sorted(outputs) if isinstance(outputs, dict) else outputs}."
+        )
+    (spec,) = specs.values()
+    inputs = keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name)
+    output = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")(inputs)
+    output = next(iter(output.values())) if isinstance(output, dict) else output
+    return keras.Model(inputs, output, name=path.name)
 
 
 def check_no_pruning_wrappers(model) -> None:
@@ -111,3 +151,21 @@ def quantization_aware(model) -> bool:
     False
     """
     return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
+
+
+def sublayers(layer):
+    """The layer and every layer inside it (nested models, wrappers, bidirectional halves).
+
+    Example:
+    >>> import keras
+    >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="head")],
+    ...                          name="block")
+    >>> [layer.name for layer in sublayers(keras.Sequential([keras.Input((4,)), inner]))][1:]
+    ['block', 'head']
+    """
+    yield layer
+    for attribute in ("layers", "layer", "forward_layer", "backward_layer"):
+        inner = getattr(layer, attribute, None)
+        for child in inner if isinstance(inner, (list, tuple)) else [inner]:
+            if child is not None and child is not layer and hasattr(child, "name"):
+                yield from sublayers(child)

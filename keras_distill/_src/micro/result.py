@@ -89,7 +89,7 @@ class MicroExport:
     Attributes:
         name: The C symbol and file prefix.
         tflite_path, source_path, header_path: The written files.
-        model_bytes: Size of the int8 `.tflite` flatbuffer (what goes to flash).
+        model_bytes: Size of the `.tflite` flatbuffer (what goes to flash).
         float_bytes: float32 size of the Keras model's weights, if one was given.
         arena_bytes: Smallest tensor arena that ran in the TFLM interpreter.
         recommended_arena_bytes: `arena_bytes` plus the stated margin.
@@ -109,6 +109,9 @@ class MicroExport:
         quantization_errors: `None`, or the int8 error of every quantized
             tensor (`keras_distill._src.micro.drift.LayerError`, worst first), when
             the agreement fell below the threshold or it was asked for.
+        kind: What the exported model computes in, read from its tensor types
+            (`kd.micro.ModelInfo.kind`: `"int8"` for every export that
+            succeeds), or `None` where unknown; the summary's labels say it.
 
     Example:
     >>> result = MicroExport("m", *(pathlib.Path(p) for p in "abc"), 2968, 4360, 1488,
@@ -136,6 +139,7 @@ class MicroExport:
     sparsity: float | None = None
     on_target: TargetCheck | None = None
     quantization_errors: tuple | None = None
+    kind: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -149,7 +153,8 @@ class MicroExport:
 
         Example:
         >>> result = MicroExport("m", *(pathlib.Path(p) for p in "abc"), 2968, None, 1488,
-        ...                      1648, 0.1, ("SOFTMAX",), (), (), None, None, None, None)
+        ...                      1648, 0.1, ("SOFTMAX",), (), (), None, None, None, None,
+        ...                      kind="int8")
         >>> print(result.summary().splitlines()[2])
         | int8 model (flash) | 2,968 B |
         """
@@ -158,7 +163,7 @@ class MicroExport:
         return markdown.table(["", ""], rows, align="ll")
 
     def _size_rows(self) -> list[tuple]:
-        rows = [("int8 model (flash)", f"{self.model_bytes:,} B")]
+        rows = [(f"{self._kind}model (flash)", f"{self.model_bytes:,} B")]
         if self.float_bytes:
             rows.append(("float32 weights", f"{self.float_bytes:,} B"))
         rows.append(
@@ -178,6 +183,11 @@ class MicroExport:
             rows.insert(2, ("kernel sparsity (zero weights)", f"{self.sparsity:.1%}"))
         return rows
 
+    @property
+    def _kind(self) -> str:
+        """The kind as a label prefix (`"int8 "`), empty where unknown."""
+        return f"{self.kind} " if self.kind else ""
+
     def _tensor_rows(self) -> list[tuple]:
         return [
             (
@@ -193,9 +203,9 @@ class MicroExport:
         if self.validation:
             rows.append(("validation examples", f"{self.validation.examples:,}"))
             for value, label in (
-                (self.validation.agreement, "top-1 agreement, TFLM int8 vs Keras float"),
+                (self.validation.agreement, f"top-1 agreement, TFLM {self._kind}vs Keras float"),
                 (self.validation.float_accuracy, "accuracy, Keras float"),
-                (self.validation.int8_accuracy, "accuracy, TFLM int8"),
+                (self.validation.int8_accuracy, f"accuracy, TFLM {self._kind}".rstrip()),
             ):
                 if value is not None:
                     rows.append((label, f"{value:.2%}"))
