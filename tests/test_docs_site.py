@@ -273,3 +273,12 @@ def test_the_code_of_the_landing_page_and_the_losses_guide_runs_as_pasted(page, 
         student = float(re.search(r"^student ([\d.]+)", run.stdout, re.M)[1])
         assert teacher >= 0.95 and student >= 0.85, run.stdout
         assert (tmp_path / "student.keras").exists()
+
+
+def test_the_user_pages_leave_contributor_matters_to_the_contributing_page():
+    for page in ["index.md", "getting_started.md"]:
+        text = (DOCS / page).read_text()
+        for contributor_matter in [".ci/run", "../shared", "612 tests", "make test"]:
+            assert contributor_matter not in text, f"{page}: {contributor_matter}"
+    contributing = (DOCS / "contributing.md").read_text()
+    assert ".ci/run" in contributing and "make test" in contributing

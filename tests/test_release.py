@@ -7,6 +7,7 @@ module left out of the package or a file read from the checkout fails here.
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import sysconfig
@@ -75,8 +76,8 @@ def test_the_sdist_holds_what_the_tests_need(dist):
     assert any(name.startswith("tests/data/") for name in names)
 
 
-def test_the_installed_wheel_distils_outside_the_checkout(dist, tmp_path):
-    venv = tmp_path / "venv"
+def fresh_environment(venv: pathlib.Path) -> pathlib.Path:
+    """A new virtual environment that sees this one's packages (pip among them); its python."""
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python = venv / "bin" / "python"
     site = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
@@ -84,6 +85,13 @@ def test_the_installed_wheel_distils_outside_the_checkout(dist, tmp_path):
     # editable install of this checkout) are not processed.
     own_site = sysconfig.get_paths()["purelib"]
     (pathlib.Path(site.stdout.strip()) / "test_environment.pth").write_text(own_site + "\n")
+    return python
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_distils_outside_the_checkout(dist, tmp_path):
+    venv = tmp_path / "venv"
+    python = fresh_environment(venv)
     run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet"]
         + ["--no-deps", "--no-index", str(dist[1])]
@@ -120,3 +128,53 @@ def test_the_installed_wheel_distils_outside_the_checkout(dist, tmp_path):
     assert str(ROOT) not in result.stdout
     help_text = run([str(venv / "bin" / "keras-distill"), "--help"], cwd=outside, env=env)
     assert "demo" in help_text.stdout and "export-micro" in help_text.stdout, help_text.stdout
+
+
+def colab_install_cells() -> dict[str, list[str]]:
+    """Each tutorial's install cell (its second cell), by source: tutorials sharing one run once."""
+    import nbformat
+
+    cells: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tutorials").glob("*.ipynb")):
+        source = nbformat.read(path, as_version=4).cells[1].source
+        cells.setdefault(source, []).append(path.name)
+    return cells
+
+
+REQUIREMENT = re.compile(r'KERAS_DISTILL = \(?\s*"(keras-distill(\[[\w,]+\])?) @ ([^"]+)"')
+
+
+def test_the_colab_cells_install_from_a_source_that_exists():
+    """Until a release is on PyPI: the project's repository (pyproject's URLs) or a wheel URL."""
+    repository = re.search(
+        r'Documentation = "(https://github.com/[\w-]+/[\w-]+)',
+        (ROOT / "pyproject.toml").read_text(),
+    )[1]
+    for source, names in colab_install_cells().items():
+        match = REQUIREMENT.search(source)
+        assert match, f'{names}: no `KERAS_DISTILL = "keras-distill[...] @ <source>"`'
+        url = match[3]
+        assert url.removeprefix("git+").removesuffix(".git") == repository or url.endswith(
+            ".whl"
+        ), f"{names}: installs from {url}, neither {repository} nor a wheel"
+
+
+@pytest.mark.slow
+def test_the_colab_cells_install_the_wheel_in_a_fresh_environment(dist, tmp_path):
+    """Each install cell, run as in Colab against the wheel `make dist` builds, offline."""
+    wheel_url = dist[1].resolve().as_uri()
+    for index, (source, names) in enumerate(colab_install_cells().items()):
+        venv = tmp_path / f"venv{index}"
+        python = fresh_environment(venv)
+        match = REQUIREMENT.search(source)
+        cell = source.replace(f'"{match[1]} @ {match[3]}"', f'"{match[1]} @ {wheel_url}"')
+        as_in_colab = "import sys, types\nsys.modules['google.colab'] = types.ModuleType('x')\n"
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        env |= {"PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # offline
+        run([str(python), "-c", as_in_colab + cell], cwd=tmp_path, env=env)
+        imported = run(
+            [str(python), "-c", "import keras_distill as kd; print(kd.__file__, kd.__version__)"],
+            cwd=tmp_path,
+            env=env,
+        )
+        assert imported.stdout.startswith(str(venv)), (names, imported.stdout)

@@ -53,14 +53,16 @@ def outputs(notebook):
     return "\n".join(text)
 
 
-def test_every_tutorial_starts_with_a_colab_only_install_cell():
+def test_every_tutorial_has_a_colab_only_install_cell_below_its_title():
     assert TUTORIALS, "no tutorials found"
     for path in TUTORIALS:
         notebook = nbformat.read(path, as_version=4)
-        first = notebook.cells[0]
-        assert first.cell_type == "code", path.name
-        assert '"google.colab" in sys.modules' in first.source, path.name
-        assert "pip" in first.source, path.name
+        title, install = notebook.cells[:2]
+        assert title.cell_type == "markdown" and title.source.startswith("# "), path.name
+        assert install.cell_type == "code", path.name
+        assert install.source.startswith("# In Colab, installs keras-distill"), path.name
+        assert '"google.colab" in sys.modules' in install.source, path.name
+        assert re.search(r'KERAS_DISTILL = \(?\s*"keras-distill\[', install.source), path.name
 
 
 def test_committed_tutorials_were_executed_top_to_bottom_with_outputs():
@@ -210,3 +212,17 @@ def test_09_on_policy_distillation(tmp_path):
     assert re.search(r"on-policy: exact match [\d.]+% after \d+ steps", text)
     assert "'on_policy_fraction': [1.0, 1.0]" in text
     assert "same tokens: True" in text and "image/png" in str(notebook.cells)
+
+
+def test_the_tutorials_index_describes_every_notebook_with_its_run_time():
+    index = (TUTORIALS[0].parents[1] / "docs" / "tutorials" / "index.md").read_text()
+    for path in TUTORIALS:
+        row = re.search(rf"^\| \{{doc\}}`[^`]+<{path.stem}>` \|(.+)$", index, re.M)
+        assert row, f"{path.name} is not in docs/tutorials/index.md"
+        assert re.search(r"\| about \d+ min(utes?)? \|", row[1]), f"{path.name}: no run time"
+
+
+def test_every_tutorial_states_its_run_time_in_its_title_cell():
+    for path in TUTORIALS:
+        title = nbformat.read(path, as_version=4).cells[0].source
+        assert re.search(r"\*\*Run time:\*\* about \d+ minutes?", title), path.name

@@ -21,8 +21,12 @@ import nbclient
 import nbformat
 
 HERE = pathlib.Path(__file__).parent
-# TensorFlow's C++ start-up lines (oneDNN, CUDA probing) on stderr: machine noise, not results.
-TF_LOG_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl)")
+# TensorFlow's C++ log lines on stderr (start-up: oneDNN, CUDA probing; the TFLite converter's
+# and interpreter's notes): machine noise, not results.
+TF_LOG_LINE = re.compile(
+    r"^([IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl"
+    r"|fully_quantize: \d|INFO: Created TensorFlow Lite XNNPACK delegate)"
+)
 
 
 def without_tf_start_up_lines(notebook) -> None:
