@@ -1,0 +1,119 @@
+"""A search resumes from its journal: finished trials are kept, a killed one runs again once."""
+
+import os
+import socket
+import subprocess
+import time
+
+import optuna
+import pytest
+from conftest import mlp
+
+import keras_distill as kd
+from keras_distill._src.search import storage as storage_lib
+
+BUDGET = dict(flash_bytes=20_000, ram_bytes=8_000)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return mlp([16], seed=0, name="teacher")
+
+
+def search(teacher, digits, directory, trials, **settings):
+    data = ((digits.x_train, digits.y_train), (digits.x_test, digits.y_test))
+    arguments = dict(trials=trials, epochs=1, directory=directory, seed=0, verbose=0, **BUDGET)
+    return kd.find_student(teacher, *data, **{**arguments, **settings})
+
+
+def study_of(directory):
+    storage = storage_lib.open_storage(None, str(directory))
+    return optuna.load_study(study_name=storage_lib.STUDY_NAME, storage=storage)
+
+
+def trained_files(directory) -> dict:
+    folder = directory / "students"
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.exists() else {}
+
+
+def test_a_rerun_continues_and_never_trains_a_finished_trial_again(teacher, digits, tmp_path):
+    first = search(teacher, digits, tmp_path, trials=2)
+    before = trained_files(tmp_path)
+    second = search(teacher, digits, tmp_path, trials=3)
+    assert [t.number for t in second.trials] == [0, 1, 2]
+    assert second.trials[:2] == first.trials
+    after = trained_files(tmp_path)
+    assert {name: after[name] for name in before} == before  # not trained again
+    third = search(teacher, digits, tmp_path, trials=3)
+    assert third.trials == second.trials and trained_files(tmp_path) == after
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (dict(flash_bytes=30_000), "budget"),
+        (dict(epochs=2), "settings"),
+    ],
+)
+def test_a_rerun_with_other_settings_is_refused(teacher, digits, tmp_path, change, named):
+    search(teacher, digits, tmp_path, trials=1)
+    with pytest.raises(ValueError, match=f"The storage holds a search with other {named}"):
+        search(teacher, digits, tmp_path, trials=2, **change)
+    assert len(study_of(tmp_path).trials) == 1
+
+
+def test_a_rerun_with_other_data_or_teacher_is_refused(teacher, digits, tmp_path):
+    search(teacher, digits, tmp_path, trials=1)
+    data = ((digits.x_train[:-1], digits.y_train[:-1]), (digits.x_test, digits.y_test))
+    with pytest.raises(ValueError, match="other data"):
+        kd.find_student(teacher, *data, trials=2, epochs=1, directory=tmp_path, verbose=0, **BUDGET)
+    with pytest.raises(ValueError, match="other teachers"):
+        search(mlp([16], seed=1, name="teacher"), digits, tmp_path, trials=2)
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_trial_killed_half_way_runs_again_once(teacher, digits, tmp_path):
+    search(teacher, digits, tmp_path, trials=1)
+    study = study_of(tmp_path)
+    # a trial whose process died while training it: RUNNING, with a dead pid on this host
+    params = dict(family="dense", width=16, depth=1, teacher="teacher", temperature=2.0)
+    params.update(alpha=0.5, function_matching=False)
+    study.enqueue_trial(params)
+    killed = study.ask()
+    options = dict(family=("dense", "ds_conv1d", "conv1d"), width=(8, 16, 32, 64, 128))
+    options.update(depth=(1, 2, 3), teacher=("teacher",), temperature=(1.0, 2.0, 4.0))
+    options.update(alpha=(0.5, 0.2, 0.8), function_matching=(False,))
+    for name in params:
+        killed.suggest_categorical(name, options[name])
+    killed.set_user_attr("host", socket.gethostname())
+    killed.set_user_attr("pid", dead_pid())
+    killed.set_user_attr("heartbeat", time.time())
+    result = search(teacher, digits, tmp_path, trials=2)
+    states = {t.number: t.state for t in study_of(tmp_path).trials}
+    assert states[killed.number] == optuna.trial.TrialState.FAIL
+    retried = [
+        t for t in study_of(tmp_path).trials if t.user_attrs.get("retry_of") == killed.number
+    ]
+    assert len(retried) == 1 and retried[0].state == optuna.trial.TrialState.COMPLETE
+    assert retried[0].params == params
+    assert len(result.trials) == 2
+    # the retry is not retried again, and a live process's trial is not touched
+    assert (
+        storage_lib.recover_stale(study_of(tmp_path), storage_lib.open_storage(None, str(tmp_path)))
+        == []
+    )
+
+
+def test_a_live_trial_is_stale_only_after_the_grace_period():
+    now = time.time()
+    alive = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.RUNNING,
+        user_attrs={"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": now - 5},
+    )
+    assert not storage_lib.is_stale(alive, now)
+    assert storage_lib.is_stale(alive, now + storage_lib.GRACE_SECONDS + 10)
