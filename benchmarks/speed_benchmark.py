@@ -22,6 +22,12 @@ as ratios to S and to S + T; and each compiled train step alone on one batch
 cached and a live fit (each in a fresh subprocess), and every student's test
 accuracy after the timing.
 
+`--quick` measures MNIST-1D at batch 64 and 256 only (3 rounds, no whole fits), and every run
+ends with the targets' check: the live teacher at most 1.0 x `keras.distillation.Distiller`, the
+in-memory default at most 1.15 x a plain student epoch, stored outputs at most 1.05 x a plain
+student epoch from the same `tf.data` pipeline (MNIST-1D epoch medians, this run); the script
+exits with status 1 when one misses its target.
+
 Usage: python benchmarks/speed_benchmark.py [--quick] [--rounds N] [--steps-only]
        [--only TASK:BATCH] [--out FILE]
 """
@@ -178,6 +184,29 @@ def teacher_pass(teacher, data, batch):
 
 
 FIT_EPOCHS = 5  # per timed fit; the first (tracing) is not timed
+TARGET_TASK = "MNIST-1D"
+# (row, the row it is compared with, the largest ratio allowed) of the epoch medians
+TARGETS = (
+    ("keras-distill, live teacher", "keras.distillation.Distiller", 1.0),
+    ("keras-distill, in memory (outputs once per fit)", "S: plain student", 1.15),
+    ("keras-distill, stored outputs", "S (tf.data)", 1.05),
+)
+
+
+def target_lines(batch, samples):
+    """One line per target for this setting's epoch medians, and whether all were met."""
+    medians = {
+        name: float(np.median([t for fit in fits for t in fit])) for name, fits in samples.items()
+    }
+    lines, met = [], True
+    for row, reference, limit in TARGETS:
+        ratio = medians[row] / medians[reference]
+        met = met and ratio <= limit
+        verdict = "met" if ratio <= limit else "MISSED"
+        lines.append(
+            f"- batch {batch}: {row} / {reference} = {ratio:.3f} (target <= {limit:.2f}): {verdict}"
+        )
+    return lines, met
 
 
 def round_robin(runs, rounds):
@@ -408,7 +437,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/speed.md")
-    parser.add_argument("--rounds", type=int, help="rounds of fits (2 quick, 16 full)")
+    parser.add_argument("--rounds", type=int, help="rounds of fits (3 quick, 16 full)")
     parser.add_argument(
         "--steps-only",
         action="store_true",
@@ -416,7 +445,7 @@ def main():
     )
     parser.add_argument("--only", help="one setting, TASK:BATCH (e.g. MNIST-1D:64), no whole fits")
     args = parser.parse_args()
-    rounds, epochs = (2, 10) if args.quick else (16, 60)
+    rounds, epochs = (3, 10) if args.quick else (16, 60)
     rounds = args.rounds or rounds
     work = tempfile.mkdtemp()
     if args.steps_only:
@@ -436,11 +465,18 @@ def main():
         f"on one fixed batch ({STEP_CALLS} calls per timing, {2 * rounds} timings taking turns), "
         "which is what the library itself adds, without the input pipeline.",
     ]
+    checks, all_met = [], True
     for task in tasks():
+        if args.quick and task != TARGET_TASK:
+            continue
         for batch in (64, 256):
             if args.only and args.only != f"{task}:{batch}":
                 continue
             teacher, times, accuracy, steps = measure(task, batch, rounds, work)
+            if task == TARGET_TASK:
+                met_lines, met = target_lines(batch, times)
+                checks += met_lines
+                all_met = all_met and met
             lines += [
                 "",
                 f"## {task}, teacher {teacher.count_params():,} parameters, batch {batch}",
@@ -450,7 +486,7 @@ def main():
                 step_table(steps),
             ]
             print("\n".join(lines[-5:]), flush=True)
-        if args.only:
+        if args.only or args.quick:
             continue
         data, _, student = tasks()[task]
         seconds = whole_fit(teacher, student, data, os.path.join(work, task), epochs)
@@ -463,7 +499,11 @@ def main():
             f"MiB, live {peaks['live']:,.0f} MiB.",
         ]
         print(json.dumps({"whole_fit": seconds, "memory": peaks}), flush=True)
+    if checks:
+        lines += ["", f"## Targets ({TARGET_TASK}, epoch medians of this run)", "", *checks]
     write_report(lines, args.out)
+    if not all_met:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ from keras_distill._src.utils.model_inspection import as_logits, symbolic_output
 
 LOSS_KEYS = ("loss", "student_loss", "distillation_loss")
 SCHEDULED_KEYS = ("temperature", "alpha")
+TEMPERATURE_TEXT = (
+    "distiller.temperature must be > 0 (it was assigned around its setter, which checks it)"
+)
 
 
 class BaseDistiller(abc.ABC):
@@ -387,14 +390,14 @@ class BaseDistiller(abc.ABC):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         targets = stored_kinds.read_targets(y, sample_weight)
         x = self._augmented(x)
-        teacher_logits, teacher_features = self._teacher_pass(x, targets)
+        teacher_outputs, teacher_features = self._teacher_pass(x, targets)
         with tf.GradientTape() as tape:
             y_pred, student_features = self._student_pass(x, training=True)
             loss = self._objective(
                 x,
                 targets,
                 y_pred,
-                teacher_logits,
+                teacher_outputs,
                 (teacher_features, student_features),
                 training=True,
             )
@@ -416,10 +419,10 @@ class BaseDistiller(abc.ABC):
         """Evaluates the student's metrics and the distillation objective."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         targets = stored_kinds.read_targets(y, sample_weight)
-        teacher_logits, teacher_features = self._teacher_pass(x, targets)
+        teacher_outputs, teacher_features = self._teacher_pass(x, targets)
         y_pred, student_features = self._student_pass(x, training=False)
         features = (teacher_features, student_features)
-        self._objective(x, targets, y_pred, teacher_logits, features, training=False)
+        self._objective(x, targets, y_pred, teacher_outputs, features, training=False)
         return self._global_logs(self._metrics_logs(x, targets, y_pred))
 
     def _augmented(self, x):
@@ -430,28 +433,16 @@ class BaseDistiller(abc.ABC):
         return augment_checks.checked_view(view, x, self.augment)
 
     def _teacher_pass(self, x, targets: stored_kinds.Targets):
-        """(The teacher's logits or None, its features for the feature terms)."""
+        """(The teacher's outputs or None, its features for the feature terms).
+
+        Called outside the gradient tape: nothing flows back into the teacher.
+        """
         if self.teacher is None or targets.stored:
             return None, []  # no teacher, or its outputs came with the targets
         view = self.teacher_view(x)
         if self._features is None:
-            outputs, features = self.teacher(view, training=False), []
-        else:
-            outputs, features = self._features.teacher(view, training=False)
-        outputs = keras.tree.map_structure(self._finite_teacher_output, outputs)
-        return as_logits(outputs, self._teacher_probabilities), features
-
-    def _finite_teacher_output(self, output):
-        """The output without gradient; the step stops, naming the teacher, if it is not finite."""
-        check = tf.debugging.Assert(
-            tf.reduce_all(tf.math.is_finite(tf.cast(output, "float32"))),
-            [
-                f"The teacher {self.teacher.name} produced non-finite outputs (NaN or inf) in "
-                "this step; the losses would be nan. Check the teacher and its inputs."
-            ],
-        )
-        with tf.control_dependencies([check]):
-            return tf.stop_gradient(output)
+            return self.teacher(view, training=False), []
+        return self._features.teacher(view, training=False)
 
     def _student_pass(self, x, training):
         """(The student's outputs, its features for the feature terms): one forward pass."""
@@ -459,8 +450,14 @@ class BaseDistiller(abc.ABC):
             return self(x, training=training), []
         return self._features.student(x, training=training)
 
-    def _objective(self, x, targets, y_pred, teacher_logits, features, training):
+    def _objective(self, x, targets, y_pred, teacher_outputs, features, training):
         """Returns the total loss, scaled per replica; updates the loss trackers."""
+        teacher_outputs, temperature = self._checked_in_step(teacher_outputs, training)
+        teacher_logits = (
+            None
+            if teacher_outputs is None
+            else as_logits(teacher_outputs, self._teacher_probabilities)
+        )
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if targets.labels is not None:
             weight = objective.hard_sample_weight(
@@ -484,7 +481,7 @@ class BaseDistiller(abc.ABC):
             y_pred,
             teaching,
             self._terms,
-            temperature=self._checked_in_step(self._temperature, training),
+            temperature=temperature,
             alpha=ops.convert_to_tensor(self._alpha),
             sample_weight=targets.sample_weight,
             mask=output_mask(y_pred),
@@ -510,21 +507,34 @@ class BaseDistiller(abc.ABC):
                 value if replicas == 1 else value * float(replicas), sample_weight=batch_size
             )
 
-    def _checked_in_step(self, temperature, training):
-        """The temperature as a tensor; a training step stops on one that is not > 0."""
-        temperature = ops.convert_to_tensor(temperature)
+    def _checked_in_step(self, teacher_outputs, training):
+        """(The teacher's outputs, the temperature), each behind its in-graph check.
+
+        What can go wrong only during training is checked in the step: a live
+        teacher's non-finite outputs stop any step, naming the teacher; a
+        temperature that is not > 0 (assigned around its setter, e.g. by a
+        callback) stops a training step (`log(T)` is finite exactly for T > 0).
+        `check_numerics` is one kernel per tensor that passes its input on, with
+        no reduction, `Assert` or string op (cost: `docs/evidence/speed.md`).
+        """
+        if teacher_outputs is not None:
+            teacher_outputs = keras.tree.map_structure(self._finite, teacher_outputs)
+        temperature = ops.convert_to_tensor(self._temperature)
         if not training:
-            return temperature
-        # `Assert` with string data only: no `If` around it (assert_positive adds one).
-        check = tf.debugging.Assert(
-            temperature > 0,
-            [
-                "distiller.temperature must be > 0 (it was assigned around its setter, which "
-                "checks it)"
-            ],
-        )
+            return teacher_outputs, temperature
+        check = tf.debugging.check_numerics(tf.math.log(temperature), TEMPERATURE_TEXT)
         with tf.control_dependencies([check]):
-            return tf.identity(temperature)
+            return teacher_outputs, tf.identity(temperature)
+
+    def _finite(self, output):
+        """The output itself; the step stops, naming the teacher, if it is not finite."""
+        if not output.dtype.is_floating:
+            return output
+        return tf.debugging.check_numerics(
+            output,
+            f"The teacher {self.teacher.name} produced non-finite outputs (NaN or inf) in this "
+            "step; the losses would be nan. Check the teacher and its inputs",
+        )
 
     def _metrics_logs(self, x, targets: stored_kinds.Targets, y_pred) -> dict:
         """The compiled metrics on the labelled examples, and the loss trackers."""
