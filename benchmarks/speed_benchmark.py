@@ -436,7 +436,9 @@ def steps_report(rounds, work):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="benchmarks/results/speed.md")
+    parser.add_argument(
+        "--out", help="default: benchmarks/results/speed.md (speed_quick.md with --quick)"
+    )
     parser.add_argument("--rounds", type=int, help="rounds of fits (3 quick, 16 full)")
     parser.add_argument(
         "--steps-only",
@@ -446,6 +448,8 @@ def main():
     parser.add_argument("--only", help="one setting, TASK:BATCH (e.g. MNIST-1D:64), no whole fits")
     args = parser.parse_args()
     rounds, epochs = (3, 10) if args.quick else (16, 60)
+    name = "speed_quick.md" if args.quick else "speed.md"
+    args.out = args.out or os.path.join(os.path.dirname(__file__), "results", name)
     rounds = args.rounds or rounds
     work = tempfile.mkdtemp()
     if args.steps_only:
