@@ -193,3 +193,39 @@ def test_a_url_that_works_is_written_there(dense_model, inputs, tmp_path, monkey
     assert result.tflite_path == "ram://micro-export-test/out/tiny.tflite"
     assert tf.io.gfile.GFile(result.tflite_path, "rb").read()[4:8] == b"TFL3"
     assert list(tmp_path.iterdir()) == []
+
+
+def fake_quant(x, low, high, **kwargs):
+    return keras.quantizers.fake_quant_with_min_max_vars(x, low, high, num_bits=8, **kwargs)
+
+
+class FakeQuantDense(keras.layers.Layer):
+    """Dense + ReLU with fake-quantized weights and output, as a quantization-aware student."""
+
+    def __init__(self, units, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.activation = units, keras.activations.get(activation)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units))
+        self.bias = self.add_weight(shape=(self.units,), initializer="zeros")
+
+    def call(self, x):
+        kernel = fake_quant(self.kernel, -1.0, 1.0, narrow_range=True)
+        return fake_quant(self.activation(x @ kernel + self.bias), -4.0, 4.0)
+
+
+def test_a_fake_quantized_student_exports_fully_int8_without_data(inputs, tmp_path):
+    keras.utils.set_random_seed(0)
+    x = model_input = keras.Input((FEATURES,))
+    x = keras.layers.Lambda(lambda t: fake_quant(t, 0.0, 1.0), name="input_range")(x)
+    x = FakeQuantDense(16, "relu", name="hidden")(x)
+    model = keras.Model(model_input, FakeQuantDense(4, name="logits")(x))
+    result = micro.export(model, None, tmp_path, validation_data=inputs)
+    assert result.kind == "int8" and result.ops == ("FULLY_CONNECTED",)  # no (DE)QUANTIZE
+    assert result.inputs[0].dtype == result.outputs[0].dtype == "int8"
+    assert result.inputs[0].scale == pytest.approx(1 / 255, abs=1e-7)  # the input's range (float32)
+    assert result.outputs[0].scale == pytest.approx(
+        8 / 255, abs=1e-7
+    )  # the logits' range (float32)
+    assert result.validation.agreement >= 0.95

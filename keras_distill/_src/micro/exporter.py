@@ -70,7 +70,9 @@ def export(
         representative_data: Typical inputs for int8 calibration: an array
             (or nested lists of numbers) or a `tf.data.Dataset` of `x` or
             `(x, y)`; needed for Keras models except quantization-aware ones,
-            which carry their own ranges.
+            which carry their own ranges: tfmot's, or models whose weights and
+            activations go through `keras.quantizers.fake_quant_with_min_max_vars`
+            (converted to a fully int8 model without calibration).
         output_dir: Directory for the files (created if missing): a local
             path or a URL TensorFlow can write (`gs://...`, `ram://...`).
         name: C identifier that prefixes the files and symbols.
@@ -296,7 +298,8 @@ def _convert(keras_model, representative_data, float_io: bool, num_samples: int)
         raise MicroExportError(
             "`representative_data` is required to convert a Keras model to int8: give a "
             "few hundred typical inputs (e.g. training examples). Only quantization-aware "
-            "(tfmot) models carry their own ranges."
+            "models (tfmot's, or with fake-quantization ops on their weights and activations) "
+            "carry their own ranges."
         )
     converted = isolated_conversion.to_int8_tflite_safely(keras_model, samples, float_io)
     return converted, samples

@@ -17,6 +17,7 @@ from keras_distill._src.micro.errors import MicroExportError
 from keras_distill._src.utils import model_inspection
 
 PRUNING_WRAPPER = "PruneLowMagnitude"  # tensorflow-model-optimization's pruning wrapper class
+FAKE_QUANT_OP = "FakeQuantWithMinMax"  # TensorFlow's fake-quantization op types start so
 
 
 def load_model(model) -> tuple:
@@ -143,14 +144,40 @@ def check_no_pruning_wrappers(model) -> None:
 
 
 def quantization_aware(model) -> bool:
-    """Whether a model was made quantization-aware by tfmot (it carries its own int8 ranges).
+    """Whether a model carries its own int8 ranges, so that it converts without calibration data.
+
+    A tfmot quantization-aware model (its `Quantize*` wrapper layers), or a
+    model whose graph holds fake-quantization ops
+    (`keras.quantizers.fake_quant_with_min_max_vars`, TensorFlow's
+    `FakeQuantWithMinMaxVars*`), which the converter turns into int8 ranges.
 
     Example:
     >>> import keras
     >>> quantization_aware(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
     False
+    >>> fake_quant = keras.layers.Lambda(
+    ...     lambda x: keras.quantizers.fake_quant_with_min_max_vars(x, 0.0, 1.0))
+    >>> quantization_aware(keras.Sequential([keras.Input((2,)), fake_quant]))
+    True
     """
-    return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
+    if any(type(layer).__name__.startswith("Quantize") for layer in model.layers):
+        return True
+    return bool(fake_quant_ops(model))
+
+
+def fake_quant_ops(model) -> list[str]:
+    """Names of the fake-quantization ops in a single-input model's graph (batch of one).
+
+    Example:
+    >>> import keras
+    >>> fake_quant_ops(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    []
+    """
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((1, *model.inputs[0].shape[1:]), model.inputs[0].dtype)
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
+    return [op.name for op in graph.get_operations() if op.type.startswith(FAKE_QUANT_OP)]
 
 
 def sublayers(layer):
