@@ -129,7 +129,9 @@ ALLOWED = {
         "teachers",
         "utils",
     },
+    "demo": {"search", "studies", "training", "micro", "utils"},
     "cli": {
+        "demo",
         "search",
         "studies",
         "training",

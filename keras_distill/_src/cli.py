@@ -49,11 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_demo(commands) -> None:
     demo = commands.add_parser(
         "demo",
-        help="distil a student on MNIST-1D, compare it with the same student trained alone, "
-        "export it for TFLite Micro (offline; measured: 189 s on 2 CPU cores)",
+        help="search the student that fits a board on MNIST-1D, distil it, compare it with the "
+        "hand-built student and from scratch, export it for TFLite Micro "
+        "(offline; measured: 189 s on 2 CPU cores)",
     )
     demo.add_argument(
-        "--epochs", type=_positive_int, default=None, help="student training epochs (default: 300)"
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="training epochs of each searched student (default: 30)",
+    )
+    demo.add_argument(
+        "--trials", type=_positive_int, default=None, help="candidates to search (default: 14)"
     )
     demo.add_argument(
         "--teacher-epochs",
@@ -64,14 +71,14 @@ def _add_demo(commands) -> None:
     demo.add_argument(
         "--quick",
         action="store_true",
-        help="2 epochs per model: checks the job end to end in seconds",
+        help="2 epochs per model and 3 trials: checks the job end to end",
     )
     demo.add_argument(
         "--output-dir",
         default="keras_distill_demo",
-        help="where the figure and the C++ files go (default: %(default)s)",
+        help="where the search, the figure and the C++ files go (default: %(default)s)",
     )
-    demo.add_argument("--no-export", action="store_true", help="skip the TFLite Micro export")
+    demo.add_argument("--no-export", action="store_true", help="do not keep the TFLite Micro files")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress output, only results")
 
@@ -177,12 +184,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "search":
         return _search(args)
     if args.command == "demo":
-        from keras_distill._src.studies import demo
+        from keras_distill._src.demo import job as demo
 
-        quick = demo.QUICK_EPOCHS if args.quick else None
+        try:
+            demo.require_extras()
+        except ImportError as error:
+            print(f"keras-distill demo: error: {error}", file=sys.stderr)
+            return 1
+        given = dict(epochs=args.epochs, trials=args.trials, teacher_epochs=args.teacher_epochs)
         result = demo.run_demo(
-            epochs=args.epochs or quick or demo.STUDENT_EPOCHS,
-            teacher_epochs=args.teacher_epochs or quick or demo.TEACHER_EPOCHS,
+            **demo.settings(args.quick, **given),
             seed=args.seed,
             output_dir=args.output_dir,
             export=not args.no_export,

@@ -1,0 +1,1 @@
+"""The main job shown to a new user: `keras-distill demo` (`make demo`)."""
