@@ -55,7 +55,8 @@ from keras_distill._src.training.callbacks import TemperatureScheduler
 from keras_distill._src.training.distiller import Distiller
 from keras_distill._src.training.initialization import InitReport, init_from_teacher
 from keras_distill._src.training.on_policy import OnPolicyDistiller
-from keras_distill._src.training.tfmot import prune, quantization_aware, strip
+from keras_distill._src.training.quantization_aware import quantization_aware
+from keras_distill._src.training.tfmot import prune, strip
 from keras_distill._src.utils import moved_modules
 from keras_distill.version import __version__
 
