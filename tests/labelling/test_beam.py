@@ -7,6 +7,7 @@ import pytest
 
 import keras_distill as kd
 from keras_distill._src.labelling import TeacherLabelsError
+from keras_distill._src.teachers.outputs import TeacherOutputError
 
 beam = pytest.importorskip("apache_beam", reason="apache-beam is optional (keras-distill[beam])")
 kbeam = pytest.importorskip("keras_distill._src.labelling.beam")
@@ -97,7 +98,7 @@ def test_a_failing_teacher_fails_the_pipeline_and_leaves_no_complete_manifest(di
     assert rerun["complete"] and rerun["num_examples"] == 300
     with pytest.raises(TeacherLabelsError, match="already holds a complete labelling run"):
         kbeam.label(lambda b: b[:, :4], x, tmp_path, shard_size=100)
-    with pytest.raises(TeacherLabelsError, match="NaN or infinite"):
+    with pytest.raises(TeacherOutputError, match="NaN or infinite"):
         kbeam.label(lambda b: np.full((len(b), 3), np.nan), x, tmp_path / "nan", shard_size=100)
     assert not (tmp_path / "nan" / "manifest.json").exists()
 

@@ -7,6 +7,7 @@ import pytest
 from keras_distill._src.losses import token_divergences as td
 from keras_distill._src.studies.architectures import causal_lm
 from keras_distill._src.teachers import cached_decoding
+from keras_distill._src.teachers.outputs import TeacherOutputError
 from keras_distill._src.training.on_policy import OnPolicyDistiller
 
 keras_hub = pytest.importorskip("keras_hub", reason="keras_hub is optional (not installed)")
@@ -288,7 +289,7 @@ def test_off_policy_batches_without_references_need_a_keras_teacher():
         (lambda t: np.zeros(t.shape), r"shape \(4, 6\)"),
         (
             lambda t: np.full((*t.shape, VOCAB), np.nan),
-            r"non-finite log-probabilities \(the first, nan",
+            r"'<lambda>' produced non-finite outputs: NaN or infinite values for sequences \[0, 1",
         ),
         (
             lambda t: (np.zeros((*t.shape, 2)), np.full((*t.shape, 2), VOCAB)),
@@ -301,3 +302,28 @@ def test_a_teacher_callable_returning_bad_scores_is_named(teacher, message):
     distiller.compile("adam")
     with pytest.raises(ValueError, match=message):
         distiller.fit(prompts(), epochs=1, verbose=0)
+
+
+def test_a_teacher_callable_returning_probabilities_is_refused_and_their_log_is_taught():
+    teacher = gpt2(7)
+
+    def probabilities(tokens):
+        return np.asarray(keras.ops.softmax(cached_decoding.lm_logits(teacher, tokens)))
+
+    def log_probabilities(tokens):
+        return np.log(probabilities(tokens))
+
+    distiller = OnPolicyDistiller(probabilities, gpt2(8), lmbda=1.0, max_new_tokens=3, seed=0)
+    distiller.compile("adam")
+    with pytest.raises(
+        TeacherOutputError,
+        match=r"'probabilities'.*look like probabilities.*read as log-probabilities.*their log",
+    ):
+        distiller.fit(prompts(), epochs=1, verbose=0)
+    keras_teacher = fit_logs(
+        OnPolicyDistiller(teacher, gpt2(8), lmbda=1.0, max_new_tokens=3, seed=0)
+    )
+    callable_teacher = fit_logs(
+        OnPolicyDistiller(log_probabilities, gpt2(8), lmbda=1.0, max_new_tokens=3, seed=0)
+    )
+    assert callable_teacher["loss"] == pytest.approx(keras_teacher["loss"], rel=1e-4, abs=1e-6)

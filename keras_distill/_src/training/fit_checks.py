@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_distill._src.objective import stored_kinds
+from keras_distill._src.teachers.outputs import check_stored_counts, check_values
 
 PROBE_EXAMPLES = 32
 PRUNING_WRAPPER = "PruneLowMagnitude"
@@ -224,7 +225,9 @@ def check_label_values(labels, loss, student_outputs) -> None:
 
 
 def check_stored_classes(targets, student_outputs) -> None:
-    """Refuses stored top-k class indices outside the student's classes.
+    """Refuses stored teacher outputs of other classes (or a larger vocabulary) than the student's.
+
+    See `keras_distill._src.teachers.outputs.check_stored_counts`.
 
     Example:
     >>> stored = {"teacher_topk_indices": np.array([[7, 1]])}
@@ -235,19 +238,8 @@ def check_stored_classes(targets, student_outputs) -> None:
     True
     """
     stored = stored_kinds.split_targets(targets)[2] if isinstance(targets, dict) else {}
-    indices = stored.get("teacher_topk_indices")
-    outputs = keras.tree.flatten(student_outputs) if student_outputs is not None else []
-    if indices is None or len(outputs) != 1 or outputs[0].shape[-1] is None:
-        return
-    classes = int(outputs[0].shape[-1])
-    largest = int(np.max(np.asarray(indices))) if np.size(indices) else -1
-    if largest >= classes:
-        raise ValueError(
-            f"The stored top-k outputs name class {largest}, but the student has {classes} "
-            "classes (its last output axis): the teacher these outputs come from has more "
-            "classes. Give the student as many classes as the teacher, or label with a "
-            "teacher of the student's classes."
-        )
+    if stored and student_outputs is not None:
+        check_stored_counts(stored, keras.tree.flatten(student_outputs))
 
 
 def _pruning_wrappers(model) -> list:
@@ -310,6 +302,8 @@ def fit_steps(x, batch_size, epochs, steps_per_epoch) -> int | None:
 def check_teacher_outputs(logits, teacher_name: str, probabilities: bool) -> None:
     """Refuses non-finite teacher outputs; warns when logits look like probabilities.
 
+    See `keras_distill._src.teachers.outputs.check_values`.
+
     Args:
         logits: The teacher's outputs as the distiller reads them (NumPy).
         teacher_name: For the messages.
@@ -323,23 +317,4 @@ def check_teacher_outputs(logits, teacher_name: str, probabilities: bool) -> Non
     >>> "teacher_output='probabilities'" in str(caught[0].message)
     True
     """
-    for values in keras.tree.flatten(logits):
-        values = np.asarray(values, dtype="float64")
-        if not np.all(np.isfinite(values)):
-            bad = int(np.sum(~np.all(np.isfinite(values.reshape(len(values), -1)), axis=1)))
-            raise ValueError(
-                f"The teacher {teacher_name!r} produced non-finite outputs (NaN or inf) for "
-                f"{bad} of {len(values)} examples; the losses would be nan. Check the teacher "
-                "(and its inputs) before distilling."
-            )
-        looks_like_probabilities = (
-            values.size and values.min() >= 0 and np.allclose(values.sum(-1), 1.0, atol=1e-3)
-        )
-        if not probabilities and looks_like_probabilities:
-            warnings.warn(
-                f"The teacher {teacher_name!r}'s outputs are non-negative and each row sums "
-                "to 1: they look like probabilities (a softmax not seen in its layers, e.g. a "
-                "Lambda), but are read as logits. Pass Distiller(..., "
-                "teacher_output='probabilities') if they are.",
-                stacklevel=4,
-            )
+    check_values(logits, teacher_name, probabilities, "teacher_output")

@@ -19,7 +19,14 @@ from keras import ops
 from keras_distill._src.losses import token_divergences as divergences
 from keras_distill._src.objective.objective import checked_temperature
 from keras_distill._src.teachers import cached_decoding as decoding
+from keras_distill._src.teachers.outputs import (
+    check_vocabularies,
+    finite_in_graph,
+    graph_kind,
+    teacher_name,
+)
 from keras_distill._src.training import on_policy_inputs as inputs
+from keras_distill._src.utils.model_inspection import PROBABILITIES, as_logits
 
 SCHEDULED = ("lmbda", "beta", "temperature")
 
@@ -156,15 +163,14 @@ class OnPolicyDistiller(keras.Model):
         if teacher is None:
             return
         if isinstance(teacher, keras.Model):
-            inputs.check_vocabularies(decoding.vocabulary_size(teacher), self.vocabulary_size)
+            check_vocabularies(decoding.vocabulary_size(teacher), self.vocabulary_size)
+            self._teacher_probabilities = graph_kind(teacher) == PROBABILITIES
             self._teacher_decoder = decoding.TokenDecoder(
                 teacher, self.max_new_tokens, 0.0, self.end_id, self.pad_id
             )
             self._teacher_log_probs = tf.function(self._keras_teacher_scores, reduce_retracing=True)
         elif callable(teacher):
-            inputs.check_vocabularies(
-                getattr(teacher, "vocabulary_size", None), self.vocabulary_size
-            )
+            check_vocabularies(getattr(teacher, "vocabulary_size", None), self.vocabulary_size)
         else:
             raise TypeError(
                 "`teacher` must be a Keras causal LM or a callable returning next-token "
@@ -172,15 +178,20 @@ class OnPolicyDistiller(keras.Model):
             )
 
     def _keras_teacher_scores(self, tokens):
-        logits = decoding.lm_logits(self.teacher, tokens, pad_id=self.pad_id)
-        return ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+        """A Keras teacher's next-token log-probabilities, its outputs checked finite in the graph.
+
+        A teacher whose graph ends in a softmax gives probabilities: their log is taken.
+        """
+        outputs = decoding.lm_logits(self.teacher, tokens, pad_id=self.pad_id)
+        outputs = finite_in_graph(outputs, teacher_name(self.teacher))
+        return ops.log_softmax(as_logits(outputs, self._teacher_probabilities), axis=-1)
 
     def _teacher_scores(self, tokens: np.ndarray):
         """The teacher's next-token log-probabilities (full or top-k) for the sequences."""
         self.teacher_forward_passes += 1
         if isinstance(self.teacher, keras.Model):
             return self._teacher_log_probs(tokens)
-        name = getattr(self.teacher, "__name__", type(self.teacher).__name__)
+        name = teacher_name(self.teacher)
         return inputs.checked_scores(self.teacher(tokens), tokens.shape, self.vocabulary_size, name)
 
     # -- the scheduled values ---------------------------------------------------

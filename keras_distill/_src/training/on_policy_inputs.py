@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from keras_distill._src.teachers.cached_decoding import Decoded, prompt_array, response_mask
+from keras_distill._src.teachers.outputs import TeacherOutputError, checked_log_probabilities
 
 
 def check_fraction(name: str, value) -> float:
@@ -23,20 +24,6 @@ def check_fraction(name: str, value) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must be in [0, 1]; received {name}={value!r}.")
     return value
-
-
-def check_vocabularies(teacher_size: int | None, student_size: int) -> None:
-    """Refuses a teacher whose next-token distribution has another size than the student's.
-
-    Example:
-    >>> check_vocabularies(14, 14)
-    """
-    if teacher_size is not None and teacher_size != student_size:
-        raise ValueError(
-            f"The teacher's vocabulary has {teacher_size} tokens and the student's "
-            f"{student_size}: on-policy distillation compares their next-token distributions "
-            "token by token, so both must use the same tokenizer (the same vocabulary)."
-        )
 
 
 def check_width(width: int, max_new_tokens: int, contexts: dict) -> None:
@@ -102,7 +89,10 @@ def padded_to(decoded: Decoded, width: int, pad_id: int = 0) -> Decoded:
 
 
 def checked_scores(scores, shape: tuple, vocabulary: int, name: str):
-    """A teacher callable's next-token log-probabilities, if they have the shape and are finite.
+    """A teacher callable's next-token log-probabilities, if they have the shape and are such.
+
+    Their values are read by `keras_distill._src.teachers.outputs.checked_log_probabilities`
+    (finite, not probabilities; top-k values <= 0).
 
     Args:
         scores: `(batch, length, vocabulary)` log-probabilities, or a
@@ -114,13 +104,18 @@ def checked_scores(scores, shape: tuple, vocabulary: int, name: str):
     Returns:
         float32 log-probabilities, or the `(float32, int32)` pair.
 
+    Raises:
+        TeacherOutputError: For another shape, top-k ids outside the
+            vocabulary, NaN/inf, probabilities, or top-k values that are not
+            log-probabilities.
+
     Example:
     >>> checked_scores(np.zeros((1, 2, 3)), (1, 2), 3, "t").shape
     (1, 2, 3)
     """
     if isinstance(scores, tuple | list):
         if len(scores) != 2:
-            raise ValueError(
+            raise TeacherOutputError(
                 f"The teacher {name} returned {len(scores)} arrays; a top-k teacher returns "
                 "(log_probs, token_ids), each (batch, length, k)."
             )
@@ -128,33 +123,22 @@ def checked_scores(scores, shape: tuple, vocabulary: int, name: str):
         _check_shape(values, shape, None, name)
         _check_shape(ids, values.shape[:2], values.shape[-1], name)
         if values.shape[-1] >= vocabulary or ids.min() < 0 or ids.max() >= vocabulary:
-            raise ValueError(
+            raise TeacherOutputError(
                 f"The teacher {name}'s top-k has k={values.shape[-1]} and token ids in "
                 f"[{ids.min()}, {ids.max()}]; k must be below the vocabulary size "
                 f"{vocabulary} and the ids in [0, {vocabulary})."
             )
-        return _finite(values, name), ids.astype("int32")
+        return checked_log_probabilities(values, name, top_k=True), ids.astype("int32")
     scores = np.asarray(scores)
     _check_shape(scores, shape, vocabulary, name)
-    return _finite(scores, name)
+    return checked_log_probabilities(scores, name, top_k=False)
 
 
 def _check_shape(array, shape: tuple, last: int | None, name: str) -> None:
     expected = (*shape, "k" if last is None else last)
     if array.ndim != 3 or array.shape[:2] != tuple(shape) or last not in (None, array.shape[-1]):
-        raise ValueError(
+        raise TeacherOutputError(
             f"The teacher {name} returned an array of shape {array.shape} for sequences of "
             f"shape {tuple(shape)}; expected {expected}: next-token log-probabilities at "
             "every position."
         )
-
-
-def _finite(values, name: str) -> np.ndarray:
-    bad = ~np.isfinite(values)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"The teacher {name} returned {int(bad.sum())} non-finite log-probabilities "
-            f"(the first, {float(values[where])!r}, at {where}); it must return finite values."
-        )
-    return values.astype("float32")

@@ -15,7 +15,19 @@ import numpy as np
 from keras import ops
 
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
+LOGITS, PROBABILITIES, LOG_PROBABILITIES = "logits", "probabilities", "log_probabilities"
 SOFTMAX_NAMES = ("softmax", "softmax_v2")
+LOG_SOFTMAX_NAMES = ("log_softmax", "log_softmax_v2")
+# TensorFlow ops that pass a softmax's values on unchanged (or only re-shaped or re-typed).
+PASS_THROUGH_OPS = (
+    "Identity",
+    "IdentityN",
+    "Cast",
+    "Reshape",
+    "StopGradient",
+    "ExpandDims",
+    "Squeeze",
+)
 
 # log(p) of a probability that underflowed to 0 stays finite with this floor; it
 # is far below anything float32 resolves.
@@ -53,52 +65,122 @@ def symbolic_outputs(model):
         return None
 
 
-def _output_layers(model) -> list | None:
-    """The layers that produce the model's outputs, in flat order, if known."""
+def _output_producers(model) -> list | None:
+    """The layers or operations that produce the model's outputs, in flat order, if known.
+
+    A Functional model names them (`output_names`); in Keras 3 an output may
+    come from an operation that is not a layer (`keras.ops.softmax(logits)`),
+    found among `operations`.
+    """
     names = getattr(model, "output_names", None) if symbolic_outputs(model) else None
-    if names:  # a Functional model names the layers that produce its outputs
-        return [model.get_layer(name) for name in names]
+    if names:
+        operations = getattr(model, "operations", None) or model.layers
+        by_name = {operation.name: operation for operation in operations}
+        if all(name in by_name for name in names):
+            return [by_name[name] for name in names]
     layers = getattr(model, "layers", None)
     if layers and any(cls.__name__ == "Sequential" for cls in type(model).__mro__):
         return [layers[-1]]
     return None
 
 
-def ends_in_softmax(layer) -> bool:
-    """Whether a layer (or the layer a tfmot wrapper holds) ends in a softmax.
+def output_kinds_in_graph(model) -> list[str] | None:
+    """What the model's graph shows each output to be, or None when it cannot be seen.
+
+    A final softmax or log-softmax is found as a layer (`Softmax`, an
+    `activation`, a nested model's last layer), as an operation of a
+    Functional model (`keras.ops.softmax(logits)`), or inside a layer whose
+    code computes it (a `Lambda(lambda z: tf.nn.softmax(z))`, a custom layer),
+    which is traced once on its input shape. tfmot's wrappers are looked
+    through. A subclassed model shows no graph.
+
+    Returns:
+        One of `"logits"`, `"probabilities"`, `"log_probabilities"` per output,
+        or None for a model whose graph cannot be seen.
 
     Example:
-    >>> import keras
-    >>> ends_in_softmax(keras.layers.Dense(3, activation="softmax"))
-    True
-    >>> import tensorflow as tf
-    >>> ends_in_softmax(keras.layers.Activation(tf.nn.softmax))
-    True
+    >>> import keras, tensorflow as tf
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
+    ...                           keras.layers.Lambda(lambda z: tf.nn.softmax(z))])
+    >>> output_kinds_in_graph(model)
+    ['probabilities']
     """
-    while hasattr(layer, "layer"):  # QuantizeWrapper, PruneLowMagnitude
-        layer = layer.layer
-    if type(layer).__name__ == "Softmax":
-        return True
-    activation = getattr(layer, "activation", None)
+    producers = _output_producers(model)
+    return None if producers is None else [_produced_kind(p) for p in producers]
+
+
+def _produced_kind(operation) -> str:
+    """What one layer or operation returns: its type, its activation, else its traced graph."""
+    while hasattr(operation, "layer"):  # QuantizeWrapper, PruneLowMagnitude
+        operation = operation.layer
+    if _output_producers(operation) is not None:  # a nested model
+        kinds = output_kinds_in_graph(operation)
+        return kinds[0] if len(set(kinds)) == 1 else LOGITS
+    kind = {"Softmax": PROBABILITIES, "LogSoftmax": LOG_PROBABILITIES}.get(type(operation).__name__)
+    activation = getattr(operation, "activation", None)
     activation = getattr(activation, "activation", activation)  # QuantizeAwareActivation
-    # By name ("softmax", or TensorFlow's tf.nn.softmax, named "softmax_v2") or by object.
-    return getattr(activation, "__name__", None) in SOFTMAX_NAMES or any(
-        activation is softmax for softmax in _softmax_functions()
-    )
+    return kind or _activation_kind(activation) or _traced_kind(operation)
 
 
-def _softmax_functions() -> tuple:
+def _activation_kind(activation) -> str | None:
+    """A known activation's kind (Keras' and TensorFlow's by name or object), else None."""
+    if activation is None:
+        return None
     import tensorflow as tf
 
-    return (keras.activations.softmax, keras.ops.softmax, tf.nn.softmax)
+    name = getattr(activation, "__name__", None)
+    if name in SOFTMAX_NAMES or activation in (keras.activations.softmax, tf.nn.softmax):
+        return PROBABILITIES
+    if name in LOG_SOFTMAX_NAMES or activation in (
+        keras.activations.log_softmax,
+        tf.nn.log_softmax,
+    ):
+        return LOG_PROBABILITIES
+    module = getattr(activation, "__module__", None) or ""
+    return LOGITS if module.startswith(("keras", "tf_keras")) and name != "<lambda>" else None
+
+
+def _traced_kind(operation) -> str:
+    """The kind the last TensorFlow op of `operation`, traced on its input shape, returns.
+
+    Layers and operations that cannot be traced alone (several inputs, several
+    calls, code that needs values) are taken as returning logits.
+    """
+    import tensorflow as tf
+
+    try:
+        inputs = operation.input
+        specs = keras.tree.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), inputs)
+        traced = tf.function(lambda value: operation(value), autograph=False)
+        outputs = traced.get_concrete_function(specs).outputs
+    except Exception:  # noqa: BLE001 - any layer may fail to trace on its own
+        return LOGITS
+    return _tensor_kind(outputs[0]) if len(outputs) == 1 else LOGITS
+
+
+def _tensor_kind(tensor) -> str:
+    """Probabilities for a `Softmax` op's tensor, log-probabilities for `LogSoftmax` or its log."""
+    op = tensor.op
+    while op.type in PASS_THROUGH_OPS and op.inputs:
+        op = op.inputs[0].op
+    if op.type == "Softmax":
+        return PROBABILITIES
+    if op.type == "LogSoftmax" or (
+        op.type == "Log" and _tensor_kind(op.inputs[0]) == PROBABILITIES
+    ):
+        return LOG_PROBABILITIES
+    return LOGITS
 
 
 def probability_outputs(model, kind: str, role: str) -> bool:
-    """Whether `model`'s outputs are probabilities, per `kind` or detected.
+    """Whether `model`'s outputs are probabilities, per `kind` or as its graph shows.
+
+    Log-probabilities count as logits (their softmax is the distribution).
 
     Args:
         model: A Keras 3 or tf_keras model.
-        kind: `"logits"`, `"probabilities"` or `"auto"` (look for a final softmax).
+        kind: `"logits"`, `"probabilities"` or `"auto"` (read the graph:
+            `output_kinds_in_graph`).
         role: `"teacher"` or `"student"`, for the messages.
 
     Returns:
@@ -117,9 +199,9 @@ def probability_outputs(model, kind: str, role: str) -> bool:
     if kind not in OUTPUT_KINDS:
         raise ValueError(f"`{role}_output` must be one of {OUTPUT_KINDS}; received {kind!r}.")
     if kind != "auto":
-        return kind == "probabilities"
-    layers = _output_layers(model)
-    if layers is None:
+        return kind == PROBABILITIES
+    kinds = output_kinds_in_graph(model)
+    if kinds is None:
         warnings.warn(
             f"Cannot see which activation ends the {role} {model.name!r} "
             "(a subclassed model); its outputs are taken as logits. Pass "
@@ -127,7 +209,7 @@ def probability_outputs(model, kind: str, role: str) -> bool:
             stacklevel=3,
         )
         return False
-    softmax = [ends_in_softmax(layer) for layer in layers]
+    softmax = [k == PROBABILITIES for k in kinds]
     if any(softmax) and not all(softmax):
         raise ValueError(
             f"Some outputs of the {role} {model.name!r} end in a softmax and some "
