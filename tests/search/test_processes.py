@@ -93,7 +93,8 @@ def postgres_url():
 
     run(f"{binaries}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust")
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
-    run(f"{binaries}/pg_ctl", "-D", str(data), "-o", options, "-w", "start")
+    log = str(folder / "server.log")  # not our pipes: `run` would wait for the server to exit
+    run(f"{binaries}/pg_ctl", "-D", str(data), "-l", log, "-o", options, "-w", "start")
     try:
         run(f"{binaries}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "search")
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/search"
