@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-fast lint fuzz install clean bench bench-quick tutorials firmware-tools docs dist
+.PHONY: demo test test-fast lint fuzz install clean bench bench-quick bench-speed tutorials firmware-tools docs dist
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ tutorials: $(STAMP)
 BENCHMARKS := quality_benchmark speed_benchmark stored_teacher_benchmark micro_benchmark \
 	labelling_workers_benchmark optimize_benchmark features_benchmark generation_benchmark \
 	beam_benchmark on_policy_benchmark
+
+# The training step's speed guard: ratios against Keras' Distiller and a plain student, measured
+# in one run; exits non-zero when one misses its target.
+bench-speed: $(STAMP)
+	$(BIN)/python benchmarks/speed_benchmark.py --quick
 
 bench-quick: $(STAMP)
 	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py --quick || exit 1; done

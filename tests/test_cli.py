@@ -32,6 +32,18 @@ def test_version(capsys):
     assert re.match(r"keras-distill \d+\.\d+\.\d+", capsys.readouterr().out)
 
 
+def test_demo_without_the_examples_extra_names_it_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "mnist1d", None)  # `import mnist1d` now fails
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--quick", "--quiet", "--output-dir", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert error == (
+        "keras-distill demo: error: The demo needs mnist1d, from the [examples] extra: "
+        "pip install 'keras-distill[examples]'. Nothing was written.\n"
+    )
+    assert not out.exists()
+
+
 def test_export_micro_refuses_a_float_tflite(tmp_path, capsys):
     import keras
     import tensorflow as tf

@@ -99,7 +99,7 @@ def test_an_unstripped_pruned_model_is_refused_with_the_strip_call(tmp_path):
     with pytest.raises(
         micro.MicroExportError,
         match=r"pruning wrappers \(PruneLowMagnitude around layer prune_dense\).*"
-        r"keras_distill\.training\.tfmot\.strip\(model\)",
+        r"`kd\.strip\(model\)`",
     ):
         micro.export(model, np.zeros((8, 4), "float32"), tmp_path)
 
@@ -263,7 +263,7 @@ def test_train_recommended_says_when_the_candidates_tie(teacher, small):
 
 
 def test_the_old_name_of_split_still_works_with_a_deprecation_warning():
-    with pytest.warns(DeprecationWarning, match=r"recipes\.Data` is `keras_distill\.studies"):
+    with pytest.warns(DeprecationWarning, match=r"`kd\.recipes\.Data` is `kd\.datasets\.Split`"):
         data_type = recipes.Data
     assert data_type is Split
     with warnings.catch_warnings():

@@ -172,7 +172,9 @@ def test_top_k_values_must_be_log_probabilities():
         log_probabilities,
         atol=1e-7,
     )
-    with pytest.raises(TeacherOutputError, match=r"top-k values of the teacher .t. are not log-probabilities"):
+    with pytest.raises(
+        TeacherOutputError, match=r"top-k values of the teacher .t. are not log-probabilities"
+    ):
         outputs.checked_log_probabilities(np.array([[[0.5, 0.3]]]), "t", top_k=True)
     with pytest.raises(TeacherOutputError, match=r"sum to up to 1\.5"):
         outputs.checked_log_probabilities(np.log(np.array([[[0.9, 0.6]]])), "t", top_k=True)

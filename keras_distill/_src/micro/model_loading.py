@@ -138,7 +138,7 @@ def check_no_pruning_wrappers(model) -> None:
         raise MicroExportError(
             f"The model still holds pruning wrappers ({PRUNING_WRAPPER} around layer"
             f"{'s' if len(wrapped) > 1 else ''} {', '.join(wrapped)}), which TFLite cannot "
-            "convert. Strip them first: `keras_distill._src.training.tfmot.strip(model)` (tfmot's "
+            "convert. Strip them first: `kd.strip(model)` (tfmot's "
             "`strip_pruning`), then export the stripped model. Nothing was written."
         )
 

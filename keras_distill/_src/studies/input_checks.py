@@ -60,7 +60,7 @@ def checked_split(data, *, needs_test: bool = True) -> Split:
     if not all(hasattr(data, field) for field in fields):
         what = f"a tuple of {len(data)} items" if isinstance(data, tuple) else type(data).__name__
         raise TypeError(
-            "`data` must be a keras_distill._src.studies.datasets.Split(x_train, y_train, x_test, "
+            "`data` must be a kd.datasets.Split(x_train, y_train, x_test, "
             f"y_test); received {what}. Build one with Split(x_train, y_train, x_test, y_test)."
         )
     split = Split(*(getattr(data, field) for field in fields))

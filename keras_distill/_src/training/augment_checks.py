@@ -114,7 +114,7 @@ def warn_image_layers_on_signals(augment, student) -> None:
             f"`augment` holds {found}, image layers, but the student's batches have shape "
             f"{tuple(inputs[0].shape)} (batch, length, channels): such a layer reads a rank-3 "
             "batch as one image and transforms the whole batch as one image. Use layers "
-            "written for signals (e.g. keras_distill._src.training.augment.RandomShift), or "
+            "written for signals (e.g. kd.augment.RandomShift1D), or "
             "reshape the batch to (batch, height, width, channels).",
             stacklevel=5,
         )

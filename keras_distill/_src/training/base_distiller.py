@@ -194,7 +194,7 @@ class BaseDistiller(abc.ABC):
         """Extractors and projectors for feature terms (Keras 3 only: see `distiller.py`)."""
         if feature_terms:
             raise ValueError(
-                "Feature distillation (keras_distill._src.objective.features.FeatureDistillation) "
+                "Feature distillation (kd.FeatureDistillation) "
                 "needs Keras 3 models; these are tf_keras models."
             )
         return None

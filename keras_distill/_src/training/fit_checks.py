@@ -269,7 +269,7 @@ def check_pruning(student, callbacks, steps: int | None) -> None:
         raise ValueError(
             f"The student {student.name!r} is pruned ({len(wrappers)} PruneLowMagnitude "
             "layers) but fit got no tfmot UpdatePruningStep callback, which pruning needs "
-            "at every step. Pass the callbacks that keras_distill._src.training.tfmot.prune "
+            "at every step. Pass the callbacks that kd.prune "
             "returned: fit(..., callbacks=callbacks)."
         )
     ends = [getattr(getattr(w, "pruning_schedule", None), "end_step", None) for w in wrappers]

@@ -72,7 +72,7 @@ def distillation_loss(fn, several_terms: bool):
     if name in KERAS_KL_NAMES:
         print_msg(
             f"keras-distill: distillation_loss_fn={type(fn).__name__} is used as "
-            "keras_distill._src.losses.kl_divergence: T**2 * KL(softmax(t / T) || "
+            "kd.losses.kl_divergence: T**2 * KL(softmax(t / T) || "
             "softmax(s / T)), as the keras.io example computes it."
         )
         return "kl_divergence"
