@@ -3,6 +3,7 @@
 import ast
 import importlib.util
 import pathlib
+import re
 import sys
 
 import pytest
@@ -315,3 +316,17 @@ def test_the_layout_check_finds_a_misplaced_file_and_a_test_imported_by_another(
         "losses/test_dkd.py imports test_kl",
         "test_losses_too.py: not in tests/<concept>/ nor cross-cutting",
     ]
+
+
+def test_the_architecture_page_states_the_import_table_this_test_enforces():
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| (.+?) \|$", page, re.M)
+    stated = {
+        concept: set(re.findall(r"`(\w+)`", allowed)) - {"keras_distill"}
+        for concept, allowed in rows
+        if concept in ALLOWED or concept == "utils"
+    }
+    stated["utils"] = set()  # "nothing in the package but keras_distill.version"
+    assert stated == ALLOWED
+    concepts = {p.name for p in (PACKAGE / "_src").iterdir() if p.is_dir() and p.name[0] != "_"}
+    assert concepts | {"cli"} == set(ALLOWED)

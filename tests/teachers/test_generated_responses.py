@@ -364,3 +364,21 @@ def test_string_prompts_with_a_tokenizer_a_grader_and_a_weighting_function(tmp_p
             verbose=0,
             **OPTIONS,
         )
+
+
+def test_a_student_vocabulary_smaller_than_the_stored_responses_is_refused_first(
+    problems, tmp_path
+):
+    prompts, _, table = problems
+    kd.labelling.label_responses(
+        oracle(table), prompts, tmp_path, options=kd.labelling.SequenceOptions(**OPTIONS), verbose=0
+    )
+    data = kd.load_teacher_labels(tmp_path, batch_size=40)
+    student = causal_lm(VOCAB - 3, LENGTH, blocks=1, width=16, seed=0)
+    weights = [np.array(w) for w in student.get_weights()]
+    distiller = kd.Distiller(None, student, alpha=0.0)
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(kd.teachers.TeacherOutputError, match=f"{VOCAB}"):
+        distiller.fit(data, epochs=1, verbose=0)
+    for before, after in zip(weights, student.get_weights()):
+        np.testing.assert_array_equal(before, after)

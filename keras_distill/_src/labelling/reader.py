@@ -111,7 +111,10 @@ def load_teacher_labels(
     weights = check_selection(first, score_weighting, best_of_n)
     if best_of_n:
         records = best_of_each_prompt(records, first)
-    constants = {name: first[name] for name in kind.constants if name in first}
+    run_facts = {**first.get("settings", {}), **first}  # a constant may be a run setting
+    constants = {
+        name: run_facts[name] for name in kind.constants if run_facts.get(name) is not None
+    }
     parse = record_parser(manifests[0].features, kind, constants=constants)
     if _fits_in_memory(cache, directory, manifests):
         # Parsed once, in batches kept as tensors: an epoch costs a shuffle and a batch.

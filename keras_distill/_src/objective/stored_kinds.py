@@ -219,6 +219,7 @@ KINDS: dict[str, StoredKind] = {
                 "topk_indices": "teacher_topk_indices",
                 "rest_logsumexp": "teacher_rest_logsumexp",
             },  # the teacher's top-k, if any
+            constants={"vocabulary_size": "teacher_vocabulary_size"},
             classes_last=False,
             derived=("teacher_weight",),
         ),

@@ -45,6 +45,18 @@ class TeacherOutputError(ValueError):
 
     Raised by every path that takes a teacher, before anything is trained on
     or stored; a `ValueError`.
+
+    Example:
+    >>> import keras
+    >>> import numpy as np
+    >>> import keras_distill as kd
+    >>> teacher = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    >>> teacher.set_weights([np.full((2, 2), np.nan), np.zeros(2)])
+    >>> try:
+    ...     kd.label_with_teacher(teacher, np.ones((4, 2), "float32"), "ram://nan", verbose=0)
+    ... except kd.teachers.TeacherOutputError as error:
+    ...     print(type(error).__name__)
+    TeacherOutputError
     """
 
 
