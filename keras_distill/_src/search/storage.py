@@ -76,7 +76,20 @@ def open_storage(storage, directory: str):
         backend = optuna.storages.journal.JournalFileBackend(path)
         return optuna.storages.JournalStorage(backend)
     check_driver(str(storage))
-    return optuna.storages.RDBStorage(str(storage))
+    return _database(str(storage))
+
+
+def _database(url: str, attempts: int = 4):
+    """Opens a database storage; processes that race to create its tables open it once made."""
+    from sqlalchemy import exc  # Optuna's own dependency, imported where a database is used
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except exc.SQLAlchemyError:  # another process created the same table or type first
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def check_identity(study: optuna.Study, identity: dict) -> None:
