@@ -133,6 +133,8 @@ def constructor_signature(app, what, name, obj, options, args, return_annotation
     """
     if what not in ("class", "exception") or not inspect.isfunction(getattr(obj, "__new__", None)):
         return None
+    if obj.__init__ is object.__init__:  # a NamedTuple: its generated __new__ is the signature
+        return None
     init_signature = signature(obj.__init__, bound_method=True)
     return stringify_signature(
         init_signature, show_return_annotation=False, unqualified_typehints=True
