@@ -24,7 +24,7 @@ def test_the_keras_io_example_runs_unchanged(digits, teacher, capsys):
     results = distiller.evaluate(digits.x_test, digits.y_test, verbose=0)
     # ---
     assert (
-        "distillation_loss_fn=KLDivergence is used as keras_distill._src.losses.kl_divergence"
+        "distillation_loss_fn=KLDivergence is used as kd.losses.kl_divergence"
         in (capsys.readouterr().out)
     )
     assert float(distiller.temperature) == 10.0 and float(distiller.alpha) == pytest.approx(0.1)
