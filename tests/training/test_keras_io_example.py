@@ -23,9 +23,8 @@ def test_the_keras_io_example_runs_unchanged(digits, teacher, capsys):
     distiller.fit(digits.x_train, digits.y_train, epochs=3, verbose=0)
     results = distiller.evaluate(digits.x_test, digits.y_test, verbose=0)
     # ---
-    assert (
-        "distillation_loss_fn=KLDivergence is used as kd.losses.kl_divergence"
-        in (capsys.readouterr().out)
+    assert "distillation_loss_fn=KLDivergence is used as kd.losses.kl_divergence" in (
+        capsys.readouterr().out
     )
     assert float(distiller.temperature) == 10.0 and float(distiller.alpha) == pytest.approx(0.1)
     logs = distiller.evaluate(digits.x_test, digits.y_test, return_dict=True, verbose=0)

@@ -289,7 +289,7 @@ def test_real_tfmot_pruning_mistakes_are_named(report):
     assert "UpdatePruningStep" in report["no_callback_error"]
     assert report["no_callback_unchanged"]  # refused before the first step
     assert any("step 10000" in m and "16 steps" in m for m in report["late_warnings"])
-    assert "keras_distill._src.training.tfmot.strip(model)" in report["unstripped_error"]
+    assert "kd.strip(model)" in report["unstripped_error"]
 
 
 @pytest.mark.slow
