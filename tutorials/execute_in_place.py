@@ -5,7 +5,8 @@ in a scratch folder (the files it writes stay out of the repository), and is
 saved back in place with its outputs, so a reader sees the tables and plots
 without running anything. The test suite executes fresh copies with small
 settings (`KERAS_DISTILL_QUICK=1`) and never rewrites these files. TensorFlow's
-C++ start-up log lines on stderr are left out of the saved outputs.
+C++ start-up log lines on stderr are left out of the saved outputs, and a progress
+bar is saved as its last state (no colour codes).
 
 Usage: python tutorials/execute_in_place.py [NOTEBOOK ...]
 """
@@ -29,10 +30,41 @@ TF_LOG_LINE = re.compile(
 )
 
 
-def without_tf_start_up_lines(notebook) -> None:
+ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def as_a_terminal_shows(text: str) -> str:
+    """What a terminal leaves of `text`: a progress bar's last state, not every one, no colours."""
+    lines = []
+    for line in ANSI_STYLE.sub("", text).replace("\b", "").split("\n"):
+        states = [state for state in line.split("\r") if state.strip()]
+        lines.append(states[-1] if states else "")
+    return "\n".join(lines)
+
+
+def merged_streams(outputs: list) -> list:
+    """Consecutive outputs of one stream joined into one, as Jupyter shows them."""
+    merged = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (
+            output.get("output_type") == "stream"
+            and previous is not None
+            and previous.get("output_type") == "stream"
+            and previous.get("name") == output.get("name")
+        ):
+            previous.text += output.text
+        else:
+            merged.append(output)
+    return merged
+
+
+def without_machine_noise(notebook) -> None:
     for cell in notebook.cells:
         kept = []
-        for output in cell.get("outputs", []):
+        for output in merged_streams(cell.get("outputs", [])):
+            if output.get("output_type") == "stream":
+                output.text = as_a_terminal_shows(output.text)
             if output.get("name") == "stderr":
                 lines = [
                     line
@@ -54,7 +86,7 @@ def execute_in_place(path: pathlib.Path) -> float:
         nbclient.NotebookClient(
             notebook, timeout=3600, kernel_name="python3", resources={"metadata": {"path": scratch}}
         ).execute()
-    without_tf_start_up_lines(notebook)
+    without_machine_noise(notebook)
     nbformat.write(notebook, path)
     return time.perf_counter() - started
 
