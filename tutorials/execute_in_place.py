@@ -61,22 +61,20 @@ def merged_streams(outputs: list) -> list:
 
 def without_machine_noise(notebook) -> None:
     for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
         kept = []
-        for output in merged_streams(cell.get("outputs", [])):
+        for output in cell.get("outputs", []):
+            if output.get("name") == "stderr":
+                lines = output.text.splitlines(keepends=True)
+                output.text = "".join(line for line in lines if not TF_LOG_LINE.match(line))
+                if not output.text.strip():
+                    continue
+            kept.append(output)
+        cell.outputs = merged_streams(kept)
+        for output in cell.outputs:
             if output.get("output_type") == "stream":
                 output.text = as_a_terminal_shows(output.text)
-            if output.get("name") == "stderr":
-                lines = [
-                    line
-                    for line in output.text.splitlines(keepends=True)
-                    if not TF_LOG_LINE.match(line)
-                ]
-                if not "".join(lines).strip():
-                    continue
-                output.text = "".join(lines)
-            kept.append(output)
-        if cell.cell_type == "code":
-            cell.outputs = kept
 
 
 def execute_in_place(path: pathlib.Path) -> float:
