@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_distill._src.losses import token_divergences as td
+from keras_distill._src.losses import token_divergences
 from keras_distill._src.studies.architectures import causal_lm
 from keras_distill._src.teachers import cached_decoding
 from keras_distill._src.teachers.outputs import TeacherOutputError
@@ -55,7 +55,7 @@ def random_logits(seed, shape=(3, 4, VOCAB), scale=2.0):
 def test_full_jsd_matches_the_float64_reference(beta, temperature):
     teacher_log = np_log_softmax(random_logits(0))
     student_logits = random_logits(1)
-    got = td.token_divergence(teacher_log, student_logits, beta, temperature)
+    got = token_divergences.token_divergence(teacher_log, student_logits, beta, temperature)
     want = np_jsd(
         np_log_softmax(teacher_log / temperature),
         np_log_softmax(student_logits / temperature),
@@ -71,7 +71,7 @@ def test_top_k_with_remaining_mass_matches_the_float64_reference(beta):
     ids = np.argsort(-teacher_log, -1)[..., :3]
     values = np.take_along_axis(teacher_log, ids, -1)
     student_logits = random_logits(3)
-    got = td.token_divergence((values, ids), student_logits, beta)
+    got = token_divergences.token_divergence((values, ids), student_logits, beta)
     teacher_buckets, student_buckets = np_top_k_buckets(values, ids, np_log_softmax(student_logits))
     want = np_jsd(teacher_buckets, student_buckets, beta)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-6)
@@ -81,11 +81,11 @@ def test_top_k_with_remaining_mass_matches_the_float64_reference(beta):
 
 def test_jsd_is_zero_for_equal_distributions_and_a_variable_beta_selects_the_ends():
     logits = random_logits(4)
-    same = td.token_divergence(np_log_softmax(logits), logits, keras.Variable(0.3))
+    same = token_divergences.token_divergence(np_log_softmax(logits), logits, keras.Variable(0.3))
     np.testing.assert_allclose(np.asarray(same), 0.0, atol=1e-5)
     teacher_log = np_log_softmax(random_logits(5))
     for beta in (0.0, 1.0):
-        got = td.token_divergence(teacher_log, logits, keras.Variable(beta))
+        got = token_divergences.token_divergence(teacher_log, logits, keras.Variable(beta))
         want = np_jsd(teacher_log, np_log_softmax(logits), beta)
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-6)
 
@@ -94,12 +94,14 @@ def test_the_mean_is_per_response_then_over_responses_and_masked_positions_do_no
     per_token = np.array([[1.0, 3.0, 100.0], [5.0, 7.0, 9.0], [8.0, 8.0, 8.0]])
     mask = np.array([[1, 1, 0], [0, 0, 1], [0, 0, 0]], "float32")
     # (1 + 3) / 2 and 9 / 1; the third row has no response token and is left out
-    assert float(td.masked_sequence_mean(per_token, mask)) == pytest.approx((2.0 + 9.0) / 2)
+    assert float(token_divergences.masked_sequence_mean(per_token, mask)) == pytest.approx(
+        (2.0 + 9.0) / 2
+    )
 
 
 def test_check_beta_names_the_bad_value():
     with pytest.raises(ValueError, match=r"beta=1\.5"):
-        td.check_beta(1.5)
+        token_divergences.check_beta(1.5)
 
 
 # -- decoding ---------------------------------------------------------------------------

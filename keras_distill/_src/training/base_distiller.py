@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_distill._src.losses import get as get_loss
+from keras_distill._src import losses
 from keras_distill._src.objective import objective, stored_kinds, terms
 from keras_distill._src.teachers import ensemble
 from keras_distill._src.training import (
@@ -161,7 +161,7 @@ class BaseDistiller(abc.ABC):
             several = len(self._terms.loss_fns) > 1 or self._features is not None
             identifier = keras_io.distillation_loss(distillation_loss_fn, several)
             self.distillation_loss = identifier
-            self._terms = dataclasses.replace(self._terms, loss_fns=(get_loss(identifier),))
+            self._terms = dataclasses.replace(self._terms, loss_fns=(losses.get(identifier),))
         if student_loss_fn is not None or distillation_loss_fn is not None:
             keras_io.warn_kept_settings(self.scheduled_values(), alpha, temperature)
         if temperature is not None:

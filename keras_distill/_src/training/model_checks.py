@@ -10,7 +10,7 @@ import warnings
 
 import keras
 
-from keras_distill._src.teachers import ensemble as ensemble_lib
+from keras_distill._src.teachers import ensemble
 from keras_distill._src.training import augment_checks
 from keras_distill._src.utils.model_inspection import (
     check_compatible,
@@ -205,7 +205,7 @@ def checked_teacher(teacher, student, model_class, teacher_weights, teacher_aver
     't'
     """
     check_student_not_among_teachers(teacher, student)
-    teacher = ensemble_lib.one_teacher(teacher, teacher_weights, teacher_average)
+    teacher = ensemble.one_teacher(teacher, teacher_weights, teacher_average)
     check_types(teacher, student, model_class)
     warn_if_teacher_is_smaller(teacher, student)
     check_trainable(student)

@@ -16,16 +16,16 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_distill._src.losses import token_divergences as divergences
+from keras_distill._src.losses import token_divergences
 from keras_distill._src.objective.objective import checked_temperature
-from keras_distill._src.teachers import cached_decoding as decoding
+from keras_distill._src.teachers import cached_decoding
 from keras_distill._src.teachers.outputs import (
     check_vocabularies,
     finite_in_graph,
     graph_kind,
     teacher_name,
 )
-from keras_distill._src.training import on_policy_inputs as inputs
+from keras_distill._src.training import on_policy_inputs
 from keras_distill._src.utils.model_inspection import PROBABILITIES, as_logits
 
 SCHEDULED = ("lmbda", "beta", "temperature")
@@ -39,8 +39,8 @@ class _Untracked:
 
 
 CHECKS = {
-    "lmbda": lambda v: inputs.check_fraction("lmbda", v),
-    "beta": divergences.check_beta,
+    "lmbda": lambda v: on_policy_inputs.check_fraction("lmbda", v),
+    "beta": token_divergences.check_beta,
     "temperature": checked_temperature,
 }
 
@@ -90,12 +90,12 @@ class OnPolicyDistiller(keras.Model):
         pad_id: The padding token.
         seed: Seed of the on-policy choice and of the sampling.
         use_cache: The student's decoding: "auto", True or False (see
-            `cached_decoding.TokenDecoder`).
+            `kd.generation.TokenDecoder`).
         **kwargs: `keras.Model` arguments (`name`).
 
     Example:
     >>> import numpy as np
-    >>> from keras_distill._src.teachers.cached_decoding import small_gpt2_lm
+    >>> from keras_distill.generation import small_gpt2_lm
     >>> teacher = small_gpt2_lm(10, 8, blocks=1, width=8, heads=2, seed=1)
     >>> student = small_gpt2_lm(10, 8, blocks=1, width=8, heads=2, seed=2)
     >>> distiller = OnPolicyDistiller(teacher, student, lmbda=1.0, max_new_tokens=3)
@@ -126,12 +126,12 @@ class OnPolicyDistiller(keras.Model):
         super().__init__(**kwargs)
         self.student, self.max_new_tokens = student, int(max_new_tokens)
         self.end_id, self.pad_id, self.seed, self.use_cache = end_id, pad_id, seed, use_cache
-        self.vocabulary_size = decoding.vocabulary_size(student)
+        self.vocabulary_size = cached_decoding.vocabulary_size(student)
         self._variables = {
             key: keras.Variable(value, dtype="float32", trainable=False, name=key)
             for key, value in values.items()
         }
-        self._student_decoder = decoding.TokenDecoder(
+        self._student_decoder = cached_decoding.TokenDecoder(
             student, max_new_tokens, self._variables["temperature"], end_id, pad_id, seed, use_cache
         )
         self.teacher = teacher
@@ -163,9 +163,9 @@ class OnPolicyDistiller(keras.Model):
         if teacher is None:
             return
         if isinstance(teacher, keras.Model):
-            check_vocabularies(decoding.vocabulary_size(teacher), self.vocabulary_size)
+            check_vocabularies(cached_decoding.vocabulary_size(teacher), self.vocabulary_size)
             self._teacher_probabilities = graph_kind(teacher) == PROBABILITIES
-            self._teacher_decoder = decoding.TokenDecoder(
+            self._teacher_decoder = cached_decoding.TokenDecoder(
                 teacher, self.max_new_tokens, 0.0, self.end_id, self.pad_id
             )
             self._teacher_log_probs = tf.function(self._keras_teacher_scores, reduce_retracing=True)
@@ -182,7 +182,7 @@ class OnPolicyDistiller(keras.Model):
 
         A teacher whose graph ends in a softmax gives probabilities: their log is taken.
         """
-        outputs = decoding.lm_logits(self.teacher, tokens, pad_id=self.pad_id)
+        outputs = cached_decoding.lm_logits(self.teacher, tokens, pad_id=self.pad_id)
         outputs = finite_in_graph(outputs, teacher_name(self.teacher))
         return ops.log_softmax(as_logits(outputs, self._teacher_probabilities), axis=-1)
 
@@ -192,7 +192,9 @@ class OnPolicyDistiller(keras.Model):
         if isinstance(self.teacher, keras.Model):
             return self._teacher_log_probs(tokens)
         name = teacher_name(self.teacher)
-        return inputs.checked_scores(self.teacher(tokens), tokens.shape, self.vocabulary_size, name)
+        return on_policy_inputs.checked_scores(
+            self.teacher(tokens), tokens.shape, self.vocabulary_size, name
+        )
 
     # -- the scheduled values ---------------------------------------------------
 
@@ -250,12 +252,12 @@ class OnPolicyDistiller(keras.Model):
 
     def _check_arrays(self, prompts: np.ndarray, responses) -> None:
         contexts = {
-            "student": decoding.context_length(self.student),
-            "teacher": decoding.context_length(self.teacher)
+            "student": cached_decoding.context_length(self.student),
+            "teacher": cached_decoding.context_length(self.teacher)
             if isinstance(self.teacher, keras.Model)
             else None,
         }
-        inputs.check_width(prompts.shape[1], self.max_new_tokens, contexts)
+        on_policy_inputs.check_width(prompts.shape[1], self.max_new_tokens, contexts)
         if responses is not None and responses.shape[1] > self.max_new_tokens:
             raise ValueError(
                 f"The reference responses have {responses.shape[1]} tokens, more than "
@@ -271,21 +273,23 @@ class OnPolicyDistiller(keras.Model):
         if on_policy:
             decoded = self._student_decoder(prompts)
         elif responses is not None:
-            decoded = inputs.joined(prompts, responses, width, self.end_id, self.pad_id)
+            decoded = on_policy_inputs.joined(prompts, responses, width, self.end_id, self.pad_id)
         else:
             self._check_off_policy_source(has_references=False)
             self.teacher_forward_passes += self.max_new_tokens
             decoded = self._teacher_decoder(prompts)
-        return inputs.padded_to(decoded, width, self.pad_id)
+        return on_policy_inputs.padded_to(decoded, width, self.pad_id)
 
     def _loss(self, tokens, mask, teacher_scores, training):
         """`JSD(beta)` at each response token, averaged per response, then over the batch."""
-        logits = decoding.lm_logits(self.student, tokens, training=training, pad_id=self.pad_id)
+        logits = cached_decoding.lm_logits(
+            self.student, tokens, training=training, pad_id=self.pad_id
+        )
         teacher = keras.tree.map_structure(lambda t: t[:, :-1], teacher_scores)
-        per_token = divergences.token_divergence(
+        per_token = token_divergences.token_divergence(
             teacher, logits[:, :-1], self._variables["beta"], self._variables["temperature"]
         )
-        loss = divergences.masked_sequence_mean(per_token, mask[:, 1:])
+        loss = token_divergences.masked_sequence_mean(per_token, mask[:, 1:])
         return loss + ops.sum([ops.cast(v, "float32") for v in self.student.losses] or [0.0])
 
     def build(self, input_shape=None) -> None:
@@ -335,7 +339,9 @@ class OnPolicyDistiller(keras.Model):
 
     def call(self, inputs, training=None):
         """The student's next-token logits."""
-        return decoding.lm_logits(self.student, inputs, training=bool(training), pad_id=self.pad_id)
+        return cached_decoding.lm_logits(
+            self.student, inputs, training=bool(training), pad_id=self.pad_id
+        )
 
     # -- serialization -----------------------------------------------------------
 

@@ -12,7 +12,7 @@ Example (in a process started with TF_USE_LEGACY_KERAS=1):
 
 from __future__ import annotations
 
-from keras_distill._src.utils import model_inspection as models
+from keras_distill._src.utils import model_inspection
 
 _LEGACY_HINT = (
     "tensorflow-model-optimization 0.8 only wraps tf_keras (Keras 2) models. Set "
@@ -44,7 +44,7 @@ def require_legacy_keras(model=None) -> None:
 
     if not tf.keras.__name__.startswith("tf_keras"):
         raise RuntimeError(f"{_LEGACY_HINT} Here tf.keras is {tf.keras.__name__}.")
-    if model is not None and not models.is_tf_keras(model):
+    if model is not None and not model_inspection.is_tf_keras(model):
         raise TypeError(
             f"{_LEGACY_HINT} This model is a Keras 3 {type(model).__name__}; rebuild it with "
             "tf.keras."
@@ -128,4 +128,4 @@ def strip(model):
 
 
 # Kernel sparsity is a property of any model; it lives with the model helpers.
-sparsity = models.sparsity
+sparsity = model_inspection.sparsity
