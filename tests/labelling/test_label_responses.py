@@ -12,6 +12,7 @@ from keras_distill.labelling import (
     label_with_teacher,
     load_teacher_labels,
 )
+from keras_distill.teachers import TeacherOutputError
 
 OPTIONS = SequenceOptions(vocabulary_size=16, max_length=10, num_samples=2)
 PROMPTS = [[1 + i % 5, 2 + i % 7, 3] for i in range(9)]
@@ -127,3 +128,29 @@ def test_a_worker_without_prompts_is_refused_and_writes_nothing(tmp_path):
             num_workers=4,
         )
     assert not folder.exists()
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (np.nan, r"NaN or infinite values for the top-k outputs of prompts \[3\]"),
+        (0.5, r"top-k values of the teacher 'generate' are not log-probabilities"),
+    ],
+)
+def test_top_k_outputs_that_are_not_log_probabilities_are_refused_before_writing(
+    tmp_path, value, message
+):
+    def generate(batch):
+        responses = [list(prompt)[::-1] for prompt in batch]
+        top_k = []
+        for prompt, response in zip(batch, responses, strict=True):
+            values = np.log(np.full((len(response), 2), 0.25))
+            if prompt == PROMPTS[3]:
+                values[1, 0] = value
+            top_k.append((values, np.tile([1, 2], (len(response), 1))))
+        return {"responses": responses, "top_k": top_k}
+
+    folder = tmp_path / "labels"
+    with pytest.raises(TeacherOutputError, match=message):
+        label_responses(generate, PROMPTS, folder, options=OPTIONS, batch_size=2, verbose=0)
+    assert not list(folder.glob("*.tfrecord"))

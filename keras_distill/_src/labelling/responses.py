@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_distill._src.labelling.errors import TeacherLabelsError
+from keras_distill._src.teachers.outputs import checked_log_probabilities, teacher_name
 from keras_distill._src.utils.model_inspection import PROBABILITY_FLOOR
 
 
@@ -192,8 +193,13 @@ def _responses(generated, prompts: list, start: int, options: SequenceOptions):
     return generated, responses, scores, top_k
 
 
-def _checked_top_k(index: int, top_k, response, options: SequenceOptions) -> tuple:
-    """(log-probabilities, indices), each `(response tokens, k)`, of one response; checked."""
+def _checked_top_k(index: int, top_k, response, options: SequenceOptions, teacher: str) -> tuple:
+    """(log-probabilities, indices), each `(response tokens, k)`, of one response; checked.
+
+    The values are read by `checked_log_probabilities`, the one reading of a
+    teacher's log-probabilities (a `TeacherOutputError` for NaN/inf or values
+    that are not log-probabilities).
+    """
     values, indices = (np.asarray(a) for a in top_k)
     where = f"the top-k outputs of the response to prompt {index}"
     if values.shape != indices.shape or values.ndim != 2 or len(values) != len(response):
@@ -202,11 +208,12 @@ def _checked_top_k(index: int, top_k, response, options: SequenceOptions) -> tup
             f"{len(response)}, k); received {values.shape} and "
             f"{indices.shape}."
         )
-    if not np.all(np.isfinite(values)) or np.any(values > 1e-6):
-        raise TeacherLabelsError(f"{where} must be finite log-probabilities (<= 0).")
     if np.any((indices < 0) | (indices >= options.vocabulary_size)):
         raise TeacherLabelsError(f"{where} have token ids outside [0, {options.vocabulary_size}).")
-    return values.astype("float32"), indices.astype("int32")
+    values = checked_log_probabilities(
+        values[None], teacher, top_k=True, start=index, unit="the top-k outputs of prompts"
+    )
+    return values[0], indices.astype("int32")
 
 
 def _check_pair(index: int, prompt, response, score, options: SequenceOptions) -> None:
@@ -327,7 +334,7 @@ def sample_batch(generate, batch: list, raw: list, indices: list, options: Seque
     ([5], False)
     """
     per_prompt = [[] for _ in batch]
-    where = f"prompts {indices[0]}-{indices[-1]}"
+    where, name = f"prompts {indices[0]}-{indices[-1]}", teacher_name(generate)
     for _ in range(options.num_samples):
         as_returned, responses, scores, top_k = _responses(
             generate(raw), batch, indices[0], options
@@ -338,7 +345,9 @@ def sample_batch(generate, batch: list, raw: list, indices: list, options: Seque
                 score = float(options.score(raw[i], as_returned[i]))
             _check_pair(indices[i], batch[i], response, score, options)
             checked = (
-                None if top_k is None else _checked_top_k(indices[i], top_k[i], response, options)
+                None
+                if top_k is None
+                else _checked_top_k(indices[i], top_k[i], response, options, name)
             )
             per_prompt[i].append(Sample(response, score, checked))
     if len({sample.top_k is None for samples in per_prompt for sample in samples}) > 1:

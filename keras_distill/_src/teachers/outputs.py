@@ -210,7 +210,9 @@ def check_values(values, teacher: str, probabilities: bool, setting: str, start:
             )
 
 
-def checked_log_probabilities(values, teacher: str, top_k: bool) -> np.ndarray:
+def checked_log_probabilities(
+    values, teacher: str, top_k: bool, start: int = 0, unit: str = "sequences"
+) -> np.ndarray:
     """Next-token log-probabilities (or logits) as float32, if finite and not probabilities.
 
     Args:
@@ -219,13 +221,15 @@ def checked_log_probabilities(values, teacher: str, top_k: bool) -> np.ndarray:
         teacher: The teacher's name.
         top_k: Whether `values` are the top k of each position (then they must
             be log-probabilities: <= 0, their probabilities summing to at most 1).
+        start: The index of the batch's first row (the rows named count from it).
+        unit: What a row is, for the message.
 
     Raises:
         TeacherOutputError: For NaN or infinite values, probabilities, or
             top-k values that are not log-probabilities.
     """
     values = np.asarray(values)
-    check_finite(values, teacher, unit="sequences")
+    check_finite(values, teacher, start, unit)
     tolerance = _tolerance(values)
     wide = values.astype("float64")
     if not top_k and values_kind(values) == PROBABILITIES:
