@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from keras_distill import label_with_teacher, load_teacher_labels
-from keras_distill._src.labelling.writer import TeacherLabelsError
+from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.training import multi_worker
 
 TIMEOUT = 300

@@ -22,7 +22,7 @@ import numpy as np
 from keras_distill._src.labelling import calls, response_writer, responses, shards
 from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.labelling.manifest import MANIFEST, Manifest, Settings
-from keras_distill._src.objective import stored_kinds as targets
+from keras_distill._src.objective.stored_kinds import stored_kind
 from keras_distill._src.utils import storage
 
 
@@ -193,7 +193,7 @@ def write_chunk(result, path: str, settings: Settings) -> dict:
     {'teacher_classes': 3}
     """
     chunk, (outputs, confidence) = result.example, result.inference
-    kind = targets.stored_kind(settings.output, settings.top_k)
+    kind = stored_kind(settings.output, settings.top_k)
     fields = calls.record_fields(chunk.x, chunk.labels, outputs, confidence, kind, settings)
     entry, records = write_shard_fields(path, chunk.shard, fields)
     return {

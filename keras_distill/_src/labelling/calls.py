@@ -97,10 +97,10 @@ def record_fields(x, labels, outputs, confidence, kind, settings: Settings) -> d
         TeacherLabelsError: If `settings.top_k` is not below the number of classes.
 
     Example:
-    >>> from keras_distill._src.objective import stored_kinds as targets
+    >>> from keras_distill._src.objective.stored_kinds import KINDS
     >>> settings = Settings("id:t", "arrays:ab", "logits", None, 10, 1)
     >>> fields = record_fields(np.zeros((2, 4)), np.array([0, 1]), np.zeros((2, 3)), None,
-    ...                        targets.KINDS["logits"], settings)
+    ...                        KINDS["logits"], settings)
     >>> sorted(fields)
     ['labels', 'teacher', 'x']
     """
@@ -116,8 +116,8 @@ def teacher_facts(outputs: np.ndarray, kind, probe: bool) -> dict:
     """The probe digest (callables) and class count (class outputs), from the first batch.
 
     Example:
-    >>> from keras_distill._src.objective import stored_kinds as targets
-    >>> teacher_facts(np.zeros((2, 3)), targets.KINDS["logits"], probe=False)
+    >>> from keras_distill._src.objective.stored_kinds import KINDS
+    >>> teacher_facts(np.zeros((2, 3)), KINDS["logits"], probe=False)
     {'teacher_classes': 3}
     """
     facts = {"teacher_probe": outputs_digest(outputs[:PROBE_EXAMPLES])} if probe else {}

@@ -18,7 +18,7 @@ import re
 import numpy as np
 
 from keras_distill._src.labelling.errors import TeacherLabelsError
-from keras_distill._src.objective import stored_kinds as targets
+from keras_distill._src.objective.stored_kinds import KINDS, stored_kind
 from keras_distill._src.utils import storage
 
 FORMAT = "keras_distill.teacher_labels/1"  # the on-disk format id of 0.1; never renamed
@@ -290,7 +290,7 @@ def settings_problems(settings) -> list:
     if not isinstance(settings, dict):
         return [f"'settings' must be an object; found {settings!r}"]
     problems = []
-    outputs = sorted(set(targets.KINDS) - {"top_k"})
+    outputs = sorted(set(KINDS) - {"top_k"})
     if settings.get("output") not in outputs:
         problems.append(
             f"settings['output'] must be one of {outputs}; found {settings.get('output')!r}"
@@ -365,7 +365,7 @@ def _complete_problems(manifest: dict) -> list:
             f"'num_examples' must be the shards' total {total}; "
             f"found {manifest.get('num_examples')!r}"
         )
-    kind = targets.stored_kind(manifest["settings"]["output"], manifest["settings"].get("top_k"))
+    kind = stored_kind(manifest["settings"]["output"], manifest["settings"].get("top_k"))
     missing = sorted(set(kind.fields) - set(features))
     if missing:
         problems.append(f"'features' lacks {missing}, which {kind.name!r} outputs store")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from keras_distill._src.labelling import arguments, shards
 from keras_distill._src.labelling.errors import TeacherLabelsError
-from keras_distill._src.objective import stored_kinds as targets
+from keras_distill._src.objective.stored_kinds import StoredKind, stored_kind
 from keras_distill._src.utils import storage
 
 CACHE_BYTES = 1 << 30  # load_teacher_labels(cache="auto") keeps up to this much in memory
@@ -104,7 +104,7 @@ def load_teacher_labels(
     files = [storage.join(directory, shard["file"]) for m in manifests for shard in m.shards]
     num_examples = sum(m.num_examples for m in manifests)
     shuffle = arguments.shuffle_buffer(shuffle, num_examples)
-    kind = targets.stored_kind(output, manifests[0].settings.top_k)
+    kind = stored_kind(output, manifests[0].settings.top_k)
     records = tf.data.TFRecordDataset(files).apply(
         tf.data.experimental.assert_cardinality(num_examples)
     )
@@ -206,7 +206,7 @@ def _fits_in_memory(cache, directory: str, manifests: list) -> bool:
     return size <= CACHE_BYTES
 
 
-def record_parser(features: dict, kind: targets.StoredKind, constants: dict | None = None):
+def record_parser(features: dict, kind: StoredKind, constants: dict | None = None):
     """A function from a batch of serialized records to `(x, targets)` batches.
 
     Records are parsed a vector at a time (`tf.io.parse_example`, after
@@ -225,7 +225,7 @@ def record_parser(features: dict, kind: targets.StoredKind, constants: dict | No
     Example:
     >>> features = {"x": {"dtype": "float32", "shape": [2]},
     ...             "teacher": {"dtype": "float32", "shape": [3]}}
-    >>> parse = record_parser(features, targets.KINDS["logits"])
+    >>> parse = record_parser(features, KINDS["logits"])
     >>> callable(parse)
     True
     """

@@ -12,8 +12,7 @@ import hashlib
 
 import numpy as np
 
-from keras_distill._src.labelling.errors import TeacherLabelsError as TeacherLabelsError
-from keras_distill._src.labelling.manifest import FORMAT as FORMAT
+from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.labelling.manifest import (
     MANIFEST,
     Manifest,
@@ -22,7 +21,6 @@ from keras_distill._src.labelling.manifest import (
     shard_prefix,
     write_manifest,
 )
-from keras_distill._src.labelling.manifest import validate_manifest as validate_manifest
 from keras_distill._src.utils import storage
 
 # -- writing ------------------------------------------------------------------

@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 
 from keras_distill._src.labelling import arguments, calls, response_writer, worker_parts
-from keras_distill._src.labelling.errors import TeacherLabelsError as TeacherLabelsError
+from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.labelling.identity import Identity, examples_identity, opened_output
 from keras_distill._src.labelling.manifest import Manifest, Settings
 from keras_distill._src.labelling.responses import SequenceOptions
 from keras_distill._src.labelling.shards import ShardWriter
-from keras_distill._src.objective import stored_kinds as targets
+from keras_distill._src.objective.stored_kinds import stored_kind
 from keras_distill._src.teachers.black_box import PROBE_EXAMPLES, fingerprint_teacher
 from keras_distill._src.teachers.ensemble import ensemble
 from keras_distill._src.utils import inputs, storage
@@ -201,7 +201,7 @@ def _identity(teacher, data, part: worker_parts.Plan, settings: Settings, teache
     first = _first_inputs(data, part)
     check_data = None
     if part.arrays is None:  # a dataset: its examples are compared with the stored shards'
-        label_dtype = targets.stored_kind(settings.output, settings.top_k).label_dtype
+        label_dtype = stored_kind(settings.output, settings.top_k).label_dtype
 
         def check_data(stored: Manifest, directory: str) -> None:
             worker_parts.check_resumed_data(data, part, stored, label_dtype, directory)
@@ -214,7 +214,7 @@ def _label(teacher, data, part, writer: ShardWriter, batch_size: int, verbose: i
     if writer.manifest.complete:
         return writer.manifest.to_json()
     settings = writer.manifest.settings
-    kind = targets.stored_kind(settings.output, settings.top_k)
+    kind = stored_kind(settings.output, settings.top_k)
     remaining = worker_parts.batches(data, part, writer.done, batch_size)
     probe = not _is_keras_model(teacher)  # a callable is identified by what it answers, too
     progress = _progress_bar(part, verbose)
