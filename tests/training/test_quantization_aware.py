@@ -1,5 +1,10 @@
 """Quantization-aware Keras 3 students: what they learn is what the int8 kernels compute."""
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -153,3 +158,187 @@ def test_an_unsupported_layer_is_named_before_training(layer, named):
 def test_a_bad_freeze_setting_is_quoted(bad):
     with pytest.raises(ValueError, match=f"freeze_after_steps={bad!r}"):
         ActivationQuantizer(freeze_after_steps=bad)
+
+
+def quantizers(model):
+    return [layer for layer in model.layers if isinstance(layer, ActivationQuantizer)]
+
+
+def dense_aware(seed=4):
+    keras.utils.set_random_seed(seed)
+    student = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)]
+    )
+    return kd.quantization_aware(student, freeze_after_steps=1000)
+
+
+def test_trains_from_stored_teacher_outputs(teacher, digits, tmp_path):
+    kd.label_with_teacher(teacher, (digits.x_train, digits.y_train), tmp_path, verbose=0)
+    aware = dense_aware()
+    distiller = kd.Distiller(None, aware, temperature=2.0, alpha=0.5)
+    distiller.compile(keras.optimizers.Adam(3e-3), SCE)
+    stored = kd.load_teacher_labels(tmp_path, batch_size=64)
+    history = distiller.fit(stored, epochs=4, shuffle=False, verbose=0)
+    steps = 4 * int(np.ceil(len(digits.x_train) / 64))
+    assert [float(q.observed_steps) for q in quantizers(aware)] == [steps] * 3
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    accuracy = np.mean(aware.predict(digits.x_test, verbose=0).argmax(1) == digits.y_test)
+    assert accuracy > 0.6  # 0.72 measured after 4 epochs
+
+
+def test_trains_with_augmentation_seen_by_the_ranges(teacher, digits):
+    aware = dense_aware()
+    scaled = keras.layers.Lambda(lambda x: 4.0 * x)  # the input range the quantizer must learn
+    distiller = kd.Distiller(teacher, aware, temperature=2.0, alpha=0.5, augment=scaled)
+    distiller.compile(keras.optimizers.Adam(3e-3), SCE)
+    distiller.fit(digits.x_train, digits.y_train, epochs=1, batch_size=64, verbose=0)
+    input_range = quantizers(aware)[0]
+    assert float(input_range.range_max) == pytest.approx(4.0, abs=1e-3)  # digits are in [0, 1]
+    assert float(input_range.range_min) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.fixture
+def mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_precision_fake_quantizes_in_float32(teacher, digits, mixed_precision):
+    aware = kd.quantization_aware(conv_student(seed=5))
+    dtypes = {type(layer).__name__: layer.compute_dtype for layer in aware.layers}
+    assert dtypes["QuantizedWeights"] == "float16" and dtypes["ActivationQuantizer"] == "float32"
+    x_train, x_test = images(digits)
+    flat_teacher = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), teacher])
+    distiller = kd.Distiller(flat_teacher, aware, temperature=2.0, alpha=0.5)
+    distiller.compile(keras.optimizers.Adam(3e-3), SCE)
+    assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
+    history = distiller.fit(x_train, digits.y_train, epochs=3, batch_size=64, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    outputs = aware.predict(x_test, verbose=0)
+    assert outputs.dtype == np.float32
+    assert np.mean(outputs.argmax(1) == digits.y_test) > 0.6
+
+
+def test_jit_compile_matches_the_graph_step(teacher, digits):
+    x_train, _ = images(digits)
+    flat_teacher = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), teacher])
+
+    def run(jit):
+        aware = kd.quantization_aware(conv_student(seed=6), freeze_after_steps=10)
+        distiller = kd.Distiller(flat_teacher, aware, temperature=2.0, alpha=0.5)
+        distiller.compile(keras.optimizers.SGD(0.05), SCE, jit_compile=jit)
+        history = distiller.fit(
+            x_train[:512], digits.y_train[:512], epochs=2, batch_size=64, shuffle=False, verbose=0
+        )
+        return history.history["loss"], [float(q.range_max) for q in quantizers(aware)]
+
+    (xla_loss, xla_ranges), (graph_loss, graph_ranges) = run(True), run(False)
+    np.testing.assert_allclose(xla_loss, graph_loss, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(xla_ranges, graph_ranges, rtol=1e-3, atol=1e-5)
+
+
+def test_mirrored_strategy_on_one_cpu_matches_no_strategy(teacher, digits):
+    x, y = digits.x_train[:512], digits.y_train[:512]
+
+    def run(strategy):
+        with strategy.scope():
+            aware = dense_aware(seed=7)
+            distiller = kd.Distiller(teacher, aware, temperature=2.0, alpha=0.5)
+            distiller.compile(keras.optimizers.SGD(0.05), SCE)
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+        distiller.fit(data, epochs=2, verbose=0)
+        ranges = [(q.range_max.numpy(), q.observed_steps.numpy()) for q in quantizers(aware)]
+        return aware.get_weights(), ranges
+
+    mirrored, ranges = run(tf.distribute.MirroredStrategy(["/cpu:0"]))
+    plain, plain_ranges = run(tf.distribute.get_strategy())
+    assert [steps for _, steps in ranges] == [16.0] * 3
+    np.testing.assert_allclose(ranges, plain_ranges, rtol=1e-4, atol=1e-5)
+    for a, b in zip(mirrored, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+LOAD_SCRIPT = """
+import json, os, sys
+assert "TF_USE_LEGACY_KERAS" not in os.environ
+import keras, numpy as np
+import keras_distill
+model = keras.saving.load_model(sys.argv[1])
+state = [
+    [float(v) for v in (layer.range_min, layer.range_max, layer.observed_steps)]
+    for layer in model.layers if type(layer).__name__ == "ActivationQuantizer"
+]
+x = np.load(sys.argv[2])
+print(json.dumps({"state": state, "outputs": model.predict(x, verbose=0).tolist()}))
+"""
+
+
+@pytest.mark.slow
+def test_loaded_in_a_new_process_with_ranges_and_step_counter(
+    distilled_conv_student, digits, tmp_path
+):
+    _, x_test = images(digits)
+    _, _, aware = distilled_conv_student
+    aware.save(tmp_path / "aware.keras")
+    np.save(tmp_path / "x.npy", x_test[:50])
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    run = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, str(tmp_path / "aware.keras"), str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    state = [
+        [float(v) for v in (q.range_min, q.range_max, q.observed_steps)] for q in quantizers(aware)
+    ]
+    np.testing.assert_allclose(loaded["state"], state, atol=1e-6)
+    assert {steps for _, _, steps in state} == {6 * 19.0}  # 1,347 examples / 64 per batch
+    np.testing.assert_allclose(loaded["outputs"], aware.predict(x_test[:50], verbose=0), atol=1e-5)
+
+
+def separable_student(kind, seed=8):
+    keras.utils.set_random_seed(seed)
+    two_d = kind.endswith("2D")
+    layer = getattr(keras.layers, kind)
+    options = {} if kind.startswith("Depthwise") else {"filters": 8}
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1) if two_d else (64, 1)),
+            keras.layers.Conv2D(4, 3, padding="same") if two_d else keras.layers.Conv1D(4, 3),
+            layer(kernel_size=3, padding="same", depth_multiplier=2, **options),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D()
+            if two_d
+            else keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(10),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "kind", ["SeparableConv2D", "SeparableConv1D", "DepthwiseConv2D", "DepthwiseConv1D"]
+)
+def test_separable_and_depthwise_students_export_fully_int8_per_channel(kind, digits, tmp_path):
+    student = separable_student(kind)
+    shape = (-1, *student.inputs[0].shape[1:])
+    x_train, x_test = digits.x_train.reshape(shape), digits.x_test.reshape(shape)
+    aware = kd.quantization_aware(student)
+    aware.compile(keras.optimizers.Adam(1e-2), SCE)
+    aware.fit(x_train, digits.y_train, epochs=4, batch_size=64, verbose=0)
+    result = kd.micro.export(
+        aware, None, tmp_path, name="student", validation_data=(x_test, digits.y_test)
+    )
+    assert result.kind == "int8"
+    assert result.validation.agreement >= 0.97  # TFLite Micro against the aware Keras model
+    assert "DEPTHWISE_CONV_2D" in result.ops
+    interpreter = tf.lite.Interpreter(model_path=str(result.tflite_path))
+    scales = {len(d["quantization_parameters"]["scales"]) for d in interpreter.get_tensor_details()}
+    assert 2 * 4 in scales  # the depthwise kernel: one scale per output channel
+    if kind.startswith("Separable"):
+        assert 8 in scales  # the 1x1 convolution's kernel, per channel too

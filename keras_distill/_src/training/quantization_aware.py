@@ -26,7 +26,10 @@ FUSED_ACTIVATIONS = {"linear": None, "relu": ops.relu, "relu6": ops.relu6}
 CONVOLUTIONS = {
     keras.layers.Conv1D: "conv",
     keras.layers.Conv2D: "conv",
+    keras.layers.DepthwiseConv1D: "depthwise",
     keras.layers.DepthwiseConv2D: "depthwise",
+    keras.layers.SeparableConv1D: "separable",
+    keras.layers.SeparableConv2D: "separable",
 }
 # Layers whose int8 kernels keep the input's scale, or that convert to nothing.
 SAME_SCALE = (
@@ -98,6 +101,7 @@ class ActivationQuantizer(keras.layers.Layer):
         freeze_after_steps: int | None = None,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")  # fake quantization computes in float32
         super().__init__(**kwargs)
         if not 0.0 <= float(momentum) < 1.0:
             raise ValueError(f"`momentum` must be in [0, 1); received momentum={momentum!r}.")
@@ -114,18 +118,24 @@ class ActivationQuantizer(keras.layers.Layer):
         self.freeze_after_steps = freeze_after_steps
 
     def build(self, input_shape) -> None:
-        def state(name):
+        def state(name, aggregation):
             return self.add_weight(
-                shape=(), initializer="zeros", trainable=False, name=name, autocast=False
+                shape=(),
+                initializer="zeros",
+                trainable=False,
+                name=name,
+                autocast=False,
+                aggregation=aggregation,  # replicas of a tf.distribute strategy agree
             )
 
-        self.range_min, self.range_max, self.observed_steps = map(
-            state, ("range_min", "range_max", "observed_steps")
-        )
+        self.range_min = state("range_min", "mean")
+        self.range_max = state("range_max", "mean")
+        self.observed_steps = state("observed_steps", "only_first_replica")
 
     def call(self, inputs, training=None):
+        inputs = ops.cast(inputs, "float32")
         if training:
-            self._observe(ops.cast(inputs, "float32"))
+            self._observe(inputs)
         return FAKE_QUANT(inputs, self.range_min, self.range_max, num_bits=8)
 
     def _observe(self, values) -> None:
@@ -158,23 +168,33 @@ def _symmetric_weights(kernel, axes):
     return FAKE_QUANT(kernel, -bound, bound, num_bits=8, narrow_range=True, axis=-1)
 
 
+def _float32(value):
+    return ops.cast(value, "float32")
+
+
 @keras.saving.register_keras_serializable(package="keras_distill")
 class QuantizedWeights(keras.layers.Layer):
     """A dense or convolution layer whose weights are fake-quantized to int8, BN folded in.
 
-    It holds the source layer (`layer`, a `Dense`, `Conv1D`, `Conv2D` or
-    `DepthwiseConv2D`) and, optionally, the `BatchNormalization` that followed
+    It holds the source layer (`layer`: `Dense`, `Conv1D`, `Conv2D`,
+    `DepthwiseConv1D`, `DepthwiseConv2D`, `SeparableConv1D` or
+    `SeparableConv2D`) and, optionally, the `BatchNormalization` that followed
     it. Each call folds the normalization into the weights as the TFLite
     converter does (`w * gamma / sqrt(var + eps)`, bias shifted), fake-quantizes
-    the weights (per tensor for dense layers, per output channel for
-    convolutions), and applies the layer's operation and its fused ReLU/ReLU6.
-    The normalization's moving statistics are frozen; its scale and offset
-    train.
+    the weights in float32 (per tensor for dense layers, per output channel for
+    convolutions), and applies the layer's operation and its fused ReLU/ReLU6
+    in the layer's compute dtype (float16 under mixed precision). A separable
+    convolution converts to a depthwise and a 1x1 convolution: `intermediate`
+    (an `ActivationQuantizer`) fake-quantizes the tensor between them. The
+    normalization's moving statistics are frozen; its scale and offset train.
 
     Args:
         layer: The float layer (its config and weights are taken over).
         batch_norm: The `BatchNormalization` layer to fold, or None.
-        **kwargs: Keras layer arguments.
+        intermediate: For a separable convolution, the quantizer of the
+            depthwise step's output (a new one when None).
+        **kwargs: Keras layer arguments (the dtype policy defaults to the
+            layer's).
 
     Example:
     >>> import numpy as np
@@ -186,67 +206,93 @@ class QuantizedWeights(keras.layers.Layer):
     True
     """
 
-    def __init__(self, layer, batch_norm=None, **kwargs):
-        if isinstance(layer, dict):
-            layer = keras.layers.deserialize(layer)
-        if isinstance(batch_norm, dict):
-            batch_norm = keras.layers.deserialize(batch_norm)
+    def __init__(self, layer, batch_norm=None, intermediate=None, **kwargs):
+        layer, batch_norm, intermediate = (
+            keras.layers.deserialize(item) if isinstance(item, dict) else item
+            for item in (layer, batch_norm, intermediate)
+        )
         kwargs.setdefault("name", f"{layer.name}_quantized")
+        kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(**kwargs)
         self.layer, self.batch_norm = layer, batch_norm
         self.kind = "dense" if isinstance(layer, keras.layers.Dense) else CONVOLUTIONS[type(layer)]
         self.fused = FUSED_ACTIVATIONS[_activation_name(layer)]
+        if self.kind == "separable" and intermediate is None:
+            intermediate = ActivationQuantizer(name=f"{layer.name}_depthwise_quant")
+        self.intermediate = intermediate
 
     def build(self, input_shape) -> None:
         if not self.layer.built:
             self.layer.build(input_shape)
         if self.batch_norm is not None and not self.batch_norm.built:
             self.batch_norm.build(self.layer.compute_output_shape(input_shape))
+        if self.intermediate is not None and not self.intermediate.built:
+            self.intermediate.build(None)
 
     def _folded(self):
-        """The kernel and bias with the batch normalization folded in."""
-        kernel = self.layer.kernel
-        bias = self.layer.bias if self.layer.use_bias else ops.zeros(ops.shape(kernel)[-1:])
+        """The kernel and bias in float32, the batch normalization folded in."""
+        layer = self.layer
+        kernel = _float32(layer.pointwise_kernel if self.kind == "separable" else layer.kernel)
+        bias = _float32(layer.bias) if layer.use_bias else ops.zeros(ops.shape(kernel)[-1:])
         norm = self.batch_norm
         if norm is None:
             return kernel, bias
-        scale = ops.rsqrt(norm.moving_variance + norm.epsilon)
-        scale = scale * norm.gamma if norm.scale else scale
-        offset = norm.beta if norm.center else 0.0
+        scale = ops.rsqrt(_float32(norm.moving_variance) + norm.epsilon)
+        scale = scale * _float32(norm.gamma) if norm.scale else scale
+        offset = _float32(norm.beta) if norm.center else 0.0
+        mean = _float32(norm.moving_mean)
         if self.kind == "depthwise":
             shape = ops.shape(kernel)
             scale = ops.reshape(scale, (shape[-2], shape[-1]))
-        return kernel * scale, (bias - norm.moving_mean) * ops.reshape(scale, (-1,)) + offset
+        return kernel * scale, (bias - mean) * ops.reshape(scale, (-1,)) + offset
 
     def call(self, inputs):
         kernel, bias = self._folded()
+        compute = inputs.dtype
         if self.kind == "dense":
-            outputs = ops.matmul(inputs, _symmetric_weights(kernel, None)) + bias
-        elif self.kind == "conv":
-            kernel = _symmetric_weights(kernel, tuple(range(len(kernel.shape) - 1)))
-            outputs = self._convolve(inputs, kernel) + bias
+            outputs = ops.matmul(inputs, ops.cast(_symmetric_weights(kernel, None), compute))
         else:
-            outputs = self._depthwise(inputs, kernel) + bias
+            outputs = self._convolution(inputs, kernel)
+        outputs = outputs + ops.cast(bias, compute)
         return outputs if self.fused is None else self.fused(outputs)
 
-    def _convolve(self, inputs, kernel):
-        layer = self.layer
-        return ops.conv(
-            inputs, kernel, layer.strides, layer.padding, layer.data_format, layer.dilation_rate
-        )
+    def _convolution(self, inputs, kernel):
+        """The convolution; a 1D one computed as 2D, as TFLite runs it (per-channel axis 3)."""
+        layer, compute = self.layer, inputs.dtype
+        strides, dilation = tuple(layer.strides), tuple(layer.dilation_rate)
+        padding = layer.padding
+        if padding == "causal":
+            inputs = ops.pad(
+                inputs, ((0, 0), (dilation[0] * (layer.kernel_size[0] - 1), 0), (0, 0))
+            )
+            padding = "valid"
+        one_d = len(layer.kernel_size) == 1
+        depthwise = layer.depthwise_kernel if self.kind == "separable" else kernel
+        if one_d:
+            inputs, kernel, depthwise = (
+                ops.expand_dims(v, i) for v, i in ((inputs, 1), (kernel, 0), (depthwise, 0))
+            )
+            strides, dilation = (1, *strides), (1, *dilation)
+        if self.kind == "conv":
+            kernel = _symmetric_weights(kernel, tuple(range(len(kernel.shape) - 1)))
+            outputs = ops.conv(
+                inputs, ops.cast(kernel, compute), strides, padding, "channels_last", dilation
+            )
+        else:
+            outputs = self._depthwise(inputs, depthwise, strides, padding, dilation)
+        if self.kind == "separable":
+            between = ops.cast(self.intermediate(outputs), compute)
+            kernel = _symmetric_weights(kernel, tuple(range(len(kernel.shape) - 1)))
+            outputs = ops.conv(between, ops.cast(kernel, compute), 1, "valid", "channels_last")
+        return ops.squeeze(outputs, 1) if one_d else outputs
 
-    def _depthwise(self, inputs, kernel):
-        layer, shape = self.layer, ops.shape(kernel)
-        flat = ops.reshape(kernel, (*shape[:-2], shape[-2] * shape[-1]))
+    def _depthwise(self, inputs, kernel, strides, padding, dilation):
+        """A depthwise convolution with its kernel fake-quantized per output channel."""
+        shape = ops.shape(kernel)
+        flat = ops.reshape(_float32(kernel), (*shape[:-2], shape[-2] * shape[-1]))
         flat = _symmetric_weights(flat, tuple(range(len(flat.shape) - 1)))
-        return ops.depthwise_conv(
-            inputs,
-            ops.reshape(flat, shape),
-            layer.strides,
-            layer.padding,
-            layer.data_format,
-            layer.dilation_rate,
-        )
+        kernel = ops.cast(ops.reshape(flat, shape), inputs.dtype)
+        return ops.depthwise_conv(inputs, kernel, strides, padding, "channels_last", dilation)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -254,8 +300,9 @@ class QuantizedWeights(keras.layers.Layer):
     def get_config(self) -> dict:
         config = super().get_config()
         config["layer"] = keras.layers.serialize(self.layer)
-        if self.batch_norm is not None:
-            config["batch_norm"] = keras.layers.serialize(self.batch_norm)
+        for key in ("batch_norm", "intermediate"):
+            if getattr(self, key) is not None:
+                config[key] = keras.layers.serialize(getattr(self, key))
         return config
 
 
@@ -278,6 +325,8 @@ def _consumers(model) -> dict:
 
 def _unsupported(layer) -> str | None:
     """Why a layer cannot be made quantization-aware, or None."""
+    if getattr(layer, "data_format", None) == "channels_first":
+        return "TFLite runs channels_last tensors only: build it with data_format='channels_last'"
     if isinstance(layer, (keras.layers.Dense, *CONVOLUTIONS)) and _activation_name(layer) is None:
         return (
             f"its activation {keras.activations.serialize(layer.activation)!r} does not fuse "
@@ -313,9 +362,9 @@ def _check_student(student) -> None:
         raise ValueError(
             "These layers of the student cannot be trained quantization-aware for TFLite "
             f"Micro: {'; '.join(problems)}. Replace them (Dense, Conv1D, Conv2D, "
-            "DepthwiseConv2D with BatchNormalization, pooling, Flatten, Reshape, Add, "
-            "Concatenate and ReLU/ReLU6 are supported), or export the float student with "
-            "post-training int8 (kd.micro.export with representative data)."
+            "DepthwiseConv1D/2D and SeparableConv1D/2D with BatchNormalization, pooling, "
+            "Flatten, Reshape, Add, Concatenate and ReLU/ReLU6 are supported), or export the "
+            "float student with post-training int8 (kd.micro.export with representative data)."
         )
 
 
@@ -370,7 +419,12 @@ class _Rewrite:
     def clone(self, layer):
         if isinstance(layer, (keras.layers.Dense, *CONVOLUTIONS)):
             norm = self.folds.get(layer.name)
-            twin = QuantizedWeights(_copy(layer), None if norm is None else _copy(norm))
+            intermediate = None
+            if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+                name = f"{layer.name}_depthwise_quant"
+                intermediate = ActivationQuantizer(name=name, **self.settings)
+            norm = None if norm is None else _copy(norm)
+            twin = QuantizedWeights(_copy(layer), norm, intermediate)
         elif layer.name in self.folded:
             twin = keras.layers.Identity(name=f"{layer.name}_folded")
         else:
