@@ -87,13 +87,14 @@ class Budget:
     """What a candidate may take on the board: flash for the model, RAM for its arena.
 
     Attributes:
-        flash_bytes: Flash the model may take (the board's times the share), or None.
-        ram_bytes: RAM the recommended arena may take, or None.
+        flash_bytes: Flash the model may take (given, or the board's times the share), or None.
+        ram_bytes: RAM the recommended arena may take (likewise), or None.
         latency_seconds: The latency limit, or None.
         clock_hz: The core clock for latency estimates, or None.
         board: The preset's name, or None.
         model_share: The share of the board's memory given to the model.
         arena_margin: Added to the measured arena, as `kd.micro.export` recommends it.
+        given: The limits set by number (`"flash"`, `"ram"`) rather than taken from the board.
 
     Example:
     >>> budget = Budget.from_arguments("esp32", None, None, model_share=0.25)
@@ -108,12 +109,16 @@ class Budget:
     board: str | None = None
     model_share: float = 1.0
     arena_margin: float = DEFAULT_ARENA_MARGIN
+    given: tuple = ()
 
     @classmethod
     def from_arguments(
         cls, board, flash_bytes, ram_bytes, model_share=1.0, latency_ms=None, clock_hz=None
     ) -> Budget:
         """The budget of `find_student`'s arguments, checked.
+
+        `flash_bytes` and `ram_bytes` are the model's own limits; `model_share`
+        scales only the limits taken from the board.
 
         Raises:
             ValueError: For an unknown board (the presets are listed), no
@@ -123,8 +128,12 @@ class Budget:
         preset = board if isinstance(board, Board) or board is None else get_board(board)
         if not 0 < model_share <= 1:
             raise ValueError(f"`model_share` must be in (0, 1]; received {model_share!r}.")
-        flash = flash_bytes or (preset.flash_bytes if preset else None)
-        ram = ram_bytes or (preset.ram_bytes if preset else None)
+        given = {"flash": flash_bytes, "ram": ram_bytes}
+        given = {key: int(value) for key, value in given.items() if value}
+        shared = {} if preset is None else {"flash": preset.flash_bytes, "ram": preset.ram_bytes}
+        shared = {key: int(value * model_share) for key, value in shared.items()}
+        flash = given.get("flash", shared.get("flash"))
+        ram = given.get("ram", shared.get("ram"))
         if flash is None and ram is None:
             raise ValueError(
                 "No budget: give `board=` (a preset of kd.micro.BOARDS) or `flash_bytes=` "
@@ -137,12 +146,13 @@ class Budget:
                 "`clock_hz=` or a board preset."
             )
         return cls(
-            flash_bytes=None if flash is None else int(flash * model_share),
-            ram_bytes=None if ram is None else int(ram * model_share),
+            flash_bytes=flash,
+            ram_bytes=ram,
             latency_seconds=None if latency_ms is None else latency_ms / 1000,
             clock_hz=clock,
             board=preset.name if preset else None,
             model_share=model_share,
+            given=tuple(given),
         )
 
     def excess(self, flash: int, arena: int | None, latency: Latency) -> list:
@@ -158,10 +168,29 @@ class Budget:
         ]
 
     def describe(self) -> str:
-        """The budget in words, for messages and reports."""
-        parts = [f"flash {self.flash_bytes:,} B" if self.flash_bytes else "flash unlimited"]
-        parts.append(f"RAM {self.ram_bytes:,} B" if self.ram_bytes else "RAM unlimited")
+        """The budget in words: each limit, and where it came from (a number or the board).
+
+        Example:
+        >>> Budget.from_arguments("esp32", 20_000, None, model_share=0.25).describe()
+        'flash 20,000 B (from flash_bytes=), RAM 81,920 B (25% of esp32)'
+        """
+        limits = {"flash": ("flash", self.flash_bytes), "ram": ("RAM", self.ram_bytes)}
+        texts = {
+            key: f"{label} {value:,} B" if value else f"{label} unlimited"
+            for key, (label, value) in limits.items()
+        }
+        if self.board:
+            share = f"{self.model_share:.0%} of {self.board}"
+            if len(self.given) == 1:
+                sources = {
+                    key: f"from {key}_bytes=" if key in self.given else share for key in limits
+                }
+                texts = {key: f"{text} ({sources[key]})" for key, text in texts.items()}
+            elif self.given:
+                texts["ram"] += f" (from flash_bytes= and ram_bytes=, board {self.board})"
+            else:
+                texts["ram"] += f" ({share})"
+        parts = list(texts.values())
         if self.latency_seconds:
             parts.append(f"latency {1000 * self.latency_seconds:g} ms")
-        where = f" ({self.model_share:.0%} of {self.board})" if self.board else ""
-        return ", ".join(parts) + where
+        return ", ".join(parts)

@@ -97,7 +97,7 @@ def identity(inputs: SearchInputs, budget, space, augment, settings: dict) -> di
     return {
         "data": fingerprint_arrays(split.x_train, split.y_train, split.x_test, split.y_test),
         "teachers": {name: fingerprint_teacher(t, None) for name, t in inputs.teachers.items()},
-        "budget": dataclasses.asdict(budget),
+        "budget": {**dataclasses.asdict(budget), "given": list(budget.given)},  # as JSON holds it
         "settings": {
             **settings,
             "space": space.name,
