@@ -149,7 +149,9 @@ def _add_search(commands) -> None:
         help='a JSON file: "teachers" {name: path.keras}, "data" (an .npz with x_train, '
         'y_train, x_val, y_val) and find_student\'s keywords ("board", "trials", ...)',
     )
-    search.add_argument("--quiet", action="store_true", help="print only the front")
+    search.add_argument(
+        "--quiet", action="store_true", help="no line per trial: print only the front"
+    )
 
 
 def _search(args) -> int:
@@ -161,9 +163,7 @@ def _search(args) -> int:
     except ValueError as error:
         print(f"keras-distill search: error: {error}", file=sys.stderr)
         return 1
-    if args.quiet:
-        print(result.to_markdown())
-    print(f"\nReport: {result.directory}/report.md")
+    print(result.to_markdown())
     return 0
 
 

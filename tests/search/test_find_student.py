@@ -1,6 +1,7 @@
 """find_student end to end on digits: pre-flight, outputs stored once, front, progress, export."""
 
 import json
+import logging
 import pathlib
 
 import keras
@@ -140,13 +141,37 @@ def test_a_candidate_with_an_op_tflm_lacks_is_infeasible(digits):
     assert all(value > 0 for value in checked.constraints.values())
 
 
+class Records(logging.Handler):
+    """Keeps the messages of the logger it is added to."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 def test_progress_lines_and_bar(counted_teacher, digits, tmp_path, capsys):
     teacher, _ = counted_teacher
     arguments = dict(trials=2, epochs=1, seed=3, **BUDGET)
     data = ((digits.x_train, digits.y_train), (digits.x_test, digits.y_test))
-    kd.find_student(teacher, *data, directory=tmp_path / "quiet", verbose=0, **arguments)
-    assert capsys.readouterr().out == ""
-    kd.find_student(teacher, *data, directory=tmp_path / "loud", verbose=1, **arguments)
-    out = capsys.readouterr().out
+    optuna_records, verbosity = Records(), optuna.logging.get_verbosity()
+    logging.getLogger("optuna").addHandler(optuna_records)
+    try:
+        kd.find_student(teacher, *data, directory=tmp_path / "quiet", verbose=0, **arguments)
+        assert capsys.readouterr().out == ""
+        kd.find_student(teacher, *data, directory=tmp_path / "loud", verbose=1, **arguments)
+        out = capsys.readouterr().out
+        assert optuna_records.messages == []  # Optuna's own lines do not interleave
+        arguments["trials"] = 1
+        kd.find_student(teacher, *data, directory=tmp_path / "optuna", verbose=2, **arguments)
+        assert any(" finished with values" in m for m in optuna_records.messages)
+    finally:
+        logging.getLogger("optuna").removeHandler(optuna_records)
+    assert optuna.logging.get_verbosity() == verbosity  # restored after the search
     assert out.count("\ntrial ") == 2 and "2/2" in out
     assert "best " in out and ("int8 " in out or "infeasible after a" in out)
+    # the front's table is the report's, printed by whoever shows the result: not here
+    assert f"Report: {tmp_path / 'loud' / 'report.md'}" in out
+    assert "| trial |" not in out

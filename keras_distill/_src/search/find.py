@@ -83,7 +83,8 @@ def find_student(
         directory: The output folder: stored outputs, journal, students, report.
         storage: None (journal in `directory`), an Optuna storage URL or object.
         seed: Seed of the sampler and of each candidate's initialisation.
-        verbose: 1: a line per trial and a progress bar; 0: silent.
+        verbose: 1: a line per trial and a progress bar; 2: also Optuna's own log
+            lines; 0: silent.
 
     Returns:
         A `kd.search.SearchResult`.
@@ -117,7 +118,7 @@ def find_student(
     storage_lib.check_storage(storage)
     _check_smallest(space, inputs, budget)
     store = storage_lib.open_storage(storage, directory)
-    with storage_lib.quiet_optuna():
+    with storage_lib.quiet_optuna(verbose):
         study = optuna.create_study(
             study_name=storage_lib.STUDY_NAME,
             storage=store,

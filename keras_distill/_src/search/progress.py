@@ -87,6 +87,10 @@ class SearchProgress:
             f"(distilled {trial.int8_accuracy:.1%})"
         )
 
-    def done(self, result) -> None:
-        """Prints the front."""
-        self._print("\n" + result.to_markdown())
+    def done(self, result, report: str) -> None:
+        """Says the search is done and where its report (the front's table) is."""
+        feasible = sum(trial.feasible for trial in result.trials)
+        self._print(
+            f"\nSearch done: {len(result.trials)} trials, {feasible} feasible, "
+            f"{len(result.front)} on the front. Report: {report}"
+        )

@@ -153,9 +153,10 @@ class SearchRun:
             split.x_train[: training.CALIBRATION_EXAMPLES],
             (split.x_test, split.y_test),
         )
-        with open(os.path.join(self.directory, REPORT_NAME), "w") as file:
+        report = os.path.join(self.directory, REPORT_NAME)
+        with open(report, "w") as file:
             file.write(result.to_markdown() + "\n")
-        self.progress.done(result)
+        self.progress.done(result, report)
         return result
 
     def _cost(self, record: Trial) -> float:

@@ -204,10 +204,10 @@ def check_storage(storage) -> None:
 
 
 @contextlib.contextmanager
-def quiet_optuna():
-    """Optuna's own log lines off (the search prints its own), restored afterwards."""
+def quiet_optuna(verbose: int = 1):
+    """Optuna's own log lines off below `verbose=2` (the search prints its own), then restored."""
     previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose >= 2 else optuna.logging.WARNING)
     try:
         yield
     finally:
