@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import optuna
 import pytest
+import tensorflow as tf
 from conftest import SCE, Counting
 
 import keras_distill as kd
@@ -101,7 +102,7 @@ def test_teacher_outputs_are_computed_once_for_every_trial(searched, digits):
     assert manifest["num_examples"] == len(digits.x_train)
 
 
-def test_report_plot_and_verified_export(searched, tmp_path):
+def test_report_plot_and_verified_export(searched, digits, tmp_path):
     result, directory, _ = searched
     text = (directory / "report.md").read_text()
     assert "Budget: flash 12,000 B, RAM 6,000 B. 4 trials" in text
@@ -111,9 +112,14 @@ def test_report_plot_and_verified_export(searched, tmp_path):
     # the same model; its tensor names (Keras' layer-name counters) may differ by a few bytes
     assert abs(exported.model_bytes - result.front[0].flash_bytes) <= 64
     assert exported.recommended_arena_bytes <= BUDGET["ram_bytes"]
+    assert exported.validation.examples == len(digits.x_test)  # the search's validation data
     assert exported.validation.int8_accuracy == pytest.approx(
         result.front[0].int8_accuracy, abs=0.02
     )
+    held_out = tf.data.Dataset.from_tensor_slices((digits.x_test[:60], digits.y_test[:60]))
+    tested = result.export(result.front[0], tmp_path / "tested", validation_data=held_out.batch(16))
+    assert tested.validation.examples == 60
+    assert 0.0 <= tested.validation.int8_accuracy <= 1.0
 
 
 def test_preflight_of_an_infeasible_candidate(digits):

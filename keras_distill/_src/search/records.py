@@ -242,8 +242,22 @@ class SearchResult:
         plt.close(figure)
         return path
 
-    def export(self, candidate: Candidate, directory: str | os.PathLike, name: str = "model"):
+    def export(
+        self,
+        candidate: Candidate,
+        directory: str | os.PathLike,
+        name: str = "model",
+        validation_data=None,
+    ):
         """The verified TFLite Micro export of a candidate (`kd.micro.export`), board-checked.
+
+        Args:
+            candidate: A `Candidate` of the front (its saved float student is exported).
+            directory: Where the `.tflite`, C++ source and header go (replaced).
+            name: The C identifier prefix of the sources.
+            validation_data: Where the int8 model's accuracy in TFLM is measured:
+                `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)` batches, e.g.
+                a held-out test set; default: the search's validation data.
 
         Returns:
             A `kd.micro.MicroExport` (C++ sources, arena, int8 accuracy, board check).
@@ -258,7 +272,7 @@ class SearchResult:
             name=name,
             flash_bytes=self.budget.flash_bytes,
             ram_bytes=self.budget.ram_bytes,
-            validation_data=self.validation,
+            validation_data=self.validation if validation_data is None else validation_data,
             overwrite=True,
         )
 
