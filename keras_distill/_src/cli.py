@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_demo(commands) -> None:
     demo = commands.add_parser(
         "demo",
-        help="search the student that fits a board on MNIST-1D, distil it, compare it with the "
-        "hand-built student and from scratch, export it for TFLite Micro "
-        "(offline; measured: 189 s on 2 CPU cores)",
+        help="train a teacher on MNIST-1D, search the student that fits a microcontroller's "
+        "flash and RAM, distil it, compare it with a hand-built student and with training "
+        "from scratch, and export it for TFLite Micro (offline; takes a few minutes)",
     )
     demo.add_argument(
         "--epochs",
