@@ -207,16 +207,31 @@ def test_the_table_check_finds_an_arrow_back_up(monkeypatch):
 PRIVATE_KERAS_API = "# private Keras API:"  # the comment that explains a needed exception
 
 
+def attribute_reads(tree):
+    """(node, object, attribute name) of every `x.name` and `getattr(x, "name")`/`hasattr`."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            yield node, node.value, node.attr
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", "") in ("getattr", "hasattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
+            yield node, node.args[0], node.args[1].value
+
+
 def private_reads(name: str) -> list:
     """`other._attribute` reads: only `self`/`cls` may touch private attributes."""
     lines = MODULES[name].read_text().splitlines()
     found = []
-    for node in ast.walk(TREES[name]):
-        if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+    for node, value, attribute in attribute_reads(TREES[name]):
+        if not attribute.startswith("_"):
             continue
-        own = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
-        parent = isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "super"
-        if node.attr.startswith("__") or own or parent:
+        own = isinstance(value, ast.Name) and value.id in ("self", "cls")
+        parent = isinstance(value, ast.Call) and getattr(value.func, "id", "") == "super"
+        if attribute.startswith("__") or own or parent:
             continue
         # the explaining comment stands on the line or on one of the two lines above it
         if not any(PRIVATE_KERAS_API in line for line in lines[node.lineno - 3 : node.lineno]):
@@ -227,12 +242,18 @@ def private_reads(name: str) -> list:
 def test_the_private_read_check_finds_one(monkeypatch, tmp_path):
     # so that the test below cannot pass by finding nothing at all
     fake = tmp_path / "fake.py"
-    fake.write_text("def f(model, self):\n    self._ok = 1\n    return model._hidden\n")
+    fake.write_text(
+        "def f(model, self):\n    self._ok = 1\n    getattr(model, '_mask', None)\n"
+        "    return model._hidden\n"
+    )
     monkeypatch.setattr(sys.modules[__name__], "MODULES", {**MODULES, "fake": fake})
     monkeypatch.setattr(
         sys.modules[__name__], "TREES", {**TREES, "fake": ast.parse(fake.read_text())}
     )
-    assert private_reads("fake") == ["line 3: model._hidden"]
+    assert private_reads("fake") == [
+        "line 3: getattr(model, '_mask', None)",
+        "line 4: model._hidden",
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

@@ -9,7 +9,7 @@ from conftest import SCE, Counting, mlp
 from numpy_references import reference_kl
 
 from keras_distill import Distiller
-from keras_distill._src.objective.features import FeatureDistillation, Tap, feature_loss
+from keras_distill._src.objective.features import FeatureDistillation, Tap, feature_loss, find_layer
 
 
 def hidden_name(teacher):
@@ -298,3 +298,30 @@ def test_features_inside_a_keras_hub_backbone_come_from_its_own_pass():
     outputs, (last, attention) = tap(x)
     np.testing.assert_allclose(last, outputs["sequence_output"], atol=1e-6)
     assert tuple(attention.shape) == (2, 8, 16)
+
+
+class Blocks(keras.layers.Layer):
+    """A custom layer holding sublayers in a public, a private and a list attribute."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first = keras.layers.Dense(4, name="first")
+        self._second = keras.layers.Dense(4, name="second")
+        self.rest = [keras.layers.Dense(4, name=f"rest_{i}") for i in range(2)]
+
+    def call(self, x):
+        x = self._second(self.first(x))
+        for layer in self.rest:
+            x = layer(x)
+        return x
+
+
+def test_a_custom_layers_sublayers_are_found_by_path():
+    inputs = keras.Input((3,))
+    custom = Blocks(name="custom")
+    model = keras.Model(inputs, custom(inputs))
+    assert find_layer(model, "custom/second", "teacher").name == "second"
+    assert find_layer(model, "custom/rest_1", "teacher") is custom.rest[1]
+    names = "['first', 'second', 'rest_0', 'rest_1']"
+    with pytest.raises(ValueError, match=re.escape(f"the layers of 'custom' are {names}")):
+        find_layer(model, "custom/third", "teacher")

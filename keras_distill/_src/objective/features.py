@@ -111,12 +111,7 @@ def find_layer(model, path: str, role: str):
     """
     layer = model
     for name in path.split("/"):
-        children = (
-            layer.layers
-            if isinstance(layer, keras.Model)
-            # private Keras API: a custom layer's direct sublayers have no public accessor
-            else layer._flatten_layers(include_self=False, recursive=False)
-        )
+        children = direct_sublayers(layer)
         if not children:
             raise ValueError(
                 f"The {role} layer path {path!r}: {layer.name!r} has no sublayers, "
@@ -130,6 +125,26 @@ def find_layer(model, path: str, role: str):
             )
         layer = children[names.index(name)]
     return layer
+
+
+def direct_sublayers(layer) -> list:
+    """A model's `layers`; for any other layer, the layers it holds, one level down."""
+    if isinstance(layer, keras.Model):
+        return list(layer.layers)
+    # Keras exports no accessor of a plain layer's sublayers. TensorFlow's public view of
+    # tracked objects sees the layers its attributes hold; Keras tracks lists and dicts of
+    # layers itself, so those are read from the layer's public attributes.
+    held = list(tf.train.TrackableView.children(layer).values())
+    for attribute, value in vars(layer).items():
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, (list, tuple)) and not attribute.startswith("_"):
+            held += value
+    found = []
+    for child in held:
+        if isinstance(child, keras.Layer) and all(child is not seen for seen in found):
+            found.append(child)
+    return found
 
 
 def _recording(call, record: list):
@@ -211,14 +226,14 @@ class Tap:
         if inputs:  # Functional or Sequential: its input structure (a dict for keras_hub models)
             structure = self.model.input if len(inputs) > 1 else inputs[0]
             return keras.tree.map_structure(lambda t: spec(t.shape, t.dtype), structure)
-        shapes = getattr(self.model, "_build_shapes_dict", None) or {}
-        if len(shapes) != 1:
+        build_config = self.model.get_build_config() or {}
+        if "input_shape" not in build_config:
             raise ValueError(
                 f"The {self.role} {self.model.name!r} is a subclassed model that "
                 "has not been called; call it once on a batch before building the "
                 "Distiller, so that its feature shapes are known."
             )
-        return spec(next(iter(shapes.values())), "float32")
+        return spec(build_config["input_shape"], "float32")
 
 
 def projector_for(term: FeatureDistillation, teacher_shape: tuple, student_shape: tuple):
