@@ -30,12 +30,7 @@ REST_FLOOR = 1e-7  # the smallest remaining mass in the top-k form (its log stay
 
 
 def check_beta(beta: float) -> float:
-    """`beta` as a float, if it is in [0, 1].
-
-    Example:
-    >>> check_beta(0.5)
-    0.5
-    """
+    """`beta` as a float, if it is in [0, 1]."""
     if not 0.0 <= float(beta) <= 1.0:
         raise ValueError(
             f"`beta` must be in [0, 1] (0: forward KL, 1: reverse KL, between: the "

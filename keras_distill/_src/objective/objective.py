@@ -41,10 +41,6 @@ class Losses(NamedTuple):
 
     `terms` holds every distillation term's unweighted value when there are
     several (output losses first, then feature terms), else is empty.
-
-    Example:
-    >>> Losses(1.0, 0.5, 1.5).student_loss
-    0.5
     """
 
     total: object
@@ -58,10 +54,6 @@ def checked_temperature(value) -> float:
 
     The losses of `keras_distill._src.losses` are accurate up to this bound (see
     `keras_distill._src.losses.numerics`).
-
-    Example:
-    >>> checked_temperature(2)
-    2.0
     """
     value = float(value)
     if not (math.isfinite(value) and value > 0):
@@ -77,12 +69,7 @@ def checked_temperature(value) -> float:
 
 
 def checked_alpha(value) -> float:
-    """`value` as a float if it is a valid alpha (in [0, 1]).
-
-    Example:
-    >>> checked_alpha(1)
-    1.0
-    """
+    """`value` as a float if it is a valid alpha (in [0, 1])."""
     value = float(value)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"`alpha` must be in [0, 1]; received {value!r}.")
@@ -269,11 +256,6 @@ class Terms:
         weights: One weight per term (output terms, then the extra terms); 1
             each when None.
         student_probabilities: Whether the student's outputs are probabilities.
-
-    Example:
-    >>> from keras_distill import losses
-    >>> Terms((losses.kl_divergence,)).weights is None
-    True
     """
 
     loss_fns: tuple
@@ -292,10 +274,6 @@ class Teaching:
             `distillation_labels`), or None.
         extra_terms: Values of further terms computed elsewhere (feature
             distillation, `keras_distill._src.objective.features`), scaled per replica.
-
-    Example:
-    >>> Teaching(teacher_logits=None).stored
-    {}
     """
 
     teacher_logits: object = None

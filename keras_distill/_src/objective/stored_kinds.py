@@ -32,10 +32,6 @@ class Term:
 
     `mask` (positions that count, e.g. a response's tokens) replaces the
     student's own output mask when given.
-
-    Example:
-    >>> Term(values=[0.5, 0.1]).weight is None
-    True
     """
 
     values: object
@@ -314,10 +310,6 @@ class Targets:
             examples), or None when every label is known.
         stored: The stored teacher outputs (`teacher_*` keys; empty for a live teacher).
         sample_weight: The batch's sample weights, or None.
-
-    Example:
-    >>> Targets(labels=[1, 2]).stored
-    {}
     """
 
     labels: object = None
@@ -342,14 +334,3 @@ def read_targets(y, sample_weight=None) -> Targets:
         sample_weight = sample_weight.get("labels", next(iter(sample_weight.values())))
     stored = {key: value for key, value in y.items() if key not in LABEL_KEYS}
     return Targets(y.get("labels"), y.get("label_mask"), stored, sample_weight)
-
-
-def split_targets(y):
-    """(labels, label mask, stored teacher outputs): `read_targets` as a tuple.
-
-    Example:
-    >>> split_targets({"labels": 1, "label_mask": 1.0, "teacher_labels": 2})
-    (1, 1.0, {'teacher_labels': 2})
-    """
-    targets = read_targets(y)
-    return targets.labels, targets.label_mask, targets.stored

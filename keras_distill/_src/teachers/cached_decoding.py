@@ -37,12 +37,7 @@ def _keras_hub():
 
 
 def is_keras_hub_lm(model) -> bool:
-    """Whether `model` is a keras-hub `CausalLM` (decodes with a key/value cache).
-
-    Example:
-    >>> is_keras_hub_lm(keras.Sequential([keras.layers.Dense(2)]))
-    False
-    """
+    """Whether `model` is a keras-hub `CausalLM` (decodes with a key/value cache)."""
     hub = sys.modules.get("keras_hub")  # a keras-hub model means keras-hub is imported
     return hub is not None and isinstance(model, hub.models.CausalLM)
 
@@ -60,8 +55,6 @@ def cache_layout(model) -> tuple[int, int, int] | None:
     Example:
     >>> cache_layout(small_gpt2_lm(vocabulary_size=10, length=6, blocks=1, width=8, heads=2))
     (1, 2, 4)
-    >>> cache_layout(keras.Sequential([keras.layers.Dense(2)])) is None
-    True
     """
     described = getattr(model, "backbone", model)
     layers = getattr(described, "num_layers", None)
@@ -162,8 +155,10 @@ def small_gpt2_lm(
 
     Example:
     >>> lm = small_gpt2_lm(vocabulary_size=10, length=6, blocks=1, width=8, heads=2)
-    >>> is_keras_hub_lm(lm)
-    True
+    >>> type(lm).__name__, lm.count_params()
+    ('GPT2CausalLM', 744)
+    >>> TokenDecoder(lm, max_new_tokens=2)([[1, 2]]).tokens.shape  # decodes with its cache
+    (1, 4)
     """
     hub = _keras_hub()
     keras.utils.set_random_seed(seed)

@@ -144,10 +144,6 @@ def one_teacher(teacher, weights=None, average: str = "probabilities"):
 
     Raises:
         ValueError: For `weights` given with a single teacher (and as `ensemble` raises).
-
-    Example:
-    >>> one_teacher(None) is None
-    True
     """
     if isinstance(teacher, (list, tuple)):
         return ensemble(teacher, weights, average)
@@ -157,11 +153,6 @@ def one_teacher(teacher, weights=None, average: str = "probabilities"):
 
 
 def combiner(teacher):
-    """The `EnsembleAverage` layer of a model `ensemble` built, or None.
-
-    Example:
-    >>> combiner(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])) is None
-    True
-    """
+    """The `EnsembleAverage` layer of a model `ensemble` built, or None."""
     layers = [layer for layer in getattr(teacher, "layers", []) if layer.name == COMBINE_NAME]
     return layers[0] if layers and isinstance(layers[0], EnsembleAverage) else None

@@ -55,7 +55,7 @@ def keras_generator(
         not integers, naming the prompt.
 
     Example:
-    >>> from keras_distill._src.studies.architectures import causal_lm
+    >>> from keras_distill.architectures import causal_lm
     >>> generate = keras_generator(causal_lm(14, 8, blocks=1, width=16), 3)
     >>> responses, scores = generate([[1, 2], [3]])
     >>> [len(r) for r in responses], scores.shape
@@ -172,10 +172,11 @@ def exact_match(model, prompts, answers, *, end_id: int | None, pad_id: int = 0)
         Exact-match accuracy in [0, 1].
 
     Example:
-    >>> from keras_distill._src.studies.architectures import causal_lm
-    >>> 0.0 <= exact_match(causal_lm(14, 8, blocks=1, width=16), [[1, 2]], [[3, 13]],
-    ...                    end_id=13) <= 1.0
-    True
+    >>> from keras_distill.architectures import causal_lm
+    >>> lm = causal_lm(14, 8, blocks=1, width=16)
+    >>> greedy, _ = keras_generator(lm, 2)([[1, 2]])  # the model's own greedy answer
+    >>> exact_match(lm, [[1, 2], [1, 2]], [greedy[0].tolist(), [13, 13]], end_id=None)
+    0.5
     """
     longest = max(len(a) for a in answers)
     responses, _ = keras_generator(model, longest, end_id=end_id, pad_id=pad_id)(prompts)
@@ -208,8 +209,11 @@ def keras_hub_generator(causal_lm, max_length: int, stop_token_ids=None) -> Call
         the model's end).
 
     Example:
-    >>> callable(keras_hub_generator(object(), 16))
-    True
+    >>> from keras_distill.generation import small_gpt2_lm
+    >>> lm = small_gpt2_lm(vocabulary_size=10, length=8, blocks=1, width=8, heads=2)
+    >>> generate = keras_hub_generator(lm, max_length=5)
+    >>> [len(response) for response in generate([[1, 2], [3]])]  # up to 5 tokens in all
+    [3, 4]
     """
 
     def generate(prompts):

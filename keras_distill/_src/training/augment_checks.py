@@ -34,11 +34,7 @@ def name_of(augment) -> str:
 
 
 def check_augment(augment, teacher) -> None:
-    """Raises unless `augment` is None, or callable with a live teacher.
-
-    Example:
-    >>> check_augment(None, None)
-    """
+    """Raises unless `augment` is None, or callable with a live teacher."""
     if augment is None:
         return
     if not callable(augment):

@@ -55,9 +55,11 @@ class BaseDistiller(abc.ABC):
     Example:
     >>> import keras
     >>> from keras_distill import Distiller
+    >>> def schedule_of(model):  # any distiller, Keras 3 or tf_keras
+    ...     return model.scheduled_values() if isinstance(model, BaseDistiller) else {}
     >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> isinstance(Distiller(None, student), BaseDistiller)
-    True
+    >>> schedule_of(Distiller(None, student, temperature=2.0)), schedule_of(student)
+    ({'temperature': 2.0, 'alpha': 0.5}, {})
     """
 
     _model_class: type = object  # the flavour's Model class, set by each subclass
@@ -566,9 +568,10 @@ class BaseDistiller(abc.ABC):
 def output_mask(outputs):
     """The Keras mask of a single output tensor (a sequence model's valid positions), or None.
 
-    Keras 3.15 exports no accessor for it: its masking guide reads the `_keras_mask`
-    attribute that masking layers set on their outputs, as this does.
+    The mask Keras' own `compute_loss` applies to the same output.
     """
     if keras.tree.is_nested(outputs):
         return None
+    # private Keras API: Keras 3.15 exports no accessor of a tensor's mask; its masking
+    # guide reads the `_keras_mask` attribute that masking layers set, as this does.
     return getattr(outputs, "_keras_mask", None)

@@ -237,7 +237,7 @@ def check_stored_classes(targets, student_outputs) -> None:
     ...     print("class 7" in str(error))
     True
     """
-    stored = stored_kinds.split_targets(targets)[2] if isinstance(targets, dict) else {}
+    stored = stored_kinds.read_targets(targets).stored
     if stored and student_outputs is not None:
         check_stored_counts(stored, keras.tree.flatten(student_outputs))
 
@@ -258,9 +258,6 @@ def check_pruning(student, callbacks, steps: int | None) -> None:
         student: The student (tfmot wraps pruned layers in `PruneLowMagnitude`).
         callbacks: `fit`'s callbacks.
         steps: The optimizer steps this `fit` runs, if known.
-
-    Example:
-    >>> check_pruning(keras.Sequential(), [], 10)
     """
     wrappers = _pruning_wrappers(student)
     if not wrappers:

@@ -23,12 +23,7 @@ EXAMPLE_TEMPERATURE = 3.0
 
 
 def hard_loss(loss, student_loss_fn):
-    """The `loss` to compile: `loss`, or the example's `student_loss_fn`, not both.
-
-    Example:
-    >>> hard_loss(None, "mse")
-    'mse'
-    """
+    """The `loss` to compile: `loss`, or the example's `student_loss_fn`, not both."""
     if student_loss_fn is None:
         return loss
     if loss is not None:
@@ -90,9 +85,6 @@ def warn_kept_settings(values: dict, alpha, temperature) -> None:
         values: The distiller's current `{"temperature": ..., "alpha": ...}`.
         alpha: `compile`'s `alpha` (None: not given).
         temperature: `compile`'s `temperature` (None: not given).
-
-    Example:
-    >>> warn_kept_settings({"temperature": 1.0, "alpha": 0.5}, 0.1, 3.0)
     """
     missing = [
         key for key, given in (("alpha", alpha), ("temperature", temperature)) if given is None

@@ -24,11 +24,7 @@ def _model_kind(model_class: type) -> str:
 
 
 def check_types(teacher, student, model_class: type) -> None:
-    """Raises TypeError unless both are models of `model_class` (the teacher may be None).
-
-    Example:
-    >>> check_types(None, keras.Sequential(), keras.Model)
-    """
+    """Raises TypeError unless both are models of `model_class` (the teacher may be None)."""
     for role, model in (("teacher", teacher), ("student", student)):
         optional = role == "teacher" and model is None
         if not isinstance(model, model_class) and not optional:
@@ -64,11 +60,7 @@ def check_student_not_among_teachers(teacher, student) -> None:
 
 
 def warn_if_teacher_is_smaller(teacher, student) -> None:
-    """Warns when the teacher has fewer parameters than the student (swapped arguments?).
-
-    Example:
-    >>> warn_if_teacher_is_smaller(None, keras.Sequential())
-    """
+    """Warns when the teacher has fewer parameters than the student (swapped arguments?)."""
     if teacher is None or not (teacher.built and student.built):
         return
     if teacher.count_params() < student.count_params():
@@ -82,11 +74,7 @@ def warn_if_teacher_is_smaller(teacher, student) -> None:
 
 
 def check_trainable(student) -> None:
-    """Raises ValueError if the student has nothing to train.
-
-    Example:
-    >>> check_trainable(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
-    """
+    """Raises ValueError if the student has nothing to train."""
     if not student.trainable or (student.built and not student.trainable_weights):
         raise ValueError(
             f"The student {student.name!r} has no trainable weights "
@@ -142,11 +130,7 @@ def check_input_shapes(teacher, student, teacher_inputs) -> None:
 
 
 def check_teacher_inputs(teacher_inputs, teacher) -> None:
-    """Raises unless `teacher_inputs` is None or a callable, with a live teacher.
-
-    Example:
-    >>> check_teacher_inputs(None, None)
-    """
+    """Raises unless `teacher_inputs` is None or a callable, with a live teacher."""
     if teacher_inputs is None:
         return
     if not callable(teacher_inputs):
@@ -195,15 +179,7 @@ def warn_shared_layers(teacher, student) -> None:
 
 
 def checked_teacher(teacher, student, model_class, teacher_weights, teacher_average):
-    """The one teacher (an ensemble of a list), once teacher and student pass their checks.
-
-    Example:
-    >>> import keras
-    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name="t")
-    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name="s")
-    >>> checked_teacher(teacher, student, keras.Model, None, "probabilities").name
-    't'
-    """
+    """The one teacher (an ensemble of a list), once teacher and student pass their checks."""
     check_student_not_among_teachers(teacher, student)
     teacher = ensemble.one_teacher(teacher, teacher_weights, teacher_average)
     check_types(teacher, student, model_class)

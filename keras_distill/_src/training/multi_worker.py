@@ -52,13 +52,7 @@ def _workers(strategy) -> int:
 
 
 def local_batch(strategy, batch):
-    """The first worker-local value of each distributed tensor in a batch.
-
-    Example:
-    >>> import tensorflow as tf
-    >>> local_batch(tf.distribute.get_strategy(), {"x": 1})
-    {'x': 1}
-    """
+    """The first worker-local value of each distributed tensor in a batch."""
     return keras.tree.map_structure(
         lambda value: (
             strategy.experimental_local_results(value)[0]

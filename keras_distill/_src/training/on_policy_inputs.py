@@ -14,12 +14,7 @@ from keras_distill._src.teachers.outputs import TeacherOutputError, checked_log_
 
 
 def check_fraction(name: str, value) -> float:
-    """`value` as a float, if it is in [0, 1].
-
-    Example:
-    >>> check_fraction("lmbda", 0.5)
-    0.5
-    """
+    """`value` as a float, if it is in [0, 1]."""
     value = float(value)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must be in [0, 1]; received {name}={value!r}.")
@@ -33,9 +28,6 @@ def check_width(width: int, max_new_tokens: int, contexts: dict) -> None:
         width: Tokens per prompt (the prompt array's width).
         max_new_tokens: Response tokens at most.
         contexts: `{"student": length or None, "teacher": ...}`.
-
-    Example:
-    >>> check_width(6, 5, {"student": 12, "teacher": None})
     """
     for who, context in contexts.items():
         if context is not None and width + max_new_tokens > context:
@@ -108,10 +100,6 @@ def checked_scores(scores, shape: tuple, vocabulary: int, name: str):
         TeacherOutputError: For another shape, top-k ids outside the
             vocabulary, NaN/inf, probabilities, or top-k values that are not
             log-probabilities.
-
-    Example:
-    >>> checked_scores(np.zeros((1, 2, 3)), (1, 2), 3, "t").shape
-    (1, 2, 3)
     """
     if isinstance(scores, tuple | list):
         if len(scores) != 2:

@@ -34,11 +34,7 @@ PREDICT_BATCH_SIZE = 1024
 
 
 def check_setting(setting) -> None:
-    """Raises ValueError unless `setting` is "auto", True, False or a byte budget.
-
-    Example:
-    >>> check_setting("auto")
-    """
+    """Raises ValueError unless `setting` is "auto", True, False or a byte budget."""
     if isinstance(setting, bool) or setting == "auto":
         return
     if isinstance(setting, int) and setting > 0:
@@ -144,12 +140,6 @@ def cached_arguments(distiller, arguments: dict) -> dict:
 
     Raises:
         ValueError: If `cache_teacher_outputs=True` but the outputs cannot be cached.
-
-    Example:
-    >>> from keras_distill import Distiller
-    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> cached_arguments(Distiller(None, student), {"x": np.zeros((2, 4))})
-    {}
     """
     setting = distiller.cache_teacher_outputs
     if setting is False:

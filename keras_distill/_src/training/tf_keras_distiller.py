@@ -25,11 +25,6 @@ class TFKerasDistiller(BaseDistiller, tf_keras.Model):
     Build it through `keras_distill.Distiller(teacher, student, ...)`, which
     returns this class for tf_keras models; it takes the same arguments.
     `isinstance(distiller, keras_distill.Distiller)` holds for it.
-
-    Example:
-    >>> distiller = Distiller(tf_keras_teacher, qat_student)  # doctest: +SKIP
-    >>> type(distiller).__name__  # doctest: +SKIP
-    'TFKerasDistiller'
     """
 
     _model_class = tf_keras.Model

@@ -4,10 +4,6 @@ tfmot 0.8 wraps tf_keras (Keras 2) models only. Set `TF_USE_LEGACY_KERAS=1`
 before TensorFlow is imported (so that `tf.keras` is tf_keras), build teacher
 and student with `tf.keras`, wrap the student with these helpers, and distil as
 usual: `Distiller(teacher, student)` detects the tf_keras models.
-
-Example (in a process started with TF_USE_LEGACY_KERAS=1):
->>> student = quantization_aware(tf.keras.Sequential([...]))  # doctest: +SKIP
->>> distiller = Distiller(teacher, student)                   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -62,9 +58,6 @@ def quantization_aware(student):
 
     Raises:
         RuntimeError, TypeError: See `require_legacy_keras`.
-
-    Example:
-    >>> qat_student = quantization_aware(student)  # doctest: +SKIP
     """
     require_legacy_keras(student)
     import tensorflow_model_optimization as tfmot

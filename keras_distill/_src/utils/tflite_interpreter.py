@@ -44,12 +44,7 @@ def tflite_interpreter(model_bytes: bytes, num_threads: int | None = None):
 
 
 def backend() -> str:
-    """Which interpreter `tflite_interpreter` returns: "LiteRT" or "tf.lite".
-
-    Example:
-    >>> backend() in ("LiteRT", "tf.lite")
-    True
-    """
+    """Which interpreter `tflite_interpreter` returns: "LiteRT" or "tf.lite"."""
     try:
         import ai_edge_litert.interpreter  # noqa: F401
     except ImportError:
