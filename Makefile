@@ -45,12 +45,17 @@ firmware-tools:
 		|| echo "apt-get failed: the Cortex-M firmware tests will skip."; \
 	else echo "Not root or no apt-get: the Cortex-M firmware tests will skip (see README)."; fi
 
+# The suite runs on every core up to four (pytest-xdist); tests that share a costly module fixture
+# carry an `xdist_group` mark and run in one worker. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadgroup
+
 test: lint firmware-tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 # Everything not marked slow (no tutorials, docs build, release, subprocesses): the inner loop.
 test-fast: lint
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 # The documentation site (Sphinx + MyST-NB + furo) into docs/_build/html, offline, warnings as
 # errors; `make test` builds it too (tests/test_docs_site.py).

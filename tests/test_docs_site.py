@@ -24,6 +24,9 @@ DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 SPHINX_WARNING = re.compile(r": (WARNING|ERROR|CRITICAL|SEVERE): ")
 
+# One build per run: the tests that read the built site run in one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("docs_site")
+
 
 GIT_STATUS_BEFORE_AND_AFTER_THE_BUILD: list[str] = []
 
