@@ -60,6 +60,54 @@ def test_two_processes_on_one_journal(tmp_path):
     assert len(glob.glob(str(tmp_path / "labels" / "*" / "manifest.json"))) == 1
 
 
+def finished_in(directory) -> list:
+    storage = storage_lib.open_storage(None, str(directory))
+    return storage_lib.finished(
+        optuna.load_study(study_name=storage_lib.STUDY_NAME, storage=storage)
+    )
+
+
+def start_search(directory, trials: int) -> subprocess.Popen:
+    errors = open(directory.parent / f"{directory.name}_stderr.txt", "a")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(directory), "", "0", str(trials)],
+        stdout=subprocess.DEVNULL,
+        stderr=errors,
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_search_resumes_from_its_journal(tmp_path):
+    directory, trials, killed_after = tmp_path / "search", 6, 2
+    child, deadline = start_search(directory, trials), time.monotonic() + 600
+    while (
+        not (directory / storage_lib.JOURNAL_NAME).exists()
+        or len(finished_in(directory)) < killed_after
+    ):
+        assert child.poll() is None and time.monotonic() < deadline, "the search ended early"
+        time.sleep(0.2)
+    child.kill()  # SIGKILL: no cleanup, a trial may be left running in the journal
+    child.wait()
+    before = {t.number: t.user_attrs["record"] for t in finished_in(directory)}
+    students = {p.name: p.stat().st_mtime_ns for p in (directory / "students").iterdir()}
+    assert len(before) >= killed_after
+    resumed = start_search(directory, trials)
+    assert resumed.wait(timeout=600) == 0, (tmp_path / "search_stderr.txt").read_text()[-3000:]
+    after = finished_in(directory)
+    assert len(after) == trials and len({t.number for t in after}) == trials
+    # the trials finished before the kill are kept as they were, never trained again
+    assert {t.number: t.user_attrs["record"] for t in after if t.number in before} == before
+    for name, mtime in students.items():
+        assert (directory / "students" / name).stat().st_mtime_ns == mtime, name
+    # a trial the kill interrupted failed and ran again once, from the same choices
+    storage = storage_lib.open_storage(None, str(directory))
+    study = optuna.load_study(study_name=storage_lib.STUDY_NAME, storage=storage)
+    for failed in study.get_trials(states=(optuna.trial.TrialState.FAIL,)):
+        retries = [t for t in after if t.user_attrs.get("retry_of") == failed.number]
+        assert len(retries) == 1 and retries[0].params == failed.params
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
