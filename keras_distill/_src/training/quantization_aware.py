@@ -185,8 +185,11 @@ class QuantizedWeights(keras.layers.Layer):
     convolutions), and applies the layer's operation and its fused ReLU/ReLU6
     in the layer's compute dtype (float16 under mixed precision). A separable
     convolution converts to a depthwise and a 1x1 convolution: `intermediate`
-    (an `ActivationQuantizer`) fake-quantizes the tensor between them. The
-    normalization's moving statistics are frozen; its scale and offset train.
+    (an `ActivationQuantizer`) fake-quantizes the tensor between them. In
+    training, the normalization runs after the quantized layer on the batch's
+    statistics and updates its moving ones, as in the float model; outside
+    training it is folded with its moving statistics, which for per-channel
+    weights computes the same as normalizing after the quantized layer.
 
     Args:
         layer: The float layer (its config and weights are taken over).
@@ -229,13 +232,13 @@ class QuantizedWeights(keras.layers.Layer):
         if self.intermediate is not None and not self.intermediate.built:
             self.intermediate.build(None)
 
-    def _folded(self):
-        """The kernel and bias in float32, the batch normalization folded in."""
+    def _folded(self, fold: bool = True):
+        """The kernel and bias in float32, the batch normalization folded in if `fold`."""
         layer = self.layer
         kernel = _float32(layer.pointwise_kernel if self.kind == "separable" else layer.kernel)
         bias = _float32(layer.bias) if layer.use_bias else ops.zeros(ops.shape(kernel)[-1:])
         norm = self.batch_norm
-        if norm is None:
+        if norm is None or not fold:
             return kernel, bias
         scale = ops.rsqrt(_float32(norm.moving_variance) + norm.epsilon)
         scale = scale * _float32(norm.gamma) if norm.scale else scale
@@ -246,14 +249,17 @@ class QuantizedWeights(keras.layers.Layer):
             scale = ops.reshape(scale, (shape[-2], shape[-1]))
         return kernel * scale, (bias - mean) * ops.reshape(scale, (-1,)) + offset
 
-    def call(self, inputs):
-        kernel, bias = self._folded()
+    def call(self, inputs, training=None):
+        batch_statistics = bool(training) and self.batch_norm is not None
+        kernel, bias = self._folded(fold=not batch_statistics)
         compute = inputs.dtype
         if self.kind == "dense":
             outputs = ops.matmul(inputs, ops.cast(_symmetric_weights(kernel, None), compute))
         else:
             outputs = self._convolution(inputs, kernel)
         outputs = outputs + ops.cast(bias, compute)
+        if batch_statistics:  # normalizes with the batch's statistics, updates the moving ones
+            outputs = self.batch_norm(outputs, training=True)
         return outputs if self.fused is None else self.fused(outputs)
 
     def _convolution(self, inputs, kernel):
@@ -464,16 +470,21 @@ def quantization_aware(
     """Returns the student with fake quantization as TFLite Micro will run it in int8.
 
     For a Keras 3 student (Sequential or Functional), a new Keras 3 model with
-    the same layers' weights, where dense and convolution layers quantize their
+    the same layers' weights, where dense and convolution layers (`Dense`,
+    `Conv1D/2D`, `DepthwiseConv1D/2D`, `SeparableConv1D/2D`) quantize their
     weights to int8 (per tensor for dense layers, per output channel for
     convolutions, as TFLite does), a `BatchNormalization` that follows one is
     folded into its weights, and every tensor the int8 model holds (the inputs,
-    each layer's output after its fused ReLU/ReLU6) is fake-quantized with a
+    each layer's output after its fused ReLU/ReLU6, the tensor between a
+    separable convolution's depthwise and 1x1 steps) is fake-quantized with a
     range learned during training (moving averages of the batches' minima and
     maxima, frozen after `freeze_after_steps` steps). Train it as any student
-    (`kd.Distiller`, schedules, stored teacher outputs, `augment=`); save and
-    load it as a `.keras` file; `kd.micro.export` converts it to a fully int8
-    model without representative data. The float student is not changed.
+    (`kd.Distiller`, schedules, stored teacher outputs, `augment=`, mixed
+    precision: the fake quantization stays in float32, `jit_compile=True`,
+    `tf.distribute.MirroredStrategy`); save and load it as a `.keras` file
+    (ranges and step counters included); `kd.micro.export` converts it to a
+    fully int8 model without representative data. The float student is not
+    changed.
 
     For a tf_keras (Keras 2) student it applies tensorflow-model-optimization's
     `quantize_model`, as before (with `TF_USE_LEGACY_KERAS=1`).
@@ -513,7 +524,11 @@ def quantization_aware(
         return tfmot.quantization_aware(student)
     probe = ActivationQuantizer(momentum=momentum, freeze_after_steps=freeze_after_steps)
     rewrite = _Rewrite(student, probe.momentum, probe.freeze_after_steps)
-    functional = keras.Model(student.inputs, student.outputs, name=student.name)
+    inputs, outputs = (
+        tensors[0] if len(tensors) == 1 else tensors
+        for tensors in (student.inputs, student.outputs)
+    )
+    functional = keras.Model(inputs, outputs, name=student.name)
     return keras.models.clone_model(
         functional, clone_function=rewrite.clone, call_function=rewrite.call
     )
