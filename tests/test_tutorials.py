@@ -142,13 +142,14 @@ def test_04_find_the_right_teacher(tmp_path):
 def test_05_quantization_aware_distillation(tmp_path):
     notebook = execute(TUTORIALS[4], tmp_path)
     text = outputs(notebook)
-    assert "tf.keras is tf_keras" in text
-    assert "TFKerasDistiller temperatures: [2.0" in text
+    assert "TF_USE_LEGACY_KERAS set: False" in text
+    assert "Distiller temperatures: [2.0" in text
+    assert float(re.search(r"largest difference after loading: (\S+)", text)[1]) < 1e-5
     qat = float(re.search(r"distilled quantization-aware:\s+([\d.]+)% in TFLM", text)[1])
     ptq = float(re.search(r"post-training int8:\s+([\d.]+)% in TFLM", text)[1])
-    assert qat >= 85.0 and ptq >= 85.0
-    sparsity = float(re.search(r"kernel sparsity ([\d.]+)%", text)[1])
-    assert 79.0 <= sparsity <= 81.0
+    assert qat >= 50.0 and ptq >= 50.0  # 3 epochs in the short run
+    agreement = float(re.search(r"TFLM vs Keras:\s+([\d.]+)% top-1 agreement", text)[1])
+    assert agreement >= 95.0 and "| kind: int8" in text
 
 
 @pytest.mark.slow
