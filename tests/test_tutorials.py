@@ -215,6 +215,32 @@ def test_09_on_policy_distillation(tmp_path):
     assert "same tokens: True" in text and "image/png" in str(notebook.cells)
 
 
+@pytest.mark.slow
+def test_10_budget_in_firmware_out(tmp_path):
+    notebook = execute(TUTORIALS[9], tmp_path)
+    text = outputs(notebook)
+    assert "teacher: 13,706 parameters, test accuracy" in text
+    budget = r"Budget: flash 32,768 B, RAM 8,192 B \(3% of arduino_nano_33_ble_sense\)\. "
+    counts = re.search(budget + r"(\d+) trials, (\d+) feasible", text)
+    assert counts and int(counts[1]) == 3 and int(counts[2]) >= 1, "budget line: " + str(counts)
+    rows = re.findall(
+        r"trial \d+: +([\d,]+) B flash, distilled ([\d.]+)%, scratch ([\d.]+)%, "
+        r"gain ([+-][\d.]+) points",
+        text,
+    )
+    assert rows, "no front candidate against its scratch twin"
+    for flash, distilled, scratch, gain in rows:
+        assert int(flash.replace(",", "")) <= 32_768
+        assert float(gain) == pytest.approx(float(distilled) - float(scratch), abs=0.15)
+    assert "mnist1d_student_model_data.h" in text
+    assert re.search(r"\| budget \| flash [\d.]+% of 32,768 B, RAM [\d.]+% of 8,192 B \|", text)
+    assert re.search(r"\| validation examples \| 1,?000 \|", text)  # the test signals
+    tested = re.search(r"searched student ([\d.]+)% \([\d,]+ parameters, int8 in TFLM\)", text)
+    summary = re.search(r"\| accuracy, TFLM int8 \| ([\d.]+)% \|", text)
+    assert tested and summary and float(tested[1]) == pytest.approx(float(summary[1]), abs=0.06)
+    assert "image/png" in str(notebook.cells)
+
+
 def test_the_tutorials_index_describes_every_notebook_with_its_run_time():
     index = (TUTORIALS[0].parents[1] / "docs" / "tutorials" / "index.md").read_text()
     for path in TUTORIALS:
