@@ -326,7 +326,7 @@ def serialize(loss: str | DistillationLoss | LossFn) -> str | dict:
     """Serializes a distillation loss: a name stays a name, objects become configs.
 
     Args:
-        loss: Anything `get` accepts, a `keras_distill._src.objective.features.FeatureDistillation`,
+        loss: Anything `get` accepts, a `kd.FeatureDistillation`,
             or a list of them (the terms of `Distiller(distillation_loss=[...])`).
 
     Returns:

@@ -31,7 +31,7 @@ from keras_distill._src.teachers import ensemble
 from keras_distill._src.training import (
     augment_checks,
     fit_checks,
-    keras_io,
+    keras_io_example,
     model_checks,
     teacher_cache,
 )
@@ -150,22 +150,21 @@ class BaseDistiller(abc.ABC):
 
         The keras.io distillation example's `compile(optimizer, metrics,
         student_loss_fn, distillation_loss_fn=keras.losses.KLDivergence(),
-        alpha, temperature)` works unchanged (see
-        `keras_distill._src.training.keras_io`): `student_loss_fn` is the `loss`,
-        `KLDivergence()` becomes `keras_distill._src.losses.kl_divergence` (the
+        alpha, temperature)` works unchanged: `student_loss_fn` is the `loss`,
+        `KLDivergence()` becomes `kd.losses.kl_divergence` (the
         softened, `T**2`-scaled KL the example computes; said once), and
         `alpha`/`temperature` set the variables. On that path, without
         `alpha`/`temperature`, a warning says which values are used (the
         example's compile defaults are 0.1 and 3).
         """
-        loss = keras_io.hard_loss(loss, student_loss_fn)
+        loss = keras_io_example.hard_loss(loss, student_loss_fn)
         if distillation_loss_fn is not None:
             several = len(self._terms.loss_fns) > 1 or self._features is not None
-            identifier = keras_io.distillation_loss(distillation_loss_fn, several)
+            identifier = keras_io_example.distillation_loss(distillation_loss_fn, several)
             self.distillation_loss = identifier
             self._terms = dataclasses.replace(self._terms, loss_fns=(losses.get(identifier),))
         if student_loss_fn is not None or distillation_loss_fn is not None:
-            keras_io.warn_kept_settings(self.scheduled_values(), alpha, temperature)
+            keras_io_example.warn_kept_settings(self.scheduled_values(), alpha, temperature)
         if temperature is not None:
             self.temperature = temperature
         if alpha is not None:
@@ -303,10 +302,8 @@ class BaseDistiller(abc.ABC):
 
         Unless `cache_teacher_outputs=False`, array (or tensor) inputs without
         `augment` get the teacher's outputs computed in one batched pass and
-        kept beside the labels for this `fit` call only (see
-        `keras_distill._src.training.teacher_cache`); `tf.data` input runs the teacher live.
-        Before the first step the first batch is checked
-        (`keras_distill._src.training.fit_checks`): labels, stored classes, the
+        kept beside the labels for this `fit` call only; `tf.data` input runs the teacher
+        live. Before the first step the first batch is checked: labels, stored classes, the
         teacher's outputs, the augmentation, tfmot's pruning callback.
         """
         arguments = inspect.signature(super().fit).bind(x, y, *args, **kwargs).arguments

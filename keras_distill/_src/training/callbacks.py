@@ -80,7 +80,7 @@ class TemperatureScheduler(keras.callbacks.Callback):
     schedule where the interrupted run stopped.
 
     Args:
-        schedule: Temperature schedule: a `keras_distill._src.training.schedules` object, any
+        schedule: Temperature schedule: a `kd.schedules` object, any
             callable `schedule(step) -> float`, or a number (constant).
         alpha_schedule: Optional schedule for `alpha`, in the same forms.
         update: `"epoch"` or `"batch"`: what a schedule step counts.
@@ -88,7 +88,7 @@ class TemperatureScheduler(keras.callbacks.Callback):
 
     Raises:
         ValueError: If `update` is neither `"epoch"` nor `"batch"`, or a
-            `keras_distill._src.training.schedules` object reaches a temperature <= 0
+            `kd.schedules` object reaches a temperature <= 0
             or an alpha outside [0, 1]; during `fit`, if any schedule returns
             such a value (the message names the step).
         TypeError: If a schedule is neither callable nor a number, or takes

@@ -77,11 +77,11 @@ class Distiller(BaseDistiller, keras.Model):
             keras.io settings (T = 10, alpha = 0.1) cost small students accuracy.
         alpha: Initial weight of the hard-label loss, in [0, 1]; the
             distillation loss is weighted by `1 - alpha`.
-        distillation_loss: A name from `keras_distill._src.losses.get` (default
-            `"kl_divergence"`), a `keras_distill._src.losses.DistillationLoss`, or a
+        distillation_loss: A name from `kd.losses.get` (default
+            `"kl_divergence"`), a `kd.losses.DistillationLoss`, or a
             callable `fn(teacher_logits, student_logits, temperature)` returning
             a loss per position; multi-output models sum it over outputs. Or a
-            list of such terms and `keras_distill._src.objective.features.FeatureDistillation`
+            list of such terms and `kd.FeatureDistillation`
             terms (intermediate layers), combined with
             `distillation_loss_weights` and each logged as
             `distillation_loss/<name>`.
@@ -93,7 +93,7 @@ class Distiller(BaseDistiller, keras.Model):
             both the teacher and the student see it (consistent teaching,
             "function matching", Beyer et al. 2022): a Keras layer (e.g. a
             `keras.Sequential` of preprocessing layers, or the layers in
-            `keras_distill._src.training.augment`) or a callable `fn(x, training) -> x`
+            `kd.augment`) or a callable `fn(x, training) -> x`
             (or `fn(x) -> x`). It is called with `training=True` in `train_step` only, never in
             `evaluate` or `predict`; it must keep the batch's structure and
             shape. Needs a live teacher.
@@ -107,11 +107,10 @@ class Distiller(BaseDistiller, keras.Model):
             teacher live, in the training steps only. Otherwise a teacher run
             live on a `tf.data` dataset has its outputs on the first batch
             checked at `fit` start (finite, not probabilities read as logits),
-            as the cached outputs are. See
-            `keras_distill._src.training.teacher_cache`.
+            as the cached outputs are.
         teacher_weights: With a list of teachers as `teacher`: one weight >= 0
             per teacher (equal by default). The teachers become one
-            (`keras_distill._src.teachers.ensemble.ensemble`): the target is the weighted
+            (`kd.teachers.ensemble`): the target is the weighted
             average of their softened probabilities at the current temperature.
         teacher_average: `"probabilities"` (default: each teacher's confidence
             counts, none outvotes the others by having larger logits) or
