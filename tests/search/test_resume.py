@@ -11,6 +11,7 @@ from conftest import mlp
 
 import keras_distill as kd
 from keras_distill._src.search import storage as storage_lib
+from keras_distill._src.search import training
 
 BUDGET = dict(flash_bytes=20_000, ram_bytes=8_000)
 
@@ -59,6 +60,16 @@ def test_a_rerun_with_other_settings_is_refused(teacher, digits, tmp_path, chang
     search(teacher, digits, tmp_path, trials=1)
     with pytest.raises(ValueError, match=f"The storage holds a search with other {named}"):
         search(teacher, digits, tmp_path, trials=2, **change)
+    assert len(study_of(tmp_path).trials) == 1
+
+
+def test_a_search_trained_with_another_learning_rate_is_not_resumed(
+    teacher, digits, tmp_path, monkeypatch
+):
+    search(teacher, digits, tmp_path, trials=1)
+    monkeypatch.setattr(training, "TRIAL_LEARNING_RATE", 3e-3)
+    with pytest.raises(ValueError, match="other settings.*'learning_rate': 0.01.*0.003"):
+        search(teacher, digits, tmp_path, trials=2)
     assert len(study_of(tmp_path).trials) == 1
 
 

@@ -127,6 +127,9 @@ def find_student(
             load_if_exists=True,
         )
         settings = {"epochs": epochs, "batch_size": batch_size, "minimize": minimize}
+        settings.update(
+            learning_rate=training.TRIAL_LEARNING_RATE, schedule=training.TRIAL_SCHEDULE
+        )
         storage_lib.check_identity(study, identity(inputs, budget, space, augment, settings))
         labels = training.label_once(inputs.teachers, *inputs.split[:2], directory)
         plan = training.TrainingPlan(
