@@ -23,9 +23,6 @@ Example:
 4.0
 """
 
-import importlib
-import warnings
-
 from keras_distill import (
     architectures,
     augment,
@@ -61,6 +58,7 @@ from keras_distill._src.utils import moved_modules
 from keras_distill.version import __version__
 
 moved_modules.install()
+del moved_modules  # the 0.1 module paths are installed; `dir(kd)` shows the API only
 
 __all__ = [
     "BaseDistiller",
@@ -106,6 +104,9 @@ _DEPRECATED = {
 
 
 def __getattr__(name: str):
+    import importlib
+    import warnings
+
     if name == "TFKerasDistiller":  # imports tf_keras: only when asked for
         module = importlib.import_module("keras_distill._src.training.tf_keras_distiller")
         return module.TFKerasDistiller
