@@ -109,10 +109,7 @@ def find_student(
     """
     inputs = checked_inputs(teachers, train_data, validation_data, trials, epochs, batch_size)
     budget = Budget.from_arguments(board, flash_bytes, ram_bytes, model_share, latency_ms, clock_hz)
-    if minimize not in MINIMIZE:
-        raise ValueError(f"`minimize` must be one of {MINIMIZE}; received {minimize!r}.")
-    if minimize == "latency" and not budget.clock_hz:
-        raise ValueError("minimize='latency' needs a clock: give `clock_hz=` or a board preset.")
+    _check_minimize(minimize, budget)
     space = _space(space, inputs.split.x_train.shape[1:], inputs.num_classes)
     directory = os.fspath(directory)
     storage_lib.check_storage(storage)
@@ -138,6 +135,13 @@ def find_student(
         search = SearchRun(study, store, space, plan, budget, minimize, seed, directory)
         search.run(trials, verbose)
         return search.result(verbose)
+
+
+def _check_minimize(minimize: str, budget: Budget) -> None:
+    if minimize not in MINIMIZE:
+        raise ValueError(f"`minimize` must be one of {MINIMIZE}; received {minimize!r}.")
+    if minimize == "latency" and not budget.clock_hz:
+        raise ValueError("minimize='latency' needs a clock: give `clock_hz=` or a board preset.")
 
 
 def _space(space, input_shape: tuple, num_classes: int) -> SearchSpace:
