@@ -31,9 +31,9 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from common import mlp, parser, provenance, write_report  # noqa: E402
 
 import keras_distill as kd  # noqa: E402
-from keras_distill._src.labelling import beam as kbeam  # noqa: E402
 from keras_distill._src.studies.datasets import load_digits  # noqa: E402
 from keras_distill._src.utils import markdown  # noqa: E402
+from keras_distill.labelling import beam as kbeam  # noqa: E402
 
 SHARD = 2_000
 RUNNERS = {

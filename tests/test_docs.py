@@ -13,7 +13,6 @@ import keras_distill
 OPTIONAL = {
     "keras_distill.labelling.beam": "apache_beam",
     "keras_distill._src.labelling.beam": "apache_beam",
-    "keras_distill._src.labelling.beam_handlers": "apache_beam",
 }  # modules of optional extras
 ALL_MODULES = [
     importlib.import_module(info.name)

@@ -9,18 +9,15 @@ files.
 """
 
 from keras_distill._src.labelling.beam import (
+    CallableModelHandler,
+    GenerateModelHandler,
+    KerasModelHandler,
     LabelShardChunks,
     LabelWithTeacher,
     label,
     label_settings,
 )
-from keras_distill._src.labelling.beam_handlers import (
-    CallableModelHandler,
-    GenerateModelHandler,
-    KerasModelHandler,
-)
-from keras_distill._src.labelling.beam_inputs import TFRecordInputs
-from keras_distill._src.labelling.beam_steps import ShardChunk
+from keras_distill._src.labelling.beam_inputs import ShardChunk, TFRecordInputs
 
 __all__ = [
     "CallableModelHandler",

@@ -12,7 +12,7 @@ from keras_distill._src.labelling import TeacherLabelsError, lock
 from keras_distill._src.utils import storage
 
 beam = pytest.importorskip("apache_beam", reason="apache-beam is optional (keras-distill[beam])")
-kbeam = pytest.importorskip("keras_distill._src.labelling.beam")
+kbeam = pytest.importorskip("keras_distill.labelling.beam")
 from keras_distill._src.labelling import beam_inputs  # noqa: E402
 
 

@@ -313,7 +313,7 @@ def test_labels_are_written_resumed_and_loaded_on_the_in_memory_file_system(tmp_
 # -- the Beam path: the same checks through the same functions ------------------------------
 
 beam = pytest.importorskip("apache_beam", reason="apache-beam is optional (keras-distill[beam])")
-kbeam = pytest.importorskip("keras_distill._src.labelling.beam")
+kbeam = pytest.importorskip("keras_distill.labelling.beam")
 
 
 @pytest.mark.parametrize("labels", [Y[:30], np.arange(60) % 3], ids=["fewer", "more"])

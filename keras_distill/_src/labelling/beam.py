@@ -1,65 +1,39 @@
 """Bulk teacher labelling on Apache Beam (optional: `pip install keras-distill[beam]`).
 
-`LabelShardChunks` is a `PTransform` from a `PCollection` of
-`keras_distill._src.labelling.beam_steps.ShardChunk`s (a shard's contiguous
-examples as NumPy arrays: one element per shard, sliced in bulk) to the same
-shards and manifest that `keras_distill.label_with_teacher` writes, so that
-`load_teacher_labels` reads them as usual. The teacher runs in Beam's
-`RunInference` on whole chunks (pre-batched elements, in slices of 256 rows),
-loaded once per worker: a Keras model from a `.keras` path
-(`KerasModelHandler`) or any Python callable (`CallableModelHandler`); each
-chunk is written as a whole shard. `LabelWithTeacher` takes a user's
-`PCollection` of `(index, example)` pairs (an example is `x` or `(x, y)`, or a
-prompt for a generating teacher) and groups them into chunks first. A shard's
-contents depend only on its examples and the manifest only on the shards, so
-neither depends on the runner's parallelism or element order; the manifest is
-written last, so a failed pipeline leaves none that claims completeness, and a
-rerun rewrites the same files.
-
-`label` runs it in one call for NumPy arrays, a `tf.data.Dataset` of batches
-or TFRecord files (`TFRecordInputs`): it streams the examples one shard at a
-time into a staging folder that every worker reads through `tf.io.gfile`
-(`keras_distill._src.labelling.beam_inputs`: `<path>/.staging-<uuid>/` by default,
-so a bucket output path stages on the bucket; or under `staging_dir=`), saves
-a Keras teacher there too, carries one small range per shard through the
-pipeline, and deletes the staging folder when the run ends, whether it
-succeeded or failed.
-
-It runs on any Beam runner (DirectRunner here; Dataflow, Flink, Spark with
-their pipeline options). Records, checks and manifest come from the same
-code as the local path (`keras_distill._src.labelling.shards`, `keras_distill._src.labelling.calls`,
-`keras_distill._src.labelling.responses.normalized_prompt`, the input check
-`keras_distill._src.labelling.worker_parts.labelled_arrays`), and `label` opens its
-output as `label_with_teacher` does (`keras_distill._src.labelling.identity`: the
-directory rule, a lock held while the pipeline runs, the identity check).
-Paths go through `tf.io.gfile` (`keras_distill._src.utils.storage`), so a
-bucket path works where TensorFlow has its file system.
+`LabelShardChunks` turns a `PCollection` of `ShardChunk`s (a shard's
+contiguous examples as arrays) into the shards and manifest that
+`label_with_teacher` writes. The teacher runs in Beam's `RunInference` on
+whole chunks, loaded once per worker (`KerasModelHandler`,
+`CallableModelHandler`) and called in slices of 256 rows, as
+`label_with_teacher` calls it; each chunk becomes one shard. `LabelWithTeacher`
+first groups a user's `(index, example)` pairs (or prompts, for a
+`GenerateModelHandler`) into shards. Shards depend only on their examples and
+the manifest, written last, only on the shards: neither depends on the
+runner's parallelism or element order, and a failed pipeline leaves no
+manifest that claims completeness. `label` does it in one call for arrays, a
+`tf.data.Dataset` or `TFRecordInputs`, staging the data for the workers
+(`beam_inputs`). Records, checks, identity and manifest come from the local
+writers' code (`shards`, `calls`, `responses`, `identity`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import ModelHandler, RunInference
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from keras_distill._src.labelling import (
     beam_inputs,
-    beam_steps,
     calls,
     lock,
     response_writer,
     responses,
     shards,
 )
-from keras_distill._src.labelling.beam_handlers import (
-    CallableModelHandler,
-    ChunkHandler,
-    GenerateModelHandler,
-    KerasModelHandler,
-)
-from keras_distill._src.labelling.beam_inputs import TFRecordInputs
 from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.labelling.identity import (
     Identity,
@@ -67,21 +41,227 @@ from keras_distill._src.labelling.identity import (
     locked_output,
     opened_output,
     previous_outputs,
+    responses_identity,
 )
-from keras_distill._src.labelling.manifest import MANIFEST, Settings
+from keras_distill._src.labelling.manifest import MANIFEST, Manifest, Settings
+from keras_distill._src.objective.stored_kinds import stored_kind
 from keras_distill._src.teachers.black_box import fingerprint_teacher
 from keras_distill._src.utils import storage
 
-__all__ = [
-    "CallableModelHandler",
-    "GenerateModelHandler",
-    "KerasModelHandler",
-    "LabelShardChunks",
-    "LabelWithTeacher",
-    "TFRecordInputs",
-    "label",
-    "label_settings",
-]
+# -- the teacher, as a RunInference model handler ------------------------------------------
+
+
+class ChunkHandler(ModelHandler):
+    """Runs the teacher on whole `ShardChunk`s through `call_teacher` (the local path's checks)."""
+
+    output = "logits"
+    batch_size = 256  # rows per teacher call, as `label_with_teacher`'s default
+
+    def batch_elements_kwargs(self):
+        """One chunk per `run_inference` call: the elements are batches already."""
+        return {"min_batch_size": 1, "max_batch_size": 1}
+
+    def run_inference(self, batch, model, inference_args=None):
+        """Each chunk's checked `(outputs, confidence or None)`: one `PredictionResult` each."""
+        return [PredictionResult(chunk, self.chunk_outputs(chunk, model)) for chunk in batch]
+
+    def chunk_outputs(self, chunk, model):
+        """The teacher on a chunk in slices of `batch_size` rows (a Keras teacher on that many)."""
+        parts = [
+            calls.call_teacher(
+                model,
+                chunk.x[i : i + self.batch_size],
+                self.output,
+                chunk.first + i,
+                self.batch_size,
+            )
+            for i in range(0, len(chunk.x), self.batch_size)
+        ]
+        outputs = np.concatenate([p[0] for p in parts])
+        if parts[0][1] is None:
+            return outputs, None
+        return outputs, np.concatenate([p[1] for p in parts])
+
+
+class KerasModelHandler(ChunkHandler):
+    """A Keras teacher loaded once per worker from a `.keras` file.
+
+    Args:
+        path: The saved model (`model.save("teacher.keras")`), a local path
+            or a URL that every worker can read (`gs://...`).
+
+    Example:
+    >>> import keras
+    >>> from keras_distill.labelling.beam import KerasModelHandler
+    >>> keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).save("/tmp/teacher.keras")
+    >>> KerasModelHandler("/tmp/teacher.keras").load_model().output_shape
+    (None, 3)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+
+    def load_model(self):
+        """The Keras model, loaded without its training configuration."""
+        import keras
+
+        return keras.saving.load_model(self.path, compile=False)
+
+
+class CallableModelHandler(ChunkHandler):
+    """Any Python callable from a NumPy batch to outputs (a black box), as a Beam model handler.
+
+    Args:
+        teacher: The callable (pickled to the workers).
+
+    Example:
+    >>> import numpy as np
+    >>> from keras_distill.labelling.beam import CallableModelHandler, ShardChunk
+    >>> handler = CallableModelHandler(lambda batch: 2 * batch)
+    >>> chunk = ShardChunk(shard=0, first=0, x=np.ones((2, 3), "float32"))
+    >>> [result.inference[0].tolist() for result in
+    ...  handler.run_inference([chunk], handler.load_model())]
+    [[[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]]
+    """
+
+    def __init__(self, teacher):
+        self.teacher = teacher
+
+    def load_model(self):
+        """The callable itself."""
+        return self.teacher
+
+
+class GenerateModelHandler(ModelHandler):
+    """A generating teacher (`generate(prompts) -> responses`) as a Beam model handler.
+
+    Its examples are `(index, prompt tokens, prompt as given)`; each result is
+    the prompt's checked samples (those `label_responses` stores).
+
+    Args:
+        generate: The callable (pickled to the workers).
+        options: A `kd.labelling.SequenceOptions`.
+
+    Example:
+    >>> import numpy as np
+    >>> import keras_distill as kd
+    >>> from keras_distill.labelling.beam import GenerateModelHandler
+    >>> handler = GenerateModelHandler(lambda prompts: [[3]] * len(prompts),
+    ...                                kd.labelling.SequenceOptions(8, 4))
+    >>> (result,) = handler.run_inference([(0, np.array([1]), [1])], handler.load_model())
+    >>> samples, scored = result.inference
+    >>> samples[0].response.tolist(), scored
+    ([3], False)
+    """
+
+    batch_size = 64  # prompts per `generate` call
+
+    def __init__(self, generate, options):
+        self.generate, self.options = generate, options
+
+    def batch_elements_kwargs(self):
+        """Batches of `batch_size` prompts."""
+        return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
+
+    def load_model(self):
+        """The callable itself."""
+        return self.generate
+
+    def run_inference(self, batch, model, inference_args=None):
+        """The checked samples of each prompt, and whether they are scored."""
+        samples, scored = responses.sample_batch(
+            model, [b[1] for b in batch], [b[2] for b in batch], [b[0] for b in batch], self.options
+        )
+        return [PredictionResult(b, (s, scored)) for b, s in zip(batch, samples, strict=True)]
+
+
+# -- the pipeline's steps, mapped over its elements -----------------------------------------
+
+
+def _write_shard(path: str, shard: int, fields: dict, first: int, facts: dict):
+    """Writes a shard's fields as records (on the worker); its manifest entry, and the records."""
+    records = [{k: np.asarray(v[i]) for k, v in fields.items()} for i in range(len(fields["x"]))]
+    storage.makedirs(path)
+    entry = shards.write_shard(storage.join(path, f"shard-{shard:05d}.tfrecord"), records)
+    return {
+        **entry,
+        "index": shard,
+        "first": first,
+        "last": first + len(records) - 1,
+        "features": shards.features_of(records[0]),
+        "facts": facts,
+    }, records
+
+
+def write_chunk(result, path: str, settings: Settings) -> dict:
+    """Writes one shard from a chunk's inference result; its manifest entry and facts."""
+    chunk, (outputs, confidence) = result.example, result.inference
+    kind = stored_kind(settings.output, settings.top_k)
+    fields = calls.record_fields(chunk.x, chunk.labels, outputs, confidence, kind, settings)
+    facts = calls.teacher_facts(outputs, kind, probe=False)
+    return _write_shard(path, chunk.shard, fields, chunk.first, facts)[0]
+
+
+def write_responses(group, path: str, options) -> dict:
+    """Writes one shard of responses (whole prompts, by index); its manifest entry."""
+    shard, members = beam_inputs.contiguous(group)
+    facts = {"scored": any(m[3] for m in members)}
+    for member in members:
+        responses.check_same_top_k(facts, member[2][0], member[0])
+    prompts, samples, first = [m[1] for m in members], [m[2] for m in members], members[0][0]
+    fields = responses.response_records(prompts, samples, first, options)
+    entry, records = _write_shard(path, shard, fields, first, facts)
+    summary = response_writer.shard_summary(records)
+    return {**entry, "last": members[-1][0], "units": len(members), "summary": summary}
+
+
+def _check_entries(entries: list) -> None:
+    if not entries:
+        raise TeacherLabelsError("The data to label is empty; no manifest was written.")
+    units = sum(entry.get("units", entry["examples"]) for entry in entries)  # examples or prompts
+    starts = [entry["first"] for entry in entries]
+    if (
+        starts != [0] + [entry["last"] + 1 for entry in entries[:-1]]
+        or entries[-1]["last"] != units - 1
+    ):
+        raise TeacherLabelsError(
+            f"The indices must be 0..n-1 without gaps or repeats; {units} "
+            f"elements, last {entries[-1]['last']}."
+        )
+    if len({str(e["facts"].get("response_top_k")) for e in entries}) > 1:
+        raise TeacherLabelsError("Some responses have top-k outputs of another size than others.")
+
+
+def complete_manifest(entries: list, path: str, settings: Settings, facts: dict) -> dict:
+    """The complete manifest from every shard's entry, written last; refuses gaps in the indices.
+
+    `settings.data == "beam"` (data known only once written) becomes a
+    digest of the shards' data; `facts` are what the driver knows of the
+    teacher (a callable's probe).
+    """
+    entries = sorted(entries, key=lambda entry: entry["index"])
+    _check_entries(entries)
+    count = sum(entry["examples"] for entry in entries)
+    if settings.data == "beam":
+        digest = hashlib.sha256("".join(e["data_sha256"] for e in entries).encode()).hexdigest()
+        settings = Settings.from_json({**settings.to_json(), "data": f"beam:{digest[:16]}"})
+    keys = ("file", "examples", "sha256", "data_sha256", "summary")
+    manifest = Manifest(
+        settings,
+        shards=[{k: e[k] for k in keys if k in e} for e in entries],
+        features=entries[0]["features"],
+        facts={**entries[0]["facts"], **facts},
+    )
+    if settings.output == "sequences":
+        manifest.facts["scored"] = any(e["facts"]["scored"] for e in entries)
+        manifest.facts.update(
+            response_writer.response_totals(manifest.shards, count, settings.num_samples)
+        )
+    manifest_path = storage.join(path, MANIFEST)
+    return shards.write_complete_manifest(path, manifest_path, manifest, count).to_json()
+
+
+# -- the transforms -------------------------------------------------------------------------
 
 
 def _checked_handler(handler, kinds: tuple) -> ModelHandler:
@@ -103,12 +283,33 @@ def _opened(path, settings) -> tuple[str, Settings]:
     return path, settings
 
 
+def _refuse_complete(directory: str, identity: Identity) -> None:
+    """The writers' directory rule and identity check; a Beam run never resumes a complete one."""
+    lock.check_output_directory(directory)
+    if previous_outputs(directory, identity, 0, overwrite=False) is not None:
+        raise TeacherLabelsError(
+            f"{directory!r} already holds a complete labelling run of this teacher, data and "
+            "settings; load it with load_teacher_labels, use a new directory, or pass "
+            "overwrite=True to relabel it (nothing was changed)."
+        )
+
+
+def _labelled_chunks(chunks, handler, path: str, settings: Settings):
+    """Inference on whole chunks, one shard written per chunk: the shards' entries."""
+    handler.output = settings.output
+    return (
+        chunks
+        | "Teacher" >> RunInference(handler)
+        | "WriteShard" >> beam.Map(write_chunk, path, settings)
+    )
+
+
 def _written(entries, path: str, settings: Settings, facts: dict):
     """The manifest, made and written last from every shard's entry."""
     return (
         entries
         | "All" >> beam.combiners.ToList()
-        | "Manifest" >> beam.Map(beam_steps.complete_manifest, path, settings, facts)
+        | "Manifest" >> beam.Map(complete_manifest, path, settings, facts)
     )
 
 
@@ -117,8 +318,7 @@ class LabelShardChunks(beam.PTransform):
 
     Each chunk goes through `RunInference` whole and is written as one shard
     (`shard-{chunk.shard:05d}.tfrecord`); the chunks must cover the indices
-    0..n-1 without gaps or overlaps (`beam_steps.shard_chunks` slices arrays
-    so), else no manifest is written.
+    0..n-1 without gaps or overlaps, else no manifest is written.
 
     Args:
         handler: A `KerasModelHandler` or `CallableModelHandler`.
@@ -132,25 +332,30 @@ class LabelShardChunks(beam.PTransform):
             or a complete run.
 
     Example:
-    >>> handler = CallableModelHandler(lambda b: b[:, :3])
-    >>> LabelShardChunks(handler, "out", label_settings("id:t", "logits", None, 10)).path
-    'out'
+    >>> import os, tempfile
+    >>> import apache_beam as beam
+    >>> import numpy as np
+    >>> import keras_distill as kd
+    >>> from keras_distill.labelling import beam as kbeam
+    >>> chunks = [kbeam.ShardChunk(s, 10 * s, np.ones((10, 4), "float32")) for s in range(2)]
+    >>> folder = tempfile.mkdtemp()
+    >>> with beam.Pipeline() as pipeline:
+    ...     _ = (pipeline | beam.Create(chunks) | kbeam.LabelShardChunks(
+    ...         kbeam.CallableModelHandler(lambda b: b[:, :3]), folder,
+    ...         kbeam.label_settings("id:first-three", "logits", None, 10)))
+    >>> kd.labelling.read_manifest(os.path.join(folder, "manifest.json")).num_examples
+    20
     """
 
     def __init__(self, handler, path, settings, facts=None):
         super().__init__()
         self.handler = _checked_handler(handler, (ChunkHandler,))
         self.path, self.settings = _opened(path, settings)
-        self.handler.output = self.settings.output
         self.facts = dict(facts or {})
 
     def expand(self, chunks):
         """Inference on whole chunks, one shard written per chunk, then the manifest."""
-        entries = (
-            chunks
-            | "Teacher" >> RunInference(self.handler)
-            | "WriteShard" >> beam.Map(beam_steps.write_chunk, self.path, self.settings)
-        )
+        entries = _labelled_chunks(chunks, self.handler, self.path, self.settings)
         return _written(entries, self.path, self.settings, self.facts)
 
 
@@ -161,7 +366,7 @@ class LabelWithTeacher(beam.PTransform):
     carried as `ShardChunk`s (see `LabelShardChunks`); prompts of a
     `GenerateModelHandler` are run in batches of prompts and grouped into
     shards of whole prompts. If the data is already in arrays, `label` (or
-    `LabelShardChunks` on `beam_steps.shard_chunks`) skips the grouping.
+    `LabelShardChunks`) skips the grouping.
 
     Args:
         handler: A `KerasModelHandler`, `CallableModelHandler` or `GenerateModelHandler`.
@@ -178,18 +383,26 @@ class LabelWithTeacher(beam.PTransform):
             or a complete run.
 
     Example:
-    >>> handler = CallableModelHandler(lambda b: b[:, :3])
-    >>> transform = LabelWithTeacher(handler, "out", label_settings("id:t", "logits", None, 10))
-    >>> transform.shard_size
-    10
+    >>> import os, tempfile
+    >>> import apache_beam as beam
+    >>> import numpy as np
+    >>> import keras_distill as kd
+    >>> from keras_distill.labelling import beam as kbeam
+    >>> examples = [(i, (np.full(4, i, "float32"), i % 3)) for i in range(25)]
+    >>> folder = tempfile.mkdtemp()
+    >>> with beam.Pipeline() as pipeline:
+    ...     _ = (pipeline | beam.Create(examples) | kbeam.LabelWithTeacher(
+    ...         kbeam.CallableModelHandler(lambda b: b[:, :3]), folder,
+    ...         kbeam.label_settings("id:first-three", "logits", None, 10)))
+    >>> manifest = kd.labelling.read_manifest(os.path.join(folder, "manifest.json"))
+    >>> manifest.num_examples, len(manifest.shards)
+    (25, 3)
     """
 
     def __init__(self, handler, path, settings, shard_size: int | None = None, facts=None):
         super().__init__()
         self.handler = _checked_handler(handler, (ChunkHandler, GenerateModelHandler))
         self.path, self.settings = _opened(path, settings)
-        if isinstance(handler, ChunkHandler):
-            handler.output = self.settings.output
         self.facts = dict(facts or {})
         self.shard_size = shard_size or self.settings.shard_size
 
@@ -198,37 +411,25 @@ class LabelWithTeacher(beam.PTransform):
         if isinstance(self.handler, GenerateModelHandler):  # prompts: whole prompts per shard
             entries = self._responses(examples)
         else:
-            entries = (
+            chunks = (
                 examples
-                | "ByShard" >> beam.Map(beam_steps.by_shard, self.shard_size)
+                | "ByShard" >> beam.Map(beam_inputs.by_shard, self.shard_size)
                 | "Group" >> beam.GroupByKey()
-                | "Chunk" >> beam.Map(beam_steps.chunk_of)
-                | "Teacher" >> RunInference(self.handler)
-                | "WriteShard" >> beam.Map(beam_steps.write_chunk, self.path, self.settings)
+                | "Chunk" >> beam.Map(beam_inputs.chunk_of)
             )
+            entries = _labelled_chunks(chunks, self.handler, self.path, self.settings)
         return _written(entries, self.path, self.settings, self.facts)
 
     def _responses(self, prompts):
         options = self.handler.options
         return (
             prompts
-            | "Key" >> beam.Map(beam_steps.keyed_prompt, options)
+            | "Key" >> beam.Map(beam_inputs.keyed_prompt, options)
             | "Teacher" >> RunInference(self.handler)
             | "ByShard"
-            >> beam.Map(beam_steps.by_prompt_shard, self.shard_size // options.num_samples)
+            >> beam.Map(beam_inputs.by_prompt_shard, self.shard_size // options.num_samples)
             | "Group" >> beam.GroupByKey()
-            | "WriteShard" >> beam.Map(beam_steps.write_responses, self.path, options)
-        )
-
-
-def _refuse_complete(directory: str, identity: Identity) -> None:
-    """The writers' directory rule and identity check; a Beam run never resumes a complete one."""
-    lock.check_output_directory(directory)
-    if previous_outputs(directory, identity, 0, overwrite=False) is not None:
-        raise TeacherLabelsError(
-            f"{directory!r} already holds a complete labelling run of this teacher, data and "
-            "settings; load it with load_teacher_labels, use a new directory, or pass "
-            "overwrite=True to relabel it (nothing was changed)."
+            | "WriteShard" >> beam.Map(write_responses, self.path, options)
         )
 
 
@@ -237,11 +438,23 @@ def label_settings(
 ) -> Settings:
     """The `Settings` of a Beam run (`data="beam"`: fingerprinted by its shards once written).
 
+    Args:
+        teacher: The teacher's identity (`"id:<teacher_id>"` names a version).
+        output: The stored kind, as `label_with_teacher`'s `output`.
+        top_k: As `label_with_teacher`'s `top_k`.
+        shard_size: Examples per shard.
+        data: The data's fingerprint, if known before the pipeline runs.
+
     Example:
-    >>> label_settings("id:t", "logits", None, 100).runner
-    'beam'
+    >>> from keras_distill.labelling.beam import label_settings
+    >>> settings = label_settings("id:teacher-v1", "logits", 5, shard_size=1000)
+    >>> settings.runner, settings.top_k, settings.num_workers
+    ('beam', 5, 1)
     """
     return Settings(teacher, data, output, top_k, shard_size, num_workers=1, runner="beam")
+
+
+# -- one call ----------------------------------------------------------------------------
 
 
 def label(
@@ -261,7 +474,7 @@ def label(
     """`label_with_teacher` on Beam: arrays, a dataset or TFRecord files, any runner, one call.
 
     The examples are streamed one shard at a time into a staging folder
-    (`keras_distill._src.labelling.beam_inputs.Staging`, through `tf.io.gfile`),
+    (through `tf.io.gfile`),
     with the Keras teacher saved beside them; the pipeline carries one small
     range per shard, and each worker reads its shard from there. The staging
     folder is deleted when the run ends, whether it succeeded or failed (a
@@ -275,7 +488,7 @@ def label(
             workers; not part of the labels), or a callable.
         data: `x` or `(x, y)` arrays; a `tf.data.Dataset` of batches `x` or
             `(x, y)` (as for `fit`; elements of dicts or scalars are refused);
-            or `keras_distill._src.labelling.beam_inputs.TFRecordInputs(pattern, parse_fn)`.
+            or `TFRecordInputs(pattern, parse_fn)`.
             For `output="sequences"`, the prompts.
         path: Output directory (a local path or a `tf.io.gfile` URL).
         output: As for `label_with_teacher`.
@@ -317,8 +530,11 @@ def label(
     calls.check_arguments(teacher, output, top_k, shard_size, 1)
     directory = storage.check_path(path, TeacherLabelsError)
     fingerprint = fingerprint_teacher(teacher, teacher_id)
-    if output == "sequences":
-        handler, identity = _sequence_run(teacher, data, fingerprint, shard_size, sequence_options)
+    if output == "sequences":  # the prompt check and identity of `label_responses`
+        options = responses.SequenceOptions(**sequence_options)
+        tokens = responses.prompt_tokens(data, options)  # checked before the pipeline
+        identity = responses_identity(fingerprint, tokens, options, shard_size, (1, "beam"))
+        handler = GenerateModelHandler(teacher, options)
         with opened_output(directory, identity, 0, overwrite):
             prompts = list(enumerate(data))
             _run(pipeline_options, directory, identity, handler, lambda p: p | beam.Create(prompts))
@@ -331,11 +547,10 @@ def label(
         )
         with _locked_staging(directory, staging_root) as staging:
             staged = staging.stage(data, shard_size)
-            handler, identity = _example_run(
-                teacher, staged, fingerprint, output, top_k, shard_size, teacher_id
-            )
+            settings = label_settings(fingerprint, output, top_k, shard_size, staged.data_id)
+            identity = examples_identity(teacher, settings, staged.head, teacher_id)
             previous_outputs(directory, identity, 0, overwrite)
-            handler = _worker_handler(teacher, handler, staging.path)
+            handler = _worker_handler(teacher, staging.path)
             _run(pipeline_options, directory, identity, handler, _ranges(staged.ranges))
     return shards.read_manifests(directory, allow_incomplete=False, verify=True)[0].to_json()
 
@@ -361,27 +576,8 @@ def _run(pipeline_options, directory: str, identity: Identity, handler, elements
 def _ranges(ranges: list):
     """The staged shards' `ShardChunk`s: ranges through the pipeline, read by the workers."""
     return lambda pipeline: (
-        pipeline | "Ranges" >> beam.Create(ranges) | "Read" >> beam.Map(beam_steps.chunk_of_range)
+        pipeline | "Ranges" >> beam.Create(ranges) | "Read" >> beam.Map(beam_inputs.chunk_of_range)
     )
-
-
-def _sequence_run(generate, prompts, fingerprint: str, shard_size: int, sequence_options: dict):
-    """(handler, identity) of a run of generated responses: the local writer's identity."""
-    options = responses.SequenceOptions(**sequence_options)
-    tokens = responses.prompt_tokens(prompts, options)  # checked before the pipeline starts
-    identity = response_writer.responses_identity(
-        fingerprint, tokens, options, shard_size, (1, "beam")
-    )
-    return GenerateModelHandler(generate, options), identity
-
-
-def _example_run(teacher, staged, fingerprint, output, top_k, shard_size, teacher_id):
-    """(handler or None for a Keras teacher, identity) of a run of staged examples."""
-    import keras
-
-    settings = label_settings(fingerprint, output, top_k, shard_size, staged.data_id)
-    identity = examples_identity(teacher, settings, staged.head, teacher_id)
-    return (None if isinstance(teacher, keras.Model) else CallableModelHandler(teacher)), identity
 
 
 def _example_rank(teacher) -> int | None:
@@ -392,10 +588,12 @@ def _example_rank(teacher) -> int | None:
     return None
 
 
-def _worker_handler(teacher, handler, staging: str):
-    """The callable's handler, or a Keras teacher saved to the staging folder for the workers."""
-    if handler is not None:
-        return handler
+def _worker_handler(teacher, staging: str) -> ChunkHandler:
+    """A callable's handler, or a Keras teacher saved to the staging folder for the workers."""
+    import keras
+
+    if not isinstance(teacher, keras.Model):
+        return CallableModelHandler(teacher)
     model_path = storage.join(staging, "teacher.keras")
     teacher.save(model_path)
     return KerasModelHandler(model_path)

@@ -1,4 +1,4 @@
-"""What `keras_distill._src.labelling.beam.label` labels, and the staging its workers read it from.
+"""What `keras_distill._src.labelling.beam.label` labels, and how its workers read it.
 
 `label` accepts NumPy arrays (`x` or `(x, y)`), a `tf.data.Dataset` of
 batches `x` or `(x, y)` (as `fit` and `label_with_teacher` take it), and
@@ -8,23 +8,29 @@ as shard-sized `(x, y or None)` arrays, one shard in memory at a time (per
 batch, never per example, Python work); `Staging` writes each shard to a
 staging folder through `tf.io.gfile` (by default a hidden `.staging-<uuid>`
 folder inside the output directory, else a folder of the user's, e.g. on a
-bucket), where every worker of a cluster reads it, and deletes the folder
-when the run ends, whether it succeeded or failed. A killed run's staging
-folder is deleted by the next run that holds the output's lock
-(`remove_stale_staging`). Streamed data is fingerprinted from its staged
-shards with the digest of `fingerprint_arrays`, so the same examples as
-arrays, a dataset or TFRecords give the same manifest and the same shards.
+bucket) as `.npy` files, and deletes the folder when the run ends, whether it
+succeeded or failed. A killed run's staging folder is deleted by the next run
+that holds the output's lock (`remove_stale_staging`). Streamed data is
+fingerprinted from its staged shards with the digest of `fingerprint_arrays`,
+so the same examples as arrays, a dataset or TFRecords give the same manifest
+and the same shards.
+
+The pipeline carries one `ShardRange` per shard (a few bytes, not the arrays,
+which Beam would pickle into the pipeline itself), and each worker reads its
+`ShardChunk` (a shard's contiguous examples as arrays) from the staged files
+(`chunk_of_range`). Nothing here imports Apache Beam.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import uuid
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from keras_distill._src.labelling import beam_steps, worker_parts
+from keras_distill._src.labelling import responses, worker_parts
 from keras_distill._src.labelling.errors import TeacherLabelsError
 from keras_distill._src.teachers.black_box import (
     PROBE_EXAMPLES,
@@ -125,12 +131,6 @@ def check_inputs(data, example_rank: int | None = None) -> None:
         TeacherLabelsError: For a dict, dataset elements that are not `x` or
             `(x, y)` tensors or not batches, empty arrays, or a TFRecord pattern
             matching no file.
-
-    Example:
-    >>> check_inputs({"image": np.zeros((2, 3))})
-    Traceback (most recent call last):
-    ...
-    keras_distill._src.labelling.errors.TeacherLabelsError: The data to label must be arrays ...
     """
     import tensorflow as tf
 
@@ -191,12 +191,6 @@ def shard_batches(data, shard_size: int) -> Iterator[tuple[np.ndarray, np.ndarra
     Raises:
         TeacherLabelsError: For elements that are not `x` or `(x, y)` tensors,
             unbatched dataset elements, or a batch without one label per input.
-
-    Example:
-    >>> import tensorflow as tf
-    >>> dataset = tf.data.Dataset.from_tensor_slices(np.zeros((25, 2))).batch(4)
-    >>> [len(x) for x, _ in shard_batches(dataset, 10)]
-    [10, 10, 5]
     """
     held, count, labelled = [], 0, None
     for number, element in enumerate(_source_batches(data, shard_size)):
@@ -225,15 +219,121 @@ def _joined(arrays: list) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class Staged:
-    """What `Staging.stage` wrote: the shards' ranges, the data's fingerprint, the probe's inputs.
+class ShardChunk:
+    """A shard's contiguous examples, the element the Beam pipeline carries: one pickle per shard.
+
+    `LabelShardChunks` labels a `PCollection` of them, one shard written per
+    chunk; the chunks must cover the indices 0..n-1 without gaps or overlaps.
+
+    Attributes:
+        shard: The shard's number (its file `shard-{shard:05d}.tfrecord`).
+        first: The index of its first example.
+        x: Its inputs, in index order.
+        labels: Their labels, if known.
 
     Example:
-    >>> Staged([], "arrays:0", np.zeros((0, 2))).data_id
-    'arrays:0'
+    >>> import numpy as np
+    >>> from keras_distill.labelling.beam import ShardChunk
+    >>> chunk = ShardChunk(shard=2, first=20, x=np.zeros((10, 4), "float32"))
+    >>> chunk.last
+    29
     """
 
-    ranges: list  # of `beam_steps.ShardRange`, in shard order
+    shard: int
+    first: int
+    x: np.ndarray
+    labels: np.ndarray | None = None
+
+    @property
+    def last(self) -> int:
+        """The index of its last example."""
+        return self.first + len(self.x) - 1
+
+
+def shard_chunks(x: np.ndarray, labels: np.ndarray | None, shard_size: int):
+    """The `ShardChunk`s of arrays, sliced in bulk (views, no copy until pickled)."""
+    for shard, first in enumerate(range(0, len(x), shard_size)):
+        part = slice(first, first + shard_size)
+        yield ShardChunk(shard, first, x[part], None if labels is None else labels[part])
+
+
+def by_shard(element, shard_size: int):
+    """`(shard, (index, x, label or None))` from a user's `(index, x or (x, y))` element."""
+    index, example = element
+    x, y = example if isinstance(example, tuple) else (example, None)
+    return int(index) // shard_size, (int(index), np.asarray(x), y)
+
+
+def contiguous(group) -> tuple[int, list]:
+    """A shard's grouped members sorted by index; refuses indices with gaps or repeats."""
+    shard, members = group
+    members = sorted(members, key=lambda member: member[0])
+    first, last = members[0][0], members[-1][0]
+    if last - first + 1 != len(members):
+        raise TeacherLabelsError(
+            f"The indices must be 0..n-1 without gaps or repeats; shard {shard} holds "
+            f"{len(members)} elements with indices {first}..{last}."
+        )
+    return shard, members
+
+
+def chunk_of(group) -> ShardChunk:
+    """The `ShardChunk` of a shard's grouped examples, sorted by index."""
+    shard, members = contiguous(group)
+    labels = None if members[0][2] is None else np.asarray([m[2] for m in members])
+    return ShardChunk(shard, members[0][0], np.stack([m[1] for m in members]), labels)
+
+
+def keyed_prompt(element, options):
+    """`(index, normalised prompt tokens, prompt as given)`: the local path's normalisation."""
+    index, prompt = element
+    return int(index), responses.normalized_prompt(prompt, int(index), options), prompt
+
+
+def by_prompt_shard(result, per_shard: int):
+    """`(shard, (index, tokens, samples, scored))` from a prompt's inference result."""
+    (index, tokens, _), (samples, scored) = result.example, result.inference
+    return index // per_shard, (index, tokens, samples, scored)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardRange:
+    """A shard's index range `[first, stop)`, staged as `x-{shard:05d}.npy` (and `y-...`) files."""
+
+    shard: int
+    first: int
+    stop: int
+    folder: str
+    labelled: bool
+
+    def file(self, name: str) -> str:
+        """The path of the staged `x` or `y` array of this shard."""
+        return storage.join(self.folder, f"{name}-{self.shard:05d}.npy")
+
+
+def read_staged(path: str) -> np.ndarray:
+    """A staged `.npy` array, read through `tf.io.gfile`."""
+    return np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
+
+
+def _write_staged(path: str, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    storage.write_bytes(path, buffer.getvalue())
+
+
+def chunk_of_range(shard_range: ShardRange) -> ShardChunk:
+    """The `ShardChunk` of a range, read from its staged files (on the worker)."""
+    labels = read_staged(shard_range.file("y")) if shard_range.labelled else None
+    x = read_staged(shard_range.file("x"))
+    return ShardChunk(shard_range.shard, shard_range.first, x, labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Staged:
+    """What `Staging.stage` wrote: the shard ranges, the data fingerprint, the probe inputs."""
+
+    ranges: list  # of `ShardRange`, in shard order
     data_id: str  # "arrays:<fingerprint_arrays of all x, y>"
     head: np.ndarray  # the first `PROBE_EXAMPLES` inputs (a callable teacher's probe)
 
@@ -244,14 +344,6 @@ class Staging:
     Args:
         root: Where to make it: the output directory (default of `beam.label`)
             or a folder every worker can read (`gs://bucket/tmp`).
-
-    Example:
-    >>> with Staging("ram://staging-doc") as staging:
-    ...     staged = staging.stage(np.zeros((25, 2), "float32"), 10)
-    ...     [r.first for r in staged.ranges], storage.exists(staging.path)
-    ([0, 10, 20], True)
-    >>> storage.exists(staging.path)
-    False
     """
 
     def __init__(self, root: str):
@@ -268,7 +360,11 @@ class Staging:
         """Streams the data into one staged file per shard (and `y` file if labelled)."""
         ranges, first, head = [], 0, []
         for x, y in shard_batches(data, shard_size):
-            ranges.append(beam_steps.stage_chunk(self.path, len(ranges), first, x, y))
+            shard_range = ShardRange(len(ranges), first, first + len(x), self.path, y is not None)
+            _write_staged(shard_range.file("x"), x)
+            if y is not None:
+                _write_staged(shard_range.file("y"), y)
+            ranges.append(shard_range)
             first += len(x)
             if first - len(x) < PROBE_EXAMPLES:
                 head.append(x[:PROBE_EXAMPLES])
@@ -282,32 +378,18 @@ class Staging:
 
 
 def staged_fingerprint(ranges: list) -> str:
-    """`fingerprint_arrays(x, y)` of the staged shards' arrays, read one shard at a time.
-
-    Example:
-    >>> with Staging("ram://staging-doc") as staging:
-    ...     staged = staging.stage((np.ones((5, 2)), np.arange(5)), 2)
-    ...     staged_fingerprint(staged.ranges) == fingerprint_arrays(np.ones((5, 2)), np.arange(5))
-    True
-    """
+    """`fingerprint_arrays(x, y)` of the staged shards' arrays, read one shard at a time."""
 
     def described(name: str) -> tuple:  # (shape, dtype, chunks) of the staged x or y
-        first = beam_steps.read_staged(ranges[0].file(name))
-        chunks = map(beam_steps.read_staged, [shard.file(name) for shard in ranges])
+        first = read_staged(ranges[0].file(name))
+        chunks = map(read_staged, [shard.file(name) for shard in ranges])
         return (ranges[-1].stop, *first.shape[1:]), first.dtype, chunks
 
     return fingerprint_chunks(*map(described, ("x", "y") if ranges[0].labelled else ("x",)))
 
 
 def remove_stale_staging(directory: str) -> None:
-    """Deletes the staging folders of killed runs in an output directory (its lock held).
-
-    Example:
-    >>> storage.makedirs("ram://stale-doc/.staging-" + "0" * 32)
-    >>> remove_stale_staging("ram://stale-doc")
-    >>> storage.listdir("ram://stale-doc")
-    []
-    """
+    """Deletes the staging folders of killed runs in an output directory (its lock held)."""
     if not storage.isdir(directory):
         return
     for name in storage.listdir(directory):

@@ -8,14 +8,19 @@ responses, and `keras_distill._src.labelling.beam`) opens its output with
 identity (`Identity`: the settings with the teacher's and the data's
 fingerprints, and a callable teacher's outputs on the first examples) whether
 that run is fresh, unfinished or complete. A mismatch is refused naming both
-identities, or the old outputs are deleted first with `overwrite=True`.
+identities, or the old outputs are deleted first with `overwrite=True`. The
+identity is built in one place for every writer: `examples_identity` for
+examples, `responses_identity` for generated responses.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 from collections.abc import Callable
+
+import numpy as np
 
 from keras_distill._src.labelling import calls, lock
 from keras_distill._src.labelling.errors import TeacherLabelsError
@@ -27,6 +32,7 @@ from keras_distill._src.labelling.manifest import (
     read_manifest,
     shard_prefix,
 )
+from keras_distill._src.labelling.responses import SequenceOptions
 from keras_distill._src.teachers.black_box import PROBE_EXAMPLES
 from keras_distill._src.utils import storage
 
@@ -45,11 +51,6 @@ class Identity:
         check_data: For data known only by streaming it (a `tf.data.Dataset`),
             `check_data(stored, directory)` refuses a stored run whose shards hold other
             examples (by their digests); run before the probe.
-
-    Example:
-    >>> identity = Identity(Settings("id:t", "arrays:ab", "logits", None, 10, 1))
-    >>> identity.probe is None
-    True
     """
 
     settings: Settings
@@ -65,13 +66,6 @@ def examples_identity(teacher, settings: Settings, head, teacher_id=None, check_
     callable teacher also by its outputs on `head`, the first
     `PROBE_EXAMPLES` inputs (computed only if a stored run has a probe to
     compare with).
-
-    Example:
-    >>> import numpy as np
-    >>> settings = Settings("id:t", "arrays:ab", "logits", None, 10, 1)
-    >>> identity = examples_identity(lambda b: 2 * b, settings, np.ones((2, 3), "float32"))
-    >>> len(identity.probe())
-    16
     """
     import keras
 
@@ -79,6 +73,44 @@ def examples_identity(teacher, settings: Settings, head, teacher_id=None, check_
         return Identity(settings, None, teacher_id, check_data)
     probe = lambda: calls.probe_of(teacher, head, settings.output)  # noqa: E731
     return Identity(settings, probe, teacher_id, check_data)
+
+
+def _prompts_fingerprint(prompts: list) -> str:
+    """A hash of the normalised prompts: the data's fingerprint."""
+    digest = hashlib.sha256()
+    for prompt in prompts:
+        digest.update(np.asarray(prompt, "int64").tobytes() + b"|")
+    return digest.hexdigest()[:16]
+
+
+def responses_identity(
+    teacher: str, prompts: list, options: SequenceOptions, shard_size: int, parts=(1, None)
+) -> Identity:
+    """The identity of stored responses (whole prompts per shard), for both writers.
+
+    Args:
+        teacher: The teacher's fingerprint (`fingerprint_teacher`).
+        prompts: Every prompt of the run, normalised (`responses.prompt_tokens`):
+            the data's fingerprint, the same for every worker's part.
+        options: The `SequenceOptions`.
+        shard_size: Examples per shard, rounded up to whole prompts.
+        parts: `(num_workers, runner)`: `runner="beam"` for the Beam writer.
+    """
+    n, (num_workers, runner) = options.num_samples, parts
+    settings = Settings(
+        teacher=teacher,
+        data=f"prompts:{_prompts_fingerprint(prompts)}",
+        output="sequences",
+        top_k=None,
+        shard_size=-(-shard_size // n) * n,
+        num_workers=num_workers,
+        runner=runner,
+        num_samples=n,
+        max_length=options.max_length,
+        vocabulary_size=options.vocabulary_size,
+        pad_id=options.pad_id,
+    )
+    return Identity(settings)
 
 
 def _changed(stored: Settings, identity: Identity) -> tuple[list, dict, dict]:
@@ -138,17 +170,6 @@ def check_other_runs(directory: str, identity: Identity, worker_index: int, over
 
     Raises:
         TeacherLabelsError: Naming the other manifest, both parts and what differs.
-
-    Example:
-    >>> import tempfile
-    >>> from keras_distill._src.labelling.manifest import write_manifest
-    >>> folder, settings = tempfile.mkdtemp(), Settings("id:a", "arrays:ab", "logits", None, 10, 3)
-    >>> write_manifest(storage.join(folder, manifest_name(1, 3)), Manifest(settings, 1))
-    >>> ours = Identity(dataclasses.replace(settings, num_workers=2))
-    >>> check_other_runs(folder, ours, 1, overwrite=True)
-    Traceback (most recent call last):
-    ...
-    keras_distill._src.labelling.errors.TeacherLabelsError: ...-of-00003.json (part 1 of 3), ...
     """
     own = manifest_name(worker_index, identity.settings.num_workers)
     names = storage.listdir(directory) if storage.isdir(directory) else []
@@ -175,14 +196,7 @@ def _probe_mismatch(directory: str, stored: Manifest, identity: Identity) -> str
 
 
 def identity_mismatch(directory: str, stored: Manifest, identity: Identity) -> str | None:
-    """How a stored run's identity differs from this one (both named), or None.
-
-    Example:
-    >>> settings = Settings("id:a", "arrays:ab", "logits", None, 10, 1)
-    >>> other = Identity(dataclasses.replace(settings, teacher="id:b"))
-    >>> identity_mismatch("out", Manifest(settings), other)
-    "'out' holds teacher outputs made with other teacher (stored: {'teacher': 'id:a'}; ..."
-    """
+    """How a stored run's identity differs from this one (both named), or None."""
     mismatch = _settings_mismatch(directory, stored.settings, identity)
     if mismatch is None and identity.check_data is not None:
         identity.check_data(stored, directory)
@@ -196,12 +210,6 @@ def previous_outputs(directory: str, identity: Identity, worker_index: int, over
         TeacherLabelsError: If the stored run has another identity (and not
             `overwrite`), `identity.check_data` refuses its data, or another
             run's manifests are in the directory (`check_other_runs`).
-
-    Example:
-    >>> import tempfile
-    >>> identity = Identity(Settings("id:t", "arrays:ab", "logits", None, 10, 1))
-    >>> previous_outputs(tempfile.mkdtemp(), identity, 0, overwrite=False) is None
-    True
     """
     check_other_runs(directory, identity, worker_index, overwrite)
     name = manifest_name(worker_index, identity.settings.num_workers)
@@ -227,13 +235,6 @@ def opened_output(directory: str, identity: Identity, worker_index: int, overwri
     """Checks, creates and locks an output directory; yields the stored manifest or None.
 
     The lock is held until the `with` block ends (also on an exception).
-
-    Example:
-    >>> import tempfile
-    >>> identity = Identity(Settings("id:t", "arrays:ab", "logits", None, 10, 1))
-    >>> with opened_output(tempfile.mkdtemp(), identity, 0, overwrite=False) as stored:
-    ...     stored is None
-    True
     """
     name = manifest_name(worker_index, identity.settings.num_workers)
     with locked_output(directory, name):
@@ -247,13 +248,6 @@ def locked_output(directory: str, name: str):
     For a writer that learns its identity only after it holds the lock (a
     Beam run fingerprinting the data it stages); it then calls
     `previous_outputs` itself.
-
-    Example:
-    >>> import os, tempfile
-    >>> directory = tempfile.mkdtemp()
-    >>> with locked_output(directory, "manifest.json"):
-    ...     os.listdir(directory)
-    ['manifest.json.lock']
     """
     lock.check_output_directory(directory)
     storage.makedirs(directory)

@@ -5,13 +5,11 @@ a worker takes its contiguous part of them (`keras_distill._src.labelling.worker
 as for arrays), the output is opened like every writer's
 (`keras_distill._src.labelling.identity`: directory rule, lock, identity), and
 the responses are written prompt by prompt into shards with token counts and
-score ranges in the manifest. `responses_identity` is the one identity of
-stored responses, for this writer and for Beam's.
+score ranges in the manifest.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -20,8 +18,8 @@ import numpy as np
 
 from keras_distill._src.labelling import arguments, responses, worker_parts
 from keras_distill._src.labelling.errors import TeacherLabelsError
-from keras_distill._src.labelling.identity import Identity, opened_output
-from keras_distill._src.labelling.manifest import Manifest, Settings
+from keras_distill._src.labelling.identity import opened_output, responses_identity
+from keras_distill._src.labelling.manifest import Manifest
 from keras_distill._src.labelling.responses import SequenceOptions
 from keras_distill._src.labelling.shards import ShardWriter
 from keras_distill._src.teachers.black_box import fingerprint_teacher
@@ -29,14 +27,7 @@ from keras_distill._src.utils import storage
 
 
 def shard_summary(records: list[dict]) -> dict:
-    """What the manifest keeps of a shard's responses: token counts and score range.
-
-    Example:
-    >>> record = {"x": np.array([3, 4, 5, 0]), "response_mask": np.array([0, 1, 1, 0.0]),
-    ...           "score": np.float32(-0.5)}
-    >>> shard_summary([record])["response_tokens"]
-    2
-    """
+    """What the manifest keeps of a shard's responses: token counts and score range."""
     response = [int(r["response_mask"].sum()) for r in records]
     prompt = [int(np.count_nonzero(r["x"])) - k for r, k in zip(records, response, strict=True)]
     scores = [float(r["score"]) for r in records]
@@ -51,14 +42,7 @@ def shard_summary(records: list[dict]) -> dict:
 
 
 def response_totals(shards: list, count: int, num_samples: int) -> dict:
-    """A complete run's prompts, token counts and score range, from its shards' summaries.
-
-    Example:
-    >>> summary = {"prompt_tokens": 4, "response_tokens": 2, "longest": 5, "score_min": 0.0,
-    ...            "score_max": 1.0, "score_sum": 1.0}
-    >>> response_totals([{"summary": summary}], 2, 1)["score_mean"]
-    0.5
-    """
+    """A complete run's prompts, token counts and score range, from its shards' summaries."""
     summaries = [shard["summary"] for shard in shards]
     return {
         "prompts": count // num_samples,
@@ -71,55 +55,6 @@ def response_totals(shards: list, count: int, num_samples: int) -> dict:
         ],
         "score_mean": sum(s["score_sum"] for s in summaries) / max(count, 1),
     }
-
-
-def prompts_fingerprint(prompts: list) -> str:
-    """A hash of the normalised prompts: the data's fingerprint.
-
-    Example:
-    >>> prompts_fingerprint([np.array([1, 2])]) == prompts_fingerprint([[1, 2]])
-    True
-    """
-    digest = hashlib.sha256()
-    for prompt in prompts:
-        digest.update(np.asarray(prompt, "int64").tobytes() + b"|")
-    return digest.hexdigest()[:16]
-
-
-def responses_identity(
-    teacher: str, prompts: list, options: SequenceOptions, shard_size: int, parts=(1, None)
-) -> Identity:
-    """The identity of stored responses (whole prompts per shard), for both writers.
-
-    Args:
-        teacher: The teacher's fingerprint (`fingerprint_teacher`).
-        prompts: Every prompt of the run, normalised (`responses.prompt_tokens`):
-            the data's fingerprint, the same for every worker's part.
-        options: The `SequenceOptions`.
-        shard_size: Examples per shard, rounded up to whole prompts.
-        parts: `(num_workers, runner)`: `runner="beam"` for the Beam writer.
-
-    Example:
-    >>> identity = responses_identity("id:t", [np.array([1, 2])], SequenceOptions(8, 4,
-    ...                               num_samples=3), 10)
-    >>> identity.settings.shard_size, identity.settings.data
-    (12, 'prompts:63948b7bc08b2254')
-    """
-    n, (num_workers, runner) = options.num_samples, parts
-    settings = Settings(
-        teacher=teacher,
-        data=f"prompts:{prompts_fingerprint(prompts)}",
-        output="sequences",
-        top_k=None,
-        shard_size=-(-shard_size // n) * n,
-        num_workers=num_workers,
-        runner=runner,
-        num_samples=n,
-        max_length=options.max_length,
-        vocabulary_size=options.vocabulary_size,
-        pad_id=options.pad_id,
-    )
-    return Identity(settings)
 
 
 def label_responses(
