@@ -18,14 +18,7 @@ def _is_int(value) -> bool:
 
 
 def positive_int(name: str, value, allow_none: bool = False) -> int | None:
-    """`value` as an `int` >= 1 (or None if allowed); else a `ValueError` naming it.
-
-    Example:
-    >>> positive_int("shard_size", 2.5)
-    Traceback (most recent call last):
-    ...
-    ValueError: `shard_size` must be an integer >= 1; received 2.5.
-    """
+    """`value` as an `int` >= 1 (or None if allowed); else a `ValueError` naming it."""
     if value is None and allow_none:
         return None
     if not _is_int(value) or value < 1:
@@ -35,28 +28,14 @@ def positive_int(name: str, value, allow_none: bool = False) -> int | None:
 
 
 def optional_int(name: str, value) -> int | None:
-    """`value` as an `int` (any sign) or None; else a `ValueError` naming it.
-
-    Example:
-    >>> optional_int("seed", "1")
-    Traceback (most recent call last):
-    ...
-    ValueError: `seed` must be an integer or None; received '1'.
-    """
+    """`value` as an `int` (any sign) or None; else a `ValueError` naming it."""
     if value is not None and not _is_int(value):
         raise ValueError(f"`{name}` must be an integer or None; received {value!r}.")
     return None if value is None else int(value)
 
 
 def flag(name: str, value) -> bool:
-    """`value` if it is a bool (or a NumPy bool); else a `ValueError` naming it.
-
-    Example:
-    >>> flag("overwrite", "no")
-    Traceback (most recent call last):
-    ...
-    ValueError: `overwrite` must be True or False; received 'no'.
-    """
+    """`value` if it is a bool (or a NumPy bool); else a `ValueError` naming it."""
     if not (isinstance(value, bool) or type(value).__name__ == "bool_"):
         raise ValueError(f"`{name}` must be True or False; received {value!r}.")
     return bool(value)
@@ -71,10 +50,6 @@ def shuffle_buffer(shuffle, num_examples: int) -> int:
 
     Raises:
         ValueError: For anything else (a string, a float, a number < 1).
-
-    Example:
-    >>> shuffle_buffer(True, 500), shuffle_buffer(64, 500), shuffle_buffer(None, 500)
-    (500, 64, 0)
     """
     if shuffle is None or shuffle is False:
         return 0
@@ -90,14 +65,7 @@ def shuffle_buffer(shuffle, num_examples: int) -> int:
 
 
 def optional_index(name: str, value) -> int | None:
-    """`value` as an `int` >= 0, or None; else a `ValueError` naming it.
-
-    Example:
-    >>> optional_index("worker_index", -1)
-    Traceback (most recent call last):
-    ...
-    ValueError: `worker_index` must be an integer >= 0 or None; received -1.
-    """
+    """`value` as an `int` >= 0, or None; else a `ValueError` naming it."""
     if value is not None and (not _is_int(value) or value < 0):
         raise ValueError(f"`{name}` must be an integer >= 0 or None; received {value!r}.")
     return None if value is None else int(value)

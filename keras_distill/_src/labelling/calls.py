@@ -49,10 +49,6 @@ def call_teacher(teacher, x: np.ndarray, kind: str, start: int, rows: int | None
 
     Warns:
         When outputs stored as logits look like probabilities.
-
-    Example:
-    >>> call_teacher(lambda b: b * 2, np.ones((2, 3), "float32"), "logits", 0)[0].shape
-    (2, 3)
     """
     outputs, confidence = _run(teacher, x, kind, rows)
     outputs = np.asarray(outputs)
@@ -80,12 +76,7 @@ def call_teacher(teacher, x: np.ndarray, kind: str, start: int, rows: int | None
 
 
 def probe_of(teacher, x: np.ndarray, kind: str) -> str:
-    """The digest of a callable teacher's outputs on the first `PROBE_EXAMPLES` examples of `x`.
-
-    Example:
-    >>> len(probe_of(lambda b: b[:, :2], np.ones((3, 4), "float32"), "logits"))
-    16
-    """
+    """The digest of a callable teacher's outputs on the first `PROBE_EXAMPLES` examples of `x`."""
     outputs, _ = call_teacher(teacher, x[:PROBE_EXAMPLES], kind, 0)
     return outputs_digest(outputs[:PROBE_EXAMPLES])
 
@@ -95,14 +86,6 @@ def record_fields(x, labels, outputs, confidence, kind, settings: Settings) -> d
 
     Raises:
         TeacherLabelsError: If `settings.top_k` is not below the number of classes.
-
-    Example:
-    >>> from keras_distill._src.objective.stored_kinds import KINDS
-    >>> settings = Settings("id:t", "arrays:ab", "logits", None, 10, 1)
-    >>> fields = record_fields(np.zeros((2, 4)), np.array([0, 1]), np.zeros((2, 3)), None,
-    ...                        KINDS["logits"], settings)
-    >>> sorted(fields)
-    ['labels', 'teacher', 'x']
     """
     if settings.top_k is not None:
         check_top_k(settings.top_k, outputs.shape[-1])
@@ -113,13 +96,7 @@ def record_fields(x, labels, outputs, confidence, kind, settings: Settings) -> d
 
 
 def teacher_facts(outputs: np.ndarray, kind, probe: bool) -> dict:
-    """The probe digest (callables) and class count (class outputs), from the first batch.
-
-    Example:
-    >>> from keras_distill._src.objective.stored_kinds import KINDS
-    >>> teacher_facts(np.zeros((2, 3)), KINDS["logits"], probe=False)
-    {'teacher_classes': 3}
-    """
+    """The probe digest (callables) and class count (class outputs), from the first batch."""
     facts = {"teacher_probe": outputs_digest(outputs[:PROBE_EXAMPLES])} if probe else {}
     if kind.classes_last:
         facts["teacher_classes"] = int(outputs.shape[-1])
@@ -127,12 +104,7 @@ def teacher_facts(outputs: np.ndarray, kind, probe: bool) -> dict:
 
 
 def output_kind(teacher, output: str | None) -> str:
-    """`output`, or the default for the teacher: probabilities for a softmax Keras model.
-
-    Example:
-    >>> output_kind(len, None)
-    'logits'
-    """
+    """`output`, or the default for the teacher: probabilities for a softmax Keras model."""
     if output is not None:
         return output
     import keras
@@ -143,12 +115,7 @@ def output_kind(teacher, output: str | None) -> str:
 
 
 def check_arguments(teacher, output, top_k, shard_size, batch_size) -> None:
-    """Refuses an unknown output kind, top-k of non-class outputs, sizes < 1, a non-callable.
-
-    Example:
-    >>> check_arguments(len, "logits", None, 10, 10) is None
-    True
-    """
+    """Refuses an unknown output kind, top-k of non-class outputs, sizes < 1, a non-callable."""
     if output not in OUTPUT_KINDS:
         raise ValueError(f"`output` must be one of {OUTPUT_KINDS}; received {output!r}.")
     if top_k is not None and output not in ("logits", "probabilities"):
@@ -162,12 +129,7 @@ def check_arguments(teacher, output, top_k, shard_size, batch_size) -> None:
 
 
 def check_top_k(k: int, classes: int) -> None:
-    """Refuses a top-k that is not between 1 and the class count minus one.
-
-    Example:
-    >>> check_top_k(2, 10) is None
-    True
-    """
+    """Refuses a top-k that is not between 1 and the class count minus one."""
     if not 0 < k < classes:
         raise TeacherLabelsError(
             f"top_k must be between 1 and {classes - 1} (the number of classes "

@@ -9,6 +9,11 @@ class TeacherLabelsError(ValueError):
     input generally catch it too.
 
     Example:
-    >>> isinstance(TeacherLabelsError("shard missing"), ValueError)
-    True
+    >>> import tempfile
+    >>> import keras_distill as kd
+    >>> try:
+    ...     kd.load_teacher_labels(tempfile.mkdtemp())
+    ... except kd.labelling.TeacherLabelsError as error:
+    ...     print(error)
+    No manifest.json in '...': not a label_with_teacher output directory.
     """

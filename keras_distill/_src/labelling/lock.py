@@ -43,11 +43,6 @@ def check_output_directory(directory: str) -> None:
 
     Raises:
         TeacherLabelsError: Naming the directory and the files found.
-
-    Example:
-    >>> import tempfile
-    >>> check_output_directory(tempfile.mkdtemp()) is None
-    True
     """
     if not storage.exists(directory):
         return
@@ -65,12 +60,7 @@ def check_output_directory(directory: str) -> None:
 
 
 def remove_outputs(directory: str, files: list[str]) -> None:
-    """Deletes the named files of a previous run (for `overwrite=True`), the manifest last.
-
-    Example:
-    >>> remove_outputs("ram://folder-doc", ["shard-00000.tfrecord"]) is None
-    True
-    """
+    """Deletes the named files of a previous run (for `overwrite=True`), the manifest last."""
     for name in files:
         storage.remove(storage.join(directory, name))
 
@@ -103,15 +93,6 @@ class OutputLock:
     Raises:
         TeacherLabelsError: On entry, if a live process holds the lock (its
             host and pid named).
-
-    Example:
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "manifest.json")
-    >>> with OutputLock(path) as lock:
-    ...     os.path.exists(lock.path)
-    True
-    >>> os.path.exists(path + ".lock")
-    False
     """
 
     def __init__(self, manifest_path: str):

@@ -27,34 +27,19 @@ SEQUENCE_KEYS = ("num_samples", "max_length", "vocabulary_size", "pad_id")
 
 
 def manifest_name(worker_index: int, num_workers: int) -> str:
-    """The manifest file of a worker's part: `manifest.json` for a single part.
-
-    Example:
-    >>> manifest_name(1, 2)
-    'manifest-part-00001-of-00002.json'
-    """
+    """The manifest file of a worker's part: `manifest.json` for a single part."""
     if num_workers == 1:
         return MANIFEST
     return f"manifest-part-{worker_index:05d}-of-{num_workers:05d}.json"
 
 
 def is_manifest_name(name: str) -> bool:
-    """Whether a file name is a manifest's: `manifest.json` or a part's.
-
-    Example:
-    >>> is_manifest_name("manifest-part-00001-of-00003.json"), is_manifest_name("notes.json")
-    (True, False)
-    """
+    """Whether a file name is a manifest's: `manifest.json` or a part's."""
     return name == MANIFEST or re.fullmatch(r"manifest-part-\d{5}-of-\d{5}\.json", name) is not None
 
 
 def shard_prefix(worker_index: int, num_workers: int) -> str:
-    """What the shard files of a worker's part begin with (`part-00001-`; nothing for one part).
-
-    Example:
-    >>> shard_prefix(1, 2) + "shard-00000.tfrecord"
-    'part-00001-shard-00000.tfrecord'
-    """
+    """What the shard files of a worker's part begin with (`part-00001-`; nothing for one part)."""
     return "" if num_workers == 1 else f"part-{worker_index:05d}-"
 
 
@@ -74,11 +59,6 @@ class Settings:
         max_length: Record length in tokens (generated responses only).
         vocabulary_size: Token ids are below it (generated responses only).
         pad_id: The padding token (generated responses only).
-
-    Example:
-    >>> settings = Settings("id:t", "arrays:ab", "logits", None, 100, 1)
-    >>> Settings.from_json(settings.to_json()) == settings
-    True
     """
 
     teacher: str
@@ -141,9 +121,15 @@ class Manifest:
             `teacher_classes`, `scored`, `response_top_k`, response totals).
 
     Example:
-    >>> manifest = Manifest(Settings("id:t", "arrays:ab", "logits", None, 100, 1))
-    >>> Manifest.from_json(manifest.to_json()).complete
-    False
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import keras_distill as kd
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = kd.label_with_teacher(lambda b: b[:, :3], np.ones((50, 4), "float32"), folder,
+    ...                           shard_size=20, verbose=0)
+    >>> manifest = kd.labelling.read_manifest(os.path.join(folder, "manifest.json"))
+    >>> manifest.complete, manifest.num_examples, len(manifest.shards)
+    (True, 50, 3)
     """
 
     settings: Settings
@@ -201,10 +187,14 @@ def read_manifest(path: str) -> Manifest:
 
     Example:
     >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), MANIFEST)
-    >>> write_manifest(path, Manifest(Settings("id:t", "arrays:ab", "logits", None, 10, 1)))
-    >>> read_manifest(path).settings.teacher
-    'id:t'
+    >>> import numpy as np
+    >>> import keras_distill as kd
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = kd.label_with_teacher(lambda b: b[:, :3], np.ones((50, 4), "float32"), folder,
+    ...                           teacher_id="first-three", verbose=0)
+    >>> manifest = kd.labelling.read_manifest(os.path.join(folder, "manifest.json"))
+    >>> manifest.settings.teacher, manifest.settings.output, manifest.facts["teacher_classes"]
+    ('id:first-three', 'logits', 3)
     """
     try:
         content = json.loads(storage.read_text(path))
@@ -214,15 +204,7 @@ def read_manifest(path: str) -> Manifest:
 
 
 def write_manifest(path: str, manifest: Manifest) -> None:
-    """Writes a manifest atomically (a temporary file renamed over it).
-
-    Example:
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), MANIFEST)
-    >>> write_manifest(path, Manifest(Settings("id:t", "arrays:ab", "logits", None, 10, 1)))
-    >>> os.path.exists(path)
-    True
-    """
+    """Writes a manifest atomically (a temporary file renamed over it)."""
     storage.write_atomically({path: json.dumps(manifest.to_json(), indent=1, sort_keys=True)})
 
 
@@ -281,12 +263,7 @@ def _shard_problems(shards) -> list:
 
 
 def settings_problems(settings) -> list:
-    """What is wrong with a manifest's `"settings"` object, one sentence per field.
-
-    Example:
-    >>> settings_problems({"output": "logits", "num_workers": 1, "shard_size": 0})
-    ["settings['shard_size'] must be a positive integer; found 0", ...]
-    """
+    """What is wrong with a manifest's `"settings"` object, one sentence per field."""
     if not isinstance(settings, dict):
         return [f"'settings' must be an object; found {settings!r}"]
     problems = []
@@ -333,12 +310,6 @@ def validate_manifest(manifest, where: str = "the manifest") -> None:
 
     Raises:
         TeacherLabelsError: Naming every field that is missing or wrong, with its value.
-
-    Example:
-    >>> validate_manifest({"format": FORMAT, "settings": {}, "shards": "none"})
-    Traceback (most recent call last):
-    ...
-    keras_distill._src.labelling.errors.TeacherLabelsError: the manifest is malformed: ...
     """
     if not isinstance(manifest, dict):
         kind = type(manifest).__name__

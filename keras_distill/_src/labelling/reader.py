@@ -152,16 +152,6 @@ def combined_facts(manifests: list) -> dict:
 
     The selection of responses (`best_of_n`, `score_weighting`) reads the
     run's example count, score range and mean: of every part, not the first.
-
-    Example:
-    >>> from keras_distill._src.labelling.manifest import Manifest, Settings
-    >>> settings = Settings("id:t", "prompts:ab", "sequences", None, 10, 2)
-    >>> parts = [Manifest(settings, i, num_examples=n, facts={"scored": True,
-    ...          "score_range": [lo, hi], "score_mean": m}) for i, n, lo, hi, m in
-    ...          [(0, 2, -1.0, 0.0, -0.5), (1, 6, -3.0, -1.0, -2.0)]]
-    >>> facts = combined_facts(parts)
-    >>> facts["num_examples"], facts["score_range"], facts["score_mean"]
-    (8, [-3.0, 0.0], -1.625)
     """
     first = manifests[0].to_json()
     if len(manifests) == 1 or "score_range" not in first:
@@ -221,13 +211,6 @@ def record_parser(features: dict, kind: StoredKind, constants: dict | None = Non
 
     Returns:
         `parse(serialized) -> (x, targets)`, for `tf.data.Dataset.map`.
-
-    Example:
-    >>> features = {"x": {"dtype": "float32", "shape": [2]},
-    ...             "teacher": {"dtype": "float32", "shape": [3]}}
-    >>> parse = record_parser(features, KINDS["logits"])
-    >>> callable(parse)
-    True
     """
     import tensorflow as tf
 
@@ -269,11 +252,6 @@ def score_weights(weighting, manifest: dict) -> Callable:
 
     Raises:
         ValueError: For an unknown weighting, or a weighting of unscored responses.
-
-    Example:
-    >>> manifest = {"scored": True, "score_range": [-2.0, 0.0], "score_mean": -1.0}
-    >>> float(score_weights("linear", manifest)(-0.5, [-0.5]))
-    0.75
     """
     from keras import ops
 
@@ -306,10 +284,6 @@ def check_selection(manifest: dict, score_weighting, best_of_n: bool) -> Callabl
     Raises:
         ValueError: For score weighting or best-of-n of outputs that are not
             generated responses, or of unscored responses.
-
-    Example:
-    >>> check_selection({"settings": {"output": "logits"}}, None, False) is None
-    True
     """
     output = manifest["settings"]["output"]
     if output != "sequences" and (score_weighting is not None or best_of_n):
@@ -326,12 +300,7 @@ def check_selection(manifest: dict, score_weighting, best_of_n: bool) -> Callabl
 
 
 def best_of_each_prompt(records, manifest: dict):
-    """The serialized records of each prompt's best-scored response (rank 0).
-
-    Example:
-    >>> callable(best_of_each_prompt)
-    True
-    """
+    """The serialized records of each prompt's best-scored response (rank 0)."""
     import tensorflow as tf
 
     spec = {"rank": tf.io.FixedLenFeature([], tf.string)}
@@ -355,12 +324,6 @@ def with_weights(weights: Callable | None) -> Callable:
     dropped once used, so that datasets of responses with the same
     `max_length` concatenate, whatever their `num_samples` (e.g. labelled
     answers and a teacher's samples).
-
-    Example:
-    >>> x, t = with_weights(lambda s, g: 2 * s)(0, {"teacher_score": 1.5,
-    ...                                            "teacher_group_scores": [1.5]})
-    >>> sorted(t), float(t["teacher_weight"])
-    (['teacher_score', 'teacher_weight'], 3.0)
     """
     import tensorflow as tf
     from keras import ops

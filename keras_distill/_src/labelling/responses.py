@@ -48,8 +48,14 @@ class SequenceOptions:
         ValueError: For sizes < 1 or a pad id outside the vocabulary.
 
     Example:
-    >>> SequenceOptions(vocabulary_size=14, max_length=12).num_samples
-    1
+    >>> import tempfile
+    >>> import keras_distill as kd
+    >>> options = kd.labelling.SequenceOptions(vocabulary_size=8, max_length=6, num_samples=2)
+    >>> reverse = lambda prompts: [list(prompt)[::-1] for prompt in prompts]
+    >>> manifest = kd.labelling.label_responses(
+    ...     reverse, [[1, 2], [3, 4, 5]], tempfile.mkdtemp(), options=options, verbose=0)
+    >>> manifest["num_examples"]  # two responses per prompt
+    4
     """
 
     vocabulary_size: int | None = None
@@ -76,12 +82,7 @@ class SequenceOptions:
 
 
 class Sample(NamedTuple):
-    """One checked response: its tokens, score, and optional top-k `(log-probs, indices)`.
-
-    Example:
-    >>> Sample(np.array([3, 13]), -0.5, None).score
-    -0.5
-    """
+    """One checked response: its tokens, score, and optional top-k `(log-probs, indices)`."""
 
     response: np.ndarray
     score: float
@@ -124,10 +125,6 @@ def normalized_prompt(prompt, index: int, options: SequenceOptions) -> np.ndarra
     Raises:
         TeacherLabelsError: If the prompt is empty (or all padding), or its
             tokens are not integers.
-
-    Example:
-    >>> normalized_prompt([3, 4, 0, 0], 0, SequenceOptions(14, 8)).tolist()
-    [3, 4]
     """
     tokens = _tokens(prompt, options, padded=False)
     if len(tokens) and not np.issubdtype(tokens.dtype, np.integer):
@@ -146,13 +143,7 @@ def normalized_prompt(prompt, index: int, options: SequenceOptions) -> np.ndarra
 
 
 def prompt_tokens(prompts, options: SequenceOptions) -> list[np.ndarray]:
-    """The prompts as token arrays (`normalized_prompt`): from a padded array, lists, or strings.
-
-    Example:
-    >>> [p.tolist() for p in prompt_tokens(np.array([[3, 4, 0], [5, 0, 0]]),
-    ...                                    SequenceOptions(14, 8))]
-    [[3, 4], [5]]
-    """
+    """The prompts as token arrays (`normalized_prompt`): from a padded array, lists, or strings."""
     rows = [normalized_prompt(row, i, options) for i, row in enumerate(prompts)]
     if not rows:
         raise TeacherLabelsError("There are no prompts to label; nothing was written.")
@@ -258,12 +249,6 @@ def response_records(prompts: list, samples: list, first: int, options: Sequence
 
     Returns:
         `{field: array with one row per record}`, prompt-major.
-
-    Example:
-    >>> fields = response_records([np.array([1, 2])], [[Sample(np.array([3]), 0.0, None)]], 0,
-    ...                           SequenceOptions(8, 4))
-    >>> fields["x"].tolist(), fields["response_mask"].tolist()
-    ([[1, 2, 3, 0]], [[0.0, 1.0, 0.0, 0.0]])
     """
     n, length = options.num_samples, options.max_length
     count = len(prompts) * n
@@ -326,12 +311,6 @@ def sample_batch(generate, batch: list, raw: list, indices: list, options: Seque
 
     Raises:
         TeacherLabelsError: Naming the prompt, for any response that fails a check.
-
-    Example:
-    >>> samples, scored = sample_batch(lambda b: [[5]] * len(b), [np.array([1])], [[1]], [0],
-    ...                                SequenceOptions(8, 4))
-    >>> samples[0][0].response.tolist(), scored
-    ([5], False)
     """
     per_prompt = [[] for _ in batch]
     where, name = f"prompts {indices[0]}-{indices[-1]}", teacher_name(generate)
@@ -356,14 +335,7 @@ def sample_batch(generate, batch: list, raw: list, indices: list, options: Seque
 
 
 def check_same_top_k(manifest: dict, sample: Sample, start: int) -> None:
-    """Records the top-k size of the run's responses; refuses a batch with another.
-
-    Example:
-    >>> manifest = {}
-    >>> check_same_top_k(manifest, Sample(np.array([1]), 0.0, None), 0)
-    >>> manifest
-    {'response_top_k': None}
-    """
+    """Records the top-k size of the run's responses; refuses a batch with another."""
     k = None if sample.top_k is None else int(sample.top_k[0].shape[-1])
     if manifest.setdefault("response_top_k", k) != k:
         raise TeacherLabelsError(

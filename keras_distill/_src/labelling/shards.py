@@ -27,12 +27,7 @@ from keras_distill._src.utils import storage
 
 
 def features_of(record: dict) -> dict:
-    """The manifest's `"features"`: each record field's dtype and shape.
-
-    Example:
-    >>> features_of({"x": np.zeros(3, "float32")})
-    {'x': {'dtype': 'float32', 'shape': [3]}}
-    """
+    """The manifest's `"features"`: each record field's dtype and shape."""
     return {
         name: {"dtype": str(value.dtype), "shape": list(value.shape)}
         for name, value in record.items()
@@ -44,10 +39,6 @@ def data_digest(examples) -> str:
 
     The same whether computed from the records as they are written or from the
     data again when a run resumes, so a resume over other data is noticed.
-
-    Example:
-    >>> data_digest([{"x": np.zeros(2)}]) == data_digest([{"x": np.zeros(2)}])
-    True
     """
     digest = hashlib.sha256()
     for example in examples:
@@ -64,13 +55,6 @@ def write_shard(path: str, records: list[dict]) -> dict:
 
     The bytes depend only on the records (deterministic serialization), so
     any process that writes the same records writes the same file.
-
-    Example:
-    >>> import os, tempfile
-    >>> entry = write_shard(os.path.join(tempfile.mkdtemp(), "shard-00000.tfrecord"),
-    ...                     [{"x": np.zeros(2, "float32")}])
-    >>> entry["file"], entry["examples"]
-    ('shard-00000.tfrecord', 1)
     """
     _write_records(path, records)
     return {
@@ -104,15 +88,6 @@ class ShardWriter:
         manifest: The part's `Manifest`: a fresh one, or a resumed run's.
         summarize: Optional `summarize(records) -> dict`, kept in each shard's
             manifest entry as `"summary"` (e.g. token counts of responses).
-
-    Example:
-    >>> import tempfile
-    >>> from keras_distill._src.labelling.manifest import Settings
-    >>> settings = Settings("id:t", "arrays:ab", "logits", None, shard_size=2, num_workers=1)
-    >>> writer = ShardWriter(tempfile.mkdtemp(), Manifest(settings))
-    >>> writer.add({"x": np.zeros((3, 4), "float32")})
-    >>> writer.finish(3).num_examples, len(writer.manifest.shards)
-    (3, 2)
     """
 
     def __init__(self, directory: str, manifest: Manifest, summarize=None):
@@ -159,18 +134,7 @@ class ShardWriter:
 
 
 def write_complete_manifest(directory: str, path: str, manifest: Manifest, count: int) -> Manifest:
-    """Marks a manifest whose shards are all written complete, and writes it to `path`.
-
-    Example:
-    >>> import os, tempfile
-    >>> from keras_distill._src.labelling.manifest import Settings
-    >>> folder = tempfile.mkdtemp()
-    >>> entry = write_shard(os.path.join(folder, "shard-00000.tfrecord"),
-    ...                     [{"x": np.zeros(2, "float32")}])
-    >>> manifest = Manifest(Settings("id:t", "arrays:ab", "logits", None, 10, 1), shards=[entry])
-    >>> write_complete_manifest(folder, os.path.join(folder, MANIFEST), manifest, 1).complete
-    True
-    """
+    """Marks a manifest whose shards are all written complete, and writes it to `path`."""
     stored = sum(storage.size(storage.join(directory, s["file"])) for s in manifest.shards)
     manifest.complete, manifest.num_examples = True, count
     manifest.bytes_per_example = round(stored / max(count, 1), 1)
@@ -258,13 +222,6 @@ def read_manifests(directory: str, allow_incomplete: bool, verify: bool) -> list
     Raises:
         TeacherLabelsError: If a manifest is missing, malformed or incomplete, or a
             shard is missing or corrupt.
-
-    Example:
-    >>> import tempfile
-    >>> read_manifests(tempfile.mkdtemp(), False, True)
-    Traceback (most recent call last):
-    ...
-    keras_distill._src.labelling.errors.TeacherLabelsError: No manifest.json in ...
     """
     names = storage.listdir(directory) if storage.isdir(directory) else []
     parts = [n for n in names if n.startswith("manifest-part-") and n.endswith(".json")]

@@ -25,12 +25,6 @@ def labelled_arrays(data) -> tuple[np.ndarray, np.ndarray | None]:
 
     Raises:
         TeacherLabelsError: If the labels are not one per input.
-
-    Example:
-    >>> labelled_arrays((np.zeros((3, 2)), np.zeros(4)))
-    Traceback (most recent call last):
-    ...
-    keras_distill._src.labelling.errors.TeacherLabelsError: The inputs have 3 examples but ...
     """
     x, y = inputs.unpack(data)
     if x.ndim == 0:
@@ -45,12 +39,7 @@ def labelled_arrays(data) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def worker_part(worker_index: int | None, num_workers: int | None) -> tuple[int, int]:
-    """(index, count) from the arguments, else from TF_CONFIG, else (0, 1).
-
-    Example:
-    >>> worker_part(1, 2)
-    (1, 2)
-    """
+    """(index, count) from the arguments, else from TF_CONFIG, else (0, 1)."""
     worker_index = arguments.optional_index("worker_index", worker_index)
     num_workers = arguments.positive_int("num_workers", num_workers, allow_none=True)
     if worker_index is None and num_workers is None and os.environ.get("TF_CONFIG"):
@@ -72,12 +61,7 @@ def worker_part(worker_index: int | None, num_workers: int | None) -> tuple[int,
 
 
 class Plan(NamedTuple):
-    """A worker's part of the data.
-
-    Example:
-    >>> Plan(None, "dataset:...", None, 0, 1).total is None
-    True
-    """
+    """A worker's part of the data."""
 
     arrays: tuple | None  # this worker's (x, y) for array data, None for a dataset
     data_id: str
@@ -87,12 +71,7 @@ class Plan(NamedTuple):
 
 
 def plan(data, worker_index: int, num_workers: int) -> Plan:
-    """This worker's part of the data and the data's fingerprint.
-
-    Example:
-    >>> plan(np.zeros((10, 2)), 1, 2).total
-    5
-    """
+    """This worker's part of the data and the data's fingerprint."""
     import tensorflow as tf
 
     if isinstance(data, tf.data.Dataset):
@@ -105,12 +84,7 @@ def plan(data, worker_index: int, num_workers: int) -> Plan:
 
 
 def part_range(size: int, worker_index: int, num_workers: int) -> range:
-    """The indices of a worker's contiguous part of `size` examples or prompts.
-
-    Example:
-    >>> part_range(10, 1, 3)
-    range(3, 6)
-    """
+    """The indices of a worker's contiguous part of `size` examples or prompts."""
     return range(size * worker_index // num_workers, size * (worker_index + 1) // num_workers)
 
 
@@ -122,12 +96,7 @@ def _dataset_examples(data, part: Plan):
 
 
 def batches(data, part: Plan, done: int, batch_size: int):
-    """Batches of this worker's examples, from example `done` on.
-
-    Example:
-    >>> [len(b[0]) for b in batches(None, plan(np.zeros((5, 2)), 0, 1), 1, 3)]
-    [3, 1]
-    """
+    """Batches of this worker's examples, from example `done` on."""
     if part.arrays is None:
         return _dataset_examples(data, part).skip(done).batch(batch_size).as_numpy_iterator()
     x_all, y_all = part.arrays
@@ -138,12 +107,7 @@ def batches(data, part: Plan, done: int, batch_size: int):
 
 
 def check_resumed_data(data, part: Plan, manifest, label_dtype: str, directory: str) -> None:
-    """Refuses to resume over a dataset whose first examples are not the ones labelled.
-
-    Example:
-    >>> callable(check_resumed_data)
-    True
-    """
+    """Refuses to resume over a dataset whose first examples are not the ones labelled."""
     stream = _dataset_examples(data, part).take(manifest.done).as_numpy_iterator()
     for index, shard in enumerate(manifest.shards):
         records = []
