@@ -219,10 +219,11 @@ def test_09_on_policy_distillation(tmp_path):
 def test_10_budget_in_firmware_out(tmp_path):
     notebook = execute(TUTORIALS[9], tmp_path)
     text = outputs(notebook)
-    assert "teacher: 13,706 parameters, test accuracy" in text
-    budget = r"Budget: flash 32,768 B, RAM 8,192 B \(3% of arduino_nano_33_ble_sense\)\. "
+    teacher = re.search(r"teacher: ([\d,]+) parameters, test accuracy", text)
+    assert teacher and int(teacher[1].replace(",", "")) > 50_000, "teacher line"
+    budget = r"Budget: flash 16,384 B, RAM 4,096 B \(1\.56% of arduino_nano_33_ble_sense\)\. "
     counts = re.search(budget + r"(\d+) trials, (\d+) feasible", text)
-    assert counts and int(counts[1]) == 3 and int(counts[2]) >= 1, "budget line: " + str(counts)
+    assert counts and int(counts[1]) == 3, "budget line: " + str(counts)
     rows = re.findall(
         r"trial \d+: +([\d,]+) B flash, distilled ([\d.]+)%, scratch ([\d.]+)%, "
         r"gain ([+-][\d.]+) points",
@@ -230,10 +231,10 @@ def test_10_budget_in_firmware_out(tmp_path):
     )
     assert rows, "no front candidate against its scratch twin"
     for flash, distilled, scratch, gain in rows:
-        assert int(flash.replace(",", "")) <= 32_768
+        assert int(flash.replace(",", "")) <= 16_384
         assert float(gain) == pytest.approx(float(distilled) - float(scratch), abs=0.15)
     assert "mnist1d_student_model_data.h" in text
-    assert re.search(r"\| budget \| flash [\d.]+% of 32,768 B, RAM [\d.]+% of 8,192 B \|", text)
+    assert re.search(r"\| budget \| flash [\d.]+% of 16,384 B, RAM [\d.]+% of 4,096 B \|", text)
     assert re.search(r"\| validation examples \| 1,?000 \|", text)  # the test signals
     tested = re.search(r"searched student ([\d.]+)% \([\d,]+ parameters, int8 in TFLM\)", text)
     summary = re.search(r"\| accuracy, TFLM int8 \| ([\d.]+)% \|", text)

@@ -180,7 +180,7 @@ class Budget:
             for key, (label, value) in limits.items()
         }
         if self.board:
-            share = f"{self.model_share:.0%} of {self.board}"
+            share = f"{100 * self.model_share:.3g}% of {self.board}"  # 1/64: 1.56%
             if len(self.given) == 1:
                 sources = {
                     key: f"from {key}_bytes=" if key in self.given else share for key in limits
