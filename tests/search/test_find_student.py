@@ -16,6 +16,9 @@ from keras_distill._src.search import storage as storage_lib
 from keras_distill._src.search.budget import Budget, estimate_latency
 from keras_distill._src.search.preflight import preflight
 
+# The module's fixtures run once: its tests share one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("find_student")
+
 BUDGET = dict(flash_bytes=12_000, ram_bytes=6_000)
 
 

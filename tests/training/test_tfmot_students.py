@@ -11,6 +11,9 @@ import pytest
 
 from keras_distill._src.training import tfmot
 
+# The module's fixtures run once: its tests share one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("tfmot_students")
+
 LEGACY = textwrap.dedent(
     """
     import json, os, sys, tempfile
