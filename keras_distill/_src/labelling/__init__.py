@@ -1,6 +1,6 @@
 """Stored teacher outputs: labelling data once with a teacher, and training from the labels.
 
-`label_with_teacher` (and `keras_distill._src.labelling.beam` on Apache Beam)
+`label_with_teacher` (and `kd.labelling.beam` on Apache Beam)
 write TFRecord shards and a manifest (`keras_distill._src.labelling.manifest`);
 `load_teacher_labels` reads them back as a `tf.data.Dataset` for
 `Distiller(teacher=None, ...)`. Every problem with stored outputs is a

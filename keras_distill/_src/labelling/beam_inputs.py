@@ -1,4 +1,4 @@
-"""What `keras_distill._src.labelling.beam.label` labels, and how its workers read it.
+"""What `kd.labelling.beam.label` labels, and how its workers read it.
 
 `label` accepts NumPy arrays (`x` or `(x, y)`), a `tf.data.Dataset` of
 batches `x` or `(x, y)` (as `fit` and `label_with_teacher` take it), and
@@ -44,7 +44,7 @@ STAGING_PREFIX = ".staging-"  # + 32 hex digits: the name `lock.OURS` accepts
 
 @dataclasses.dataclass(frozen=True)
 class TFRecordInputs:
-    """TFRecord files of examples to label: `beam.label(teacher, TFRecordInputs(...), path)`.
+    """TFRecord files of examples for `kd.labelling.beam.label` to label.
 
     Attributes:
         pattern: A file pattern readable through `tf.io.gfile` (`"gs://b/train-*.tfrecord"`);

@@ -1,6 +1,6 @@
 """Calling a teacher for stored outputs: its output kind, its checked outputs, the record fields.
 
-Shared by both writers (`label_with_teacher` and `keras_distill._src.labelling.beam`):
+Shared by both writers (`label_with_teacher` and `kd.labelling.beam`):
 `call_teacher` runs a Keras model or a callable on a batch and checks what it
 returns; `record_fields` turns a batch into the fields of its records.
 """

@@ -4,9 +4,9 @@
 class TeacherLabelsError(ValueError):
     """Stored teacher outputs are missing, corrupt, inconsistent or invalid.
 
-    Raised by every writer (`label_with_teacher`, `keras_distill._src.labelling.beam`)
-    and by `load_teacher_labels`; a `ValueError`, so callers that catch bad
-    input generally catch it too.
+    Raised by every writer (`kd.label_with_teacher`, `kd.labelling.label_responses`,
+    `kd.labelling.beam`) and by `kd.load_teacher_labels`; a `ValueError`, so
+    callers that catch bad input generally catch it too.
 
     Example:
     >>> import tempfile

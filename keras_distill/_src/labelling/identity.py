@@ -1,7 +1,7 @@
 """One mechanism for every writer's entry: the directory rule, the lock, the identity check.
 
 Every writer (`label_with_teacher` for arrays, datasets and generated
-responses, and `keras_distill._src.labelling.beam`) opens its output with
+responses, and `kd.labelling.beam`) opens its output with
 `opened_output`: the directory must be one a writer may use
 (`lock.check_output_directory`), the output is locked for this process
 (`lock.OutputLock`), and a manifest already there must record the same

@@ -1,6 +1,6 @@
 """Stored teacher outputs read back for training: `load_teacher_labels`.
 
-The directories `label_with_teacher` (or `keras_distill._src.labelling.beam`) writes are
+The directories `label_with_teacher` (or `kd.labelling.beam`) writes are
 checked against their manifests (`keras_distill._src.labelling.shards`), parsed a batch of
 records at a time with the stored kind's entry in `keras_distill._src.objective.stored_kinds`,
 kept in memory as tensors when they fit (an epoch then costs a shuffle and a

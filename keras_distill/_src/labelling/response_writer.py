@@ -117,14 +117,15 @@ def label_responses(
 
     Example:
     >>> import tempfile
-    >>> from keras_distill._src.labelling.reader import load_teacher_labels
+    >>> import keras_distill as kd
     >>> reverse = lambda batch: [list(prompt)[::-1] for prompt in batch]
     >>> folder = tempfile.mkdtemp()
-    >>> manifest = label_responses(reverse, [[1, 2, 3], [4, 5]], folder, teacher_id="reverse",
-    ...     options=SequenceOptions(vocabulary_size=8, max_length=8), verbose=0)
+    >>> options = kd.labelling.SequenceOptions(vocabulary_size=8, max_length=8)
+    >>> manifest = kd.labelling.label_responses(reverse, [[1, 2, 3], [4, 5]], folder,
+    ...                                         teacher_id="reverse", options=options, verbose=0)
     >>> manifest["num_examples"], manifest["response_tokens"]
     (2, 5)
-    >>> x, targets = next(iter(load_teacher_labels(folder, batch_size=2)))
+    >>> x, targets = next(iter(kd.load_teacher_labels(folder, batch_size=2)))
     >>> x.numpy()[0].tolist(), targets["teacher_response_mask"].numpy()[0].tolist()
     ([1, 2, 3, 3, 2, 1, 0, 0], [0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
     """

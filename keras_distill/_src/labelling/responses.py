@@ -8,7 +8,7 @@ response (several per prompt with `num_samples`) as one record of the prompt
 and response tokens, a mask of the response tokens, and a score (the
 teacher's own, e.g. its log-probability, or a grader's). The records use the
 same shards, manifest, checksums and resumption as every stored output; the
-Beam path (`keras_distill._src.labelling.beam`) writes them with the same functions.
+Beam path (`kd.labelling.beam`) writes them with the same functions.
 
 `load_teacher_labels(path, score_weighting=..., best_of_n=...)`
 (`keras_distill._src.labelling.reader`) reads them back for `Distiller(teacher=None,
@@ -112,7 +112,7 @@ def normalized_prompt(prompt, index: int, options: SequenceOptions) -> np.ndarra
     """One prompt as integer token ids without trailing padding; refuses an empty one.
 
     The one prompt normalisation of both writers (`label_with_teacher` and
-    `keras_distill._src.labelling.beam`), so that they store the same records: a
+    `kd.labelling.beam`), so that they store the same records: a
     prompt's trailing `pad_id` tokens are padding (of a padded array, or of a
     list), and the response follows the last real token.
 

@@ -1,7 +1,7 @@
 """The examples a writer labels: checked arrays, a worker's part, batches, resumed data.
 
 `labelled_arrays` is the one input check of both writers (`label_with_teacher`
-and `keras_distill._src.labelling.beam.label`); `plan` and `batches` give a worker
+and `kd.labelling.beam.label`); `plan` and `batches` give a worker
 its part of arrays or of a `tf.data.Dataset`; `check_resumed_data` refuses to
 resume over another dataset.
 """

@@ -78,7 +78,8 @@ def label_with_teacher(
             `gs://...`; `s3://`, `hdfs://` with `tensorflow-io`).
         top_k: Store only the `top_k` largest logits/probabilities per
             position and their class indices, plus the log-sum-exp of the rest
-            (see `keras_distill._src.losses.top_k_logits`).
+            (the losses then compare teacher and student on those `k` classes
+            and one bucket for all the others).
         batch_size: Examples per teacher call (for array data).
         output: `"logits"`, `"probabilities"`, `"scores"` (regression targets
             or ratings) or `"labels"` (class ids). By default `"logits"`, or

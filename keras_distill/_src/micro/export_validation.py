@@ -85,7 +85,7 @@ def check_on_target(name, info, model_bytes, arenas, data, target, tflm_dir, mar
         arenas: `(measured, recommended)` arena bytes in the Python interpreter.
         data: Inputs to run (`x`, `(x, y)` or a dataset); at most
             `TARGET_EXAMPLES` are used.
-        target: A key of `keras_distill._src.micro.firmware.TARGETS`.
+        target: A key of `kd.micro.TARGETS`.
         tflm_dir: The TFLite Micro tree.
         margin: Fraction added to the target's arena for the recommendation.
 

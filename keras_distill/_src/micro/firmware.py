@@ -278,14 +278,14 @@ def build(
 ) -> Firmware:
     """Builds an exported model into a TFLite Micro application for a target.
 
-    Writes a `main.cc` (`codegen.application_source`) beside copies of the
-    export's `<name>_model_data.cc/.h`, and builds TFLite Micro and the
-    application with TFLM's own Makefile, for the host or an Arm Cortex-M core
-    (`TARGET=cortex_m_qemu`, Debian's `arm-none-eabi` toolchain). The TFLM
-    tree is only read; the library and applications are built in a cache
-    folder (`cache_dir`, `$KERAS_DISTILL_CACHE_DIR` or
-    `~/.cache/keras-distill`) and reused: the library takes about 3 minutes
-    per target on 2 cores the first time, an application seconds.
+    Writes a `main.cc` (which runs the model on a file of inputs) beside
+    copies of the export's `<name>_model_data.cc/.h`, and builds TFLite Micro
+    and the application with TFLM's own Makefile, for the host or an Arm
+    Cortex-M core (`TARGET=cortex_m_qemu`, Debian's `arm-none-eabi`
+    toolchain). The TFLM tree is only read; the library and applications are
+    built in a cache folder (`cache_dir`, `$KERAS_DISTILL_CACHE_DIR` or
+    `~/.cache/keras-distill`) and reused: the library, the slow part, is
+    built once per target.
 
     Args:
         export: A `MicroExport` or the folder an export wrote.
@@ -298,7 +298,7 @@ def build(
         verbose: 1 says when the library is built for the first time.
 
     Returns:
-        A `Firmware` for `keras_distill._src.micro.run_on_target`.
+        A `Firmware` for `kd.micro.run_on_target`.
 
     Raises:
         FirmwareError: For an unknown target, a missing toolchain or TFLM
@@ -306,10 +306,12 @@ def build(
             the end of the build log).
 
     Example:
-    >>> build("model_export", target="esp8266")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    keras_distill._src.micro.firmware.FirmwareError: Unknown target 'esp8266'; ...
+    >>> import keras_distill as kd
+    >>> try:
+    ...     kd.micro.build("model_export", target="esp8266")
+    ... except kd.micro.FirmwareError as error:
+    ...     print(error)
+    Unknown target 'esp8266'; choose one of ['cortex-m3', 'cortex-m4', 'host'].
     """
     if target not in TARGETS:
         raise FirmwareError(f"Unknown target {target!r}; choose one of {sorted(TARGETS)}.")

@@ -99,14 +99,16 @@ def inspect_model(model_bytes: bytes) -> ModelInfo:
         MicroExportError: If the bytes are not a TFLite flatbuffer.
 
     Example:
-    >>> import keras
-    >>> from keras_distill._src.micro.convert import to_int8_tflite
+    >>> import keras, tempfile
+    >>> import keras_distill as kd
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> inspect_model(to_int8_tflite(model, np.random.rand(8, 4))).ops
+    >>> x = np.random.rand(8, 4).astype("float32")
+    >>> exported = kd.micro.export(model, x, tempfile.mkdtemp())
+    >>> kd.micro.inspect_model(exported.tflite_path.read_bytes()).ops
     ('FULLY_CONNECTED',)
     """
     from tflite_micro.python.tflite_micro import runtime
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+    from tflite_micro.tensorflow.lite.micro.python.schema_py_generated import TensorType
 
     if len(model_bytes) < 8 or model_bytes[4:8] != b"TFL3":
         raise MicroExportError(
@@ -116,7 +118,7 @@ def inspect_model(model_bytes: bytes) -> ModelInfo:
     model = runtime.convert_bytearray_to_object(bytearray(model_bytes))
     op_tensors = _op_tensors(model)
     main = model.subgraphs[0]
-    types = {value: name.lower() for name, value in vars(schema.TensorType).items()}
+    types = {value: name.lower() for name, value in vars(TensorType).items()}
 
     def tensor_info(index):
         tensor = main.tensors[index]
@@ -165,9 +167,9 @@ def _op_tensors(model) -> dict:
 def _operators(model):
     """`(op name, subgraph, operator)` of every operator, in order (custom ops as `CUSTOM:x`)."""
     from tflite_micro.python.tflite_micro import runtime
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+    from tflite_micro.tensorflow.lite.micro.python.schema_py_generated import BuiltinOperator
 
-    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if name.isupper()}
+    names = {value: name for name, value in vars(BuiltinOperator).items() if name.isupper()}
     for subgraph in model.subgraphs:
         for operator in subgraph.operators if subgraph.operators is not None else []:
             code = model.operatorCodes[operator.opcodeIndex]

@@ -1,4 +1,4 @@
-"""`MicroExport`: what `keras_distill._src.micro.export` wrote and measured, and its summary.
+"""`MicroExport`: what `kd.micro.export` wrote and measured, and its summary.
 
 The measurements that travel from the export steps into the result are typed
 records: `ValidationResult` (TFLM int8 against the Keras float model) and
@@ -62,7 +62,7 @@ class TargetCheck(_ReadableByKey):
     """What `export(..., verify_on=target)` measured on the application built for a target.
 
     Attributes:
-        target: The target (`keras_distill._src.micro.firmware.TARGETS`).
+        target: The target (a key of `kd.micro.TARGETS`).
         examples: Examples whose outputs were bit-identical to the Python interpreter's.
         arena_minimum_bytes: Smallest arena that ran on the target.
         arena_used_bytes: Arena bytes TFLM reported as used there.
@@ -107,8 +107,9 @@ class MicroExport:
             (its `recommended_arena_bytes` is then also the one above and in
             the header).
         quantization_errors: `None`, or the int8 error of every quantized
-            tensor (`keras_distill._src.micro.drift.LayerError`, worst first), when
-            the agreement fell below the threshold or it was asked for.
+            tensor (layer, op, RMSE in quantization steps, largest absolute
+            error and scale; worst first), when the agreement fell below the
+            threshold or it was asked for.
         kind: What the exported model computes in, read from its tensor types
             (`kd.micro.ModelInfo.kind`: `"int8"` for every export that
             succeeds), or `None` where unknown; the summary's labels say it.

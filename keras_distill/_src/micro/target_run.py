@@ -176,7 +176,7 @@ def run_on_target(
     executed per inference.
 
     Args:
-        firmware: What `keras_distill._src.micro.build` returned.
+        firmware: What `kd.micro.build` returned.
         x: Float inputs, shape `(n, *input_shape)` (or one example).
         timeout: Seconds before the run is stopped.
         arena_bytes: Use only this much of the built arena (no rebuild).
@@ -192,14 +192,17 @@ def run_on_target(
             timeout, a crash, or an arena too small on the target.
 
     Example:
-    >>> import pathlib
-    >>> from keras_distill._src.micro.model_info import TensorInfo
-    >>> firmware = Firmware("m", "host", pathlib.Path("m"), 4096,
-    ...                     (TensorInfo((1, 4), "int8", 0.1, 0),), (), pathlib.Path("."))
-    >>> run_on_target(firmware, np.zeros((2, 3)))  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    keras_distill._src.micro.firmware.FirmwareError: Inputs of shape (2, 3); 'm' takes a batch ...
+    >>> import keras, pathlib, tempfile
+    >>> import keras_distill as kd
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> exported = kd.micro.export(model, np.random.rand(8, 4), tempfile.mkdtemp())
+    >>> firmware = kd.micro.Firmware("model", "host", pathlib.Path("model"), 4096,
+    ...                              exported.inputs, exported.outputs, pathlib.Path("."))
+    >>> try:
+    ...     kd.micro.run_on_target(firmware, np.zeros((2, 3)))
+    ... except kd.micro.FirmwareError as error:
+    ...     print(error)
+    Inputs of shape (2, 3); 'model' takes a batch of examples of shape (4,).
     """
     run = _parse(firmware, *_run(firmware, x, timeout, arena_bytes or 0))
     if not measure_arena:
@@ -286,14 +289,13 @@ def verify_on_target(
         model_bytes: The `.tflite` flatbuffer.
         x: Float inputs.
         expected: The Python TFLM interpreter's raw outputs on `x`.
-        target: A key of `keras_distill._src.micro.firmware.TARGETS`.
-        tflm_dir: The TFLite Micro tree (see `keras_distill._src.micro.build`).
+        target: A key of `kd.micro.TARGETS`.
+        tflm_dir: The TFLite Micro tree (see `kd.micro.build`).
         arena_margin: Fraction added to the target's arena for the recommendation.
         cache_dir: Build cache (see `build`).
 
     Returns:
-        A `keras_distill._src.micro.result.TargetCheck` (median instructions per
-        inference, or None on the host).
+        A `TargetCheck` (median instructions per inference, or None on the host).
 
     Raises:
         FirmwareError: If the outputs differ, or as `build` and `run_on_target` raise.

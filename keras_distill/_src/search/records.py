@@ -8,7 +8,7 @@ import pathlib
 
 import numpy as np
 
-from keras_distill._src.micro.exporter import export as micro_export
+from keras_distill._src.micro import exporter
 from keras_distill._src.search.budget import Budget, Latency
 from keras_distill._src.utils import markdown
 
@@ -143,8 +143,9 @@ class SearchResult:
         validation: `(x, y)` validation data.
 
     Example:
-    >>> from keras_distill._src.search.budget import Budget
-    >>> result = SearchResult([], [], Budget(65_536, 16_384), "flash", ".")
+    >>> import keras_distill as kd
+    >>> budget = kd.search.Budget(65_536, 16_384)
+    >>> result = kd.search.SearchResult([], [], budget, "flash", ".")
     >>> print(result.to_markdown().splitlines()[0])
     Budget: flash 65,536 B, RAM 16,384 B. 0 trials, 0 feasible.
     """
@@ -192,17 +193,18 @@ class SearchResult:
 
         Example:
         >>> import tempfile
-        >>> from keras_distill._src.search.budget import Budget
-        >>> result = SearchResult([], [], Budget(65_536, None), "flash", ".")
+        >>> import keras_distill as kd
+        >>> budget = kd.search.Budget(65_536, None)
+        >>> result = kd.search.SearchResult([], [], budget, "flash", ".")
         >>> result.plot(tempfile.mkdtemp() + "/front.png").suffix
         '.png'
         """
         import matplotlib
 
         matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
+        from matplotlib import pyplot
 
-        figure, axis = plt.subplots(figsize=(6, 4))
+        figure, axis = pyplot.subplots(figsize=(6, 4))
         trained = [t for t in self.trials if t.feasible]
         axis.scatter(
             [t.flash_bytes for t in trained],
@@ -239,7 +241,7 @@ class SearchResult:
         path = pathlib.Path(path)
         figure.tight_layout()
         figure.savefig(path, dpi=120)
-        plt.close(figure)
+        pyplot.close(figure)
         return path
 
     def export(
@@ -265,7 +267,7 @@ class SearchResult:
         import keras
 
         model = keras.saving.load_model(candidate.model_path)
-        return micro_export(
+        return exporter.export(
             model,
             self.representative,
             directory,

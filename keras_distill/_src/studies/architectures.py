@@ -8,7 +8,7 @@ block is one `TransformerBlock` layer, the unit `init_from_teacher` copies.
 `causal_lm` is the same block, causal, over token embeddings: the teacher and
 student of the generated-responses benchmark and tutorial. It is a
 `CausalTransformerLM`, a Functional model that also offers keras-hub's
-`call_with_cache`, so that `teachers.cached_decoding.TokenDecoder` decodes it
+`call_with_cache`, so that `kd.generation.TokenDecoder` decodes it
 with a key/value cache (one position per new token, not the whole sequence).
 """
 
@@ -86,7 +86,7 @@ class CausalTransformerLM(keras.Model):
     `IntegerLayerNorm` ("final_norm") and a `Dense` ("logits"). Its
     `call_with_cache` is keras-hub's `CausalLM.call_with_cache`, and it
     describes its cache with keras-hub's backbone attributes (`num_layers`,
-    `num_heads`, `hidden_dim`), so `cached_decoding.TokenDecoder` decodes it
+    `num_heads`, `hidden_dim`), so `kd.generation.TokenDecoder` decodes it
     one position per new token. Build it with `causal_lm`.
 
     Args:
@@ -185,7 +185,7 @@ def causal_lm(
 ) -> CausalTransformerLM:
     """A small decoder-only language model: token ids to next-token logits at every position.
 
-    `cached_decoding.TokenDecoder` decodes it with a key/value cache (its
+    `kd.generation.TokenDecoder` decodes it with a key/value cache (its
     `call_with_cache`); the layers, weights and parameter count are those of
     the plain Functional model earlier versions returned, whose saved files
     still load (as Functional models, decoded without a cache).

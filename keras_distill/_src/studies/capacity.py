@@ -3,7 +3,7 @@
 A bigger teacher is not always a better one (Mirzadeh et al., 2019): when the
 gap is large, a student may learn more through an intermediate "teacher
 assistant". These tools measure that on your own task, with the library's
-recommended recipe (`keras_distill._src.studies.recipes`) for every run.
+recommended recipe (`kd.recipes`) for every run.
 """
 
 from __future__ import annotations
@@ -128,9 +128,9 @@ class SweepResult:
         >>> figure.axes[0].get_xscale()
         'log'
         """
-        import matplotlib.pyplot as plt
+        from matplotlib import pyplot
 
-        figure, ax = plt.subplots(figsize=(6.5, 4))
+        figure, ax = pyplot.subplots(figsize=(6.5, 4))
         rows = self.summary()
         for teacher in sorted({r["teacher"] for r in rows}):
             mine = [r for r in rows if r["teacher"] == teacher]
@@ -211,19 +211,19 @@ def sweep(
     Args:
         students: Name -> `builder(seed)` returning a fresh, uncompiled student.
         teachers: A trained teacher, or name -> trained teacher.
-        data: A `keras_distill._src.studies.datasets.Split` (train and test arrays).
+        data: A `kd.datasets.Split` (train and test arrays).
         seeds: Seeds; each builds and trains its own scratch and distilled student.
         epochs: Training epochs per student.
         path: Optional JSON-lines file: every finished run is appended at once
-            with what determined it (`sweep_runs.RunIdentity`: the settings,
-            a data fingerprint, the teacher's and the built student's weights
-            fingerprints), and a rerun skips the runs already there (resume
-            after interruption). A stored run of the same teacher, student and
-            seed names made differently is refused, naming what differs; a
-            torn last line (a run killed while writing) is dropped with a
-            warning and that run trained again.
+            with what determined it (the settings, a data fingerprint, the
+            teacher's and the built student's weights fingerprints), and a
+            rerun skips the runs already there (resume after interruption). A
+            stored run of the same teacher, student and seed names made
+            differently is refused, naming what differs; a torn last line (a
+            run killed while writing) is dropped with a warning and that run
+            trained again.
         verbose: 1 prints one line per run.
-        **recipe: Passed to `recipes.train_distilled` (e.g. `temperature`, `alpha`).
+        **recipe: Passed to `kd.recipes.train_distilled` (e.g. `temperature`, `alpha`).
 
     Returns:
         A `SweepResult` with every run (also those loaded from `path`).
@@ -234,15 +234,15 @@ def sweep(
 
     Example:
     >>> import keras, numpy as np
-    >>> from keras_distill._src.studies.datasets import Split
+    >>> import keras_distill as kd
     >>> x, y = np.random.rand(64, 4).astype("float32"), np.arange(64) % 2
     >>> def tiny(seed):
     ...     keras.utils.set_random_seed(seed)
     ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(32),
     ...                             keras.layers.Dense(2)])
-    >>> result = sweep({"tiny": tiny}, teacher, Split(x, y, x, y), seeds=[0],
-    ...                epochs=1, verbose=0)
+    >>> result = kd.sweep({"tiny": tiny}, teacher, kd.datasets.Split(x, y, x, y),
+    ...                   seeds=[0], epochs=1, verbose=0)
     >>> len(result.records), round(result.records[0]["compression"], 1)
     (1, 22.6)
     """
@@ -330,10 +330,10 @@ def teacher_assistant_chain(
 
     Args:
         models: `[teacher, assistant, ..., student]`, all but the teacher untrained.
-        data: A `keras_distill._src.studies.datasets.Split`.
+        data: A `kd.datasets.Split`.
         epochs: Training epochs per step.
         verbose: 1 prints one line per step.
-        **recipe: Passed to `recipes.train_distilled`.
+        **recipe: Passed to `kd.recipes.train_distilled`.
 
     Returns:
         A `ChainResult`.
@@ -344,13 +344,13 @@ def teacher_assistant_chain(
 
     Example:
     >>> import keras, numpy as np
-    >>> from keras_distill._src.studies.datasets import Split
+    >>> import keras_distill as kd
     >>> x, y = np.random.rand(64, 4).astype("float32"), np.arange(64) % 2
     >>> def mlp(units):
     ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units),
     ...                              keras.layers.Dense(2)])
-    >>> result = teacher_assistant_chain([mlp(64), mlp(16), mlp(2)],
-    ...                                  Split(x, y, x, y), epochs=1, verbose=0)
+    >>> result = kd.teacher_assistant_chain([mlp(64), mlp(16), mlp(2)],
+    ...                                     kd.datasets.Split(x, y, x, y), epochs=1, verbose=0)
     >>> [name for name, _, _ in result.steps]
     ['teacher', 'assistant 1', 'student']
     """

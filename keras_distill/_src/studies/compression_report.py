@@ -129,10 +129,10 @@ class CompressionReport:
         >>> len(CompressionReport(t, s, None, "accuracy").plot().axes)
         3
         """
-        import matplotlib.pyplot as plt
+        from matplotlib import pyplot
 
         names = [m.name for m in self.models]
-        figure, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+        figure, axes = pyplot.subplots(1, 3, figsize=(13, 3.4))
         positions = np.arange(len(names))
         axes[0].bar(
             positions - 0.2, [m.float32_bytes / 1024 for m in self.models], 0.4, label="float32"
@@ -331,7 +331,7 @@ def compare(
         TypeError: If `data` is not a pair `(x, y)`.
         ValueError: If `x` and `y` differ in length, or `y` is one-hot (or
             otherwise not one class per example) for the default accuracy.
-        keras_distill._src.micro.MicroExportError: (a `ValueError`) with
+        kd.micro.MicroExportError: (a `ValueError`) with
             `tflite=True`, if a model cannot be converted to int8 TFLite (a
             recurrent layer is converted in a separate process and named).
 

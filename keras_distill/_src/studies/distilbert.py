@@ -65,10 +65,10 @@ def train_distilbert_style(
         teacher: A trained Keras classifier (e.g. a stack of encoder blocks).
         student: An uncompiled student, typically the same architecture with
             half the blocks.
-        data: A `keras_distill._src.studies.datasets.Split` with integer labels.
+        data: A `kd.datasets.Split` with integer labels.
         hidden_pairs: See `distilbert_objective`.
         init: Initialise the student with `init_from_teacher` first.
-        **settings: The fields of `training_recipes.TrainingSettings`
+        **settings: The fields of `kd.recipes.TrainingSettings`
             (`epochs` is required; `batch_size`, `learning_rate`, `verbose`,
             `callbacks`, ...), passed to `train_distilled` with the objective.
 

@@ -35,7 +35,7 @@ def checked_split(data, *, needs_test: bool = True) -> Split:
     """`data` as a `Split`, after checking its parts: refuses what training would trip on.
 
     Args:
-        data: A `keras_distill._src.studies.datasets.Split` (or any object with
+        data: A `kd.datasets.Split` (or any object with
             `x_train`, `y_train`, `x_test` and `y_test`).
         needs_test: Whether the test split is used (it must then hold examples).
 

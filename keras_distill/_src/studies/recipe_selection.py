@@ -119,7 +119,7 @@ def train_recommended(
     Args:
         teacher: A trained Keras classifier.
         make_student: A callable returning a new, uncompiled student.
-        data: A `keras_distill._src.studies.datasets.Split` with integer labels.
+        data: A `kd.datasets.Split` with integer labels.
         epochs: Training epochs of every run.
         make_augment: A callable returning the function-matching augmentation
             (a fresh layer for every run, e.g. `lambda:
@@ -188,7 +188,7 @@ def choose_temperature(
     Args:
         teacher: A trained Keras classifier.
         make_student: A callable returning a new, uncompiled student.
-        data: A `keras_distill._src.studies.datasets.Split`.
+        data: A `kd.datasets.Split`.
         candidates: Temperatures to try.
         epochs: Epochs of each short run.
         validation_fraction: Share of the training split held out, in (0, 1).

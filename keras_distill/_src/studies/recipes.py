@@ -2,13 +2,13 @@
 
 `train_from_scratch`, `train_distilled` and `train_function_matching` train a
 Keras classifier (integer labels, logits out) and return its test accuracy
-(`keras_distill._src.studies.training_recipes`); `train_recommended` and
+(`training_recipes`); `train_recommended` and
 `choose_temperature` choose a recipe or a temperature on a held-out part of
 the training split (`recipe_selection`); `train_distilbert_style` is the
 DistilBERT recipe (`distilbert`). `sweep`, `teacher_assistant_chain`, the demo
 and the quality and defaults benchmarks train through them, so their
 comparisons use the same optimizer, schedule and data handling. The data is a
-`keras_distill._src.studies.datasets.Split`.
+`kd.datasets.Split`.
 """
 
 from __future__ import annotations

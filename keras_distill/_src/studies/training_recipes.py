@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from keras_distill._src.studies import input_checks
 from keras_distill._src.studies.datasets import Split
-from keras_distill._src.training import augment as augment_lib
+from keras_distill._src.training.augment import default_augmentation, with_mixed_labels
 from keras_distill._src.training.callbacks import TemperatureScheduler
 from keras_distill._src.training.distiller import Distiller
 from keras_distill._src.training.schedules import Linear
@@ -66,8 +66,8 @@ class TrainingSettings:
             `fn(x, training)`), applied to every training batch.
         verbose: Keras `fit` verbosity; with verbose > 0 the test accuracy is
             printed at the end.
-        callbacks: Extra Keras callbacks for `fit` (e.g. an
-            `keras_distill._src.utils.progress.EpochProgressBar`).
+        callbacks: Extra Keras callbacks for `fit` (e.g. a
+            `keras.callbacks.EarlyStopping`).
 
     Example:
     >>> TrainingSettings(epochs=3).batch_size
@@ -152,7 +152,7 @@ class DistillationSettings:
         final_temperature: Temperature at the last epoch (linear in between);
             by default the same as `temperature`.
         alpha: Weight of the hard-label loss.
-        distillation_loss: Anything `keras_distill._src.losses.get` accepts.
+        distillation_loss: Anything `kd.losses.get` accepts.
         distillation_loss_weights: Weights of a list `distillation_loss`.
 
     Example:
@@ -230,7 +230,7 @@ def _augmented_labels(data: Split, batch_size: int, augmentation, classes: int):
     one_hot = tf.one_hot(np.asarray(data.y_train).reshape(-1), classes)
     dataset = tf.data.Dataset.from_tensor_slices((data.x_train, one_hot))
     dataset = dataset.shuffle(len(data.x_train), reshuffle_each_iteration=True).batch(batch_size)
-    mapped = dataset.map(lambda x, y: augment_lib.with_mixed_labels(augmentation, x, y))
+    mapped = dataset.map(lambda x, y: with_mixed_labels(augmentation, x, y))
     return mapped.prefetch(tf.data.AUTOTUNE)
 
 
@@ -239,7 +239,7 @@ def train_from_scratch(model: keras.Model, data: Split, **settings) -> float:
 
     Args:
         model: An uncompiled Keras classifier that outputs logits.
-        data: A `keras_distill._src.studies.datasets.Split` with integer labels.
+        data: A `kd.datasets.Split` with integer labels.
         **settings: The fields of `TrainingSettings` (`epochs` is required;
             `batch_size`, `learning_rate`, `schedule`, `augment`, `verbose`,
             `callbacks`). An `augment` is applied to every training batch as a
@@ -277,7 +277,7 @@ def train_distilled(teacher: keras.Model, student: keras.Model, data: Split, **s
     Args:
         teacher: A trained Keras classifier.
         student: An uncompiled Keras classifier that outputs logits.
-        data: A `keras_distill._src.studies.datasets.Split`; its training labels may
+        data: A `kd.datasets.Split`; its training labels may
             be a dict with `"labels"` and `"label_mask"`.
         **settings: The fields of `TrainingSettings` (`epochs` is required) and
             of `DistillationSettings` (`temperature`, `final_temperature`,
@@ -340,10 +340,10 @@ def train_function_matching(
     Args:
         teacher: A trained Keras classifier.
         student: An uncompiled Keras classifier that outputs logits.
-        data: A `keras_distill._src.studies.datasets.Split`.
-        augment: `"default"` (`keras_distill._src.training.augment.default_augmentation`
-            for the input rank: flat vectors get noise and mixup), a layer
-            (e.g. `default_augmentation(shape, "signal")`), a callable
+        data: A `kd.datasets.Split`.
+        augment: `"default"` (`kd.augment.default_augmentation` for the
+            input rank: flat vectors get noise and mixup), a layer (e.g.
+            `kd.augment.default_augmentation(shape, "signal")`), a callable
             `fn(x, training)`, or None.
         seed: Seed of the default augmentation.
         **settings: Passed to `train_distilled`, over the function-matching
@@ -363,6 +363,6 @@ def train_function_matching(
     """
     if isinstance(augment, str) and augment == "default":
         shape = tuple(input_checks.checked_split(data).x_train.shape[1:])
-        augment = augment_lib.default_augmentation(shape, seed=seed)
+        augment = default_augmentation(shape, seed=seed)
     settings = {**FUNCTION_MATCHING_SETTINGS, **settings, "augment": augment}
     return train_distilled(teacher, student, data, **settings)
