@@ -184,22 +184,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "search":
         return _search(args)
     if args.command == "demo":
-        from keras_distill._src.demo import job as demo
+        from keras_distill._src.demo import job
 
         try:
-            demo.require_extras()
+            job.require_extras()
         except ImportError as error:
             print(f"keras-distill demo: error: {error}", file=sys.stderr)
             return 1
         given = dict(epochs=args.epochs, trials=args.trials, teacher_epochs=args.teacher_epochs)
-        result = demo.run_demo(
-            **demo.settings(args.quick, **given),
+        result = job.run_demo(
+            **job.settings(args.quick, **given),
             seed=args.seed,
             output_dir=args.output_dir,
             export=not args.no_export,
             progress=not args.quiet,
         )
-        print(demo.results_text(result))
+        print(job.results_text(result))
         return 0
     try:
         result = _export_micro(args) if args.command == "export-micro" else _firmware(args)

@@ -19,22 +19,21 @@ import pytest
 from conftest import SCE, mlp
 
 from keras_distill import micro
-from keras_distill._src.micro import firmware as firmware_lib
-from keras_distill._src.micro import model_info, target_run, verify
+from keras_distill._src.micro import firmware, model_info, target_run, verify
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TFLM_DIR = os.environ.get(firmware_lib.TFLM_DIR_VARIABLE, "")
+TFLM_DIR = os.environ.get(firmware.TFLM_DIR_VARIABLE, "")
 MLPERF = ROOT.parent / "shared" / "data" / "mlperf-tiny"
 ARM_TOOLS = ("arm-none-eabi-g++", "qemu-system-arm")
 
 
 def tflm_missing() -> str:
     """Why the TFLM tests cannot run here ("" when they can)."""
-    variable = firmware_lib.TFLM_DIR_VARIABLE
+    variable = firmware.TFLM_DIR_VARIABLE
     if not TFLM_DIR:
         return f"${variable} is not set: point it at a tflite-micro checkout (see the README)"
-    if not (pathlib.Path(TFLM_DIR) / firmware_lib.RELATIVE_MAKEFILE).is_file():
-        return f"${variable}={TFLM_DIR} holds no {firmware_lib.RELATIVE_MAKEFILE}"
+    if not (pathlib.Path(TFLM_DIR) / firmware.RELATIVE_MAKEFILE).is_file():
+        return f"${variable}={TFLM_DIR} holds no {firmware.RELATIVE_MAKEFILE}"
     return "" if shutil.which("g++") else "no g++ (apt-get install g++)"
 
 
@@ -42,8 +41,8 @@ TFLM = pathlib.Path(TFLM_DIR)
 needs_tflm = pytest.mark.skipif(bool(tflm_missing()), reason=tflm_missing() or "-")
 needs_arm = pytest.mark.skipif(
     any(shutil.which(tool) is None for tool in ARM_TOOLS),
-    reason=f"needs {' and '.join(ARM_TOOLS)}: apt-get install {firmware_lib.ARM_PACKAGES} "
-    f"{firmware_lib.QEMU_PACKAGE} (make test does it when run as root)",
+    reason=f"needs {' and '.join(ARM_TOOLS)}: apt-get install {firmware.ARM_PACKAGES} "
+    f"{firmware.QEMU_PACKAGE} (make test does it when run as root)",
 )
 
 
@@ -214,14 +213,14 @@ def test_missing_tree_toolchain_and_unknown_target_are_named(tmp_path, monkeypat
         micro.build(export_dir, TFLM)
     with pytest.raises(micro.FirmwareError, match="Unknown target 'esp8266'"):
         micro.build(export_dir, TFLM, "esp8266")
-    monkeypatch.delenv(firmware_lib.TFLM_DIR_VARIABLE, raising=False)
+    monkeypatch.delenv(firmware.TFLM_DIR_VARIABLE, raising=False)
     with pytest.raises(micro.FirmwareError, match="Pass tflm_dir="):
-        firmware_lib.find_tflm(None)
+        firmware.find_tflm(None)
     with pytest.raises(micro.FirmwareError, match="is not a TensorFlow Lite Micro tree"):
-        firmware_lib.find_tflm(tmp_path)
+        firmware.find_tflm(tmp_path)
     monkeypatch.setattr(shutil, "which", lambda tool: None)
     with pytest.raises(micro.FirmwareError, match="apt-get install gcc-arm-none-eabi"):
-        firmware_lib._check_toolchain(firmware_lib.TARGETS["cortex-m4"])
+        firmware._check_toolchain(firmware.TARGETS["cortex-m4"])
     info = model_info.TensorInfo((1, 4), "int8", 0.1, 0)
     elf = tmp_path / "app.elf"
     elf.write_bytes(b"\x7fELF\x01" + bytes(40))
@@ -236,21 +235,21 @@ def test_a_crash_or_a_hang_on_the_target_is_reported(tmp_path):
     crash = tmp_path / "crash"
     crash.write_text("#!/bin/sh\necho 'KD_ARENA_USED 10'\nexit 139\n")
     crash.chmod(0o755)
-    firmware = micro.Firmware("m", "host", crash, 4096, (info,), (info,), tmp_path)
+    application = micro.Firmware("m", "host", crash, 4096, (info,), (info,), tmp_path)
     with pytest.raises(micro.FirmwareError, match=r"stopped on host before finishing \(exit 139\)"):
-        micro.run_on_target(firmware, np.zeros((2, 4)))
+        micro.run_on_target(application, np.zeros((2, 4)))
     hang = tmp_path / "hang"
     hang.write_text("#!/bin/sh\nsleep 30\n")
     hang.chmod(0o755)
-    firmware = micro.Firmware("m", "host", hang, 4096, (info,), (info,), tmp_path)
+    application = micro.Firmware("m", "host", hang, 4096, (info,), (info,), tmp_path)
     with pytest.raises(micro.FirmwareError, match="did not finish within 0.5 s"):
-        micro.run_on_target(firmware, np.zeros((1, 4)), timeout=0.5)
+        micro.run_on_target(application, np.zeros((1, 4)), timeout=0.5)
 
 
 def test_the_inputs_file_holds_the_quantized_examples(tmp_path):
     info = model_info.TensorInfo((1, 2), "int8", 0.5, 1)
-    firmware = micro.Firmware("m", "host", tmp_path / "x", 4096, (info,), (info,), tmp_path)
-    count = target_run._inputs_file(firmware, [[0.0, 1.0], [-1.0, 100.0]], tmp_path / "in.bin")
+    application = micro.Firmware("m", "host", tmp_path / "x", 4096, (info,), (info,), tmp_path)
+    count = target_run._inputs_file(application, [[0.0, 1.0], [-1.0, 100.0]], tmp_path / "in.bin")
     data = (tmp_path / "in.bin").read_bytes()
     assert count == 2 and data[:4] == b"KDIN" and struct.unpack("<II", data[4:12]) == (2, 2)
     assert struct.unpack("<I", data[12:16]) == (0,)  # no arena limit

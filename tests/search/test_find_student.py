@@ -12,9 +12,9 @@ import tensorflow as tf
 from conftest import SCE, Counting
 
 import keras_distill as kd
-from keras_distill._src.search import storage as storage_lib
 from keras_distill._src.search.budget import Budget, estimate_latency
 from keras_distill._src.search.preflight import preflight
+from keras_distill._src.search.storage import STUDY_NAME, open_storage
 
 # The module's fixtures run once: its tests share one pytest-xdist worker.
 pytestmark = pytest.mark.xdist_group("find_student")
@@ -88,9 +88,7 @@ def test_infeasible_trials_have_a_reason_and_were_never_trained(searched):
         assert trial.reason.startswith(("over budget", "not for TFLite Micro"))
         assert trial.int8_accuracy is None and trial.model_path is None
         assert not (directory / "students" / f"trial_{trial.number}.keras").exists()
-    study = optuna.load_study(
-        study_name=storage_lib.STUDY_NAME, storage=storage_lib.open_storage(None, str(directory))
-    )
+    study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(None, str(directory)))
     for frozen in study.trials:
         record = frozen.user_attrs["record"]
         feasible = all(value <= 0 for value in frozen.constraints.values())

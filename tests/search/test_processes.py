@@ -13,7 +13,7 @@ import time
 import optuna
 import pytest
 
-from keras_distill._src.search import storage as storage_lib
+from keras_distill._src.search.storage import JOURNAL_NAME, STUDY_NAME, finished, open_storage
 
 TRIALS = 4
 CHILD = """
@@ -55,16 +55,14 @@ def check_shared(study) -> None:
 @pytest.mark.slow
 def test_two_processes_on_one_journal(tmp_path):
     run_two(tmp_path)
-    storage = storage_lib.open_storage(None, str(tmp_path))
-    check_shared(optuna.load_study(study_name=storage_lib.STUDY_NAME, storage=storage))
+    storage = open_storage(None, str(tmp_path))
+    check_shared(optuna.load_study(study_name=STUDY_NAME, storage=storage))
     assert len(glob.glob(str(tmp_path / "labels" / "*" / "manifest.json"))) == 1
 
 
 def finished_in(directory) -> list:
-    storage = storage_lib.open_storage(None, str(directory))
-    return storage_lib.finished(
-        optuna.load_study(study_name=storage_lib.STUDY_NAME, storage=storage)
-    )
+    storage = open_storage(None, str(directory))
+    return finished(optuna.load_study(study_name=STUDY_NAME, storage=storage))
 
 
 def start_search(directory, trials: int) -> subprocess.Popen:
@@ -80,10 +78,7 @@ def start_search(directory, trials: int) -> subprocess.Popen:
 def test_a_killed_search_resumes_from_its_journal(tmp_path):
     directory, trials, killed_after = tmp_path / "search", 6, 2
     child, deadline = start_search(directory, trials), time.monotonic() + 600
-    while (
-        not (directory / storage_lib.JOURNAL_NAME).exists()
-        or len(finished_in(directory)) < killed_after
-    ):
+    while not (directory / JOURNAL_NAME).exists() or len(finished_in(directory)) < killed_after:
         assert child.poll() is None and time.monotonic() < deadline, "the search ended early"
         time.sleep(0.2)
     child.kill()  # SIGKILL: no cleanup, a trial may be left running in the journal
@@ -100,8 +95,8 @@ def test_a_killed_search_resumes_from_its_journal(tmp_path):
     for name, mtime in students.items():
         assert (directory / "students" / name).stat().st_mtime_ns == mtime, name
     # a trial the kill interrupted failed and ran again once, from the same choices
-    storage = storage_lib.open_storage(None, str(directory))
-    study = optuna.load_study(study_name=storage_lib.STUDY_NAME, storage=storage)
+    storage = open_storage(None, str(directory))
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
     for failed in study.get_trials(states=(optuna.trial.TrialState.FAIL,)):
         retries = [t for t in after if t.user_attrs.get("retry_of") == failed.number]
         assert len(retries) == 1 and retries[0].params == failed.params
@@ -155,7 +150,7 @@ def postgres_url():
 def test_two_processes_on_a_postgresql_server(tmp_path, postgres_url):
     run_two(tmp_path / "search", postgres_url)
     storage = optuna.storages.RDBStorage(postgres_url)
-    check_shared(optuna.load_study(study_name=storage_lib.STUDY_NAME, storage=storage))
-    assert not (tmp_path / "search" / storage_lib.JOURNAL_NAME).exists()
+    check_shared(optuna.load_study(study_name=STUDY_NAME, storage=storage))
+    assert not (tmp_path / "search" / JOURNAL_NAME).exists()
     del storage
     time.sleep(0.5)  # let the engine's connections close before the server stops

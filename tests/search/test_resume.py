@@ -10,8 +10,14 @@ import pytest
 from conftest import mlp
 
 import keras_distill as kd
-from keras_distill._src.search import storage as storage_lib
 from keras_distill._src.search import training
+from keras_distill._src.search.storage import (
+    GRACE_SECONDS,
+    STUDY_NAME,
+    is_stale,
+    open_storage,
+    recover_stale,
+)
 
 BUDGET = dict(flash_bytes=20_000, ram_bytes=8_000)
 
@@ -28,8 +34,8 @@ def search(teacher, digits, directory, trials, **settings):
 
 
 def study_of(directory):
-    storage = storage_lib.open_storage(None, str(directory))
-    return optuna.load_study(study_name=storage_lib.STUDY_NAME, storage=storage)
+    storage = open_storage(None, str(directory))
+    return optuna.load_study(study_name=STUDY_NAME, storage=storage)
 
 
 def trained_files(directory) -> dict:
@@ -114,10 +120,7 @@ def test_a_trial_killed_half_way_runs_again_once(teacher, digits, tmp_path):
     assert retried[0].params == params
     assert len(result.trials) == 2
     # the retry is not retried again, and a live process's trial is not touched
-    assert (
-        storage_lib.recover_stale(study_of(tmp_path), storage_lib.open_storage(None, str(tmp_path)))
-        == []
-    )
+    assert recover_stale(study_of(tmp_path), open_storage(None, str(tmp_path))) == []
 
 
 def test_a_live_trial_is_stale_only_after_the_grace_period():
@@ -126,5 +129,5 @@ def test_a_live_trial_is_stale_only_after_the_grace_period():
         state=optuna.trial.TrialState.RUNNING,
         user_attrs={"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": now - 5},
     )
-    assert not storage_lib.is_stale(alive, now)
-    assert storage_lib.is_stale(alive, now + storage_lib.GRACE_SECONDS + 10)
+    assert not is_stale(alive, now)
+    assert is_stale(alive, now + GRACE_SECONDS + 10)

@@ -72,16 +72,16 @@ def test_the_tflite_interpreter_is_litert_when_installed_and_never_warns(monkeyp
     import numpy as np
 
     from keras_distill._src.micro.convert import to_int8_tflite
-    from keras_distill._src.utils import tflite_interpreter as interpreter
+    from keras_distill._src.utils.tflite_interpreter import backend, tflite_interpreter
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     tflite = to_int8_tflite(model, np.random.default_rng(0).random((8, 4)))
-    assert interpreter.backend() == "LiteRT"  # the [micro] extra installs ai-edge-litert
-    assert type(interpreter.tflite_interpreter(tflite)).__module__.startswith("ai_edge_litert")
+    assert backend() == "LiteRT"  # the [micro] extra installs ai-edge-litert
+    assert type(tflite_interpreter(tflite)).__module__.startswith("ai_edge_litert")
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # not installed
-    assert interpreter.backend() == "tf.lite"
+    assert backend() == "tf.lite"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a deprecation notice reaching the user fails
-        fallback = interpreter.tflite_interpreter(tflite)
+        fallback = tflite_interpreter(tflite)
     fallback.allocate_tensors()
     assert type(fallback).__module__.startswith("tensorflow")

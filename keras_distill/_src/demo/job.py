@@ -43,8 +43,7 @@ import numpy as np
 from keras_distill._src.micro import exporter
 from keras_distill._src.search.find import find_student
 from keras_distill._src.studies import datasets, recipes
-from keras_distill._src.studies.demo import student_mlp as hand_built_student
-from keras_distill._src.studies.demo import teacher_cnn
+from keras_distill._src.studies.demo import student_mlp, teacher_cnn
 from keras_distill._src.training import augment
 from keras_distill._src.utils import markdown
 from keras_distill._src.utils.model_inspection import multiply_accumulates
@@ -259,7 +258,7 @@ def _teacher_and_hand_built(split, config, seed, progress, folder):
     teacher = teacher_cnn(seed)
     epochs = config["teacher_epochs"]
     accuracy = recipes.train_from_scratch(teacher, split, epochs=epochs, callbacks=bars("teacher"))
-    student = hand_built_student(seed=seed + 1)
+    student = student_mlp(seed=seed + 1)  # the hand-built student
     epochs = config["hand_built_epochs"]
     recipes.train_function_matching(
         teacher,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import re
 import warnings
@@ -146,10 +147,8 @@ def int8_converter(model, samples, float_io: bool = False, batch_size: int | Non
     """
     import tensorflow as tf
 
-    if is_tf_keras(model):  # e.g. a tensorflow-model-optimization student
-        import tf_keras as flavour
-    else:
-        import keras as flavour
+    # a tf_keras model (e.g. a tensorflow-model-optimization student) is wrapped with tf_keras
+    flavour = importlib.import_module("tf_keras" if is_tf_keras(model) else "keras")
     # A fixed batch of one, as on the device: no dynamic-shape ops (SHAPE,
     # STRIDED_SLICE, PACK) around reshapes such as Flatten.
     inputs = flavour.Input(tuple(model.inputs[0].shape[1:]), batch_size=batch_size)

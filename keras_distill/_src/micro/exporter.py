@@ -22,8 +22,7 @@ from keras_distill._src.micro import (
 from keras_distill._src.micro.boards import get_board
 from keras_distill._src.micro.errors import MicroExportError
 from keras_distill._src.micro.result import MicroExport
-from keras_distill._src.utils import model_inspection as models
-from keras_distill._src.utils import storage
+from keras_distill._src.utils import model_inspection, storage
 
 DEFAULT_ARENA_MARGIN = 0.10
 
@@ -211,7 +210,7 @@ def _result(name, paths, converted: _Converted, arenas, budget, measured: dict) 
         board=board,
         flash_bytes=flash_bytes,
         ram_bytes=ram_bytes,
-        sparsity=None if keras_model is None else models.sparsity(keras_model),
+        sparsity=None if keras_model is None else model_inspection.sparsity(keras_model),
         kind=converted.info.kind,
         **measured,
     )

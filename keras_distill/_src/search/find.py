@@ -7,7 +7,6 @@ import os
 import keras
 import optuna
 
-from keras_distill._src.search import storage as storage_lib
 from keras_distill._src.search import training
 from keras_distill._src.search.budget import Budget, estimate_latency
 from keras_distill._src.search.inputs import checked_inputs, identity
@@ -15,6 +14,13 @@ from keras_distill._src.search.preflight import preflight
 from keras_distill._src.search.records import SearchResult
 from keras_distill._src.search.run import SearchRun
 from keras_distill._src.search.space import Choices, SearchSpace, build_candidate, default_space
+from keras_distill._src.search.storage import (
+    STUDY_NAME,
+    check_identity,
+    check_storage,
+    open_storage,
+    quiet_optuna,
+)
 
 MINIMIZE = ("flash", "arena", "latency")
 
@@ -112,12 +118,12 @@ def find_student(
     _check_minimize(minimize, budget)
     space = _space(space, inputs.split.x_train.shape[1:], inputs.num_classes)
     directory = os.fspath(directory)
-    storage_lib.check_storage(storage)
+    check_storage(storage)
     _check_smallest(space, inputs, budget)
-    store = storage_lib.open_storage(storage, directory)
-    with storage_lib.quiet_optuna(verbose):
+    store = open_storage(storage, directory)
+    with quiet_optuna(verbose):
         study = optuna.create_study(
-            study_name=storage_lib.STUDY_NAME,
+            study_name=STUDY_NAME,
             storage=store,
             directions=["maximize", "minimize"],
             sampler=optuna.samplers.TPESampler(seed=seed),
@@ -127,7 +133,7 @@ def find_student(
         settings.update(
             learning_rate=training.TRIAL_LEARNING_RATE, schedule=training.TRIAL_SCHEDULE
         )
-        storage_lib.check_identity(study, identity(inputs, budget, space, augment, settings))
+        check_identity(study, identity(inputs, budget, space, augment, settings))
         labels = training.label_once(inputs.teachers, *inputs.split[:2], directory)
         plan = training.TrainingPlan(
             inputs.split, inputs.teachers, labels, inputs.num_classes, epochs, batch_size, augment

@@ -10,7 +10,7 @@ import numpy as np
 from keras_distill._src.studies import input_checks
 from keras_distill._src.studies.datasets import Split
 from keras_distill._src.teachers.black_box import fingerprint_arrays, fingerprint_teacher
-from keras_distill._src.utils import inputs as inputs_lib
+from keras_distill._src.utils.inputs import collect
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,7 @@ def checked_inputs(teachers, train_data, validation_data, trials, epochs, batch_
 
 
 def _arrays(data, name: str) -> tuple:
-    x, y = inputs_lib.collect(data)
+    x, y = collect(data)
     if y is None or len(x) == 0:
         raise ValueError(
             f"`{name}` must hold examples with integer labels: `(x, y)` arrays or a "

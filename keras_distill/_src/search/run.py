@@ -8,8 +8,7 @@ import time
 import keras
 import optuna
 
-from keras_distill._src.search import storage as storage_lib
-from keras_distill._src.search import training
+from keras_distill._src.search import storage, training
 from keras_distill._src.search.budget import estimate_latency
 from keras_distill._src.search.preflight import preflight
 from keras_distill._src.search.progress import SearchProgress
@@ -46,9 +45,9 @@ class SearchRun:
         """Runs trials until the study holds `trials` finished ones (all processes)."""
         self.trials = trials
         self.progress = SearchProgress(trials, verbose)
-        storage_lib.recover_stale(self.study, self.store)
-        self.progress.resumed([self.record(t) for t in storage_lib.finished(self.study)])
-        if len(storage_lib.finished(self.study)) >= trials:
+        storage.recover_stale(self.study, self.store)
+        self.progress.resumed([self.record(t) for t in storage.finished(self.study)])
+        if len(storage.finished(self.study)) >= trials:
             return
         self.study.optimize(
             self.objective,
@@ -57,16 +56,16 @@ class SearchRun:
         )
 
     def _after_trial(self, study, frozen) -> None:
-        storage_lib.recover_stale(study, self.store)
+        storage.recover_stale(study, self.store)
         if frozen.state == optuna.trial.TrialState.COMPLETE:
-            self.progress.trial(self.record(frozen), len(storage_lib.finished(study)))
+            self.progress.trial(self.record(frozen), len(storage.finished(study)))
 
     def objective(self, trial: optuna.Trial) -> tuple:
         """Pre-flight, and if the candidate fits, distil and measure it."""
-        if storage_lib.is_surplus(self.study, trial.number, self.trials):
+        if storage.is_surplus(self.study, trial.number, self.trials):
             self.study.stop()
             raise optuna.TrialPruned("the search already has its trials")
-        with storage_lib.heartbeat(trial):
+        with storage.heartbeat(trial):
             record = self._measured(trial)
         trial.set_user_attr("record", record.to_json())
         second = {"flash": record.flash_bytes, "arena": record.arena_bytes}
@@ -140,7 +139,7 @@ class SearchRun:
 
     def result(self, verbose: int) -> SearchResult:
         """The front (with its scratch twins, trained here if no process did yet), every trial."""
-        records = [self.record(t) for t in storage_lib.finished(self.study)]
+        records = [self.record(t) for t in storage.finished(self.study)]
         front = [Candidate.from_trial(t, self._scratch(t, verbose)) for t in self._front(records)]
         front.sort(key=lambda c: (-c.int8_accuracy, c.flash_bytes))
         split = self.plan.split
