@@ -6,6 +6,7 @@ linters and git see each notebook once); MyST-NB renders them with their committ
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 
@@ -31,8 +32,11 @@ def link_tutorials(tutorials: pathlib.Path, folder: pathlib.Path) -> list[pathli
     for notebook in sorted(tutorials.glob("*.ipynb")):
         link = folder / notebook.name
         if not (link.is_symlink() and link.resolve() == notebook.resolve()):
-            link.unlink(missing_ok=True)
-            link.symlink_to(notebook.resolve())
+            # made beside it, then renamed into place: two builds at once both succeed
+            temporary = folder / f".{notebook.name}.{os.getpid()}.link"
+            temporary.unlink(missing_ok=True)
+            temporary.symlink_to(notebook.resolve())
+            temporary.replace(link)
         links.append(link)
     for stale in set(folder.glob("*.ipynb")) - set(links):
         stale.unlink()

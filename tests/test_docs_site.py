@@ -37,9 +37,13 @@ def git_status() -> str:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def built_site(tmp_path_factory):
-    """Builds the site once (fresh, into a temporary folder); returns the HTML folder."""
+    """Builds the site once per run (fresh, into a temporary folder); returns the HTML folder.
+
+    Session-scoped: under pytest-xdist a worker may run other modules' tests between this
+    module's, which would tear a module-scoped build down and build the site again.
+    """
     out = tmp_path_factory.mktemp("docs")
     if (ROOT / ".git").exists():
         GIT_STATUS_BEFORE_AND_AFTER_THE_BUILD.append(git_status())
