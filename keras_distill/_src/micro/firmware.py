@@ -60,8 +60,14 @@ class FirmwareError(MicroExportError):
     """Building or running the TFLite Micro application failed; the message says what to do.
 
     Example:
-    >>> isinstance(FirmwareError("no TFLM tree"), ValueError)
-    True
+    >>> import tempfile
+    >>> import keras_distill as kd
+    >>> not_an_export = tempfile.mkdtemp()
+    >>> try:
+    ...     kd.micro.build(not_an_export, target="host")
+    ... except kd.micro.MicroExportError as error:  # the family of every export failure
+    ...     print(type(error).__name__)
+    FirmwareError
     """
 
 
