@@ -301,19 +301,20 @@ def test_features_inside_a_keras_hub_backbone_come_from_its_own_pass():
 
 
 class Blocks(keras.layers.Layer):
-    """A custom layer holding sublayers in a public, a private and a list attribute."""
+    """A custom layer holding sublayers in a public, a private, a list and a dict attribute."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.first = keras.layers.Dense(4, name="first")
         self._second = keras.layers.Dense(4, name="second")
         self.rest = [keras.layers.Dense(4, name=f"rest_{i}") for i in range(2)]
+        self.by_role = {"head": keras.layers.Dense(2, name="head")}
 
     def call(self, x):
         x = self._second(self.first(x))
         for layer in self.rest:
             x = layer(x)
-        return x
+        return self.by_role["head"](x)
 
 
 def test_a_custom_layers_sublayers_are_found_by_path():
@@ -322,6 +323,7 @@ def test_a_custom_layers_sublayers_are_found_by_path():
     model = keras.Model(inputs, custom(inputs))
     assert find_layer(model, "custom/second", "teacher").name == "second"
     assert find_layer(model, "custom/rest_1", "teacher") is custom.rest[1]
-    names = "['first', 'second', 'rest_0', 'rest_1']"
+    assert find_layer(model, "custom/head", "teacher") is custom.by_role["head"]
+    names = "['first', 'second', 'rest_0', 'rest_1', 'head']"
     with pytest.raises(ValueError, match=re.escape(f"the layers of 'custom' are {names}")):
         find_layer(model, "custom/third", "teacher")

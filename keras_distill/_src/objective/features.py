@@ -128,23 +128,15 @@ def find_layer(model, path: str, role: str):
 
 
 def direct_sublayers(layer) -> list:
-    """A model's `layers`; for any other layer, the layers it holds, one level down."""
+    """A model's `layers`; for any other layer, those it holds one level down.
+
+    `keras.Model.layers` is Keras' public reading of the sublayers every layer
+    tracks (in attributes, private ones too, and in lists and dicts); its getter
+    serves a plain layer as well.
+    """
     if isinstance(layer, keras.Model):
         return list(layer.layers)
-    # Keras exports no accessor of a plain layer's sublayers. TensorFlow's public view of
-    # tracked objects sees the layers its attributes hold; Keras tracks lists and dicts of
-    # layers itself, so those are read from the layer's public attributes.
-    held = list(tf.train.TrackableView.children(layer).values())
-    for attribute, value in vars(layer).items():
-        if isinstance(value, dict):
-            value = list(value.values())
-        if isinstance(value, (list, tuple)) and not attribute.startswith("_"):
-            held += value
-    found = []
-    for child in held:
-        if isinstance(child, keras.Layer) and all(child is not seen for seen in found):
-            found.append(child)
-    return found
+    return list(keras.Model.layers.fget(layer))
 
 
 def _recording(call, record: list):
