@@ -192,6 +192,26 @@ def test_distillation_moves_the_student_towards_a_keras_teacher():
     assert len(distiller.weights) == len(student.weights) + 3  # lmbda, beta, temperature
 
 
+def test_a_keras_teacher_ending_in_a_softmax_teaches_as_its_logits():
+    logits_teacher = causal_lm(VOCAB, LENGTH, blocks=1, width=16, seed=5, name="teacher")
+    softmax = keras.layers.Softmax()(logits_teacher.outputs[0])
+    softmax_teacher = keras.Model(logits_teacher.inputs, softmax)
+    logs = [
+        fit_logs(
+            OnPolicyDistiller(
+                t,
+                causal_lm(VOCAB, LENGTH, blocks=1, width=16, seed=6),
+                lmbda=0.0,
+                max_new_tokens=3,
+                seed=0,
+            )
+        )
+        for t in (logits_teacher, softmax_teacher)
+    ]
+    assert logs[1]["loss"] == pytest.approx(logs[0]["loss"], rel=1e-4, abs=1e-6)
+    assert logs[0]["loss"][0] > 0.01
+
+
 def test_a_keras_hub_student_learns_from_a_top_k_teacher_callable():
     teacher = gpt2(7)
 

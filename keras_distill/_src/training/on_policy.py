@@ -22,11 +22,10 @@ from keras_distill._src.teachers import cached_decoding
 from keras_distill._src.teachers.outputs import (
     check_vocabularies,
     finite_in_graph,
-    graph_kind,
     teacher_name,
 )
 from keras_distill._src.training import on_policy_inputs
-from keras_distill._src.utils.model_inspection import PROBABILITIES, as_logits
+from keras_distill._src.utils.model_inspection import as_logits, probability_outputs
 
 SCHEDULED = ("lmbda", "beta", "temperature")
 
@@ -164,7 +163,7 @@ class OnPolicyDistiller(keras.Model):
             return
         if isinstance(teacher, keras.Model):
             check_vocabularies(cached_decoding.vocabulary_size(teacher), self.vocabulary_size)
-            self._teacher_probabilities = graph_kind(teacher) == PROBABILITIES
+            self._teacher_probabilities = probability_outputs(teacher, "auto", "teacher")
             self._teacher_decoder = cached_decoding.TokenDecoder(
                 teacher, self.max_new_tokens, 0.0, self.end_id, self.pad_id
             )
