@@ -12,7 +12,7 @@ import tensorflow as tf
 from conftest import SCE
 
 import keras_distill as kd
-from keras_distill._src.training.quantization_aware import ActivationQuantizer
+from keras_distill._src.training.quantization_aware import ActivationQuantizer, QuantizedWeights
 
 
 def conv_student(seed=0):
@@ -354,3 +354,30 @@ def test_separable_and_depthwise_students_export_fully_int8_per_channel(kind, di
     assert 2 * 4 in scales  # the depthwise kernel: one scale per output channel
     if kind.startswith("Separable"):
         assert 8 in scales  # the 1x1 convolution's kernel, per channel too
+
+
+def test_the_range_settings_reach_every_quantizer_and_survive_saving(tmp_path):
+    aware = kd.quantization_aware(
+        separable_student("SeparableConv1D"), momentum=0.5, freeze_after_steps=3
+    )
+    aware.save(tmp_path / "aware.keras")
+    for model in (aware, keras.saving.load_model(tmp_path / "aware.keras")):
+        intermediates = [
+            layer.intermediate for layer in model.layers if hasattr(layer, "intermediate")
+        ]
+        found = quantizers(model) + [q for q in intermediates if q is not None]
+        assert (
+            len(found) == 6
+        )  # input, first conv, between the separable steps, BN+ReLU, pool, logits
+        assert {(q.momentum, q.freeze_after_steps) for q in found} == {(0.5, 3)}
+
+
+def test_a_separable_layer_needs_its_intermediate_quantizer():
+    layer = keras.layers.SeparableConv1D(4, 3)
+    layer.build((None, 16, 2))
+    with pytest.raises(ValueError, match="intermediate=None for .*SeparableConv1D"):
+        QuantizedWeights(layer)
+    dense = keras.layers.Dense(3)
+    dense.build((None, 4))
+    with pytest.raises(ValueError, match="separable layer and None otherwise"):
+        QuantizedWeights(dense, intermediate=ActivationQuantizer())

@@ -159,11 +159,12 @@ class ActivationQuantizer(keras.layers.Layer):
         return config
 
 
-def _symmetric_weights(kernel, axes):
-    """Fake-quantizes weights to narrow-range symmetric int8 (per channel unless axes is None)."""
-    if axes is None:
+def _symmetric_weights(kernel, per_channel: bool):
+    """Fake-quantizes weights to narrow-range symmetric int8, per tensor or per last axis."""
+    if not per_channel:
         bound = ops.maximum(ops.max(ops.abs(kernel)), 1e-8)
         return FAKE_QUANT(kernel, -bound, bound, num_bits=8, narrow_range=True)
+    axes = tuple(range(len(kernel.shape) - 1))
     bound = ops.maximum(ops.max(ops.abs(kernel), axis=axes), 1e-8)
     return FAKE_QUANT(kernel, -bound, bound, num_bits=8, narrow_range=True, axis=-1)
 
@@ -194,8 +195,9 @@ class QuantizedWeights(keras.layers.Layer):
     Args:
         layer: The float layer (its config and weights are taken over).
         batch_norm: The `BatchNormalization` layer to fold, or None.
-        intermediate: For a separable convolution, the quantizer of the
-            depthwise step's output (a new one when None).
+        intermediate: For a separable convolution (and only then), the
+            `ActivationQuantizer` of the depthwise step's output, built with
+            the ranges' settings of the other quantizers.
         **kwargs: Keras layer arguments (the dtype policy defaults to the
             layer's).
 
@@ -220,8 +222,13 @@ class QuantizedWeights(keras.layers.Layer):
         self.layer, self.batch_norm = layer, batch_norm
         self.kind = "dense" if isinstance(layer, keras.layers.Dense) else CONVOLUTIONS[type(layer)]
         self.fused = FUSED_ACTIVATIONS[_activation_name(layer)]
-        if self.kind == "separable" and intermediate is None:
-            intermediate = ActivationQuantizer(name=f"{layer.name}_depthwise_quant")
+        if (self.kind == "separable") != (intermediate is not None):
+            raise ValueError(
+                "`intermediate` is the ActivationQuantizer between a separable convolution's "
+                "depthwise and 1x1 steps: give one for a separable layer and None otherwise; "
+                f"received intermediate={intermediate!r} for {layer.name!r} "
+                f"({type(layer).__name__})."
+            )
         self.intermediate = intermediate
 
     def build(self, input_shape) -> None:
@@ -254,7 +261,9 @@ class QuantizedWeights(keras.layers.Layer):
         kernel, bias = self._folded(fold=not batch_statistics)
         compute = inputs.dtype
         if self.kind == "dense":
-            outputs = ops.matmul(inputs, ops.cast(_symmetric_weights(kernel, None), compute))
+            outputs = ops.matmul(
+                inputs, ops.cast(_symmetric_weights(kernel, per_channel=False), compute)
+            )
         else:
             outputs = self._convolution(inputs, kernel)
         outputs = outputs + ops.cast(bias, compute)
@@ -279,24 +288,22 @@ class QuantizedWeights(keras.layers.Layer):
                 ops.expand_dims(v, i) for v, i in ((inputs, 1), (kernel, 0), (depthwise, 0))
             )
             strides, dilation = (1, *strides), (1, *dilation)
+        if self.kind != "depthwise":  # the convolution's or the 1x1 step's kernel, in 2D
+            kernel = ops.cast(_symmetric_weights(kernel, per_channel=True), compute)
         if self.kind == "conv":
-            kernel = _symmetric_weights(kernel, tuple(range(len(kernel.shape) - 1)))
-            outputs = ops.conv(
-                inputs, ops.cast(kernel, compute), strides, padding, "channels_last", dilation
-            )
+            outputs = ops.conv(inputs, kernel, strides, padding, "channels_last", dilation)
         else:
             outputs = self._depthwise(inputs, depthwise, strides, padding, dilation)
         if self.kind == "separable":
             between = ops.cast(self.intermediate(outputs), compute)
-            kernel = _symmetric_weights(kernel, tuple(range(len(kernel.shape) - 1)))
-            outputs = ops.conv(between, ops.cast(kernel, compute), 1, "valid", "channels_last")
+            outputs = ops.conv(between, kernel, 1, "valid", "channels_last")
         return ops.squeeze(outputs, 1) if one_d else outputs
 
     def _depthwise(self, inputs, kernel, strides, padding, dilation):
         """A depthwise convolution with its kernel fake-quantized per output channel."""
         shape = ops.shape(kernel)
         flat = ops.reshape(_float32(kernel), (*shape[:-2], shape[-2] * shape[-1]))
-        flat = _symmetric_weights(flat, tuple(range(len(flat.shape) - 1)))
+        flat = _symmetric_weights(flat, per_channel=True)
         kernel = ops.cast(ops.reshape(flat, shape), inputs.dtype)
         return ops.depthwise_conv(inputs, kernel, strides, padding, "channels_last", dilation)
 
