@@ -60,6 +60,40 @@ class Counting(keras.layers.Layer):
         return inputs
 
 
+# Modules of long tests, longest first (measured with --durations on 2 cores): the tutorials
+# (35-90 s each), the search's processes, the demo, multi-worker training; then modules whose
+# tests are not marked slow but take 5-30 s each.
+LONG_MODULES = (
+    "test_tutorials.py",
+    "search/test_processes.py",
+    "demo/test_job.py",
+    "training/test_multi_worker.py",
+    "search/test_resume.py",
+    "training/test_quantization_aware.py",
+    "search/test_config_file.py",
+    "training/test_on_policy.py",
+    "micro/test_export.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Starts long tests first: slow ones before the others, each kind in `LONG_MODULES`' order.
+
+    pytest-xdist hands tests out in collection order: a long test (a tutorial, the demo, a
+    subprocess) that starts last leaves one worker running it while the others wait. Started
+    first, it runs while the others work through the many short tests. The order changes
+    when a test starts, never what it tests.
+    """
+
+    def rank(item):
+        module = item.nodeid.split("::")[0].removeprefix("tests/")
+        slow = item.get_closest_marker("slow") is not None
+        listed = LONG_MODULES.index(module) if module in LONG_MODULES else len(LONG_MODULES)
+        return (not slow, listed)
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(scope="session")
 def digits():
     return datasets.load_digits()
