@@ -26,6 +26,8 @@ def search(teacher, digits, directory, **settings):
         (dict(storage="mysql+pymysql://u@localhost/db"), "pip install PyMySQL"),
         (dict(minimize="speed"), "`minimize` must be one of"),
         (dict(trials=0), "trials"),
+        (dict(final_epochs=0), "`final_epochs` must be a positive integer; received 0"),
+        (dict(final_candidates=0), "`final_candidates` must be a positive integer"),
         (dict(latency_ms=5.0), "needs the board's clock"),
     ],
 )
@@ -71,3 +73,11 @@ def test_a_space_with_no_candidate(untrained_teacher, digits, tmp_path):
     with pytest.raises(ValueError, match="no candidate: `alphas` is empty"):
         kd.search.SearchSpace(build, alphas=())
     assert not (tmp_path / "out").exists()
+
+
+def test_suggested_candidates_are_dicts_of_choices():
+    def build(choices):
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+
+    with pytest.raises(ValueError, match=r"`suggested` must hold dicts of choices .* \(8,\)"):
+        kd.search.SearchSpace(build, suggested=(8,))

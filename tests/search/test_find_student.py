@@ -3,6 +3,7 @@
 import json
 import logging
 import pathlib
+import shutil
 
 import keras
 import numpy as np
@@ -42,21 +43,18 @@ def counted_teacher(digits):
     return teacher, counting
 
 
+def search_digits(teacher, digits, directory, **settings):
+    """The module's search: 4 trials of 2 epochs in BUDGET."""
+    data = ((digits.x_train, digits.y_train), (digits.x_test, digits.y_test))
+    arguments = dict(trials=4, epochs=2, directory=directory, seed=0, verbose=0)
+    return kd.find_student(teacher, *data, **BUDGET, **arguments, **settings)
+
+
 @pytest.fixture(scope="module")
 def searched(counted_teacher, digits, tmp_path_factory):
     teacher, counting = counted_teacher
     directory = tmp_path_factory.mktemp("search")
-    result = kd.find_student(
-        teacher,
-        (digits.x_train, digits.y_train),
-        (digits.x_test, digits.y_test),
-        **BUDGET,
-        trials=4,
-        epochs=2,
-        directory=directory,
-        seed=0,
-        verbose=0,
-    )
+    result = search_digits(teacher, digits, directory)
     return result, directory, float(counting.calls.numpy())
 
 
@@ -121,6 +119,67 @@ def test_report_plot_and_verified_export(searched, digits, tmp_path):
     tested = result.export(result.front[0], tmp_path / "tested", validation_data=held_out.batch(16))
     assert tested.validation.examples == 60
     assert 0.0 <= tested.validation.int8_accuracy <= 1.0
+
+
+def test_a_rerun_with_final_epochs_trains_the_best_again_and_reuses_the_trials(
+    searched, counted_teacher, digits, tmp_path
+):
+    result, directory, _ = searched
+    copied = tmp_path / "search"
+    shutil.copytree(directory, copied)  # the module's search stays as it is for the other tests
+    teacher, counting = counted_teacher
+    counting.calls.assign(0.0)  # its weights as the search saw them
+    final = search_digits(teacher, digits, copied, final_epochs=6)
+    assert final.trials == result.trials  # no trial trained again
+    best = max(result.front, key=lambda c: c.int8_accuracy)
+    (trained,) = [c for c in final.front if c.epochs == 6]
+    assert trained.number == best.number and trained.architecture == best.architecture
+    assert trained.trial_int8_accuracy == best.int8_accuracy
+    assert trained.model_path.endswith(f"trial_{best.number}_final.keras")
+    assert pathlib.Path(trained.model_path).exists()
+    assert trained.flash_bytes <= BUDGET["flash_bytes"]
+    assert trained.scratch_accuracy is not None
+    kept = {c.number: c for c in result.front if c.number != best.number}
+    for candidate in final.front:
+        if candidate.number in kept:  # the rest of the front keeps its trials' students
+            assert candidate == kept[candidate.number]
+            assert (
+                candidate.epochs == 2 and candidate.trial_int8_accuracy == candidate.int8_accuracy
+            )
+    study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(None, str(copied)))
+    assert f"scratch_{best.number}_6" in study.user_attrs  # its twin trained as long
+    assert f"| {best.number} |" in (copied / "report.md").read_text()
+
+
+def test_suggested_candidates_are_tried_first(counted_teacher, digits, tmp_path):
+    def build(choices):
+        width = choices.choose("width", (4, 8, 16, 32))
+        return keras.Sequential(
+            [
+                keras.Input((64,)),
+                keras.layers.Dense(width, activation="relu"),
+                keras.layers.Dense(10),
+            ]
+        )
+
+    space = kd.search.SearchSpace(build, suggested=({"width": 32}, {"width": 16, "alpha": 0.2}))
+    result = kd.find_student(
+        counted_teacher[0],
+        (digits.x_train, digits.y_train),
+        (digits.x_test, digits.y_test),
+        space=space,
+        flash_bytes=12_000,
+        trials=2,
+        epochs=1,
+        directory=tmp_path,
+        verbose=0,
+    )
+    trials = sorted(result.trials, key=lambda t: t.number)
+    assert [t.architecture for t in trials] == [{"width": 32}, {"width": 16}]
+    assert trials[1].recipe["alpha"] == 0.2  # a suggestion may set the recipe too
+    for suggested in kd.search.default_space((40,), 10).suggested:  # a whole architecture
+        model = kd.search.default_space((40,), 10).build(kd.search.Choices.stored(suggested))
+        assert model.output.shape == (None, 10)
 
 
 def test_preflight_of_an_infeasible_candidate(digits):

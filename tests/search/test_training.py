@@ -21,3 +21,11 @@ def test_trials_train_with_adam_decayed_by_a_cosine_over_the_run(function_matchi
         optimizer.iterations.assign(step)
         rates.append(float(optimizer.learning_rate))
     assert rates == pytest.approx([1e-2, 5e-3, 0.0], abs=1e-7)
+
+
+def test_the_final_training_replaces_only_the_epochs():
+    x, y = np.zeros((300, 4), "float32"), np.zeros(300, "int32")
+    plan = TrainingPlan(Split(x, y, x, y), {}, {}, 2, epochs=4, batch_size=64, augment=abs)
+    final = plan.settings(True, epochs=40)
+    assert final == {**plan.settings(True), "epochs": 40}
+    assert plan.settings(False, epochs=None)["epochs"] == 4

@@ -174,23 +174,17 @@ class Budget:
         >>> Budget.from_arguments("esp32", 20_000, None, model_share=0.25).describe()
         'flash 20,000 B (from flash_bytes=), RAM 81,920 B (25% of esp32)'
         """
-        limits = {"flash": ("flash", self.flash_bytes), "ram": ("RAM", self.ram_bytes)}
-        texts = {
-            key: f"{label} {value:,} B" if value else f"{label} unlimited"
-            for key, (label, value) in limits.items()
-        }
-        if self.board:
+        limits = (("flash", "flash", self.flash_bytes), ("ram", "RAM", self.ram_bytes))
+        parts = [
+            f"{label} {value:,} B" if value else f"{label} unlimited" for _, label, value in limits
+        ]
+        if self.board:  # each limit's source: its own argument, or the board's share
             share = f"{100 * self.model_share:.3g}% of {self.board}"  # 1/64: 1.56%
-            if len(self.given) == 1:
-                sources = {
-                    key: f"from {key}_bytes=" if key in self.given else share for key in limits
-                }
-                texts = {key: f"{text} ({sources[key]})" for key, text in texts.items()}
-            elif self.given:
-                texts["ram"] += f" (from flash_bytes= and ram_bytes=, board {self.board})"
+            notes = [f"from {key}_bytes=" if key in self.given else share for key, _, _ in limits]
+            if notes[0] == notes[1]:  # both from the board: said once
+                parts[1] += f" ({share})"
             else:
-                texts["ram"] += f" ({share})"
-        parts = list(texts.values())
+                parts = [f"{part} ({note})" for part, note in zip(parts, notes, strict=True)]
         if self.latency_seconds:
             parts.append(f"latency {1000 * self.latency_seconds:g} ms")
         return ", ".join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import keras
@@ -21,6 +22,7 @@ from keras_distill._src.search.storage import (
     open_storage,
     quiet_optuna,
 )
+from keras_distill._src.studies import input_checks
 
 MINIMIZE = ("flash", "arena", "latency")
 
@@ -40,6 +42,8 @@ def find_student(
     space=None,
     trials: int = 40,
     epochs: int = 30,
+    final_epochs: int | None = None,
+    final_candidates: int = 1,
     batch_size: int = 64,
     augment=None,
     directory: str | os.PathLike = "keras_distill_search",
@@ -59,6 +63,12 @@ def find_student(
     distilled, converted to int8 and measured in TFLM on the validation data.
     The front maximises int8 accuracy and minimises `minimize`; each front
     candidate is also trained from scratch (same epochs and augmentation).
+
+    The trials are a short proxy: with `final_epochs`, the front's best
+    `final_candidates` are then trained again from the start for that many
+    epochs with the recipe their trial chose, and their scratch twins too, so
+    the chosen student gets the training a hand-built one would, and
+    distilled against scratch stays the same training on both sides.
 
     The search is resumable: it keeps an Optuna journal in `directory` (or uses
     `storage`); a rerun continues, never trains a finished trial again and runs
@@ -83,6 +93,12 @@ def find_student(
         trials: Trials in total (infeasible ones count).
         epochs: Training epochs per candidate (and per scratch twin), with Adam at a
             peak learning rate of 1e-2 decayed to zero by a cosine.
+        final_epochs: Epochs of the final training of the front's best
+            candidates after the search (same optimizer and recipe), or None
+            (the front keeps its trials' students). A rerun with another
+            value reuses the trials.
+        final_candidates: How many of the front's best (by int8 accuracy in
+            the search) get the final training.
         batch_size: Batch size.
         augment: Augmentation for function matching (`Distiller(augment=)`);
             without it function matching is not tried.
@@ -114,6 +130,7 @@ def find_student(
     (1, True)
     """
     inputs = checked_inputs(teachers, train_data, validation_data, trials, epochs, batch_size)
+    _check_final(final_epochs, final_candidates)
     budget = Budget.from_arguments(board, flash_bytes, ram_bytes, model_share, latency_ms, clock_hz)
     _check_minimize(minimize, budget)
     space = _space(space, inputs.split.x_train.shape[1:], inputs.num_classes)
@@ -129,18 +146,22 @@ def find_student(
             sampler=optuna.samplers.TPESampler(seed=seed),
             load_if_exists=True,
         )
-        settings = {"epochs": epochs, "batch_size": batch_size, "minimize": minimize}
-        settings.update(
-            learning_rate=training.TRIAL_LEARNING_RATE, schedule=training.TRIAL_SCHEDULE
+        plan = training.TrainingPlan(
+            inputs.split, inputs.teachers, {}, inputs.num_classes, epochs, batch_size, augment
         )
+        settings = {**plan.settings(function_matching=False), "minimize": minimize}
         check_identity(study, identity(inputs, budget, space, augment, settings))
         labels = training.label_once(inputs.teachers, *inputs.split[:2], directory)
-        plan = training.TrainingPlan(
-            inputs.split, inputs.teachers, labels, inputs.num_classes, epochs, batch_size, augment
-        )
+        plan = dataclasses.replace(plan, labels=labels)
         search = SearchRun(study, store, space, plan, budget, minimize, seed, directory)
         search.run(trials, verbose)
-        return search.result(verbose)
+        return search.result(final_epochs, final_candidates)
+
+
+def _check_final(final_epochs: int | None, final_candidates: int) -> None:
+    if final_epochs is not None:
+        input_checks.positive_int("final_epochs", final_epochs)
+    input_checks.positive_int("final_candidates", final_candidates)
 
 
 def _check_minimize(minimize: str, budget: Budget) -> None:

@@ -19,16 +19,7 @@ def describe(trial) -> str:
 
 
 def outcome(trial) -> str:
-    """A trial's numbers, or why it was not trained.
-
-    Example:
-    >>> from keras_distill._src.search.budget import Latency
-    >>> from keras_distill._src.search.records import Trial
-    >>> trial = Trial(0, {"width": 8}, "cnn", {}, "over budget: flash 9,000 B > 8,000 B",
-    ...               9_000, None, 400, 380, Latency(None, "no clock"), None, None, 0.9, 0.9, None)
-    >>> outcome(trial)
-    'infeasible after a 0.9 s pre-flight (over budget: flash 9,000 B > 8,000 B)'
-    """
+    """A trial's numbers, or why it was not trained."""
     if not trial.feasible:
         return f"infeasible after a {trial.preflight_seconds:.1f} s pre-flight ({trial.reason})"
     latency = "" if trial.latency.seconds is None else f", ~{trial.latency.milliseconds:.2f} ms"
@@ -80,10 +71,18 @@ class SearchProgress:
         if self.bar is not None:
             self.bar.update(min(finished, self.trials))
 
-    def scratch(self, trial, accuracy: float) -> None:
+    def final(self, trial, trained, epochs: int) -> None:
+        """Prints a front candidate trained again after the search."""
+        self._print(
+            f"front trial {trial.number} trained again for {epochs} epochs: int8 "
+            f"{trained.int8_accuracy:.1%} (float {trained.float_accuracy:.1%}; "
+            f"{trial.int8_accuracy:.1%} int8 after its trial), {trained.seconds:.0f} s"
+        )
+
+    def scratch(self, trial, accuracy: float, epochs: int) -> None:
         """Prints a front candidate's scratch twin."""
         self._print(
-            f"front trial {trial.number} from scratch: int8 {accuracy:.1%} "
+            f"front trial {trial.number} from scratch, {epochs} epochs: int8 {accuracy:.1%} "
             f"(distilled {trial.int8_accuracy:.1%})"
         )
 

@@ -93,6 +93,11 @@ class Candidate:
             on the labels alone (same epochs and augmentation); None until it ran.
         latency: A `Latency` (measured, or estimated and how).
         model_path: The saved float student (`.keras`).
+        epochs: Epochs it (and its scratch twin) trained: the search's, or
+            `find_student(final_epochs=)` for the candidates trained again
+            after the search; None if not recorded.
+        trial_int8_accuracy: Its int8 accuracy after the search's own trial
+            (the same as `int8_accuracy` unless it was trained again).
 
     Example:
     >>> candidate = Candidate(7, {"family": "dense", "width": 16, "depth": 1}, "mlp",
@@ -115,6 +120,8 @@ class Candidate:
     scratch_accuracy: float | None
     latency: Latency
     model_path: str
+    epochs: int | None = None
+    trial_int8_accuracy: float | None = None
 
     @property
     def distillation_gain(self) -> float | None:
@@ -122,11 +129,24 @@ class Candidate:
         return None if self.scratch_accuracy is None else self.int8_accuracy - self.scratch_accuracy
 
     @classmethod
-    def from_trial(cls, trial: Trial, scratch_accuracy: float | None) -> Candidate:
-        """The candidate of a feasible trial."""
-        fields = {f.name for f in dataclasses.fields(cls)} - {"scratch_accuracy"}
-        values = {name: getattr(trial, name) for name in fields}
-        return cls(**values, scratch_accuracy=scratch_accuracy)
+    def from_trial(
+        cls,
+        trial: Trial,
+        scratch_accuracy: float | None,
+        epochs: int | None = None,
+        trial_int8_accuracy: float | None = None,
+    ) -> Candidate:
+        """The candidate of a feasible trial (or of its training again after the search)."""
+        given = {"scratch_accuracy", "epochs", "trial_int8_accuracy"}
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in given]
+        return cls(
+            **{name: getattr(trial, name) for name in names},
+            scratch_accuracy=scratch_accuracy,
+            epochs=epochs,
+            trial_int8_accuracy=(
+                trial.int8_accuracy if trial_int8_accuracy is None else trial_int8_accuracy
+            ),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +179,7 @@ class SearchResult:
     validation: tuple | None = dataclasses.field(default=None, repr=False)
 
     def to_markdown(self) -> str:
-        """The budget, the front beside its scratch twins, and the infeasible count."""
+        """The budget, the trials' count, and the front beside its scratch twins, as a table."""
         feasible = [trial for trial in self.trials if trial.feasible]
         lines = [
             f"Budget: {self.budget.describe()}. {len(self.trials)} trials, "
@@ -173,6 +193,7 @@ class SearchResult:
                 c.teacher,
                 f"T={c.recipe['temperature']:g} a={c.recipe['alpha']:g}"
                 + (" FM" if c.recipe["function_matching"] else ""),
+                "-" if c.epochs is None else str(c.epochs),
                 f"{c.params:,}",
                 f"{c.flash_bytes:,}",
                 f"{c.arena_bytes:,}",
@@ -180,12 +201,14 @@ class SearchResult:
                 f"{c.int8_accuracy:.1%}",
                 f"{c.float_accuracy:.1%}",
                 "-" if c.scratch_accuracy is None else f"{c.scratch_accuracy:.1%}",
+                "-" if c.trial_int8_accuracy is None else f"{c.trial_int8_accuracy:.1%}",
             )
             for c in self.front
         ]
-        header = ("trial", "architecture", "teacher", "recipe", "params", "flash (B)")
+        header = ("trial", "architecture", "teacher", "recipe", "epochs", "params", "flash (B)")
         header += ("arena (B)", "latency (ms, est.)", "int8 acc", "float acc", "scratch int8 acc")
-        lines.append(markdown.table(header, rows, align="lllllrrrrrrr"[: len(header)]))
+        header += ("int8 acc after its trial",)
+        lines.append(markdown.table(header, rows, align="llll" + "r" * 9))
         return "\n".join(lines)
 
     def plot(self, path: str | os.PathLike) -> pathlib.Path:

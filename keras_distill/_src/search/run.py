@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -49,6 +50,8 @@ class SearchRun:
         self.progress.resumed([self.record(t) for t in storage.finished(self.study)])
         if len(storage.finished(self.study)) >= trials:
             return
+        for choices in self.space.suggested:  # once per search, whichever process comes first
+            self.study.enqueue_trial(choices, skip_if_exists=True)
         self.study.optimize(
             self.objective,
             callbacks=[optuna.study.MaxTrialsCallback(trials), self._after_trial],
@@ -137,14 +140,26 @@ class SearchRun:
         """The `Trial` a finished Optuna trial stored."""
         return Trial.from_json(frozen.user_attrs["record"])
 
-    def result(self, verbose: int) -> SearchResult:
-        """The front (with its scratch twins, trained here if no process did yet), every trial."""
+    def result(self, final_epochs: int | None = None, final_candidates: int = 1) -> SearchResult:
+        """The `SearchResult`: the front beside its scratch twins, and every trial.
+
+        With `final_epochs`, the front's best `final_candidates` (by the
+        search's int8 accuracy) are trained again from the start for that many
+        epochs with their recipe, and so are their scratch twins. Whatever no
+        process did yet is done here.
+        """
         records = [self.record(t) for t in storage.finished(self.study)]
-        front = [Candidate.from_trial(t, self._scratch(t, verbose)) for t in self._front(records)]
-        front.sort(key=lambda c: (-c.int8_accuracy, c.flash_bytes))
+        front = sorted(self._front(records), key=lambda r: (-r.int8_accuracy, self._cost(r)))
+        candidates = []
+        for rank, record in enumerate(front):
+            epochs = final_epochs if final_epochs and rank < final_candidates else self.plan.epochs
+            trained = record if epochs == self.plan.epochs else self._final(record, epochs)
+            scratch = self._scratch(trained, epochs)
+            candidates.append(Candidate.from_trial(trained, scratch, epochs, record.int8_accuracy))
+        candidates.sort(key=lambda c: (-c.int8_accuracy, c.flash_bytes))
         split = self.plan.split
         result = SearchResult(
-            front,
+            candidates,
             records,
             self.budget,
             self.minimize,
@@ -177,17 +192,43 @@ class SearchRun:
 
         return [r for r in feasible if not beaten(r)]
 
-    def _scratch(self, record: Trial, verbose: int) -> float:
+    def _final(self, record: Trial, epochs: int) -> Trial:
+        """The trial's candidate distilled again from the start for `epochs`, measured."""
+        key = f"final_{record.number}_{epochs}"
+        if key in self.study.user_attrs:
+            return Trial.from_json(self.study.user_attrs[key])
+        start = time.perf_counter()
+        keras.utils.set_random_seed(self.seed + record.number)
+        model = build_candidate(
+            self.space, Choices.stored(record.architecture), self.plan.num_classes
+        )
+        training.distil(self.plan, model, record.teacher, {**record.recipe}, epochs)
+        flash, measured = training.int8_accuracy(self.plan, model, record.arena_bytes)
+        path = os.path.join(self.directory, "students", f"trial_{record.number}_final.keras")
+        model.save(path)
+        trained = dataclasses.replace(
+            record,
+            flash_bytes=flash,
+            int8_accuracy=measured.int8_accuracy,
+            float_accuracy=measured.float_accuracy,
+            seconds=time.perf_counter() - start,
+            model_path=path,
+        )
+        self.study.set_user_attr(key, trained.to_json())
+        self.progress.final(record, trained, epochs)
+        return trained
+
+    def _scratch(self, record: Trial, epochs: int) -> float:
         """The int8 accuracy of the candidate's architecture trained on the labels alone."""
-        key = f"scratch_{record.number}"
+        key = f"scratch_{record.number}_{epochs}"
         if key in self.study.user_attrs:
             return self.study.user_attrs[key]
         keras.utils.set_random_seed(self.seed + record.number)
         model = build_candidate(
             self.space, Choices.stored(record.architecture), self.plan.num_classes
         )
-        training.scratch(self.plan, model, record.recipe["function_matching"])
+        training.scratch(self.plan, model, record.recipe["function_matching"], epochs)
         _, measured = training.int8_accuracy(self.plan, model, record.arena_bytes)
         self.study.set_user_attr(key, measured.int8_accuracy)
-        self.progress.scratch(record, measured.int8_accuracy)
+        self.progress.scratch(record, measured.int8_accuracy, epochs)
         return measured.int8_accuracy

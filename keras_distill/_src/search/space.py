@@ -20,6 +20,15 @@ FAMILIES_BY_RANK = {
     3: ("ds_cnn", "conv2d"),
 }
 
+# What a search tries first by input rank: a small CNN of each kind that does well on
+# signals (MNIST-1D) and on images; the sampler takes over from there.
+_CNN = {"blocks": 2, "filters": 16, "kernel": 5, "stride": 2, "pooling": "none"}
+SUGGESTED_BY_RANK = {
+    1: ({"family": "conv1d", **_CNN, "head": "flatten"},),
+    2: ({"family": "conv1d", **_CNN, "head": "flatten"},),
+    3: ({"family": "ds_cnn", **_CNN, "kernel": 3, "blocks": 3, "head": "average"},),
+}
+
 
 class Choices:
     """The decisions of one candidate, made by a picking rule as `build` asks for them.
@@ -78,6 +87,10 @@ class SearchSpace:
             on the same augmented view, `Distiller(augment=)`), with
             `find_student(augment=)`; `(False,)` never does.
         name: A description that identifies the space in a stored search.
+        suggested: Candidates to try first, before the sampler's own: dicts of
+            choices (name -> value; those left out are sampled), e.g. an
+            architecture known to do well, so that a short search does not
+            miss it.
 
     Example:
     >>> def build(choices):
@@ -94,6 +107,7 @@ class SearchSpace:
     alphas: tuple = (0.5, 0.2, 0.8)
     function_matching: tuple = (False, True)
     name: str = "custom"
+    suggested: tuple = ()
 
     def __post_init__(self):
         if not callable(self.build):
@@ -106,6 +120,12 @@ class SearchSpace:
             if not values:
                 raise ValueError(f"The search space has no candidate: `{field}` is empty.")
             object.__setattr__(self, field, values)
+        object.__setattr__(self, "suggested", tuple(self.suggested))
+        if any(not isinstance(choices, dict) for choices in self.suggested):
+            raise ValueError(
+                "`suggested` must hold dicts of choices (name -> value); received "
+                f"{self.suggested!r}."
+            )
         if any(not t > 0 for t in self.temperatures):
             raise ValueError(f"`temperatures` must be > 0; received {self.temperatures!r}.")
         if any(not 0 <= a <= 1 for a in self.alphas):
@@ -134,7 +154,9 @@ def default_space(input_shape: tuple, num_classes: int) -> SearchSpace:
     depthwise-separable; signals `(steps, channels)` get 1-D convolutions;
     images and spectrograms `(height, width, channels)` (or `(height, width)`)
     get 2-D convolutions and DS-CNN blocks (the MLPerf Tiny keyword-spotting
-    family). Depths, widths, kernel sizes, strides and pooling are searched.
+    family). Depths, widths, kernel sizes, strides, pooling and the head (global
+    average pooling, or a flatten that keeps where a feature is) are searched.
+    A small CNN of the input's kind is suggested to try first (`suggested`).
 
     Args:
         input_shape: One example's shape, without the batch axis.
@@ -169,7 +191,11 @@ def default_space(input_shape: tuple, num_classes: int) -> SearchSpace:
         x = BODIES[family](_as_signal(inputs, family), choices)
         return keras.Model(inputs, keras.layers.Dense(int(num_classes))(x), name=family)
 
-    return SearchSpace(build, name=f"default{input_shape}->{int(num_classes)}")
+    return SearchSpace(
+        build,
+        name=f"default{input_shape}->{int(num_classes)}",
+        suggested=SUGGESTED_BY_RANK[len(input_shape)],
+    )
 
 
 def _as_signal(inputs, family: str):
@@ -193,11 +219,12 @@ def _conv_settings(choices: Choices, kernels: tuple) -> tuple:
         choices.choose("kernel", kernels),
         choices.choose("stride", (2, 1)),
         choices.choose("pooling", ("max", "none")),
+        choices.choose("head", ("average", "flatten")),
     )
 
 
 def _conv1d(x, choices: Choices, separable: bool = False):
-    blocks, filters, kernel, stride, pooling = _conv_settings(choices, (3, 5, 7))
+    blocks, filters, kernel, stride, pooling, head = _conv_settings(choices, (3, 5, 7))
     for block in range(blocks):
         if separable and block > 0:
             x = keras.layers.DepthwiseConv1D(kernel, strides=stride, padding="same")(x)
@@ -207,11 +234,11 @@ def _conv1d(x, choices: Choices, separable: bool = False):
             x = keras.layers.ReLU()(x)
         if pooling == "max" and x.shape[1] >= 2:
             x = keras.layers.MaxPooling1D(2)(x)
-    return keras.layers.GlobalAveragePooling1D()(x)
+    return _head(x, head, keras.layers.GlobalAveragePooling1D)
 
 
 def _conv2d(x, choices: Choices, separable: bool = False):
-    blocks, filters, kernel, stride, pooling = _conv_settings(choices, (3, 5))
+    blocks, filters, kernel, stride, pooling, head = _conv_settings(choices, (3, 5))
     for block in range(blocks):
         if separable and block > 0:  # DS-CNN: depthwise 3x3, then pointwise 1x1
             x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same")(x)
@@ -221,7 +248,12 @@ def _conv2d(x, choices: Choices, separable: bool = False):
             x = keras.layers.ReLU()(x)
         if pooling == "max" and min(x.shape[1:3]) >= 2:
             x = keras.layers.MaxPooling2D(2)(x)
-    return keras.layers.GlobalAveragePooling2D()(x)
+    return _head(x, head, keras.layers.GlobalAveragePooling2D)
+
+
+def _head(x, head: str, average):
+    """Features for the classifier: averaged over positions, or every position kept."""
+    return average()(x) if head == "average" else keras.layers.Flatten()(x)
 
 
 BODIES = {

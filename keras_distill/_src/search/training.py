@@ -58,10 +58,13 @@ class TrainingPlan:
     batch_size: int
     augment: object = None
 
-    def settings(self, function_matching: bool) -> dict:
-        """The `TrainingSettings` fields of a run with or without the augmentation."""
+    def settings(self, function_matching: bool, epochs: int | None = None) -> dict:
+        """The `TrainingSettings` fields of a run with or without the augmentation.
+
+        `epochs` replaces the plan's (the final training of a front candidate).
+        """
         return {
-            "epochs": self.epochs,
+            "epochs": epochs or self.epochs,
             "batch_size": self.batch_size,
             "learning_rate": TRIAL_LEARNING_RATE,
             "schedule": TRIAL_SCHEDULE,
@@ -91,14 +94,16 @@ def label_once(teachers: dict, x: np.ndarray, y: np.ndarray, directory: str) -> 
     return folders
 
 
-def distil(plan: TrainingPlan, student: keras.Model, teacher: str, recipe: dict) -> float:
+def distil(
+    plan: TrainingPlan, student: keras.Model, teacher: str, recipe: dict, epochs: int | None = None
+) -> float:
     """Distils `student` with `recipe`; returns its float accuracy on the validation data.
 
     From the stored outputs of `teacher`, or (function matching) from the live
-    teacher on each augmented batch.
+    teacher on each augmented batch; for the plan's epochs unless `epochs` is given.
     """
     objective = {"temperature": recipe["temperature"], "alpha": recipe["alpha"]}
-    settings = plan.settings(recipe["function_matching"])
+    settings = plan.settings(recipe["function_matching"], epochs)
     if recipe["function_matching"]:
         return train_distilled(plan.teachers[teacher], student, plan.split, **settings, **objective)
     training = TrainingSettings(**settings)
@@ -113,9 +118,11 @@ def distil(plan: TrainingPlan, student: keras.Model, teacher: str, recipe: dict)
     return training.fit(distiller, stored, None, plan.split)
 
 
-def scratch(plan: TrainingPlan, model: keras.Model, function_matching: bool) -> float:
+def scratch(
+    plan: TrainingPlan, model: keras.Model, function_matching: bool, epochs: int | None = None
+) -> float:
     """Trains `model` on the labels alone, with the same epochs and augmentation."""
-    return train_from_scratch(model, plan.split, **plan.settings(function_matching))
+    return train_from_scratch(model, plan.split, **plan.settings(function_matching, epochs))
 
 
 def int8_accuracy(plan: TrainingPlan, model: keras.Model, arena: int):
