@@ -57,10 +57,11 @@ def _add_demo(commands) -> None:
         "--epochs",
         type=_positive_int,
         default=None,
-        help="training epochs of each searched student (default: 30)",
+        help="training epochs of each searched student's trial (default: 15; the best is then "
+        "trained again for 300)",
     )
     demo.add_argument(
-        "--trials", type=_positive_int, default=None, help="candidates to search (default: 14)"
+        "--trials", type=_positive_int, default=None, help="candidates to search (default: 12)"
     )
     demo.add_argument(
         "--teacher-epochs",
