@@ -3,9 +3,9 @@
 `label` runs a whole labelling job; `LabelWithTeacher` and
 `LabelShardChunks` are the transforms for a pipeline of your own, with the
 teacher as a model handler (`KerasModelHandler`, `CallableModelHandler`,
-`GenerateModelHandler`), the elements as `ShardChunk`s and the manifest's
-settings from `label_settings`; `TFRecordInputs` reads inputs from TFRecord
-files.
+`GenerateModelHandler`), the elements as `ShardChunk`s (`shard_chunks`
+cuts arrays into them) and the manifest's settings from `label_settings`;
+`TFRecordInputs` reads inputs from TFRecord files.
 """
 
 from keras_distill._src.labelling.beam import (
@@ -17,7 +17,7 @@ from keras_distill._src.labelling.beam import (
     label,
     label_settings,
 )
-from keras_distill._src.labelling.beam_inputs import ShardChunk, TFRecordInputs
+from keras_distill._src.labelling.beam_inputs import ShardChunk, TFRecordInputs, shard_chunks
 
 __all__ = [
     "CallableModelHandler",
@@ -29,4 +29,5 @@ __all__ = [
     "TFRecordInputs",
     "label",
     "label_settings",
+    "shard_chunks",
 ]

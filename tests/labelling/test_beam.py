@@ -13,8 +13,6 @@ beam = pytest.importorskip("apache_beam", reason="apache-beam is optional (keras
 kbeam = pytest.importorskip("keras_distill.labelling.beam")
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from keras_distill._src.labelling import beam_inputs  # noqa: E402
-
 TWO_WORKERS = PipelineOptions(direct_num_workers=2, direct_running_mode="multi_processing")
 
 
@@ -148,7 +146,7 @@ def test_generated_responses_on_two_workers_equal_the_local_run(tmp_path):
 def test_shard_chunks_in_any_order_on_two_workers_write_the_same_bytes(digits, tmp_path):
     x, y = digits.x_train[:900], digits.y_train[:900]
     kbeam.label(lambda b: b[:, :5], (x, y), tmp_path / "one", shard_size=200)
-    chunks = list(beam_inputs.shard_chunks(x, y, 200))[::-1]  # the last shard first
+    chunks = kbeam.shard_chunks(x, y, 200)[::-1]  # the last shard first
     assert [len(c.x) for c in chunks] == [100, 200, 200, 200, 200]
     with beam.Pipeline(options=TWO_WORKERS) as pipeline:
         _ = (
@@ -182,7 +180,7 @@ def test_the_teacher_sees_whole_shards_in_slices_of_256_rows(digits, tmp_path):
 
 def test_chunks_that_leave_a_gap_fail_the_pipeline_and_leave_no_manifest(digits, tmp_path):
     x = digits.x_train[:600]
-    chunks = [c for c in beam_inputs.shard_chunks(x, None, 200) if c.shard != 1]
+    chunks = [c for c in kbeam.shard_chunks(x, None, 200) if c.shard != 1]
     with pytest.raises(Exception, match="without gaps or repeats"):
         with beam.Pipeline() as pipeline:
             _ = (

@@ -137,6 +137,24 @@ def test_a_dataset_is_streamed_one_shard_at_a_time():
     assert [len(x) for x, _ in shards] == [10] * 199
 
 
+def test_shard_chunks_are_views_of_the_arrays_covering_every_index_once():
+    x, labels = np.arange(50, dtype="float32").reshape(25, 2), np.arange(25) % 3
+    chunks = kbeam.shard_chunks(x, labels, shard_size=10)
+    assert [(c.shard, c.first, c.last) for c in chunks] == [(0, 0, 9), (1, 10, 19), (2, 20, 24)]
+    np.testing.assert_array_equal(np.concatenate([c.x for c in chunks]), x)
+    np.testing.assert_array_equal(np.concatenate([c.labels for c in chunks]), labels)
+    assert all(np.shares_memory(c.x, x) for c in chunks)
+    assert kbeam.shard_chunks(x, shard_size=10)[2].labels is None
+
+
+def test_shard_chunks_refuse_a_bad_size_and_labels_of_another_length():
+    x = np.zeros((25, 2), "float32")
+    with pytest.raises(ValueError, match=r"`shard_size` must be >= 1; received 0"):
+        kbeam.shard_chunks(x, shard_size=0)
+    with pytest.raises(TeacherLabelsError, match=r"25 examples and the labels 24"):
+        kbeam.shard_chunks(x, np.zeros(24), shard_size=10)
+
+
 @pytest.mark.parametrize(
     "data, message",
     [

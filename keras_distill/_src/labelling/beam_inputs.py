@@ -250,11 +250,61 @@ class ShardChunk:
         return self.first + len(self.x) - 1
 
 
-def shard_chunks(x: np.ndarray, labels: np.ndarray | None, shard_size: int):
-    """The `ShardChunk`s of arrays, sliced in bulk (views, no copy until pickled)."""
+def shard_chunks(
+    x: np.ndarray, labels: np.ndarray | None = None, shard_size: int = 10_000
+) -> list[ShardChunk]:
+    """Cuts in-memory arrays into the `ShardChunk`s that `LabelShardChunks` labels.
+
+    Chunk `s` holds examples `s * shard_size` to `(s + 1) * shard_size - 1` (the
+    last may be shorter), so the chunks cover the indices 0..n-1 as
+    `LabelShardChunks` needs. The chunks are views of the arrays: nothing is
+    copied until Beam pickles them. `beam.Create` pickles them into the
+    pipeline itself, which suits small arrays; large inputs are better read on
+    the workers, one chunk per shard (or labelled by `label`, which stages them).
+
+    Args:
+        x: The inputs, one example per row.
+        labels: Their labels (one per input), or None.
+        shard_size: Examples per chunk, hence per written shard.
+
+    Returns:
+        The chunks, in shard order.
+
+    Raises:
+        ValueError: If `shard_size` is below 1.
+        TeacherLabelsError: If `labels` do not hold one label per input.
+
+    Example:
+    >>> import os, tempfile
+    >>> import apache_beam as beam
+    >>> import numpy as np
+    >>> import keras_distill as kd
+    >>> from keras_distill.labelling import beam as kbeam
+    >>> x = np.random.default_rng(0).normal(size=(25, 4)).astype("float32")
+    >>> chunks = kbeam.shard_chunks(x, np.arange(25) % 3, shard_size=10)
+    >>> [(chunk.shard, chunk.first, chunk.last) for chunk in chunks]
+    [(0, 0, 9), (1, 10, 19), (2, 20, 24)]
+    >>> folder = tempfile.mkdtemp()
+    >>> with beam.Pipeline() as pipeline:
+    ...     _ = (pipeline | beam.Create(chunks) | kbeam.LabelShardChunks(
+    ...         kbeam.CallableModelHandler(lambda b: b[:, :3]), folder,
+    ...         kbeam.label_settings("id:first-three", "logits", None, 10)))
+    >>> manifest = kd.labelling.read_manifest(os.path.join(folder, "manifest.json"))
+    >>> manifest.num_examples, len(manifest.shards)
+    (25, 3)
+    """
+    if int(shard_size) < 1:
+        raise ValueError(f"`shard_size` must be >= 1; received {shard_size!r}.")
+    if labels is not None and len(labels) != len(x):
+        raise TeacherLabelsError(
+            f"The inputs hold {len(x)} examples and the labels {len(labels)}; "
+            "give one label per input, or labels=None."
+        )
+    chunks = []
     for shard, first in enumerate(range(0, len(x), shard_size)):
         part = slice(first, first + shard_size)
-        yield ShardChunk(shard, first, x[part], None if labels is None else labels[part])
+        chunks.append(ShardChunk(shard, first, x[part], None if labels is None else labels[part]))
+    return chunks
 
 
 def by_shard(element, shard_size: int):
