@@ -67,12 +67,39 @@ def kl_from_log_ratio(log_p, log_ratio):
     >>> f"{float(kl_from_log_ratio(log_p, np.array([[1e-4, -1e-4]], 'float32'))[0]):.3g}"
     '5e-09'
     """
-    log_p, log_ratio = ops.cast(log_p, "float32"), ops.cast(log_ratio, "float32")
+    return _kl_with_gradient(ops.cast(log_p, "float32"), ops.cast(log_ratio, "float32"))
+
+
+@ops.custom_gradient
+def _kl_with_gradient(log_p, log_ratio):
+    """`kl_from_log_ratio` in float32, with its gradient written out.
+
+    With `r` the second distribution, the gradient is `p - r` for the log-ratio
+    and `p * e + r - p` for `log p` (exact for normalized `log p`, whose
+    derivatives are orthogonal to `p`). Both are computed without cancellation,
+    and the step does not differentiate the series and branches of the value:
+    a third of the operations of automatic differentiation.
+    """
     p = ops.exp(log_p)
     e = log_ratio - ops.sum(p * log_ratio, axis=-1, keepdims=True)
     near = ops.log1p(ops.sum(p * exp_remainder(e), axis=-1))
     far = ops.logsumexp(log_p - e, axis=-1)
-    return ops.where(ops.min(e, axis=-1) < -OVERFLOW_LIMIT, far, near)
+    kl = ops.where(ops.min(e, axis=-1) < -OVERFLOW_LIMIT, far, near)
+
+    def gradient(*args, upstream=None):
+        upstream = ops.expand_dims(args[0] if upstream is None else upstream, -1)
+        r_minus_p = _r_minus_p(log_p, p, -(e + kl[..., None]))
+        return upstream * (p * e + r_minus_p), -upstream * r_minus_p
+
+    return kl, gradient
+
+
+def _r_minus_p(log_p, p, log_r_over_p):
+    """`r - p` from `log(r / p)`: `p * expm1(.)` near `p`, the direct difference far from it."""
+    bounded = ops.minimum(log_r_over_p, OVERFLOW_LIMIT)
+    return ops.where(
+        log_r_over_p < OVERFLOW_LIMIT, p * ops.expm1(bounded), ops.exp(log_p + log_r_over_p) - p
+    )
 
 
 def log_mean_exp(log_w, values):
