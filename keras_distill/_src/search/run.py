@@ -192,16 +192,20 @@ class SearchRun:
 
         return [r for r in feasible if not beaten(r)]
 
+    def _rebuilt(self, record: Trial) -> keras.Model:
+        """The trial's architecture, untrained, from the initialisation its trial had."""
+        keras.utils.set_random_seed(self.seed + record.number)
+        return build_candidate(
+            self.space, Choices.stored(record.architecture), self.plan.num_classes
+        )
+
     def _final(self, record: Trial, epochs: int) -> Trial:
         """The trial's candidate distilled again from the start for `epochs`, measured."""
         key = f"final_{record.number}_{epochs}"
         if key in self.study.user_attrs:
             return Trial.from_json(self.study.user_attrs[key])
         start = time.perf_counter()
-        keras.utils.set_random_seed(self.seed + record.number)
-        model = build_candidate(
-            self.space, Choices.stored(record.architecture), self.plan.num_classes
-        )
+        model = self._rebuilt(record)
         training.distil(self.plan, model, record.teacher, {**record.recipe}, epochs)
         flash, measured = training.int8_accuracy(self.plan, model, record.arena_bytes)
         path = os.path.join(self.directory, "students", f"trial_{record.number}_final.keras")
@@ -223,10 +227,7 @@ class SearchRun:
         key = f"scratch_{record.number}_{epochs}"
         if key in self.study.user_attrs:
             return self.study.user_attrs[key]
-        keras.utils.set_random_seed(self.seed + record.number)
-        model = build_candidate(
-            self.space, Choices.stored(record.architecture), self.plan.num_classes
-        )
+        model = self._rebuilt(record)
         training.scratch(self.plan, model, record.recipe["function_matching"], epochs)
         _, measured = training.int8_accuracy(self.plan, model, record.arena_bytes)
         self.study.set_user_attr(key, measured.int8_accuracy)
