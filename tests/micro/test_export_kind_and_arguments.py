@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_distill import micro
+from keras_distill._src.micro import export_validation
 from keras_distill._src.micro.result import ValidationResult
 
 FEATURES = 8
@@ -229,3 +230,8 @@ def test_a_fake_quantized_student_exports_fully_int8_without_data(inputs, tmp_pa
         8 / 255, abs=1e-7
     )  # the logits' range (float32)
     assert result.validation.agreement >= 0.95
+
+
+def test_verify_on_without_inputs_to_run_is_refused_by_name():
+    with pytest.raises(micro.MicroExportError, match=r"`verify_on` needs inputs to run"):
+        export_validation.check_on_target("m", None, b"", (0, 0), None, "host", None, 0.1)

@@ -1,7 +1,7 @@
 """The files of an export, and how they reach the output folder.
 
-All or nothing (`keras_distill._src.utils.storage.write_atomically`: every
-file written beside its place, then moved into place), and never over an
+All or nothing (the package's one atomic write, `storage.write_atomically`:
+every file written beside its place, then moved into place), and never over an
 earlier export's files unless `overwrite=True`, as `keras.Model.save` does.
 Through `tf.io.gfile`, so the folder may be local or a URL (`ram://`, `gs://`).
 """
@@ -27,17 +27,7 @@ def file_names(name: str) -> list[str]:
 
 
 def sources(name: str, info, model_bytes: bytes, arena: int, recommended: int) -> dict:
-    """File name -> content: the flatbuffer, its C++ array and the header.
-
-    Example:
-    >>> import keras, numpy as np
-    >>> from keras_distill._src.micro.convert import to_int8_tflite
-    >>> from keras_distill._src.micro.model_info import inspect_model
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> tflite = to_int8_tflite(model, np.random.rand(8, 4))
-    >>> sorted(sources("tiny", inspect_model(tflite), tflite, 1024, 1136))
-    ['tiny.tflite', 'tiny_model_data.cc', 'tiny_model_data.h']
-    """
+    """File name -> content: the flatbuffer, its C++ array and the header."""
     from keras_distill.version import __version__
 
     model_file, source_file, header_file = file_names(name)
@@ -51,16 +41,6 @@ def check_not_overwriting(directory: str | os.PathLike, name: str, overwrite: bo
 
     Raises:
         MicroExportError: Naming the files that exist.
-
-    Example:
-    >>> import tempfile
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = (folder / "tiny.tflite").write_bytes(b"")
-    >>> check_not_overwriting(folder, "tiny", overwrite=True)
-    >>> check_not_overwriting(folder, "tiny", overwrite=False)
-    Traceback (most recent call last):
-    ...
-    keras_distill._src.micro.errors.MicroExportError: ... already holds tiny.tflite ...
     """
     directory = storage.check_path(directory, MicroExportError)
     existing = [f for f in file_names(name) if storage.exists(storage.join(directory, f))]

@@ -47,16 +47,6 @@ def validate(keras_model, model_bytes: bytes, info, data, arena: int) -> Validat
 
     Raises:
         MicroExportError: If the labels or the example shape do not match.
-
-    Example:
-    >>> import keras
-    >>> from keras_distill._src.micro.convert import to_int8_tflite
-    >>> from keras_distill._src.micro.model_info import inspect_model
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> x = np.random.rand(16, 4).astype("float32")
-    >>> tflite = to_int8_tflite(model, x)
-    >>> validate(model, tflite, inspect_model(tflite), x, 4096).examples
-    16
     """
     x, y = _validation_arrays(data, info.inputs[0].shape[1:])
     int8_top1 = np.argmax(verify.run_tflm(model_bytes, info, x, arena), axis=-1)
@@ -95,12 +85,6 @@ def check_on_target(name, info, model_bytes, arenas, data, target, tflm_dir, mar
     Raises:
         MicroExportError: If there are no inputs; `FirmwareError` as
             `target_run.verify_on_target` raises.
-
-    Example:
-    >>> check_on_target("m", None, b"", (0, 0), None, "host", None, 0.1)
-    Traceback (most recent call last):
-    ...
-    keras_distill._src.micro.errors.MicroExportError: `verify_on` needs inputs to run: ...
     """
     from keras_distill._src.micro import target_run
 

@@ -66,17 +66,6 @@ def check_kernels(path: str, info: ModelInfo, layer_names: tuple = ()) -> int:
     Raises:
         MicroExportError: If TFLM has no kernel for an op (each is named, with
             its layer where known and a hint), or fails for another reason.
-
-    Example:
-    >>> import keras, tempfile
-    >>> from keras_distill._src.micro.convert import to_int8_tflite
-    >>> from keras_distill._src.micro.model_info import inspect_model
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> tflite = to_int8_tflite(model, np.random.rand(8, 4))
-    >>> with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
-    ...     _ = f.write(tflite); f.flush()
-    ...     check_kernels(f.name, inspect_model(tflite)) > 0
-    True
     """
     size = os.path.getsize(path)
     arena = min(_MAX_ARENA, max(1 << 20, 16 * size))
@@ -116,18 +105,6 @@ def measure_arena(path: str, info: ModelInfo, reported: int) -> int:
     Returns:
         The smallest arena size in bytes (a multiple of `ARENA_RESOLUTION`)
         that works; one resolution step less fails.
-
-    Example:
-    >>> import keras, tempfile
-    >>> from keras_distill._src.micro.convert import to_int8_tflite
-    >>> from keras_distill._src.micro.model_info import inspect_model
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> tflite = to_int8_tflite(model, np.random.rand(8, 4))
-    >>> with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
-    ...     _ = f.write(tflite); f.flush()
-    ...     info = inspect_model(tflite)
-    ...     measure_arena(f.name, info, check_kernels(f.name, info)) < 4096
-    True
     """
 
     def works(arena: int) -> bool:
@@ -185,15 +162,6 @@ def run_tflm(
 
     Returns:
         Outputs, shape `(n, *output_shape[1:])`: float32, or the output's type.
-
-    Example:
-    >>> import keras
-    >>> from keras_distill._src.micro.convert import to_int8_tflite
-    >>> from keras_distill._src.micro.model_info import inspect_model
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> tflite = to_int8_tflite(model, np.random.rand(8, 4))
-    >>> run_tflm(tflite, inspect_model(tflite), np.random.rand(3, 4), 4096).shape
-    (3, 2)
     """
     from tflite_micro.python.tflite_micro import runtime
 
@@ -209,14 +177,7 @@ def run_tflm(
 
 
 def write_temporary(model_bytes: bytes) -> str:
-    """Writes the model to a temporary `.tflite` file for the probes; returns its path.
-
-    Example:
-    >>> path = write_temporary(b"TFL3")
-    >>> os.path.getsize(path)
-    4
-    >>> os.remove(path)
-    """
+    """Writes the model to a temporary `.tflite` file for the probes; returns its path."""
     handle, path = tempfile.mkstemp(suffix=".tflite", prefix="keras_distill_")
     with os.fdopen(handle, "wb") as file:
         file.write(model_bytes)
