@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -106,12 +107,17 @@ def test_losses_agree_with_numpy_on_random_shapes(pair, temperature, name):
     name=st.sampled_from(sorted(SHIFT_INVARIANT)),
     sign=st.sampled_from([-1.0, 1.0]),
 )
-def test_losses_stay_finite_for_extreme_logits(dtype, name, sign):
+def test_losses_and_gradients_stay_finite_for_extreme_logits(dtype, name, sign):
     big = min(1e4, float(np.finfo(dtype).max) / 4)  # logits far beyond any trained model
     teacher = np.array([[big, 0.0, -big], [0.0, sign * big, 0.0]], dtype)
     student = np.array([[-big, big, 0.0], [sign * big, 0.0, 0.0]], dtype)
-    value = np.asarray(SHIFT_INVARIANT[name](teacher, student, 2.0))
+    variables = [tf.Variable(teacher), tf.Variable(student)]
+    with tf.GradientTape() as tape:
+        value = SHIFT_INVARIANT[name](*variables, 2.0)
+        total = tf.reduce_sum(value)
     assert value.dtype == np.float32 and np.all(np.isfinite(value))
+    for gradient in tape.gradient(total, variables):
+        assert np.all(np.isfinite(gradient))
 
 
 ANNEALING = st.sampled_from([schedules.Linear, schedules.Cosine, schedules.Exponential])

@@ -38,12 +38,10 @@ def exp_remainder(e):
     '5e-13'
     """
     e = ops.cast(e, "float32")
-    small = ops.clip(e, -SERIES_LIMIT, SERIES_LIMIT)
-    series = ops.square(small) * (
-        0.5 + small * (-1.0 / 6.0 + small * (1.0 / 24.0 + small * (-1.0 / 120.0 + small / 720.0)))
-    )
-    large = ops.maximum(e, -OVERFLOW_LIMIT)
-    return ops.where(ops.abs(e) < SERIES_LIMIT, series, ops.expm1(-large) + large)
+    series = ops.square(e) * (0.5 + e * (-1.0 / 6.0 + e * (1.0 / 24.0 + e * (-1.0 / 120.0))))
+    # Each branch is evaluated everywhere: the unselected one may overflow, never the result
+    # (`e < -OVERFLOW_LIMIT` is left to `kl_from_log_ratio`'s log-sum-exp form).
+    return ops.where(ops.abs(e) < SERIES_LIMIT, series, ops.expm1(-e) + e)
 
 
 def kl_from_log_ratio(log_p, log_ratio):
@@ -83,7 +81,7 @@ def _kl_with_gradient(log_p, log_ratio):
     p = ops.exp(log_p)
     e = log_ratio - ops.sum(p * log_ratio, axis=-1, keepdims=True)
     near = ops.log1p(ops.sum(p * exp_remainder(e), axis=-1))
-    far = ops.logsumexp(log_p - e, axis=-1)
+    far = _logsumexp(log_p - e)
     kl = ops.where(ops.min(e, axis=-1) < -OVERFLOW_LIMIT, far, near)
 
     def gradient(*args, upstream=None):
@@ -92,6 +90,12 @@ def _kl_with_gradient(log_p, log_ratio):
         return upstream * (p * e + r_minus_p), -upstream * r_minus_p
 
     return kl, gradient
+
+
+def _logsumexp(values):
+    """`log(sum(exp(values)))` over the last axis, for finite values (no gradient needed)."""
+    largest = ops.max(values, axis=-1, keepdims=True)
+    return ops.log(ops.sum(ops.exp(values - largest), axis=-1)) + largest[..., 0]
 
 
 def _r_minus_p(log_p, p, log_r_over_p):

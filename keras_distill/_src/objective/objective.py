@@ -200,7 +200,7 @@ def live_term(
             strict=True,
         )
     ]
-    return ops.sum(ops.stack(terms))
+    return terms[0] if len(terms) == 1 else ops.sum(ops.stack(terms))  # one output: no op
 
 
 def stored_term(
