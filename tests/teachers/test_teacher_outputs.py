@@ -1,5 +1,6 @@
 """One reading of what a teacher returns: its graph, then its first batch, then one wording."""
 
+import re
 import warnings
 
 import keras
@@ -181,13 +182,17 @@ def test_top_k_values_must_be_log_probabilities():
 
 
 def test_the_in_graph_check_stops_a_step_with_the_same_wording():
-    finite = outputs.finite_in_graph(tf.constant([[1.0, 2.0]]), "t")
-    np.testing.assert_array_equal(np.asarray(finite), [[1.0, 2.0]])
-    # TensorFlow prints the message's quotes escaped
-    with pytest.raises(
-        tf.errors.InvalidArgumentError, match=r"teacher \\'t\\' produced non-finite"
-    ):
-        tf.function(lambda v: outputs.finite_in_graph(v, "t"))(tf.constant([[np.nan, 1.0]]))
+    structure = {"logits": tf.constant([[1.0, 2.0]]), "ids": tf.constant([3])}
+    finite = outputs.finite_in_graph(structure, "t")
+    np.testing.assert_array_equal(np.asarray(finite["logits"]), [[1.0, 2.0]])
+    np.testing.assert_array_equal(np.asarray(finite["ids"]), [3])  # not floats: passed on
+    step = tf.function(lambda v: outputs.finite_in_graph(v, "t"))
+    for bad in (np.nan, np.inf):
+        with pytest.raises(
+            tf.errors.InvalidArgumentError,
+            match=re.escape(outputs.non_finite_message("t", "in this step")),
+        ):
+            step(tf.constant([[bad, 1.0]]))
 
 
 # -- counts against the student, before the first step ----------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from keras_distill._src.teachers.outputs import logsumexp
 from keras_distill._src.utils.model_inspection import weights_digest
 
 
@@ -74,7 +75,7 @@ def keras_generator(
             # the whole batch every step: one input shape, no retracing (finished rows are ignored)
             logits = np.asarray(model.predict_on_batch(tokens), "float64")
             logits = logits[active, ends[active] - 1]
-            log_probs = logits - _logsumexp(logits)
+            log_probs = _log_softmax(logits)
             choice = _choose(logits, log_probs, temperature, rng)
             for k, i in enumerate(active):
                 tokens[i, ends[i]] = int(choice[k])
@@ -185,13 +186,8 @@ def exact_match(model, prompts, answers, *, end_id: int | None, pad_id: int = 0)
     )
 
 
-def _logsumexp(values):
-    peak = values.max(-1, keepdims=True)
-    return peak + np.log(np.exp(values - peak).sum(-1, keepdims=True))
-
-
 def _log_softmax(values):
-    return values - _logsumexp(values)
+    return values - logsumexp(values, keepdims=True)
 
 
 def keras_hub_generator(causal_lm, max_length: int, stop_token_ids=None) -> Callable:

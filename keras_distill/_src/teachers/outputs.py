@@ -83,9 +83,11 @@ def _tolerance(values) -> float:
     return TOLERANCE.get(str(getattr(values, "dtype", "")), DEFAULT_TOLERANCE)
 
 
-def _logsumexp(values: np.ndarray) -> np.ndarray:
+def logsumexp(values: np.ndarray, keepdims: bool = False) -> np.ndarray:
+    """`log(sum(exp(values)))` over the last axis of a NumPy array, without overflow."""
     peak = values.max(-1, keepdims=True)
-    return (peak + np.log(np.exp(values - peak).sum(-1, keepdims=True)))[..., 0]
+    result = peak + np.log(np.exp(values - peak).sum(-1, keepdims=True))
+    return result if keepdims else result[..., 0]
 
 
 def values_kind(values) -> str:
@@ -96,12 +98,14 @@ def values_kind(values) -> str:
     (and a last axis of one value) is logits.
     """
     tolerance = _tolerance(values)
-    values = np.asarray(values, "float64")
+    values = np.asarray(values)
     if values.ndim == 0 or values.size == 0 or values.shape[-1] < 2:
         return LOGITS
-    if values.min() >= 0 and np.allclose(values.sum(-1), 1.0, atol=tolerance):
+    # Sums in float64; a copy only where the cheap test (the sign) leaves a question.
+    if values.min() >= 0 and np.allclose(values.sum(-1, dtype="float64"), 1.0, atol=tolerance):
         return PROBABILITIES
-    if values.max() <= tolerance and np.allclose(_logsumexp(values), 0.0, atol=tolerance):
+    wide = values.astype("float64") if values.max() <= tolerance else None
+    if wide is not None and np.allclose(logsumexp(wide), 0.0, atol=tolerance):
         return LOG_PROBABILITIES
     return LOGITS
 
@@ -139,20 +143,25 @@ def check_finite(values, teacher: str, start: int = 0, unit: str = "examples") -
     raise TeacherOutputError(non_finite_message(teacher, where))
 
 
-def finite_in_graph(output, teacher: str):
-    """`output`, once a compiled step has checked it is finite (the step stops, naming the teacher).
+def finite_in_graph(outputs, teacher: str):
+    """`outputs` (a tensor or structure) as a compiled step reads them: finite, or the step stops.
 
-    `tf.debugging.Assert` with the message only: no `If` around it, which
-    would slow a small step down.
+    Each floating-point tensor passes through `tf.debugging.check_numerics`,
+    one kernel that returns its input and raises `InvalidArgumentError` with
+    `non_finite_message` at the step where a NaN or inf appears: no reduction,
+    `Assert` or control dependency on the step's path. Other tensors pass as they are.
     """
+    import keras
     import tensorflow as tf
 
-    check = tf.debugging.Assert(
-        tf.reduce_all(tf.math.is_finite(tf.cast(output, "float32"))),
-        [non_finite_message(teacher, "in this step")],
-    )
-    with tf.control_dependencies([check]):
-        return tf.identity(output)
+    message = non_finite_message(teacher, "in this step")
+
+    def checked(output):
+        if not output.dtype.is_floating:
+            return output
+        return tf.debugging.check_numerics(output, message)
+
+    return keras.tree.map_structure(checked, outputs)
 
 
 def probabilities_message(teacher: str, read_as: str, remedy: str) -> str:
@@ -230,22 +239,29 @@ def checked_log_probabilities(
     """
     values = np.asarray(values)
     check_finite(values, teacher, start, unit)
-    tolerance = _tolerance(values)
-    wide = values.astype("float64")
     if not top_k and values_kind(values) == PROBABILITIES:
         raise TeacherOutputError(
             probabilities_message(
                 teacher, "log-probabilities", "Return their log (or the logits) instead."
             )
         )
-    if top_k and (wide.max() > tolerance or _logsumexp(wide).max() > tolerance):
+    if top_k:
+        _check_top_k_log_probabilities(values, teacher)
+    return values.astype("float32")
+
+
+def _check_top_k_log_probabilities(values: np.ndarray, teacher: str) -> None:
+    """Top-k values are log-probabilities: <= 0, their probabilities summing to at most 1."""
+    tolerance = _tolerance(values)
+    wide = values.astype("float64")
+    sums = logsumexp(wide)
+    if wide.max() > tolerance or sums.max() > tolerance:
         raise TeacherOutputError(
             f"The top-k values of the teacher {teacher!r} are not log-probabilities: they range "
             f"{wide.min():.4g}..{wide.max():.4g}, and their probabilities sum to up to "
-            f"{np.exp(_logsumexp(wide)).max():.4g} at a position; log-probabilities are <= 0 and "
+            f"{np.exp(sums).max():.4g} at a position; log-probabilities are <= 0 and "
             "the k largest probabilities sum to at most 1. Return the log of the probabilities."
         )
-    return values.astype("float32")
 
 
 def check_vocabularies(teacher_size: int | None, student_size: int) -> None:

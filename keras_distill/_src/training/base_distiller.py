@@ -28,6 +28,7 @@ from keras import ops
 from keras_distill._src import losses
 from keras_distill._src.objective import objective, stored_kinds, terms
 from keras_distill._src.teachers import ensemble
+from keras_distill._src.teachers.outputs import finite_in_graph
 from keras_distill._src.training import (
     augment_checks,
     fit_checks,
@@ -517,23 +518,13 @@ class BaseDistiller(abc.ABC):
         no reduction, `Assert` or string op (cost: `docs/evidence/speed.md`).
         """
         if teacher_outputs is not None:
-            teacher_outputs = keras.tree.map_structure(self._finite, teacher_outputs)
+            teacher_outputs = finite_in_graph(teacher_outputs, self.teacher.name)
         temperature = ops.convert_to_tensor(self._temperature)
         if not training:
             return teacher_outputs, temperature
         check = tf.debugging.check_numerics(tf.math.log(temperature), TEMPERATURE_TEXT)
         with tf.control_dependencies([check]):
             return teacher_outputs, tf.identity(temperature)
-
-    def _finite(self, output):
-        """The output itself; the step stops, naming the teacher, if it is not finite."""
-        if not output.dtype.is_floating:
-            return output
-        return tf.debugging.check_numerics(
-            output,
-            f"The teacher {self.teacher.name} produced non-finite outputs (NaN or inf) in this "
-            "step; the losses would be nan. Check the teacher and its inputs",
-        )
 
     def _metrics_logs(self, x, targets: stored_kinds.Targets, y_pred) -> dict:
         """The compiled metrics on the labelled examples, and the loss trackers."""
