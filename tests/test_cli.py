@@ -1,4 +1,6 @@
+import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -6,14 +8,28 @@ import pytest
 
 from keras_distill._src import cli
 
+SCRIPT = shutil.which("keras-distill", path=os.path.dirname(sys.executable))
+CPU_LINE = "cpu_feature_guard"  # TensorFlow's C++ INFO line on CPUs with extra instructions
 
-def run(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "keras_distill", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+
+def run(command, timeout=600):
+    """`command`'s result, with no TF_CPP_MIN_LOG_LEVEL from the environment (conftest sets one)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.slow  # subprocesses that load TensorFlow
+@pytest.mark.parametrize(
+    "command", [[SCRIPT], [sys.executable, "-m", "keras_distill"]], ids=["script", "module"]
+)
+def test_the_command_prints_no_tensorflow_cpu_lines(command):
+    if command[0] is None:
+        pytest.skip("the keras-distill script is not installed beside this Python")
+    if CPU_LINE not in run([sys.executable, "-c", "import tensorflow"]).stderr:
+        pytest.skip(f"TensorFlow prints no {CPU_LINE} line on this machine")
+    result = run([*command, "--version"])
+    assert re.match(r"keras-distill \d+\.\d+\.\d+", result.stdout)
+    assert CPU_LINE not in result.stderr
 
 
 def test_bad_arguments_exit_with_a_message():
