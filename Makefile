@@ -77,7 +77,7 @@ tutorials: $(STAMP)
 # Benchmarks (not part of the tests): quick versions take minutes, full ones about an hour.
 BENCHMARKS := quality_benchmark speed_benchmark stored_teacher_benchmark micro_benchmark \
 	labelling_workers_benchmark optimize_benchmark features_benchmark generation_benchmark \
-	beam_benchmark on_policy_benchmark
+	beam_benchmark on_policy_benchmark search_benchmark
 
 # The training step's speed guard: ratios against Keras' Distiller and a plain student, measured
 # in one run; exits non-zero when one misses its target.

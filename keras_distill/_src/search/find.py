@@ -139,13 +139,7 @@ def find_student(
     _check_smallest(space, inputs, budget)
     store = open_storage(storage, directory)
     with quiet_optuna(verbose):
-        study = optuna.create_study(
-            study_name=STUDY_NAME,
-            storage=store,
-            directions=["maximize", "minimize"],
-            sampler=optuna.samplers.TPESampler(seed=seed),
-            load_if_exists=True,
-        )
+        study = _study(store, seed)
         plan = training.TrainingPlan(
             inputs.split, inputs.teachers, {}, inputs.num_classes, epochs, batch_size, augment
         )
@@ -156,6 +150,17 @@ def find_student(
         search = SearchRun(study, store, space, plan, budget, minimize, seed, directory)
         search.run(trials, verbose)
         return search.result(final_epochs, final_candidates)
+
+
+def _study(store, seed: int) -> optuna.Study:
+    """The search's Optuna study in `store`, created or continued (accuracy up, cost down)."""
+    return optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=store,
+        directions=["maximize", "minimize"],
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        load_if_exists=True,
+    )
 
 
 def _check_final(final_epochs: int | None, final_candidates: int) -> None:
