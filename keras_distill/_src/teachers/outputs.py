@@ -6,7 +6,7 @@ teacher's outputs here, in one order:
 
 1. What the graph shows, when it can be seen: a softmax or log-softmax at the
    end, as a layer, an activation, a Functional model's operation or inside a
-   `Lambda` (`graph_kind`, from `model_inspection.output_kinds_in_graph`).
+   `Lambda` (`model_inspection.probability_outputs`, which every path asks).
 2. The first batch's values (`values_kind`): rows of non-negative numbers that
    sum to 1 are probabilities, rows whose log-sum-exp is 0 are
    log-probabilities; NaN or infinite values stop everything, naming the
@@ -31,7 +31,6 @@ from keras_distill._src.utils.model_inspection import (
     LOG_PROBABILITIES,
     LOGITS,
     PROBABILITIES,
-    output_kinds_in_graph,
 )
 
 # How far a row's sum (or log-sum-exp) may be from 1 (0) for float32 and for 16-bit floats.
@@ -67,16 +66,6 @@ def teacher_name(teacher) -> str:
         if isinstance(name, str):
             return name
     return type(teacher).__name__
-
-
-def graph_kind(teacher) -> str | None:
-    """`"logits"`, `"probabilities"` or `"log_probabilities"` as the graph shows, else None.
-
-    None for a callable or a subclassed model, whose graph cannot be seen, and
-    for outputs of several kinds.
-    """
-    kinds = output_kinds_in_graph(teacher) if hasattr(teacher, "layers") else None
-    return kinds[0] if kinds and len(set(kinds)) == 1 else None
 
 
 def _tolerance(values) -> float:

@@ -28,7 +28,7 @@ from keras import ops
 from keras_distill._src import losses
 from keras_distill._src.objective import objective, stored_kinds, terms
 from keras_distill._src.teachers import ensemble
-from keras_distill._src.teachers.outputs import finite_in_graph
+from keras_distill._src.teachers.outputs import check_stored_counts, check_values, finite_in_graph
 from keras_distill._src.training import (
     augment_checks,
     fit_checks,
@@ -336,7 +336,9 @@ class BaseDistiller(abc.ABC):
         fit_checks.check_label_values(
             fit_checks.labels_to_check(arguments.get("y"), batch), self.loss, outputs
         )
-        fit_checks.check_stored_classes(batch[1], outputs)
+        stored = stored_kinds.read_targets(batch[1]).stored
+        if stored and outputs is not None:
+            check_stored_counts(stored, keras.tree.flatten(outputs))
         if not self.run_eagerly:  # eager steps draw NumPy randomness anew at every call
             augment_checks.check_not_frozen(self.augment, batch[0])
 
@@ -345,10 +347,11 @@ class BaseDistiller(abc.ABC):
         if self.teacher is None or batch is None or stored_kinds.read_targets(batch[1]).stored:
             return
         outputs = self.teacher(self.teacher_view(batch[0]), training=False)
-        fit_checks.check_teacher_outputs(
+        check_values(
             keras.tree.map_structure(keras.ops.convert_to_numpy, outputs),
             self.teacher.name,
             self._teacher_probabilities,
+            "teacher_output",
         )
 
     def teacher_view(self, x):

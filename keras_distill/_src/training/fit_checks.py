@@ -2,9 +2,9 @@
 
 Mistakes that would otherwise train nothing, or fail deep inside a TensorFlow
 graph error, are named here: no labels with `alpha=1`, labels a sparse loss cannot
-read (strings, one-hot rows, classes out of range), stored top-k classes the
-student does not have, a pruned student without tfmot's callback, teacher
-outputs that are not finite or look like probabilities.
+read (strings, one-hot rows, classes out of range), a pruned student without
+tfmot's callback. The teacher's outputs, live or stored, are checked by
+`teachers.outputs` (`check_values`, `check_stored_counts`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_distill._src.objective import stored_kinds
-from keras_distill._src.teachers.outputs import check_stored_counts, check_values
 
 PROBE_EXAMPLES = 32
 PRUNING_WRAPPER = "PruneLowMagnitude"
@@ -224,24 +223,6 @@ def check_label_values(labels, loss, student_outputs) -> None:
         )
 
 
-def check_stored_classes(targets, student_outputs) -> None:
-    """Refuses stored teacher outputs of other classes (or a larger vocabulary) than the student's.
-
-    See `keras_distill._src.teachers.outputs.check_stored_counts`.
-
-    Example:
-    >>> stored = {"teacher_topk_indices": np.array([[7, 1]])}
-    >>> try:
-    ...     check_stored_classes(stored, keras.KerasTensor((None, 5)))
-    ... except ValueError as error:
-    ...     print("class 7" in str(error))
-    True
-    """
-    stored = stored_kinds.read_targets(targets).stored
-    if stored and student_outputs is not None:
-        check_stored_counts(stored, keras.tree.flatten(student_outputs))
-
-
 def _pruning_wrappers(model) -> list:
     found = []
     for layer in getattr(model, "layers", None) or []:
@@ -294,24 +275,3 @@ def fit_steps(x, batch_size, epochs, steps_per_epoch) -> int | None:
         elif first_batch(x, None) is not None:
             steps_per_epoch = math.ceil(len(keras.tree.flatten(x)[0]) / (batch_size or 32))
     return None if steps_per_epoch is None else steps_per_epoch * (epochs or 1)
-
-
-def check_teacher_outputs(logits, teacher_name: str, probabilities: bool) -> None:
-    """Refuses non-finite teacher outputs; warns when logits look like probabilities.
-
-    See `keras_distill._src.teachers.outputs.check_values`.
-
-    Args:
-        logits: The teacher's outputs as the distiller reads them (NumPy).
-        teacher_name: For the messages.
-        probabilities: Whether the distiller takes the outputs as probabilities.
-
-    Example:
-    >>> import warnings
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     check_teacher_outputs(np.array([[0.2, 0.8]]), "t", False)
-    >>> "teacher_output='probabilities'" in str(caught[0].message)
-    True
-    """
-    check_values(logits, teacher_name, probabilities, "teacher_output")

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from keras_distill._src.objective import stored_kinds
 from keras_distill._src.teachers.ensemble import combiner
-from keras_distill._src.training import fit_checks
+from keras_distill._src.teachers.outputs import check_values
 from keras_distill._src.utils.console import print_msg
 from keras_distill._src.utils.model_inspection import as_logits, symbolic_outputs
 
@@ -117,7 +117,7 @@ def _teacher_logits(distiller, x, verbose) -> np.ndarray:
         _teacher_view(distiller, x), batch_size=PREDICT_BATCH_SIZE, verbose=verbose
     )
     probabilities = distiller.teacher_outputs_are_probabilities
-    fit_checks.check_teacher_outputs(predicted, distiller.teacher.name, probabilities)
+    check_values(predicted, distiller.teacher.name, probabilities, "teacher_output")
     return keras.ops.convert_to_numpy(as_logits(predicted, probabilities))
 
 
