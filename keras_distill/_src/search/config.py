@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -10,20 +11,23 @@ import numpy as np
 
 from keras_distill._src.search.find import find_student
 from keras_distill._src.search.records import SearchResult
+from keras_distill._src.search.space import default_space
 
 DATA_ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 NOT_IN_JSON = ("teachers", "train_data", "validation_data", "space", "augment")
+SPACE_KEYS = ("quantization_aware",)  # recipe options of the default space a config may set
 
 
 def config_keys() -> tuple:
-    """The keys a search config accepts: `teachers`, `data` and `find_student`'s keywords.
+    """The keys a search config accepts: `teachers`, `data`, `find_student`'s keywords, options.
 
     Example:
     >>> "flash_bytes" in config_keys(), "space" in config_keys()
     (True, False)
     """
     keywords = inspect.signature(find_student).parameters
-    return ("teachers", "data", *(name for name in keywords if name not in NOT_IN_JSON))
+    keywords = (name for name in keywords if name not in NOT_IN_JSON)
+    return ("teachers", "data", *keywords, *SPACE_KEYS)
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -63,8 +67,10 @@ def search_from_config(path: str | os.PathLike, verbose: int = 1) -> SearchResul
     """Runs the search a config file describes (`keras-distill search --config FILE`).
 
     The file holds `"teachers": {"name": "teacher.keras"}`, `"data": "data.npz"`
-    (arrays `x_train`, `y_train`, `x_val`, `y_val`) and any keyword of
-    `find_student` that JSON can hold (`board`, `flash_bytes`, `trials`, ...).
+    (arrays `x_train`, `y_train`, `x_val`, `y_val`), any keyword of
+    `find_student` that JSON can hold (`board`, `flash_bytes`, `trials`, ...)
+    and `"quantization_aware"`: the options of the default space's
+    `SearchSpace.quantization_aware` (`[false, true]`: chosen per candidate).
 
     Returns:
         The `SearchResult`.
@@ -83,4 +89,9 @@ def search_from_config(path: str | os.PathLike, verbose: int = 1) -> SearchResul
         arrays = {name: data[name] for name in DATA_ARRAYS}
     train = (arrays["x_train"], arrays["y_train"])
     validation = (arrays["x_val"], arrays["y_val"])
+    options = {key: config.pop(key) for key in SPACE_KEYS if key in config}
+    if options:
+        num_classes = int(max(arrays["y_train"].max(), arrays["y_val"].max())) + 1
+        space = default_space(arrays["x_train"].shape[1:], num_classes)
+        config["space"] = dataclasses.replace(space, **options)
     return find_student(teachers, train, validation, **{"verbose": verbose, **config})

@@ -92,7 +92,11 @@ def _classes(teachers: dict, label_classes: int) -> int:
 
 
 def identity(inputs: SearchInputs, budget, space, augment, settings: dict) -> dict:
-    """What a stored search is of: data, teachers, budget and settings (JSON-ready)."""
+    """What a stored search is of: data, teachers, budget and settings (JSON-ready).
+
+    The settings hold the space's recipe options: a rerun that would choose
+    among other ones (e.g. quantization-aware training) is another search.
+    """
     split = inputs.split
     return {
         "data": fingerprint_arrays(split.x_train, split.y_train, split.x_test, split.y_test),
@@ -101,6 +105,7 @@ def identity(inputs: SearchInputs, budget, space, augment, settings: dict) -> di
         "settings": {
             **settings,
             "space": space.name,
+            "recipe options": space.recipe_options(),
             "augment": None if augment is None else type(augment).__name__,
         },
     }

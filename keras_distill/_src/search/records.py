@@ -12,6 +12,23 @@ from keras_distill._src.micro import exporter
 from keras_distill._src.search.budget import Budget, Latency
 from keras_distill._src.utils import markdown
 
+# The front's table in `SearchResult.to_markdown`: (header, alignment) by column.
+FRONT_COLUMNS = (
+    ("trial", "l"),
+    ("architecture", "l"),
+    ("teacher", "l"),
+    ("recipe", "l"),
+    ("epochs", "r"),
+    ("params", "r"),
+    ("flash (B)", "r"),
+    ("arena (B)", "r"),
+    ("latency (ms, est.)", "r"),
+    ("int8 acc", "r"),
+    ("float acc", "r"),
+    ("scratch int8 acc", "r"),
+    ("int8 acc after its trial", "r"),
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Trial:
@@ -21,7 +38,8 @@ class Trial:
         number: The Optuna trial number.
         architecture: The architecture's choices (e.g. `{"family": "dense", ...}`).
         teacher: The name of the teacher it learned from.
-        recipe: `temperature`, `alpha`, `function_matching`.
+        recipe: `temperature`, `alpha`, `function_matching`,
+            `quantization_aware` (absent: False).
         reason: Why it is infeasible (never trained), or None.
         flash_bytes: Bytes of the int8 model.
         arena_bytes: Smallest tensor arena measured in TFLite Micro.
@@ -36,7 +54,8 @@ class Trial:
 
     Example:
     >>> trial = Trial(3, {"family": "dense", "width": 8, "depth": 1}, "cnn",
-    ...               {"temperature": 1.0, "alpha": 0.5, "function_matching": False},
+    ...               {"temperature": 1.0, "alpha": 0.5, "function_matching": False,
+    ...                "quantization_aware": False},
     ...               "over budget: flash 90,112 B > 65,536 B", 90_112, None, 21_930, 21_760,
     ...               Latency(0.0025, "estimated"), None, None, 1.4, 1.4, None)
     >>> trial.feasible
@@ -82,7 +101,8 @@ class Candidate:
         number: The Optuna trial number.
         architecture: The architecture's choices.
         teacher: The teacher's name.
-        recipe: `temperature`, `alpha`, `function_matching`.
+        recipe: `temperature`, `alpha`, `function_matching`,
+            `quantization_aware` (absent: False).
         params: Parameters.
         macs: Multiply-accumulates per inference.
         flash_bytes: Bytes of the int8 model.
@@ -101,7 +121,8 @@ class Candidate:
 
     Example:
     >>> candidate = Candidate(7, {"family": "dense", "width": 16, "depth": 1}, "mlp",
-    ...     {"temperature": 2.0, "alpha": 0.5, "function_matching": False}, 834, 784,
+    ...     {"temperature": 2.0, "alpha": 0.5, "function_matching": False,
+    ...      "quantization_aware": False}, 834, 784,
     ...     2_872, 1_648, 0.91, 0.92, 0.88, Latency(9e-05, "estimated"), "trial_7.keras")
     >>> round(candidate.distillation_gain, 2)
     0.03
@@ -192,7 +213,8 @@ class SearchResult:
                 _describe(c.architecture),
                 c.teacher,
                 f"T={c.recipe['temperature']:g} a={c.recipe['alpha']:g}"
-                + (" FM" if c.recipe["function_matching"] else ""),
+                + (" FM" if c.recipe["function_matching"] else "")
+                + (" QAT" if c.recipe.get("quantization_aware", False) else ""),
                 "-" if c.epochs is None else str(c.epochs),
                 f"{c.params:,}",
                 f"{c.flash_bytes:,}",
@@ -205,10 +227,9 @@ class SearchResult:
             )
             for c in self.front
         ]
-        header = ("trial", "architecture", "teacher", "recipe", "epochs", "params", "flash (B)")
-        header += ("arena (B)", "latency (ms, est.)", "int8 acc", "float acc", "scratch int8 acc")
-        header += ("int8 acc after its trial",)
-        lines.append(markdown.table(header, rows, align="llll" + "r" * 9))
+        header = tuple(name for name, _ in FRONT_COLUMNS)
+        align = "".join(side for _, side in FRONT_COLUMNS)
+        lines.append(markdown.table(header, rows, align=align))
         return "\n".join(lines)
 
     def plot(self, path: str | os.PathLike) -> pathlib.Path:
@@ -276,6 +297,10 @@ class SearchResult:
     ):
         """The verified TFLite Micro export of a candidate (`kd.micro.export`), board-checked.
 
+        A quantization-aware candidate converts with the ranges it learned (no
+        representative data); the others are calibrated on the search's
+        training inputs.
+
         Args:
             candidate: A `Candidate` of the front (its saved float student is exported).
             directory: Where the `.tflite`, C++ source and header go (replaced).
@@ -290,9 +315,10 @@ class SearchResult:
         import keras
 
         model = keras.saving.load_model(candidate.model_path)
+        aware = candidate.recipe.get("quantization_aware", False)
         return exporter.export(
             model,
-            self.representative,
+            None if aware else self.representative,
             directory,
             name=name,
             flash_bytes=self.budget.flash_bytes,

@@ -11,13 +11,13 @@ import optuna
 
 from keras_distill._src.search import storage, training
 from keras_distill._src.search.budget import estimate_latency
-from keras_distill._src.search.preflight import preflight
+from keras_distill._src.search.preflight import preflight_candidate
 from keras_distill._src.search.progress import SearchProgress
 from keras_distill._src.search.records import Candidate, SearchResult, Trial
 from keras_distill._src.search.space import Choices, build_candidate
+from keras_distill._src.training.quantization_aware import quantization_aware
 from keras_distill._src.utils.model_inspection import multiply_accumulates
 
-RECIPE = ("teacher", "temperature", "alpha", "function_matching")
 NOT_MEASURED = float(2**31)  # the second objective of a candidate that could not be measured
 REPORT_NAME = "report.md"
 
@@ -88,11 +88,12 @@ class SearchRun:
         recipe = self._recipe(choices)
         teacher = recipe.pop("teacher")
         latency = estimate_latency(model, self.budget.clock_hz)
-        checked = preflight(model, self.plan.split.x_train, self.budget, latency)
+        sizes = dict(params=model.count_params(), macs=multiply_accumulates(model), latency=latency)
+        x_train, aware = self.plan.split.x_train, recipe["quantization_aware"]
+        model, checked = preflight_candidate(model, x_train, self.budget, latency, aware)
         for name, value in checked.constraints.items():
             trial.set_constraint(name, value)
         shape = dict(architecture=architecture, teacher=teacher, recipe=recipe)
-        sizes = dict(params=model.count_params(), macs=multiply_accumulates(model), latency=latency)
         if not checked.feasible:
             return Trial(
                 trial.number,
@@ -107,8 +108,10 @@ class SearchRun:
                 seconds=time.perf_counter() - start,
                 model_path=None,
             )
-        training.distil(self.plan, model, teacher, {**recipe})
-        flash, measured = training.int8_accuracy(self.plan, model, checked.arena_bytes)
+        training.distil(self.plan, model, teacher, recipe)
+        flash, measured = training.int8_accuracy(
+            self.plan, model, checked.arena_bytes, recipe["quantization_aware"]
+        )
         path = os.path.join(self.directory, "students", f"trial_{trial.number}.keras")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         model.save(path)
@@ -133,6 +136,9 @@ class SearchRun:
             "temperature": choices.choose("temperature", self.space.temperatures),
             "alpha": choices.choose("alpha", self.space.alphas),
             "function_matching": choices.choose("function_matching", trying_fm),
+            "quantization_aware": choices.choose(
+                "quantization_aware", self.space.quantization_aware
+            ),
         }
 
     @staticmethod
@@ -152,8 +158,11 @@ class SearchRun:
         front = sorted(self._front(records), key=lambda r: (-r.int8_accuracy, self._cost(r)))
         candidates = []
         for rank, record in enumerate(front):
-            epochs = final_epochs if final_epochs and rank < final_candidates else self.plan.epochs
-            trained = record if epochs == self.plan.epochs else self._final(record, epochs)
+            is_final = final_epochs is not None and rank < final_candidates
+            # a final candidate needs training again unless its trial already trained that long
+            needs_training = is_final and final_epochs != self.plan.epochs
+            epochs = final_epochs if is_final else self.plan.epochs
+            trained = self._final(record, epochs) if needs_training else record
             scratch = self._scratch(trained, epochs)
             candidates.append(Candidate.from_trial(trained, scratch, epochs, record.int8_accuracy))
         candidates.sort(key=lambda c: (-c.int8_accuracy, c.flash_bytes))
@@ -193,11 +202,15 @@ class SearchRun:
         return [r for r in feasible if not beaten(r)]
 
     def _rebuilt(self, record: Trial) -> keras.Model:
-        """The trial's architecture, untrained, from the initialisation its trial had."""
+        """The trial's student, untrained, from the initialisation its trial had.
+
+        Quantization-aware if its trial was (the scratch twin then trains so too).
+        """
         keras.utils.set_random_seed(self.seed + record.number)
-        return build_candidate(
+        model = build_candidate(
             self.space, Choices.stored(record.architecture), self.plan.num_classes
         )
+        return quantization_aware(model) if record.recipe["quantization_aware"] else model
 
     def _final(self, record: Trial, epochs: int) -> Trial:
         """The trial's candidate distilled again from the start for `epochs`, measured."""
@@ -206,8 +219,10 @@ class SearchRun:
             return Trial.from_json(self.study.user_attrs[key])
         start = time.perf_counter()
         model = self._rebuilt(record)
-        training.distil(self.plan, model, record.teacher, {**record.recipe}, epochs)
-        flash, measured = training.int8_accuracy(self.plan, model, record.arena_bytes)
+        training.distil(self.plan, model, record.teacher, record.recipe, epochs)
+        flash, measured = training.int8_accuracy(
+            self.plan, model, record.arena_bytes, record.recipe["quantization_aware"]
+        )
         path = os.path.join(self.directory, "students", f"trial_{record.number}_final.keras")
         model.save(path)
         trained = dataclasses.replace(
@@ -229,7 +244,9 @@ class SearchRun:
             return self.study.user_attrs[key]
         model = self._rebuilt(record)
         training.scratch(self.plan, model, record.recipe["function_matching"], epochs)
-        _, measured = training.int8_accuracy(self.plan, model, record.arena_bytes)
+        _, measured = training.int8_accuracy(
+            self.plan, model, record.arena_bytes, record.recipe["quantization_aware"]
+        )
         self.study.set_user_attr(key, measured.int8_accuracy)
         self.progress.scratch(record, measured.int8_accuracy, epochs)
         return measured.int8_accuracy

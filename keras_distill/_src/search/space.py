@@ -2,7 +2,8 @@
 
 A space is a `build(choices) -> keras.Model` function that asks for each
 decision with `choices.choose(name, options)` (as a KerasTuner hypermodel asks
-its `hp`), plus the recipe's options (temperature, alpha, function matching).
+its `hp`), plus the recipe's options (temperature, alpha, function matching,
+quantization-aware training).
 Options are listed smallest first: the candidate that takes every first option
 is the smallest of the space, the one the budget is checked against first.
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 import keras
 
+RECIPE_OPTIONS = ("temperatures", "alphas", "function_matching", "quantization_aware")
 FAMILIES_BY_RANK = {
     1: ("dense", "ds_conv1d", "conv1d"),
     2: ("ds_conv1d", "conv1d"),
@@ -91,6 +93,12 @@ class SearchSpace:
             choices (name -> value; those left out are sampled), e.g. an
             architecture known to do well, so that a short search does not
             miss it.
+        quantization_aware: Whether to train candidates quantization-aware
+            (`kd.quantization_aware`: exported fully int8 without
+            representative data); `(False, True)` lets the sampler choose per
+            candidate, `(True,)` always does. Off by default: post-training
+            int8 lost at most 0.2 points on every student of the narrow
+            quantization benchmark (`benchmarks/results/optimize_narrow.md`).
 
     Example:
     >>> def build(choices):
@@ -108,6 +116,7 @@ class SearchSpace:
     function_matching: tuple = (False, True)
     name: str = "custom"
     suggested: tuple = ()
+    quantization_aware: tuple = (False,)
 
     def __post_init__(self):
         if not callable(self.build):
@@ -115,11 +124,22 @@ class SearchSpace:
                 "`build` must be a function build(choices) -> keras.Model; "
                 f"received {self.build!r}."
             )
-        for field in ("temperatures", "alphas", "function_matching"):
-            values = tuple(getattr(self, field))
+        for field in RECIPE_OPTIONS:
+            values = getattr(self, field)
+            if not isinstance(values, (tuple, list)):
+                raise ValueError(
+                    f"`{field}` must be a tuple (or list) of the options to try; received "
+                    f"{values!r}."
+                )
             if not values:
                 raise ValueError(f"The search space has no candidate: `{field}` is empty.")
-            object.__setattr__(self, field, values)
+            object.__setattr__(self, field, tuple(values))
+        for field in ("function_matching", "quantization_aware"):
+            if any(not isinstance(value, bool) for value in getattr(self, field)):
+                raise ValueError(
+                    f"`{field}` must hold booleans, e.g. (False, True); received "
+                    f"{getattr(self, field)!r}."
+                )
         object.__setattr__(self, "suggested", tuple(self.suggested))
         if any(not isinstance(choices, dict) for choices in self.suggested):
             raise ValueError(
@@ -130,6 +150,10 @@ class SearchSpace:
             raise ValueError(f"`temperatures` must be > 0; received {self.temperatures!r}.")
         if any(not 0 <= a <= 1 for a in self.alphas):
             raise ValueError(f"`alphas` must be in [0, 1]; received {self.alphas!r}.")
+
+    def recipe_options(self) -> dict:
+        """The recipe's options by field, as JSON holds them (what a stored search is of)."""
+        return {field: list(getattr(self, field)) for field in RECIPE_OPTIONS}
 
 
 def build_candidate(space: SearchSpace, choices: Choices, num_classes: int) -> keras.Model:

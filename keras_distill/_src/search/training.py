@@ -125,9 +125,13 @@ def scratch(
     return train_from_scratch(model, plan.split, **plan.settings(function_matching, epochs))
 
 
-def int8_accuracy(plan: TrainingPlan, model: keras.Model, arena: int):
-    """`(flash bytes, ValidationResult)` of the trained model converted to int8, run in TFLM."""
-    samples = plan.split.x_train[:CALIBRATION_EXAMPLES]
+def int8_accuracy(plan: TrainingPlan, model: keras.Model, arena: int, quantization_aware: bool):
+    """`(flash bytes, ValidationResult)` of the trained model converted to int8, run in TFLM.
+
+    A quantization-aware model converts with the ranges it learned; the others
+    are calibrated on training inputs.
+    """
+    samples = None if quantization_aware else plan.split.x_train[:CALIBRATION_EXAMPLES]
     model_bytes, info = int8_model(model, samples)
     validation = (plan.split.x_test, plan.split.y_test)
     arena = with_margin(arena, 0.25)  # the measured minimum, with room for the Python interpreter
