@@ -505,9 +505,10 @@ class BaseDistiller(abc.ABC):
 
     def _update_trackers(self, result: objective.Losses, batch_size, replicas: int) -> None:
         """The loss trackers get the values before Keras' per-replica scaling."""
+        weight = ops.cast(batch_size, "float32")  # each loss counts once per example
         for tracker, value in zip(self._trackers(), (*result[:3], *result.terms), strict=True):
             tracker.update_state(
-                value if replicas == 1 else value * float(replicas), sample_weight=batch_size
+                value if replicas == 1 else value * float(replicas), sample_weight=weight
             )
 
     def _checked_in_step(self, teacher_outputs, training):

@@ -27,6 +27,19 @@ def _flavour(teacher, student) -> str:
     return "tf_keras" if flavours == {True} else "keras"
 
 
+class LossMean(keras.metrics.Mean):
+    """The epoch mean of a loss the step computes once per batch, weighted by batch size.
+
+    The step's losses are float32 scalars and their weight is cast once per step,
+    so an update is one product and two additions (`Mean.update_state` casts,
+    broadcasts and reduces an input of any shape: three times the kernels).
+    """
+
+    def update_state(self, values, sample_weight=None):
+        self.total.assign_add(ops.cast(values, self.dtype) * sample_weight)  # no kernel if float32
+        self.count.assign_add(sample_weight)
+
+
 @keras.saving.register_keras_serializable(package="keras_distill")
 class Distiller(BaseDistiller, keras.Model):
     """Trains a student to match a teacher's softened outputs and the labels.
@@ -172,11 +185,11 @@ class Distiller(BaseDistiller, keras.Model):
 
     def _make_trackers(self) -> None:
         # Keras' own `_loss_tracker` ("loss") is made by compile().
-        self._student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self._distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self._student_loss_tracker = LossMean(name="student_loss")
+        self._distillation_loss_tracker = LossMean(name="distillation_loss")
 
     def _mean(self, name: str) -> keras.metrics.Mean:
-        return keras.metrics.Mean(name=name)
+        return LossMean(name=name)
 
     def _feature_setup(self, feature_terms):
         if not feature_terms:
