@@ -12,32 +12,36 @@ import keras
 STUDENT_HIDDEN = (64, 64)
 
 
-def teacher_cnn(seed: int = 0) -> keras.Model:
-    """The demo's teacher: a 1-D CNN for MNIST-1D (13,706 parameters).
+def teacher_cnn(
+    seed: int = 0, *, filters: int = 32, strides: tuple = (1, 2, 2), name: str = "teacher"
+) -> keras.Model:
+    """The demo's teacher: a 1-D CNN for MNIST-1D (13,706 parameters by default).
 
     Args:
         seed: Seed of the weight initialisation.
+        filters: Filters of every convolution (kernel 5, ReLU).
+        strides: One convolution per entry, with that stride.
+        name: Model name.
 
     Returns:
         An uncompiled `keras.Sequential` returning logits.
 
     Example:
-    >>> teacher_cnn().count_params()
-    13706
+    >>> teacher_cnn().count_params(), teacher_cnn(filters=64, strides=(1, 2, 1, 2)).count_params()
+    (13706, 68426)
     """
     keras.utils.set_random_seed(seed)
     conv = dict(kernel_size=5, padding="same", activation="relu")
+    convolutions = [keras.layers.Conv1D(filters, strides=stride, **conv) for stride in strides]
     return keras.Sequential(
         [
             keras.Input((40,)),
             keras.layers.Reshape((40, 1)),
-            keras.layers.Conv1D(32, **conv),
-            keras.layers.Conv1D(32, strides=2, **conv),
-            keras.layers.Conv1D(32, strides=2, **conv),
+            *convolutions,
             keras.layers.Flatten(),
             keras.layers.Dense(10),
         ],
-        name="teacher",
+        name=name,
     )
 
 
