@@ -1,5 +1,7 @@
 """find_student end to end on digits: pre-flight, outputs stored once, front, progress, export."""
 
+import contextlib
+import io
 import json
 import logging
 import pathlib
@@ -50,16 +52,42 @@ def search_digits(teacher, digits, directory, **settings):
     return kd.find_student(teacher, *data, **BUDGET, **arguments, **settings)
 
 
+class Records(logging.Handler):
+    """Keeps the messages of the logger it is added to."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def optuna_messages():
+    """Yields the list of the messages Optuna logs inside the block."""
+    records = Records()
+    logging.getLogger("optuna").addHandler(records)
+    try:
+        yield records.messages
+    finally:
+        logging.getLogger("optuna").removeHandler(records)
+
+
 @pytest.fixture(scope="module")
 def searched(counted_teacher, digits, tmp_path_factory):
+    """The module's search (verbose=0): result, folder, teacher batches and what it printed."""
     teacher, counting = counted_teacher
     directory = tmp_path_factory.mktemp("search")
-    result = search_digits(teacher, digits, directory)
-    return result, directory, float(counting.calls.numpy())
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), optuna_messages() as logged:
+        result = search_digits(teacher, digits, directory)
+    silent = dict(printed=printed.getvalue(), optuna=list(logged))
+    return result, directory, float(counting.calls.numpy()), silent
 
 
 def test_the_front_fits_the_budget_and_is_measured_in_tflm(searched):
-    result, _, _ = searched
+    result, *_ = searched
     assert len(result.trials) == 4 and result.front
     accuracies = [c.int8_accuracy for c in result.front]
     assert accuracies == sorted(accuracies, reverse=True)
@@ -79,7 +107,7 @@ def test_the_front_fits_the_budget_and_is_measured_in_tflm(searched):
 
 
 def test_infeasible_trials_have_a_reason_and_were_never_trained(searched):
-    result, directory, _ = searched
+    result, directory, *_ = searched
     infeasible = [t for t in result.trials if not t.feasible]
     assert infeasible, "the budget should exclude some default candidates"
     for trial in infeasible:
@@ -94,7 +122,7 @@ def test_infeasible_trials_have_a_reason_and_were_never_trained(searched):
 
 
 def test_teacher_outputs_are_computed_once_for_every_trial(searched, digits):
-    _, directory, teacher_batches = searched
+    _, directory, teacher_batches, _ = searched
     # one labelling pass (batches of 256), none in the trials or the scratch twins
     assert teacher_batches == np.ceil(len(digits.x_train) / 256)
     manifest = json.loads((directory / "labels" / "mlp" / "manifest.json").read_text())
@@ -102,7 +130,7 @@ def test_teacher_outputs_are_computed_once_for_every_trial(searched, digits):
 
 
 def test_report_plot_and_verified_export(searched, digits, tmp_path):
-    result, directory, _ = searched
+    result, directory, *_ = searched
     text = (directory / "report.md").read_text()
     assert "Budget: flash 12,000 B, RAM 6,000 B. 4 trials" in text
     assert f"{result.front[0].int8_accuracy:.1%}" in text
@@ -124,7 +152,7 @@ def test_report_plot_and_verified_export(searched, digits, tmp_path):
 def test_a_rerun_with_final_epochs_trains_the_best_again_and_reuses_the_trials(
     searched, counted_teacher, digits, tmp_path
 ):
-    result, directory, _ = searched
+    result, directory, *_ = searched
     copied = tmp_path / "search"
     shutil.copytree(directory, copied)  # the module's search stays as it is for the other tests
     teacher, counting = counted_teacher
@@ -163,12 +191,14 @@ def test_suggested_candidates_are_tried_first(counted_teacher, digits, tmp_path)
         )
 
     space = kd.search.SearchSpace(build, suggested=({"width": 32}, {"width": 16, "alpha": 0.2}))
+    # widths 4 and 8 fit 2,500 B of flash (about 1,900 and 2,300 B), 16 and 32 do not (about
+    # 3,000 and 4,300 B): the suggestions are tried (pre-flighted, recorded), never trained
     result = kd.find_student(
         counted_teacher[0],
         (digits.x_train, digits.y_train),
         (digits.x_test, digits.y_test),
         space=space,
-        flash_bytes=12_000,
+        flash_bytes=2_500,
         trials=2,
         epochs=1,
         directory=tmp_path,
@@ -177,6 +207,7 @@ def test_suggested_candidates_are_tried_first(counted_teacher, digits, tmp_path)
     trials = sorted(result.trials, key=lambda t: t.number)
     assert [t.architecture for t in trials] == [{"width": 32}, {"width": 16}]
     assert trials[1].recipe["alpha"] == 0.2  # a suggestion may set the recipe too
+    assert [t.reason.startswith("over budget: flash") for t in trials] == [True, True]
     for suggested in kd.search.default_space((40,), 10).suggested:  # a whole architecture
         model = kd.search.default_space((40,), 10).build(kd.search.Choices.stored(suggested))
         assert model.output.shape == (None, 10)
@@ -207,34 +238,20 @@ def test_a_candidate_with_an_op_tflm_lacks_is_infeasible(digits):
     assert all(value > 0 for value in checked.constraints.values())
 
 
-class Records(logging.Handler):
-    """Keeps the messages of the logger it is added to."""
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-def test_progress_lines_and_bar(counted_teacher, digits, tmp_path, capsys):
+def test_progress_lines_and_bar(counted_teacher, searched, digits, tmp_path, capsys):
     teacher, _ = counted_teacher
+    *_, silent = searched  # the module's search, with verbose=0
+    assert silent == dict(printed="", optuna=[])
     arguments = dict(trials=2, epochs=1, seed=3, **BUDGET)
     data = ((digits.x_train, digits.y_train), (digits.x_test, digits.y_test))
-    optuna_records, verbosity = Records(), optuna.logging.get_verbosity()
-    logging.getLogger("optuna").addHandler(optuna_records)
-    try:
-        kd.find_student(teacher, *data, directory=tmp_path / "quiet", verbose=0, **arguments)
-        assert capsys.readouterr().out == ""
+    verbosity = optuna.logging.get_verbosity()
+    with optuna_messages() as logged:
         kd.find_student(teacher, *data, directory=tmp_path / "loud", verbose=1, **arguments)
         out = capsys.readouterr().out
-        assert optuna_records.messages == []  # Optuna's own lines do not interleave
+        assert logged == []  # Optuna's own lines do not interleave
         arguments["trials"] = 1
         kd.find_student(teacher, *data, directory=tmp_path / "optuna", verbose=2, **arguments)
-        assert any(" finished with values" in m for m in optuna_records.messages)
-    finally:
-        logging.getLogger("optuna").removeHandler(optuna_records)
+        assert any(" finished with values" in m for m in logged)
     assert optuna.logging.get_verbosity() == verbosity  # restored after the search
     assert out.count("\ntrial ") == 2 and "2/2" in out
     assert "best " in out and ("int8 " in out or "infeasible after a" in out)
