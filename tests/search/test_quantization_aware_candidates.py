@@ -35,11 +35,11 @@ def space(quantization_aware, build=dense, suggested=SUGGESTED):
     return kd.search.SearchSpace(build, quantization_aware=quantization_aware, **options)
 
 
-def search(digits, directory, space, trials=2):
+def search(digits, directory, space, trials=2, **settings):
     data = (digits.x_train[:TRAIN], digits.y_train[:TRAIN])
     validation = (digits.x_test[:VALIDATION], digits.y_test[:VALIDATION])
     teacher = mlp([16], seed=0, name="teacher")
-    settings = dict(flash_bytes=40_000, trials=trials, epochs=2, seed=0, verbose=0)
+    settings = dict(flash_bytes=40_000, trials=trials, epochs=2, seed=0, verbose=0, **settings)
     return kd.find_student(teacher, data, validation, space=space, directory=directory, **settings)
 
 
@@ -133,6 +133,10 @@ def test_a_rerun_resumes_only_with_the_same_options(searched, digits, tmp_path):
     resumed = search(digits, copy, space((False, True)))
     assert resumed.trials == searched[0].trials  # nothing trained again
     assert resumed.front == searched[0].front
+    # final training as long as the trials': the trials' students are already final
+    final = search(digits, copy, space((False, True)), final_epochs=2, final_candidates=2)
+    assert final.front == searched[0].front
+    assert not list((copy / "students").glob("*_final.keras"))
 
 
 def test_a_layer_it_cannot_model_makes_the_candidate_infeasible_untrained(digits, tmp_path):
