@@ -151,6 +151,44 @@ def test_a_dense_student_trains_aware_and_converts_fully_int8(digits):
     assert kinds <= {np.int8, np.int32}
 
 
+def dense_kernel_scales(tflite_path) -> dict:
+    """For each int8 FULLY_CONNECTED kernel of a 64-16-10 MLP, its shape: how many scales."""
+    interpreter = tf.lite.Interpreter(model_path=str(tflite_path))
+    return {
+        tuple(int(n) for n in d["shape"]): len(d["quantization_parameters"]["scales"])
+        for d in interpreter.get_tensor_details()
+        if d["dtype"] == np.int8 and tuple(d["shape"]) in ((16, 64), (10, 16))
+    }
+
+
+def test_dense_kernels_get_one_scale_per_output_unit_as_post_training_int8(digits, tmp_path):
+    def make():
+        keras.utils.set_random_seed(4)
+        return keras.Sequential(
+            [keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)]
+        )
+
+    scales = {}
+    for kind, model, samples in (
+        ("post_training", make(), digits.x_train),
+        ("aware", kd.quantization_aware(make()), None),
+    ):
+        model.compile(keras.optimizers.Adam(3e-3), SCE)
+        model.fit(digits.x_train, digits.y_train, epochs=2, verbose=0)
+        result = kd.micro.export(
+            model,
+            samples,
+            tmp_path / kind,
+            name=kind,
+            validation_data=(digits.x_test, digits.y_test),
+        )
+        assert result.kind == "int8"
+        scales[kind] = dense_kernel_scales(result.tflite_path)
+    assert scales["post_training"] == {(16, 64): 16, (10, 16): 10}
+    assert scales["aware"] == scales["post_training"]
+    assert result.validation.agreement >= 0.99  # the aware model's, in the TFLM interpreter
+
+
 @pytest.mark.parametrize(
     "layer, named",
     [

@@ -3,9 +3,11 @@
 `quantization_aware(student)` rebuilds a Keras 3 student with TensorFlow's
 `FakeQuantWithMinMaxVars` ops (through `keras.quantizers`), placed where the
 TFLite converter puts int8 tensors: weights symmetric int8 (narrow range), per
-output channel for convolutions and per tensor for dense layers; activations
-asymmetric int8 per tensor, their ranges learned as moving averages of the
-batches' minima and maxima and frozen after a settable number of steps; a
+output channel for convolutions and per output unit for dense layers (the
+converter gives a FULLY_CONNECTED kernel one scale per output unit, in
+post-training int8 too); activations asymmetric int8 per tensor, their ranges
+learned as moving averages of the batches' minima and maxima and frozen after a
+settable number of steps; a
 batch normalization after a convolution or dense layer folded into its weights
 (the converter's folding, with the moving statistics); ReLU and ReLU6 fused
 (the activation's range is taken after them). The converter then reads every
@@ -159,14 +161,25 @@ class ActivationQuantizer(keras.layers.Layer):
         return config
 
 
-def _symmetric_weights(kernel, per_channel: bool):
-    """Fake-quantizes weights to narrow-range symmetric int8, per tensor or per last axis."""
-    if not per_channel:
-        bound = ops.maximum(ops.max(ops.abs(kernel)), 1e-8)
-        return FAKE_QUANT(kernel, -bound, bound, num_bits=8, narrow_range=True)
+def _symmetric_weights(kernel):
+    """Fake-quantizes weights to narrow-range symmetric int8, one scale per last-axis index."""
     axes = tuple(range(len(kernel.shape) - 1))
     bound = ops.maximum(ops.max(ops.abs(kernel), axis=axes), 1e-8)
     return FAKE_QUANT(kernel, -bound, bound, num_bits=8, narrow_range=True, axis=-1)
+
+
+def _per_output_unit(kernel):
+    """A dense kernel rounded to narrow-range symmetric int8, one scale per output unit.
+
+    Rounded with ops (the gradient passes straight through), not with a
+    per-channel `FakeQuant`: the converter cannot move that op's axis through
+    the transpose it puts before FULLY_CONNECTED. The frozen kernel then lies on
+    the int8 grid, and the converter quantizes it per output unit to the same
+    values.
+    """
+    scale = ops.maximum(ops.max(ops.abs(kernel), axis=0), 1e-8) / 127.0
+    rounded = ops.clip(ops.round(kernel / scale), -127.0, 127.0) * scale
+    return kernel + ops.stop_gradient(rounded - kernel)  # exactly `rounded` in float32
 
 
 def _float32(value):
@@ -182,15 +195,16 @@ class QuantizedWeights(keras.layers.Layer):
     `SeparableConv2D`) and, optionally, the `BatchNormalization` that followed
     it. Each call folds the normalization into the weights as the TFLite
     converter does (`w * gamma / sqrt(var + eps)`, bias shifted), fake-quantizes
-    the weights in float32 (per tensor for dense layers, per output channel for
-    convolutions), and applies the layer's operation and its fused ReLU/ReLU6
-    in the layer's compute dtype (float16 under mixed precision). A separable
+    the weights in float32 (per output unit for dense layers, per output channel
+    for convolutions, as TFLite's converter scales them), and applies the
+    layer's operation and its fused ReLU/ReLU6 in the layer's compute dtype
+    (float16 under mixed precision). A separable
     convolution converts to a depthwise and a 1x1 convolution: `intermediate`
     (an `ActivationQuantizer`) fake-quantizes the tensor between them. In
     training, the normalization runs after the quantized layer on the batch's
     statistics and updates its moving ones, as in the float model; outside
-    training it is folded with its moving statistics, which for per-channel
-    weights computes the same as normalizing after the quantized layer.
+    training it is folded with its moving statistics, which with weights scaled
+    per output channel computes the same as normalizing after the quantized layer.
 
     Args:
         layer: The float layer (its config and weights are taken over).
@@ -261,9 +275,7 @@ class QuantizedWeights(keras.layers.Layer):
         kernel, bias = self._folded(fold=not batch_statistics)
         compute = inputs.dtype
         if self.kind == "dense":
-            outputs = ops.matmul(
-                inputs, ops.cast(_symmetric_weights(kernel, per_channel=False), compute)
-            )
+            outputs = ops.matmul(inputs, ops.cast(_per_output_unit(kernel), compute))
         else:
             outputs = self._convolution(inputs, kernel)
         outputs = outputs + ops.cast(bias, compute)
@@ -289,7 +301,7 @@ class QuantizedWeights(keras.layers.Layer):
             )
             strides, dilation = (1, *strides), (1, *dilation)
         if self.kind != "depthwise":  # the convolution's or the 1x1 step's kernel, in 2D
-            kernel = ops.cast(_symmetric_weights(kernel, per_channel=True), compute)
+            kernel = ops.cast(_symmetric_weights(kernel), compute)
         if self.kind == "conv":
             outputs = ops.conv(inputs, kernel, strides, padding, "channels_last", dilation)
         else:
@@ -303,7 +315,7 @@ class QuantizedWeights(keras.layers.Layer):
         """A depthwise convolution with its kernel fake-quantized per output channel."""
         shape = ops.shape(kernel)
         flat = ops.reshape(_float32(kernel), (*shape[:-2], shape[-2] * shape[-1]))
-        flat = _symmetric_weights(flat, per_channel=True)
+        flat = _symmetric_weights(flat)
         kernel = ops.cast(ops.reshape(flat, shape), inputs.dtype)
         return ops.depthwise_conv(inputs, kernel, strides, padding, "channels_last", dilation)
 
@@ -479,8 +491,9 @@ def quantization_aware(
     For a Keras 3 student (Sequential or Functional), a new Keras 3 model with
     the same layers' weights, where dense and convolution layers (`Dense`,
     `Conv1D/2D`, `DepthwiseConv1D/2D`, `SeparableConv1D/2D`) quantize their
-    weights to int8 (per tensor for dense layers, per output channel for
-    convolutions, as TFLite does), a `BatchNormalization` that follows one is
+    weights to int8 (per output unit for dense layers, per output channel for
+    convolutions: the scales TFLite's converter gives them in post-training
+    int8 too), a `BatchNormalization` that follows one is
     folded into its weights, and every tensor the int8 model holds (the inputs,
     each layer's output after its fused ReLU/ReLU6, the tensor between a
     separable convolution's depthwise and 1x1 steps) is fake-quantized with a
