@@ -1,18 +1,19 @@
 """Quantization-aware Keras 3 students: fake quantization as TFLite Micro's int8 kernels compute.
 
 `quantization_aware(student)` rebuilds a Keras 3 student with TensorFlow's
-`FakeQuantWithMinMaxVars` ops (through `keras.quantizers`), placed where the
-TFLite converter puts int8 tensors: weights symmetric int8 (narrow range), per
+`FakeQuantWithMinMaxVars` ops (through `keras.quantizers`; dense kernels are
+rounded to the int8 grid with plain ops instead), placed where the TFLite
+converter puts int8 tensors: weights symmetric int8 (narrow range), per
 output channel for convolutions and per output unit for dense layers (the
 converter gives a FULLY_CONNECTED kernel one scale per output unit, in
 post-training int8 too); activations asymmetric int8 per tensor, their ranges
 learned as moving averages of the batches' minima and maxima and frozen after a
-settable number of steps; a
-batch normalization after a convolution or dense layer folded into its weights
-(the converter's folding, with the moving statistics); ReLU and ReLU6 fused
-(the activation's range is taken after them). The converter then reads every
-scale from the model, so the int8 export needs no representative data and
-computes what the model computed in training.
+settable number of steps; a batch normalization after a convolution or dense
+layer folded into its weights (the converter's folding, with the moving
+statistics); ReLU and ReLU6 fused (the activation's range is taken after them).
+The converter then reads every scale from the model (a dense kernel's from its
+values, already on the grid), so the int8 export needs no representative data
+and computes what the model computed in training.
 """
 
 from __future__ import annotations
@@ -198,9 +199,9 @@ class QuantizedWeights(keras.layers.Layer):
     the weights in float32 (per output unit for dense layers, per output channel
     for convolutions, as TFLite's converter scales them), and applies the
     layer's operation and its fused ReLU/ReLU6 in the layer's compute dtype
-    (float16 under mixed precision). A separable
-    convolution converts to a depthwise and a 1x1 convolution: `intermediate`
-    (an `ActivationQuantizer`) fake-quantizes the tensor between them. In
+    (float16 under mixed precision). A separable convolution converts to a
+    depthwise and a 1x1 convolution: `intermediate` (an `ActivationQuantizer`)
+    fake-quantizes the tensor between them. In
     training, the normalization runs after the quantized layer on the batch's
     statistics and updates its moving ones, as in the float model; outside
     training it is folded with its moving statistics, which with weights scaled
@@ -493,8 +494,8 @@ def quantization_aware(
     `Conv1D/2D`, `DepthwiseConv1D/2D`, `SeparableConv1D/2D`) quantize their
     weights to int8 (per output unit for dense layers, per output channel for
     convolutions: the scales TFLite's converter gives them in post-training
-    int8 too), a `BatchNormalization` that follows one is
-    folded into its weights, and every tensor the int8 model holds (the inputs,
+    int8 too), a `BatchNormalization` that follows one is folded into its
+    weights, and every tensor the int8 model holds (the inputs,
     each layer's output after its fused ReLU/ReLU6, the tensor between a
     separable convolution's depthwise and 1x1 steps) is fake-quantized with a
     range learned during training (moving averages of the batches' minima and
