@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -53,11 +54,35 @@ def int8_model(model: keras.Model, samples: np.ndarray) -> tuple[bytes, model_in
     return model_bytes, model_info.inspect_model(model_bytes)
 
 
+@contextlib.contextmanager
+def weights_like_trained(model: keras.Model):
+    """The model with its constant-initialized trainable weights varied, restored after.
+
+    The converter stores equal constant buffers once, so an untrained candidate
+    (zero biases, batch normalization's ones and zeros) converts to a smaller
+    flatbuffer than the trained one: 15-30% smaller on small dense and 1-D
+    convolutional candidates. Varied by a hundredth of their size, the weights
+    are as distinct as trained ones, and the flash measured holds after training.
+    """
+    originals = [variable.numpy() for variable in model.trainable_weights]
+    rng = np.random.default_rng(0)
+    for variable, values in zip(model.trainable_weights, originals, strict=True):
+        if values.dtype.kind == "f" and values.size and np.all(values == values.flat[0]):
+            spread = 0.01 * max(float(np.abs(values.flat[0])), 1.0)
+            variable.assign(values + spread * rng.uniform(0.5, 1.0, values.shape))
+    try:
+        yield model
+    finally:
+        for variable, values in zip(model.trainable_weights, originals, strict=True):
+            variable.assign(values)
+
+
 def preflight(model: keras.Model, samples: np.ndarray, budget: Budget, latency: Latency):
     """Converts an (untrained) candidate to int8 and measures it in TFLite Micro.
 
-    Flash and arena do not depend on the weights' values, so the numbers hold
-    for the trained candidate.
+    The candidate converts with weights as distinct as trained ones
+    (`weights_like_trained`), so its flash holds for the trained candidate; the
+    arena does not depend on the weights' values.
 
     Args:
         model: The candidate.
@@ -73,7 +98,8 @@ def preflight(model: keras.Model, samples: np.ndarray, budget: Budget, latency: 
     flash = arena = None
     try:
         calibration = None if samples is None else samples[:CALIBRATION_EXAMPLES]
-        model_bytes, info = int8_model(model, calibration)
+        with weights_like_trained(model):
+            model_bytes, info = int8_model(model, calibration)
         flash = len(model_bytes)
         path = verify.write_temporary(model_bytes)
         try:

@@ -22,7 +22,9 @@ def describe(trial) -> str:
 def outcome(trial) -> str:
     """A trial's numbers, or why it was not trained."""
     if not trial.feasible:
-        return f"infeasible after a {trial.preflight_seconds:.1f} s pre-flight ({trial.reason})"
+        trained = trial.int8_accuracy is not None  # over the budget after training
+        when = "training" if trained else f"a {trial.preflight_seconds:.1f} s pre-flight"
+        return f"infeasible after {when} ({trial.reason})"
     latency = "" if trial.latency.seconds is None else f", ~{trial.latency.milliseconds:.2f} ms"
     return (
         f"int8 {trial.int8_accuracy:.1%} (float {trial.float_accuracy:.1%}), flash "

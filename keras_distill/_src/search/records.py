@@ -40,7 +40,7 @@ class Trial:
         teacher: The name of the teacher it learned from.
         recipe: `temperature`, `alpha`, `function_matching`,
             `quantization_aware` (absent: False).
-        reason: Why it is infeasible (never trained), or None.
+        reason: Why it is infeasible (never trained, or over the budget once trained), or None.
         flash_bytes: Bytes of the int8 model.
         arena_bytes: Smallest tensor arena measured in TFLite Micro.
         params: Parameters of the float model.

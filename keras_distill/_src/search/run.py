@@ -112,13 +112,12 @@ class SearchRun:
         flash, measured = training.int8_accuracy(
             self.plan, model, checked.arena_bytes, recipe["quantization_aware"]
         )
-        path = os.path.join(self.directory, "students", f"trial_{trial.number}.keras")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        model.save(path)
+        reason = self._over_flash_budget(trial, flash)  # an infeasible one leaves no student
+        path = None if reason else self._saved_student(model, f"trial_{trial.number}")
         return Trial(
             trial.number,
             **shape,
-            reason=None,
+            reason=reason,
             flash_bytes=flash,
             arena_bytes=checked.arena_bytes,
             **sizes,
@@ -128,6 +127,25 @@ class SearchRun:
             seconds=time.perf_counter() - start,
             model_path=path,
         )
+
+    def _saved_student(self, model: keras.Model, name: str) -> str:
+        """Saves a trained student in the search's folder; returns its path."""
+        path = os.path.join(self.directory, "students", f"{name}.keras")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        model.save(path)
+        return path
+
+    def _over_flash_budget(self, trial: optuna.Trial, flash: int) -> str | None:
+        """Why the trained candidate's int8 model is over the flash budget, or None.
+
+        The pre-flight converts weights as distinct as trained ones, so its flash
+        holds after training; this guard keeps a candidate that grew anyway off the front.
+        """
+        limit = self.budget.flash_bytes
+        if limit is None or flash <= limit:
+            return None
+        trial.set_constraint("flash", float(flash - limit))
+        return f"over budget after training: flash {flash:,} B > {limit:,} B"
 
     def _recipe(self, choices: Choices) -> dict:
         trying_fm = self.space.function_matching if self.plan.augment is not None else (False,)
@@ -223,8 +241,7 @@ class SearchRun:
         flash, measured = training.int8_accuracy(
             self.plan, model, record.arena_bytes, record.recipe["quantization_aware"]
         )
-        path = os.path.join(self.directory, "students", f"trial_{record.number}_final.keras")
-        model.save(path)
+        path = self._saved_student(model, f"trial_{record.number}_final")
         trained = dataclasses.replace(
             record,
             flash_bytes=flash,
