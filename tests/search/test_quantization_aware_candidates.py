@@ -139,17 +139,35 @@ def test_a_rerun_resumes_only_with_the_same_options(searched, digits, tmp_path):
     assert not list((copy / "students").glob("*_final.keras"))
 
 
+def tanh_or_relu(choices):
+    activation = choices.choose("activation", ("relu", "tanh"))  # the first is pre-flighted first
+    hidden = keras.layers.Dense(8, activation=activation)
+    return keras.Sequential([keras.Input((64,)), hidden, keras.layers.Dense(10)])
+
+
 def test_a_layer_it_cannot_model_makes_the_candidate_infeasible_untrained(digits, tmp_path):
+    suggested = ({"activation": "tanh"}, {"activation": "relu"})
+    result = search(digits, tmp_path, space((True,), tanh_or_relu, suggested=suggested))
+    tanh, relu = sorted(result.trials, key=lambda t: t.number)
+    assert tanh.reason.startswith("not for quantization-aware training: ")
+    assert "'tanh' does not fuse" in tanh.reason and tanh.model_path is None
+    assert relu.feasible and [c.number for c in result.front] == [relu.number]
+    assert sorted(p.name for p in (tmp_path / "students").iterdir()) == [
+        f"trial_{relu.number}.keras"
+    ]
+
+
+def test_a_space_whose_smallest_candidate_it_cannot_model_is_refused_before_training(
+    digits, tmp_path
+):
     def tanh(choices):
         width = choices.choose("width", (8,))
         hidden = keras.layers.Dense(width, activation="tanh")
         return keras.Sequential([keras.Input((64,)), hidden, keras.layers.Dense(10)])
 
-    result = search(digits, tmp_path, space((True,), tanh, suggested=()), trials=1)
-    (trial,) = result.trials
-    assert trial.reason.startswith("not for quantization-aware training: ")
-    assert "'tanh' does not fuse" in trial.reason
-    assert result.front == [] and not (tmp_path / "students").exists()
+    with pytest.raises(ValueError, match="not for quantization-aware training: .*'tanh' does not"):
+        search(digits, tmp_path, space((True,), tanh, suggested=()), trials=1)
+    assert not (tmp_path / "students").exists()
 
 
 def test_a_config_file_sets_the_options_of_the_default_space(digits, tmp_path, monkeypatch):

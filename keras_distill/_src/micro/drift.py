@@ -129,8 +129,8 @@ def advice(errors, agreement: float, threshold: float, num_samples: int, float_i
         fixes.append("float_io=True, so the output is not rounded to int8")
     if errors and errors[0].op in ("FULLY_CONNECTED", "BATCH_MATMUL"):
         fixes.append(
-            f"in {errors[0].layer}: fewer or more evenly scaled units (Dense kernels "
-            "are quantized per tensor, convolutions per channel), or a 1x1 Conv"
+            f"in {errors[0].layer}: fewer or more evenly scaled units (its outputs share "
+            "one int8 scale: a unit with a wide range coarsens the others)"
         )
     if errors and errors[0].steps < 2 * ROUNDING_STEPS:
         diagnosis = (

@@ -11,7 +11,7 @@ import optuna
 from keras_distill._src.search import training
 from keras_distill._src.search.budget import Budget, estimate_latency
 from keras_distill._src.search.inputs import checked_inputs, identity
-from keras_distill._src.search.preflight import preflight
+from keras_distill._src.search.preflight import preflight_candidate
 from keras_distill._src.search.records import SearchResult
 from keras_distill._src.search.run import SearchRun
 from keras_distill._src.search.space import Choices, SearchSpace, build_candidate, default_space
@@ -190,16 +190,18 @@ def _space(space, input_shape: tuple, num_classes: int) -> SearchSpace:
 
 
 def _check_smallest(space: SearchSpace, inputs, budget: Budget) -> None:
-    """Pre-flights the space's smallest candidate; refuses a budget it does not fit."""
+    """Pre-flights the smallest candidate as a trial would; refuses a budget it does not fit."""
     keras.utils.set_random_seed(0)
     model = build_candidate(space, Choices.first(), inputs.num_classes)
-    result = preflight(
-        model, inputs.split.x_train, budget, estimate_latency(model, budget.clock_hz)
-    )
+    latency = estimate_latency(model, budget.clock_hz)
+    aware = space.quantization_aware[0]  # the first option, as for the architecture
+    params = model.count_params()  # the float model's, as the trials report
+    _, result = preflight_candidate(model, inputs.split.x_train, budget, latency, aware)
     if not result.feasible:
         arena = "not measured" if result.arena_bytes is None else f"{result.arena_bytes:,} B"
         raise ValueError(
-            f"Even the smallest candidate of the space ({model.count_params():,} parameters, "
-            f"flash {result.flash_bytes or 0:,} B, arena {arena}) does not fit the budget "
-            f"({budget.describe()}): {result.reason}. Give a larger budget or a smaller space."
+            f"Even the smallest candidate of the space ({params:,} parameters, "
+            f"flash {result.flash_bytes or 0:,} B, arena {arena}) cannot be searched under the "
+            f"budget ({budget.describe()}): {result.reason}. Give a larger budget, or a space "
+            "whose smallest candidate fits and converts."
         )

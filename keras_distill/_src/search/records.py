@@ -276,7 +276,7 @@ class SearchResult:
             [0.0] * len(infeasible),
             marker="x",
             color="red",
-            label="infeasible (never trained)",
+            label="infeasible",
         )
         if self.budget.flash_bytes:
             axis.axvline(self.budget.flash_bytes, color="red", linestyle=":", label="flash budget")

@@ -231,7 +231,10 @@ class SearchRun:
         return quantization_aware(model) if record.recipe["quantization_aware"] else model
 
     def _final(self, record: Trial, epochs: int) -> Trial:
-        """The trial's candidate distilled again from the start for `epochs`, measured."""
+        """The trial's candidate distilled again from the start for `epochs`, measured.
+
+        Its flash is its trial's (the same layers, weights as distinct), within the budget.
+        """
         key = f"final_{record.number}_{epochs}"
         if key in self.study.user_attrs:
             return Trial.from_json(self.study.user_attrs[key])

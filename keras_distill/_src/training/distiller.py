@@ -35,7 +35,7 @@ class LossMean(keras.metrics.Mean):
     broadcasts and reduces an input of any shape: three times the kernels).
     """
 
-    def update_state(self, values, sample_weight=None):
+    def update_state(self, values, sample_weight=1.0):
         self.total.assign_add(ops.cast(values, self.dtype) * sample_weight)  # no kernel if float32
         self.count.assign_add(sample_weight)
 
