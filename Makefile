@@ -1,6 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 # Each sets up .venv (once, again when pyproject.toml changes) and runs its job.
-# `--no-compile`: Python compiles the modules a run imports, not all of TensorFlow's (-19 s).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
