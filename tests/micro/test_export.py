@@ -73,6 +73,22 @@ def assert_arena_is_minimal(result):
     assert verify._probe(path, smaller, len(info.inputs)).returncode != 0
 
 
+def test_the_arena_search_goes_on_without_its_forking_helper(mlp_export):
+    path = str(mlp_export.tflite_path)
+    prober = verify._ArenaProber(path, num_inputs=1)
+    try:
+        assert prober.helper is not None  # os.fork exists here
+        assert prober.works(mlp_export.arena_bytes)
+        assert not prober.works(mlp_export.arena_bytes - verify.ARENA_RESOLUTION)
+        prober.helper.kill()  # as if the helper itself had crashed
+        prober.helper.wait()
+        assert prober.works(mlp_export.arena_bytes)  # one subprocess per probe from here on
+        assert prober.helper is None
+        assert not prober.works(mlp_export.arena_bytes - verify.ARENA_RESOLUTION)
+    finally:
+        prober.close()
+
+
 @pytest.mark.parametrize("which", ["mlp_export", "cnn_export"])
 def test_export_runs_in_tflm_agrees_with_float_and_measures_a_minimal_arena(which, request):
     result = request.getfixturevalue(which)

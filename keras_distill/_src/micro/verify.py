@@ -1,7 +1,10 @@
 """Running a `.tflite` model in the TFLite Micro Python interpreter.
 
 Every probe that could crash the interpreter (a missing kernel, a too small
-arena) runs in a subprocess, so the user's process never goes down with it.
+arena) runs in a process of its own, so the user's process never goes down with
+it. The arena search forks each probe from one helper process that has loaded
+TFLM once (a fresh process per probe at a fork's cost, not an interpreter
+start's); where `os.fork` does not exist, each probe is a new subprocess.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import select
 import subprocess
 import sys
 import tempfile
@@ -22,25 +26,36 @@ ARENA_RESOLUTION = 16  # bytes; TFLM aligns arena allocations to 16 bytes
 _MAX_ARENA = 1 << 28
 _PROBE_TIMEOUT = 300
 
-_PROBE = r"""
-import sys
+# Loads the model in a TFLM interpreter with an arena of `arena` bytes and runs it on zeros.
+_RUN_MODEL = r"""
 import numpy as np
 from tflite_micro.python.tflite_micro import runtime
 
-path, arena, inputs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-with open(path, "rb") as f:
-    model = f.read()
-try:
+
+def run_model(model, arena, inputs):
     interpreter = runtime.Interpreter.from_bytes(model, arena_size=arena)
     for index in range(inputs):
         details = interpreter.get_input_details(index)
         interpreter.set_input(np.zeros(details["shape"], details["dtype"]), index)
     interpreter.invoke()
-    interpreter.print_allocations()
+    return interpreter
+"""
+
+_PROBE = (
+    _RUN_MODEL
+    + r"""
+import sys
+
+path, arena, inputs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path, "rb") as f:
+    model = f.read()
+try:
+    run_model(model, arena, inputs).print_allocations()
 except RuntimeError as error:
     print(error, file=sys.stderr)
     sys.exit(3)
 """
+)
 
 
 def _probe(path: str, arena: int, num_inputs: int) -> subprocess.CompletedProcess:
@@ -50,6 +65,80 @@ def _probe(path: str, arena: int, num_inputs: int) -> subprocess.CompletedProces
         text=True,
         timeout=_PROBE_TIMEOUT,
     )
+
+
+# Reads arena sizes on stdin; runs each in a forked child (a crash ends the child only) and
+# prints the child's exit code. The helper itself never runs an interpreter.
+_FORKING_PROBE = (
+    _RUN_MODEL
+    + r"""
+import os
+import signal
+import sys
+
+path, inputs, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path, "rb") as f:
+    model = f.read()
+print("ready", flush=True)
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(timeout)
+        try:
+            run_model(model, int(line), inputs)
+        except RuntimeError:
+            os._exit(3)
+        os._exit(0)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+)
+
+
+class _ArenaProber:
+    """`works(arena)`: whether the model allocates and runs, each probe in a process of its own."""
+
+    def __init__(self, path: str, num_inputs: int):
+        self.path, self.num_inputs = path, num_inputs
+        self.helper = None
+        if hasattr(os, "fork"):
+            environment = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+            self.helper = subprocess.Popen(
+                [sys.executable, "-c", _FORKING_PROBE, path, str(num_inputs), str(_PROBE_TIMEOUT)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env=environment,
+            )
+            if self._reply() != "ready":
+                self.close()
+
+    def works(self, arena: int) -> bool:
+        reply = None if self.helper is None else self._ask(arena)
+        if reply is None:  # no helper, or it stopped: a new subprocess per probe from here on
+            self.close()
+            return _probe(self.path, arena, self.num_inputs).returncode == 0
+        return reply == "0"
+
+    def _ask(self, arena: int) -> str | None:
+        try:
+            self.helper.stdin.write(f"{arena}\n")
+            self.helper.stdin.flush()
+        except OSError:
+            return None
+        return self._reply()
+
+    def _reply(self) -> str | None:
+        # a probe that hangs is ended by its alarm after _PROBE_TIMEOUT s (exit code -14)
+        ready, _, _ = select.select([self.helper.stdout], [], [], _PROBE_TIMEOUT + 30)
+        line = self.helper.stdout.readline() if ready else ""
+        return line.strip() or None
+
+    def close(self) -> None:
+        if self.helper is not None:
+            self.helper.kill()
+            self.helper.communicate()
+            self.helper = None
 
 
 def check_kernels(path: str, info: ModelInfo, layer_names: tuple = ()) -> int:
@@ -94,8 +183,8 @@ def check_kernels(path: str, info: ModelInfo, layer_names: tuple = ()) -> int:
 def measure_arena(path: str, info: ModelInfo, reported: int) -> int:
     """Finds the smallest tensor arena with which the model allocates and runs.
 
-    Bisection over subprocess probes, to `ARENA_RESOLUTION` bytes, starting
-    around the size the recording allocator `reported`.
+    Bisection to `ARENA_RESOLUTION` bytes, starting around the size the
+    recording allocator `reported`; each probe runs in a process of its own.
 
     Args:
         path: A `.tflite` file that runs in TFLM (see `check_kernels`).
@@ -106,10 +195,15 @@ def measure_arena(path: str, info: ModelInfo, reported: int) -> int:
         The smallest arena size in bytes (a multiple of `ARENA_RESOLUTION`)
         that works; one resolution step less fails.
     """
+    prober = _ArenaProber(path, len(info.inputs))
+    try:
+        return _smallest_working_arena(prober.works, reported)
+    finally:
+        prober.close()
 
-    def works(arena: int) -> bool:
-        return _probe(path, arena, len(info.inputs)).returncode == 0
 
+def _smallest_working_arena(works, reported: int) -> int:
+    """Bisection to `ARENA_RESOLUTION` bytes between a failing and a working arena."""
     step = ARENA_RESOLUTION
     high = _round_up(reported + 4 * step)
     while not works(high):
