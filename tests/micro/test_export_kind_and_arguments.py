@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_distill import micro
-from keras_distill._src.micro import export_validation
+from keras_distill._src.micro import convert, export_validation, isolated_conversion
 from keras_distill._src.micro.result import ValidationResult
 
 FEATURES = 8
@@ -235,3 +235,29 @@ def test_a_fake_quantized_student_exports_fully_int8_without_data(inputs, tmp_pa
 def test_verify_on_without_inputs_to_run_is_refused_by_name():
     with pytest.raises(micro.MicroExportError, match=r"`verify_on` needs inputs to run"):
         export_validation.check_on_target("m", None, b"", (0, 0), None, "host", None, 0.1)
+
+
+def test_a_recurrent_model_left_partly_float_by_the_converter_is_converted_again(
+    monkeypatch, tmp_path
+):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((5, 3)), keras.layers.LSTM(4, unroll=True), keras.layers.Dense(2)]
+    )
+    x = np.random.default_rng(0).random((16, 5, 3)).astype("float32")
+    converted = convert.to_int8_tflite(model, x)
+    partly_float = float_tflite(model)
+    results = iter([partly_float, partly_float, converted])
+    calls = []
+
+    def converter(*args, **kwargs):
+        calls.append(args)
+        return next(results)
+
+    monkeypatch.setattr(convert, "to_int8_tflite", converter)
+    assert isolated_conversion.to_int8_tflite_safely(model, x) == converted
+    assert len(calls) == 3  # until one is fully integer
+    results = iter([partly_float] * isolated_conversion.RECURRENT_ATTEMPTS)
+    with pytest.raises(micro.MicroExportError, match=r"not fully integer"):
+        micro.export(model, x, tmp_path)  # float after the last attempt: refused, as before
+    assert_nothing_written(tmp_path)
