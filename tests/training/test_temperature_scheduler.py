@@ -112,3 +112,22 @@ def test_scheduler_round_trips_its_config():
     scheduler = TemperatureScheduler(schedules.Cosine(8.0, 2.0, 10), update="batch")
     restored = TemperatureScheduler.from_config(scheduler.get_config())
     assert restored.schedule == scheduler.schedule and restored.update == "batch"
+
+
+def test_epoch_logs_show_temperature_and_alpha_however_callbacks_are_given(digits, teacher):
+    x, y = digits.x_train[:128], digits.y_train[:128]
+    distiller = Distiller(teacher, mlp([8], seed=1), temperature=3.0, alpha=0.25)
+    distiller.compile(keras.optimizers.SGD(0.0), SCE)
+    seen = []
+    recorder = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(logs))
+    made = keras.callbacks.CallbackList([recorder], add_history=True, model=distiller)
+    for callbacks in (None, recorder, [recorder], (recorder,), made, made):
+        history = distiller.fit(x, y, epochs=1, batch_size=64, callbacks=callbacks, verbose=0)
+        assert history.history["temperature"][-1] == 3.0 and history.history["alpha"][-1] == 0.25
+    assert [(logs["temperature"], logs["alpha"]) for logs in seen] == [(3.0, 0.25)] * 5
+    assert len(made.callbacks) == 3  # the log, the recorder, History: the log added once
+    assert distiller.train_on_batch(x, y, return_dict=True).keys() == {
+        "loss",
+        "student_loss",
+        "distillation_loss",
+    }  # a step returns losses and metrics only (each value it returns costs a conversion)

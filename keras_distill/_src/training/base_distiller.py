@@ -316,6 +316,7 @@ class BaseDistiller(abc.ABC):
         if "y" not in changed:  # a live teacher (the cache checks the outputs it computes)
             self._probe_teacher(batch)
         arguments.update(changed)
+        arguments["callbacks"] = _with_scheduled_values_log(arguments.get("callbacks"), self)
         return super().fit(**arguments)
 
     def _check_fit_start(self, arguments: dict, batch) -> None:
@@ -413,10 +414,8 @@ class BaseDistiller(abc.ABC):
             )
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-        logs = self._metrics_logs(x, targets, y_pred)
-        for key in SCHEDULED_KEYS:
-            logs[key] = tf.identity(getattr(self, key))  # a tensor, not the variable
-        return self._global_logs(logs)
+        # temperature and alpha reach the logs at each epoch's end (`ScheduledValuesLog`)
+        return self._global_logs(self._metrics_logs(x, targets, y_pred))
 
     def test_step(self, data):
         """Evaluates the student's metrics and the distillation objective."""
@@ -555,6 +554,41 @@ class BaseDistiller(abc.ABC):
             self._distillation_loss_tracker,
             *self._term_trackers,
         ]
+
+
+class ScheduledValuesLog(keras.callbacks.Callback):
+    """Writes the distiller's temperature and alpha into each epoch's logs.
+
+    The step does not return them: Keras converts every value a step returns
+    to a Python float after each step, at a cost measured in
+    `docs/evidence/speed.md`. `TemperatureScheduler` also writes them into the
+    batch logs while it schedules.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.model.scheduled_values())
+
+    # tf_keras (Keras 2) asks its callbacks which batch hooks they implement
+    def _implements_train_batch_hooks(self) -> bool:
+        return False
+
+    def _implements_test_batch_hooks(self) -> bool:
+        return False
+
+    def _implements_predict_batch_hooks(self) -> bool:
+        return False
+
+
+def _with_scheduled_values_log(callbacks, model):
+    """The fit's callbacks with a `ScheduledValuesLog` first (once), so History records it."""
+    made = getattr(callbacks, "callbacks", None)  # a CallbackList the user made: its own list
+    listed = made if isinstance(made, list) else keras.tree.flatten(callbacks or [])
+    if not any(isinstance(callback, ScheduledValuesLog) for callback in listed):
+        log = ScheduledValuesLog()
+        log.set_model(model)
+        listed.insert(0, log)
+    return callbacks if isinstance(made, list) else listed
 
 
 def output_mask(outputs):
