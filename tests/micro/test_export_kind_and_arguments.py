@@ -255,7 +255,7 @@ def test_a_recurrent_model_left_partly_float_by_the_converter_is_converted_again
         return next(results)
 
     monkeypatch.setattr(convert, "to_int8_tflite", converter)
-    assert isolated_conversion.to_int8_tflite_safely(model, x) == converted
+    assert isolated_conversion.to_int8_tflite_for_tflm(model, x) == converted
     assert len(calls) == 3  # until one is fully integer
     results = iter([partly_float] * isolated_conversion.RECURRENT_ATTEMPTS)
     with pytest.raises(micro.MicroExportError, match=r"not fully integer"):

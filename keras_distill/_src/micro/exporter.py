@@ -300,7 +300,7 @@ def _convert(keras_model, representative_data, float_io: bool, num_samples: int)
             "models (tfmot's, or with fake-quantization ops on their weights and activations) "
             "carry their own ranges."
         )
-    converted = isolated_conversion.to_int8_tflite_safely(keras_model, samples, float_io)
+    converted = isolated_conversion.to_int8_tflite_for_tflm(keras_model, samples, float_io)
     return converted, samples
 
 

@@ -10,7 +10,7 @@ user's process (`keras_distill._src.micro.convert.to_int8_tflite`), which is fas
 
 TensorFlow Lite's converter (TF 2.21) also leaves some weights of an unrolled
 recurrent layer in float at random: 14 of 96 conversions of one small LSTM
-model, each fully integer when converted again. `to_int8_tflite_safely`
+model, each fully integer when converted again. `to_int8_tflite_for_tflm`
 converts a recurrent model again, up to `RECURRENT_ATTEMPTS` times in all,
 until no float tensor is left.
 """
@@ -102,13 +102,31 @@ def to_int8_tflite_safely(
     layers = recurrent_layers(model)
     if layers and samples is not None and not is_tf_keras(model):
         return to_int8_tflite_isolated(model, samples, float_io, layers, batch_size)
-    model_bytes = convert.to_int8_tflite(model, samples, float_io=float_io, batch_size=batch_size)
+    return convert.to_int8_tflite(model, samples, float_io=float_io, batch_size=batch_size)
+
+
+def to_int8_tflite_for_tflm(model, samples: np.ndarray | None, float_io: bool = False) -> bytes:
+    """`to_int8_tflite_safely`, again while a recurrent model is left partly float.
+
+    Up to `RECURRENT_ATTEMPTS` conversions in all (see the module's note); a
+    model still partly float after the last one is returned as it is, for the
+    caller's integer check to refuse and explain.
+
+    Args:
+        model: A Keras 3 or tf_keras model with a single input.
+        samples: Representative inputs (None for a quantization-aware model).
+        float_io: Keep float32 input and output.
+
+    Returns:
+        The `.tflite` bytes.
+    """
+    model_bytes = to_int8_tflite_safely(model, samples, float_io)
     if samples is None or not _holds_recurrent_layer(model):
         return model_bytes
-    for _ in range(RECURRENT_ATTEMPTS - 1):  # the converter's random float weights (see above)
+    for _ in range(RECURRENT_ATTEMPTS - 1):
         if inspect_model(model_bytes).fully_integer:
             break
-        model_bytes = convert.to_int8_tflite(model, samples, float_io, batch_size)
+        model_bytes = to_int8_tflite_safely(model, samples, float_io)
     return model_bytes
 
 

@@ -9,10 +9,12 @@ start's); where `os.fork` does not exist, each probe is a new subprocess.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -83,6 +85,7 @@ print("ready", flush=True)
 for line in sys.stdin:
     pid = os.fork()
     if pid == 0:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # fd 1 carries the helper's replies only
         signal.alarm(timeout)
         try:
             run_model(model, int(line), inputs)
@@ -95,7 +98,12 @@ for line in sys.stdin:
 
 
 class _ArenaProber:
-    """`works(arena)`: whether the model allocates and runs, each probe in a process of its own."""
+    """Answers whether the model allocates and runs with an arena, each probe in its own process.
+
+    Args:
+        path: A `.tflite` file.
+        num_inputs: How many input tensors the model has.
+    """
 
     def __init__(self, path: str, num_inputs: int):
         self.path, self.num_inputs = path, num_inputs
@@ -118,6 +126,11 @@ class _ArenaProber:
         if reply is None:  # no helper, or it stopped: a new subprocess per probe from here on
             self.close()
             return _probe(self.path, arena, self.num_inputs).returncode == 0
+        if reply == str(-signal.SIGALRM):
+            raise MicroExportError(
+                f"TFLite Micro did not finish running the model with a {arena:,} B arena within "
+                f"{_PROBE_TIMEOUT} s."
+            )
         return reply == "0"
 
     def _ask(self, arena: int) -> str | None:
@@ -135,9 +148,13 @@ class _ArenaProber:
         return line.strip() or None
 
     def close(self) -> None:
+        """Ends the helper (a probe still running ends at its alarm)."""
         if self.helper is not None:
             self.helper.kill()
-            self.helper.communicate()
+            self.helper.wait()
+            with contextlib.suppress(OSError):  # a request left unsent in the buffer
+                self.helper.stdin.close()
+            self.helper.stdout.close()
             self.helper = None
 
 
