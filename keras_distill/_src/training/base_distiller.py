@@ -36,10 +36,10 @@ from keras_distill._src.training import (
     model_checks,
     teacher_cache,
 )
+from keras_distill._src.training.scheduled_values import SCHEDULED_KEYS, scheduled_values_logged
 from keras_distill._src.utils.model_inspection import as_logits, symbolic_outputs
 
 LOSS_KEYS = ("loss", "student_loss", "distillation_loss")
-SCHEDULED_KEYS = ("temperature", "alpha")
 TEMPERATURE_TEXT = (
     "distiller.temperature must be > 0 (it was assigned around its setter, which checks it)"
 )
@@ -316,8 +316,9 @@ class BaseDistiller(abc.ABC):
         if "y" not in changed:  # a live teacher (the cache checks the outputs it computes)
             self._probe_teacher(batch)
         arguments.update(changed)
-        arguments["callbacks"] = _with_scheduled_values_log(arguments.get("callbacks"), self)
-        return super().fit(**arguments)
+        with scheduled_values_logged(arguments.get("callbacks"), self) as callbacks:
+            arguments["callbacks"] = callbacks
+            return super().fit(**arguments)
 
     def _check_fit_start(self, arguments: dict, batch) -> None:
         """The checks of `fit_checks` that need the arguments or the first batch."""
@@ -554,41 +555,6 @@ class BaseDistiller(abc.ABC):
             self._distillation_loss_tracker,
             *self._term_trackers,
         ]
-
-
-class ScheduledValuesLog(keras.callbacks.Callback):
-    """Writes the distiller's temperature and alpha into each epoch's logs.
-
-    The step does not return them: Keras converts every value a step returns
-    to a Python float after each step, at a cost measured in
-    `docs/evidence/speed.md`. `TemperatureScheduler` also writes them into the
-    batch logs while it schedules.
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs.update(self.model.scheduled_values())
-
-    # tf_keras (Keras 2) asks its callbacks which batch hooks they implement
-    def _implements_train_batch_hooks(self) -> bool:
-        return False
-
-    def _implements_test_batch_hooks(self) -> bool:
-        return False
-
-    def _implements_predict_batch_hooks(self) -> bool:
-        return False
-
-
-def _with_scheduled_values_log(callbacks, model):
-    """The fit's callbacks with a `ScheduledValuesLog` first (once), so History records it."""
-    made = getattr(callbacks, "callbacks", None)  # a CallbackList the user made: its own list
-    listed = made if isinstance(made, list) else keras.tree.flatten(callbacks or [])
-    if not any(isinstance(callback, ScheduledValuesLog) for callback in listed):
-        log = ScheduledValuesLog()
-        log.set_model(model)
-        listed.insert(0, log)
-    return callbacks if isinstance(made, list) else listed
 
 
 def output_mask(outputs):

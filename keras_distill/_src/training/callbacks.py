@@ -9,7 +9,8 @@ from collections.abc import Callable
 import keras
 
 from keras_distill._src.objective import objective
-from keras_distill._src.training.base_distiller import SCHEDULED_KEYS, BaseDistiller
+from keras_distill._src.training.base_distiller import BaseDistiller
+from keras_distill._src.training.scheduled_values import SCHEDULED_KEYS, ScheduledValuesLog
 from keras_distill._src.training.schedules import Constant, Schedule
 from keras_distill._src.utils.console import print_msg
 
@@ -65,7 +66,7 @@ def _as_number(value, schedule, key: str, where: str) -> float:
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
-class TemperatureScheduler(keras.callbacks.Callback):
+class TemperatureScheduler(ScheduledValuesLog):
     """Anneals a distiller's temperature (and optionally alpha) during `fit`.
 
     In the style of `keras.callbacks.LearningRateScheduler`: before each epoch
@@ -152,22 +153,10 @@ class TemperatureScheduler(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         """Writes the current values into the batch logs."""
-        self._write(logs)
+        self.write(logs)
 
-    def on_epoch_end(self, epoch, logs=None):
-        """Writes the current values into the epoch logs."""
-        self._write(logs)
-
-    # tf_keras (Keras 2) asks its callbacks which batch hooks they implement;
-    # answering lets this callback steer a tf_keras distiller too (tfmot students).
-    def _implements_train_batch_hooks(self) -> bool:
+    def _implements_train_batch_hooks(self) -> bool:  # tf_keras (see ScheduledValuesLog)
         return True
-
-    def _implements_test_batch_hooks(self) -> bool:
-        return False
-
-    def _implements_predict_batch_hooks(self) -> bool:
-        return False
 
     def _assign(self, step: int, where: str) -> None:
         schedules = (self.schedule, self.alpha_schedule)
@@ -184,10 +173,6 @@ class TemperatureScheduler(keras.callbacks.Callback):
                 ) from None
             if self.verbose:
                 print_msg(f"\n{where}: TemperatureScheduler set {name} to {value:g}.")
-
-    def _write(self, logs) -> None:
-        if logs is not None:
-            logs.update(self.model.scheduled_values())
 
     def get_config(self) -> dict:
         """Returns the schedules (serialized) and settings."""
