@@ -179,6 +179,40 @@ def test_a_rerun_with_final_epochs_trains_the_best_again_and_reuses_the_trials(
     assert f"| {best.number} |" in (copied / "report.md").read_text()
 
 
+def test_a_suggestion_queued_twice_at_once_runs_once(
+    counted_teacher, digits, tmp_path, monkeypatch
+):
+    enqueue = optuna.Study.enqueue_trial
+
+    def two_processes_at_once(study, params, user_attrs=None, skip_if_exists=False):
+        for _ in range(2):  # both checked before either queued
+            enqueue(study, params, user_attrs)
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", two_processes_at_once)
+
+    def build(choices):
+        width = choices.choose("width", (4, 8))
+        return keras.Sequential(
+            [keras.Input((64,)), keras.layers.Dense(width), keras.layers.Dense(10)]
+        )
+
+    result = kd.find_student(
+        counted_teacher[0],
+        (digits.x_train, digits.y_train),
+        (digits.x_test, digits.y_test),
+        space=kd.search.SearchSpace(build, suggested=({"width": 8},)),
+        flash_bytes=20_000,
+        trials=2,
+        epochs=1,
+        directory=tmp_path,
+        verbose=0,
+    )
+    study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(None, str(tmp_path)))
+    states = {t.number: (t.state.name, t.user_attrs.get("suggested")) for t in study.trials}
+    assert states[0] == ("COMPLETE", 0) and states[1] == ("PRUNED", 0)
+    assert sorted(t.number for t in result.trials) == [0, 2]  # the pruned twin is not a trial
+
+
 def test_suggested_candidates_are_tried_first(counted_teacher, digits, tmp_path):
     def build(choices):
         width = choices.choose("width", (4, 8, 16, 32))

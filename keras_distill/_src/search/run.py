@@ -50,8 +50,8 @@ class SearchRun:
         self.progress.resumed([self.record(t) for t in storage.finished(self.study)])
         if len(storage.finished(self.study)) >= trials:
             return
-        for choices in self.space.suggested:  # once per search, whichever process comes first
-            self.study.enqueue_trial(choices, skip_if_exists=True)
+        for index, choices in enumerate(self.space.suggested):  # once per search (see objective)
+            self.study.enqueue_trial(choices, {"suggested": index}, skip_if_exists=True)
         self.study.optimize(
             self.objective,
             callbacks=[optuna.study.MaxTrialsCallback(trials), self._after_trial],
@@ -68,6 +68,9 @@ class SearchRun:
         if storage.is_surplus(self.study, trial.number, self.trials):
             self.study.stop()
             raise optuna.TrialPruned("the search already has its trials")
+        twin = storage.queued_twin(self.study, trial)
+        if twin is not None:  # two processes queued a suggestion at once: the first one runs it
+            raise optuna.TrialPruned(f"the suggested candidate of trial {twin} again")
         with storage.heartbeat(trial):
             record = self._measured(trial)
         trial.set_user_attr("record", record.to_json())

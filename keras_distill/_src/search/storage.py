@@ -181,6 +181,26 @@ def is_surplus(study: optuna.Study, number: int, trials: int) -> bool:
     return len(before) >= trials
 
 
+def queued_twin(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """An earlier trial queued with the same suggested candidate, or None.
+
+    `enqueue_trial(..., skip_if_exists=True)` checks, then queues: two
+    processes starting at once may both queue a suggestion.
+    """
+    index = trial.user_attrs.get("suggested")
+    if index is None:
+        return None
+    states = (
+        optuna.trial.TrialState.WAITING,
+        optuna.trial.TrialState.RUNNING,
+        optuna.trial.TrialState.COMPLETE,
+    )
+    for earlier in study.get_trials(deepcopy=False, states=states):
+        if earlier.number < trial.number and earlier.user_attrs.get("suggested") == index:
+            return earlier.number
+    return None
+
+
 def finished(study: optuna.Study) -> list:
     """The completed trials, in order."""
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
