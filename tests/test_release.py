@@ -17,7 +17,9 @@ import zipfile
 
 import pytest
 
-pytestmark = pytest.mark.slow  # builds the sdist and the wheel in subprocesses
+# Builds the sdist and the wheel in subprocesses, once, in one worker: two builds at once in the
+# same checkout remove each other's staging folder (`error: [Errno 2]` in a make test run).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("release")]
 
 ROOT = pathlib.Path(__file__).parents[1]
 TIMEOUT = 600
