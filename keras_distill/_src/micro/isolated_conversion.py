@@ -68,11 +68,12 @@ def recurrent_layers(model) -> list[str]:
     >>> recurrent_layers(model)
     ['lstm']
     """
-    found = []
-    for layer in sublayers(model):
-        if layer is not model and getattr(layer, "unroll", True) is False:
-            found.append(layer.name)
-    return found
+    return [layer.name for layer in _rnn_layers(model) if layer.unroll is False]
+
+
+def _rnn_layers(model) -> list:
+    """The layers inside `model` that step through time (those with an `unroll` setting)."""
+    return [layer for layer in sublayers(model) if layer is not model and hasattr(layer, "unroll")]
 
 
 def to_int8_tflite_safely(
@@ -121,17 +122,13 @@ def to_int8_tflite_for_tflm(model, samples: np.ndarray | None, float_io: bool = 
         The `.tflite` bytes.
     """
     model_bytes = to_int8_tflite_safely(model, samples, float_io)
-    if samples is None or not _holds_recurrent_layer(model):
+    if samples is None or not _rnn_layers(model):
         return model_bytes
     for _ in range(RECURRENT_ATTEMPTS - 1):
         if inspect_model(model_bytes).fully_integer:
             break
         model_bytes = to_int8_tflite_safely(model, samples, float_io)
     return model_bytes
-
-
-def _holds_recurrent_layer(model) -> bool:
-    return any(layer is not model and hasattr(layer, "unroll") for layer in sublayers(model))
 
 
 def to_int8_tflite_isolated(

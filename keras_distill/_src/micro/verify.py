@@ -28,10 +28,16 @@ ARENA_RESOLUTION = 16  # bytes; TFLM aligns arena allocations to 16 bytes
 _MAX_ARENA = 1 << 28
 _PROBE_TIMEOUT = 300
 
-# Loads the model in a TFLM interpreter with an arena of `arena` bytes and runs it on zeros.
+# Reads a model file; loads the model in a TFLM interpreter with an arena of `arena` bytes and
+# runs it on zeros.
 _RUN_MODEL = r"""
 import numpy as np
 from tflite_micro.python.tflite_micro import runtime
+
+
+def read_model(path):
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def run_model(model, arena, inputs):
@@ -49,8 +55,7 @@ _PROBE = (
 import sys
 
 path, arena, inputs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-with open(path, "rb") as f:
-    model = f.read()
+model = read_model(path)
 try:
     run_model(model, arena, inputs).print_allocations()
 except RuntimeError as error:
@@ -79,8 +84,7 @@ import signal
 import sys
 
 path, inputs, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-with open(path, "rb") as f:
-    model = f.read()
+model = read_model(path)
 print("ready", flush=True)
 for line in sys.stdin:
     pid = os.fork()
