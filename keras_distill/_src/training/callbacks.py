@@ -155,6 +155,9 @@ class TemperatureScheduler(ScheduledValuesLog):
         """Writes the current values into the batch logs."""
         self.write(logs)
 
+    def on_epoch_end(self, epoch, logs=None):
+        """Nothing: the distiller's `fit` puts its own `ScheduledValuesLog` first."""
+
     def _implements_train_batch_hooks(self) -> bool:  # tf_keras (see ScheduledValuesLog)
         return True
 
