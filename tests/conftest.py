@@ -1,6 +1,8 @@
 """Shared builders: digits, a teacher trained once per test run, small models and logits."""
 
+import gc
 import os
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,6 +33,25 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("KERAS_DISTILL_HYPOTHESIS_PROFILE", "ci"))
+
+# Python's cyclic garbage collector runs between tests every 30 s, instead of every few seconds
+# inside them: each full collection walked every object (0.3-0.8 s in a test worker), and one
+# that freed an earlier test's tf.data iterator waited for the iterator's threads (5-35 s, seen
+# with py-spy). The objects the imports made are frozen, so collections do not walk them again.
+gc.disable()
+gc.freeze()
+FULL_COLLECTION_PERIOD = 30.0  # seconds of tests between collections
+_last_collection = [time.monotonic()]
+
+
+@pytest.fixture(autouse=True)
+def garbage_collected_between_tests():
+    """Collects all garbage after a test once `FULL_COLLECTION_PERIOD` has passed."""
+    yield
+    if time.monotonic() - _last_collection[0] >= FULL_COLLECTION_PERIOD:
+        gc.collect()
+        _last_collection[0] = time.monotonic()
+
 
 SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
