@@ -10,7 +10,7 @@ import keras
 
 from keras_distill._src.objective import objective
 from keras_distill._src.training.base_distiller import BaseDistiller
-from keras_distill._src.training.scheduled_values import SCHEDULED_KEYS, ScheduledValuesLog
+from keras_distill._src.training.scheduled_values import SCHEDULED_KEYS, ScheduledValuesWriter
 from keras_distill._src.training.schedules import Constant, Schedule
 from keras_distill._src.utils.console import print_msg
 
@@ -66,7 +66,7 @@ def _as_number(value, schedule, key: str, where: str) -> float:
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
-class TemperatureScheduler(ScheduledValuesLog):
+class TemperatureScheduler(ScheduledValuesWriter):
     """Anneals a distiller's temperature (and optionally alpha) during `fit`.
 
     In the style of `keras.callbacks.LearningRateScheduler`: before each epoch
@@ -155,10 +155,7 @@ class TemperatureScheduler(ScheduledValuesLog):
         """Writes the current values into the batch logs."""
         self.write(logs)
 
-    def on_epoch_end(self, epoch, logs=None):
-        """Nothing: the distiller's `fit` puts its own `ScheduledValuesLog` first."""
-
-    def _implements_train_batch_hooks(self) -> bool:  # tf_keras (see ScheduledValuesLog)
+    def _implements_train_batch_hooks(self) -> bool:  # tf_keras (see ScheduledValuesWriter)
         return True
 
     def _assign(self, step: int, where: str) -> None:

@@ -9,20 +9,16 @@ import keras
 SCHEDULED_KEYS = ("temperature", "alpha")
 
 
-class ScheduledValuesLog(keras.callbacks.Callback):
-    """Writes the distiller's temperature and alpha into each epoch's logs.
+class ScheduledValuesWriter(keras.callbacks.Callback):
+    """A callback that writes the distiller's temperature and alpha into logs.
 
     The training step does not return them: Keras converts every value a step
     returns to a Python float after each step, at a cost measured in
-    `docs/evidence/speed.md`. `TemperatureScheduler`, a subclass, also writes
-    them into the batch logs while it schedules.
+    `docs/evidence/speed.md`. Subclasses choose which logs: `ScheduledValuesLog`
+    each epoch's, `TemperatureScheduler` each batch's while it schedules.
     """
 
     _supports_tf_logs = True  # tf_keras: the logs may hold tensors
-
-    def on_epoch_end(self, epoch, logs=None):
-        """Writes the current values into the epoch logs."""
-        self.write(logs)
 
     def write(self, logs) -> None:
         """Adds a distiller's `scheduled_values()` to the logs of an epoch that ran steps."""
@@ -39,6 +35,14 @@ class ScheduledValuesLog(keras.callbacks.Callback):
 
     def _implements_predict_batch_hooks(self) -> bool:
         return False
+
+
+class ScheduledValuesLog(ScheduledValuesWriter):
+    """Writes the distiller's temperature and alpha into each epoch's logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Writes the current values into the epoch logs."""
+        self.write(logs)
 
 
 @contextlib.contextmanager
