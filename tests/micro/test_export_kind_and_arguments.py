@@ -260,7 +260,25 @@ def test_a_recurrent_model_left_partly_float_by_the_converter_is_converted_again
     monkeypatch.setattr(convert, "to_int8_tflite", converter)
     assert isolated_conversion.to_int8_tflite_for_tflm(model, x) == converted
     assert len(calls) == 3  # until one is fully integer
+    calls.clear()
     results = iter([partly_float] * isolated_conversion.RECURRENT_ATTEMPTS)
-    with pytest.raises(micro.MicroExportError, match=r"not fully integer"):
-        micro.export(model, x, tmp_path)  # float after the last attempt: refused, as before
+    with pytest.raises(
+        micro.MicroExportError, match=r"partly float in each of 4 conversions.*not fully integer"
+    ):
+        micro.export(model, x, tmp_path)  # float after the last attempt: refused
+    assert len(calls) == isolated_conversion.RECURRENT_ATTEMPTS == 4
     assert_nothing_written(tmp_path)
+
+
+def test_a_model_with_a_recurrent_loop_is_converted_once_in_a_subprocess(monkeypatch):
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).random((16, 5, 3)).astype("float32")
+    calls = []
+
+    def isolated(model, samples, float_io, layers, batch_size=1):
+        calls.append(layers)
+        return b"converted"
+
+    monkeypatch.setattr(isolated_conversion, "to_int8_tflite_isolated", isolated)
+    assert isolated_conversion.to_int8_tflite_for_tflm(model, x) == b"converted"
+    assert calls == [[model.layers[0].name]]  # once, naming the loop, never retried

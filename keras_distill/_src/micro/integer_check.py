@@ -51,7 +51,7 @@ def check_fully_integer(info: ModelInfo, float_io: bool, keras_model, source) ->
         if t.dtype != "int8" and not float_io
     ]
     if not info.fully_integer or boundary:
-        raise MicroExportError(_fallback_message(info, boundary, keras_model))
+        raise MicroExportError(fallback_message(info, boundary, keras_model))
 
 
 def _named(tensors) -> str:
@@ -74,7 +74,8 @@ def _float_tflite_message(info: ModelInfo, source) -> str:
     )
 
 
-def _fallback_message(info: ModelInfo, boundary: list, keras_model) -> str:
+def fallback_message(info: ModelInfo, boundary: list, keras_model) -> str:
+    """The refusal of a conversion left partly float: its float tensors, their layers, hints."""
     partly_quantized = any(t in QUANTIZED_TYPES for t in info.compute_types)
     layers = _float_layers(info.float_tensors, keras_model) if partly_quantized else {}
     named = _named(boundary + list(info.float_tensors)) or "none inside"

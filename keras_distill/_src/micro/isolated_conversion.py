@@ -11,7 +11,7 @@ user's process (`keras_distill._src.micro.convert.to_int8_tflite`), which is fas
 TensorFlow Lite's converter (TF 2.21) also leaves some weights of an unrolled
 recurrent layer in float at random: 14 of 96 conversions of one small LSTM
 model, each fully integer when converted again. `to_int8_tflite_for_tflm`
-converts a recurrent model again, up to `RECURRENT_ATTEMPTS` times in all,
+converts such a model again, up to `RECURRENT_ATTEMPTS` times in all,
 until no float tensor is left.
 """
 
@@ -26,7 +26,7 @@ import tempfile
 
 import numpy as np
 
-from keras_distill._src.micro import convert
+from keras_distill._src.micro import convert, integer_check
 from keras_distill._src.micro.errors import MicroExportError
 from keras_distill._src.micro.model_info import inspect_model
 from keras_distill._src.micro.model_loading import sublayers
@@ -40,7 +40,7 @@ import sys
 import keras
 import numpy as np
 from keras_distill._src.micro.convert import to_int8_tflite
-from keras_distill._src.micro import convert
+from keras_distill._src.micro import convert, integer_check
 from keras_distill._src.micro.errors import MicroExportError
 from keras_distill._src.utils.model_inspection import is_tf_keras
 
@@ -107,11 +107,12 @@ def to_int8_tflite_safely(
 
 
 def to_int8_tflite_for_tflm(model, samples: np.ndarray | None, float_io: bool = False) -> bytes:
-    """`to_int8_tflite_safely`, again while a recurrent model is left partly float.
+    """The int8 conversion for TFLM: isolated for a recurrent loop, repeated for unrolled layers.
 
-    Up to `RECURRENT_ATTEMPTS` conversions in all (see the module's note); a
-    model still partly float after the last one is returned as it is, for the
-    caller's integer check to refuse and explain.
+    A model with a recurrent loop converts once, in a subprocess
+    (`to_int8_tflite_isolated`). A model with unrolled recurrent layers converts
+    in this process, again while it is left partly float, up to
+    `RECURRENT_ATTEMPTS` conversions in all (see the module's note).
 
     Args:
         model: A Keras 3 or tf_keras model with a single input.
@@ -120,15 +121,32 @@ def to_int8_tflite_for_tflm(model, samples: np.ndarray | None, float_io: bool = 
 
     Returns:
         The `.tflite` bytes.
+
+    Raises:
+        MicroExportError: As `to_int8_tflite_safely` raises, or if a model with
+            unrolled recurrent layers is still partly float after the last
+            conversion (naming the conversions and the float layers).
     """
-    model_bytes = to_int8_tflite_safely(model, samples, float_io)
-    if samples is None or not _rnn_layers(model):
-        return model_bytes
-    for _ in range(RECURRENT_ATTEMPTS - 1):
-        if inspect_model(model_bytes).fully_integer:
-            break
-        model_bytes = to_int8_tflite_safely(model, samples, float_io)
-    return model_bytes
+    time_steppers = _rnn_layers(model)
+    looping = [layer.name for layer in time_steppers if layer.unroll is False]
+    if looping and samples is not None and not is_tf_keras(model):
+        return to_int8_tflite_isolated(model, samples, float_io, looping)
+    if samples is None or not time_steppers:
+        return convert.to_int8_tflite(model, samples, float_io=float_io)
+    return _converted_until_fully_integer(model, samples, float_io)
+
+
+def _converted_until_fully_integer(model, samples: np.ndarray, float_io: bool) -> bytes:
+    """Converts up to `RECURRENT_ATTEMPTS` times; refuses a model float after the last."""
+    for _ in range(RECURRENT_ATTEMPTS):
+        model_bytes = convert.to_int8_tflite(model, samples, float_io=float_io)
+        info = inspect_model(model_bytes)
+        if info.fully_integer:
+            return model_bytes
+    raise MicroExportError(
+        f"TensorFlow Lite's converter left this recurrent model partly float in each of "
+        f"{RECURRENT_ATTEMPTS} conversions. " + integer_check.fallback_message(info, [], model)
+    )
 
 
 def to_int8_tflite_isolated(
