@@ -5,6 +5,7 @@ import pytest
 from conftest import mlp
 
 import keras_distill as kd
+from keras_distill._src.micro import firmware
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +82,20 @@ def test_suggested_candidates_are_dicts_of_choices():
 
     with pytest.raises(ValueError, match=r"`suggested` must hold dicts of choices .* \(8,\)"):
         kd.search.SearchSpace(build, suggested=(8,))
+
+
+def test_a_tflm_dir_that_is_not_a_tflm_tree(untrained_teacher, digits, tmp_path):
+    with pytest.raises(kd.micro.FirmwareError, match=r"is not a TensorFlow Lite Micro tree"):
+        search(untrained_teacher, digits, tmp_path / "out", tflm_dir=tmp_path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tflm_tree_without_the_arm_compiler(untrained_teacher, digits, tmp_path, monkeypatch):
+    tree = tmp_path / "tflm"
+    makefile = tree / firmware.RELATIVE_MAKEFILE
+    makefile.parent.mkdir(parents=True)
+    makefile.write_text("# a TFLM tree's Makefile\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no compiler, no make
+    with pytest.raises(kd.micro.FirmwareError, match=r"arm-none-eabi-g\+\+ not found on PATH"):
+        search(untrained_teacher, digits, tmp_path / "out", tflm_dir=tree)
+    assert not (tmp_path / "out").exists()

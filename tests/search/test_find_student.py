@@ -15,6 +15,8 @@ import tensorflow as tf
 from conftest import SCE, Counting
 
 import keras_distill as kd
+from keras_distill._src.micro import export_validation, firmware
+from keras_distill._src.micro.result import TargetCheck
 from keras_distill._src.search.budget import Budget, estimate_latency
 from keras_distill._src.search.preflight import preflight
 from keras_distill._src.search.storage import STUDY_NAME, open_storage
@@ -294,3 +296,42 @@ def test_progress_lines_and_bar(counted_teacher, searched, digits, tmp_path, cap
     # the front's table is the report's, printed by whoever shows the result: not here
     assert f"Report: {tmp_path / 'loud' / 'report.md'}" in out
     assert "| trial |" not in out
+
+
+def test_with_a_tflm_tree_latency_is_counted_on_the_emulated_cortex_m4(
+    counted_teacher, digits, tmp_path, monkeypatch
+):
+    tree = tmp_path / "tflm"
+    (tree / firmware.RELATIVE_MAKEFILE).parent.mkdir(parents=True)
+    (tree / firmware.RELATIVE_MAKEFILE).write_text("# a TFLM tree's Makefile\n")
+    runs = []
+
+    def on_target(name, info, model_bytes, arenas, x, target, tflm_dir, margin):
+        runs.append((target, len(x), pathlib.Path(tflm_dir)))
+        instructions = 16_000 if len(runs) == 1 else 2_560_000  # 0.25 ms, then 40 ms
+        return TargetCheck(target, len(x), arenas[0], arenas[0], arenas[1], instructions)
+
+    monkeypatch.setattr(firmware, "check_toolchain", lambda target: None)
+    monkeypatch.setattr(export_validation, "check_on_target", on_target)
+    result = search_digits(
+        counted_teacher[0],
+        digits,
+        tmp_path / "search",
+        tflm_dir=tree,
+        clock_hz=64_000_000,
+        latency_ms=30.0,  # the estimates: two candidates within, two over the flash too
+    )
+    assert runs and all(run == ("cortex-m4", 20, tree.resolve()) for run in runs)
+    trained = [t for t in result.trials if t.latency.instructions is not None]
+    assert len(trained) == len(runs) == 2  # every trained candidate, and only those
+    first, *later = trained
+    assert first.feasible and first.latency.seconds == pytest.approx(0.25e-3, abs=1e-12)
+    assert first.latency.method.startswith("measured: 16,000 instructions per inference")
+    for trial in later:  # within the estimate's limit before training, over it when counted
+        assert trial.reason == "over budget after training: latency 40.00 ms > 30 ms"
+    assert [c.number for c in result.front] == [first.number]
+    assert "latency (ms, Cortex-M4)" in result.to_markdown()
+    study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(None, result.directory))
+    for frozen in study.trials:  # Optuna's constraints say what the records say
+        feasible = all(value <= 0 for value in frozen.constraints.values())
+        assert feasible == (frozen.user_attrs["record"]["reason"] is None)

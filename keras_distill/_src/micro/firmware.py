@@ -160,7 +160,8 @@ def find_tflm(tflm_dir=None) -> pathlib.Path:
     return path
 
 
-def _check_toolchain(target: Target) -> None:
+def check_toolchain(target: Target) -> None:
+    """Refuses a target whose compiler (or `make`) is missing, naming what to install."""
     missing = [tool for tool in ("make", target.compiler) if shutil.which(tool) is None]
     if missing:
         install = ARM_PACKAGES if target.machine else "make g++"
@@ -327,7 +328,7 @@ def build(
     if arena <= 0:
         raise FirmwareError(f"`arena_bytes` must be positive; received {arena_bytes!r}.")
     tflm = find_tflm(tflm_dir)
-    _check_toolchain(spec)
+    check_toolchain(spec)
     cache = _cache_dir(cache_dir, tflm, target)
     downloads = _link_downloads(cache, tflm, spec)
     app, app_dir = _write_application(cache, name, folder, arena, target)

@@ -29,6 +29,10 @@ ESTIMATE_METHOD = (
     "instructions (TFLM reference kernels measured on the emulated Cortex-M4), one "
     "instruction per cycle at {clock:,} Hz"
 )
+MEASURED_METHOD = (
+    "measured: {instructions:,} instructions per inference of the int8 model on the emulated "
+    "Cortex-M4 (QEMU -icount, TFLM reference kernels), one instruction per cycle at {clock:,} Hz"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Latency:
     Attributes:
         seconds: Seconds per inference, or None when no clock is known.
         method: `"measured ..."` or `"estimated ..."`, with the calibration.
+        instructions: The instructions counted on the emulated Cortex-M4, or
+            None for an estimate.
 
     Example:
     >>> Latency(0.002, "estimated from MACs").milliseconds
@@ -46,6 +52,7 @@ class Latency:
 
     seconds: float | None
     method: str
+    instructions: int | None = None
 
     @property
     def milliseconds(self) -> float | None:
@@ -80,6 +87,25 @@ def estimate_latency(model: keras.Model, clock_hz: int | None) -> Latency:
         return Latency(None, "not estimated: no clock (give a board preset or clock_hz=)")
     instructions = dense * INSTRUCTIONS_PER_DENSE_MAC + conv * INSTRUCTIONS_PER_CONV_MAC
     return Latency(instructions / clock_hz, method)
+
+
+def measured_latency(instructions: int, clock_hz: int | None) -> Latency:
+    """Latency from the instructions one inference ran on the emulated Cortex-M4.
+
+    Args:
+        instructions: Median instructions per inference (`TargetCheck.instructions`).
+        clock_hz: The board's core clock, or None.
+
+    Returns:
+        A `Latency` whose `method` says it was measured and how.
+
+    Example:
+    >>> measured_latency(53_560, 64_000_000).milliseconds
+    0.836875
+    """
+    method = MEASURED_METHOD.format(instructions=instructions, clock=clock_hz or 0)
+    seconds = instructions / clock_hz if clock_hz else None
+    return Latency(seconds, method, instructions)
 
 
 @dataclasses.dataclass(frozen=True)

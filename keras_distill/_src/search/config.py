@@ -58,8 +58,9 @@ def read_config(path: str | os.PathLike) -> dict:
 
     config["teachers"] = {name: located(file) for name, file in config["teachers"].items()}
     config["data"] = located(config["data"])
-    if "directory" in config:
-        config["directory"] = located(config["directory"])
+    for key in ("directory", "tflm_dir"):
+        if key in config:
+            config[key] = located(config[key])
     return config
 
 

@@ -8,6 +8,7 @@ import os
 import keras
 import optuna
 
+from keras_distill._src.micro import firmware
 from keras_distill._src.search import training
 from keras_distill._src.search.budget import Budget, estimate_latency
 from keras_distill._src.search.inputs import checked_inputs, identity
@@ -38,6 +39,7 @@ def find_student(
     model_share: float = 1.0,
     latency_ms: float | None = None,
     clock_hz: int | None = None,
+    tflm_dir: str | os.PathLike | None = None,
     minimize: str = "flash",
     space=None,
     trials: int = 40,
@@ -85,8 +87,15 @@ def find_student(
         flash_bytes: Flash for the model (overrides the board's).
         ram_bytes: RAM for the tensor arena (overrides the board's).
         model_share: The share of the board's flash and RAM the model may take.
-        latency_ms: A latency limit (estimated from MACs; needs a clock).
+        latency_ms: A latency limit (needs a clock). The pre-flight holds it
+            against an estimate from MACs; with `tflm_dir`, also each trained
+            candidate's count.
         clock_hz: The core clock (default: the board preset's).
+        tflm_dir: A tflite-micro checkout (as `kd.micro.build` takes it): each
+            trained candidate is then built for the Cortex-M4 and run in QEMU,
+            and its latency is the instructions it ran per inference at the
+            clock (`Latency.method` says "measured"). None estimates latency
+            from MACs (calibrated on such counts; the method says so).
         minimize: The second objective: `"flash"`, `"arena"` or `"latency"`.
         space: None (`kd.search.default_space` of the input shape), a
             `kd.search.SearchSpace`, or a function `build(choices) -> keras.Model`.
@@ -118,6 +127,8 @@ def find_student(
             differ from the labels, no validation data, a storage whose driver
             is missing (the package is named), a space with no candidate, or a
             storage holding another search (what differs is named).
+        FirmwareError: Before anything is trained: a `tflm_dir` that is not a
+            TFLite Micro tree, or no Arm compiler (the packages are named).
 
     Example:
     >>> import keras, numpy as np, tempfile
@@ -136,6 +147,9 @@ def find_student(
     space = _space(space, inputs.split.x_train.shape[1:], inputs.num_classes)
     directory = os.fspath(directory)
     check_storage(storage)
+    if tflm_dir is not None:
+        tflm_dir = firmware.find_tflm(tflm_dir)
+        firmware.check_toolchain(firmware.TARGETS[training.LATENCY_TARGET])
     _check_smallest(space, inputs, budget)
     store = open_storage(storage, directory)
     with quiet_optuna(verbose):
@@ -144,10 +158,11 @@ def find_student(
             inputs.split, inputs.teachers, {}, inputs.num_classes, epochs, batch_size, augment
         )
         settings = {**plan.settings(function_matching=False), "minimize": minimize}
+        settings["latency"] = "estimated" if tflm_dir is None else training.LATENCY_TARGET
         check_identity(study, identity(inputs, budget, space, augment, settings))
         labels = training.label_once(inputs.teachers, *inputs.split[:2], directory)
         plan = dataclasses.replace(plan, labels=labels)
-        search = SearchRun(study, store, space, plan, budget, minimize, seed, directory)
+        search = SearchRun(study, store, space, plan, budget, minimize, seed, directory, tflm_dir)
         search.run(trials, verbose)
         return search.result(final_epochs, final_candidates)
 

@@ -22,7 +22,7 @@ FRONT_COLUMNS = (
     ("params", "r"),
     ("flash (B)", "r"),
     ("arena (B)", "r"),
-    ("latency (ms, est.)", "r"),
+    ("latency (ms, est.)", "r"),  # "(ms, Cortex-M4)" when every latency was counted there
     ("int8 acc", "r"),
     ("float acc", "r"),
     ("scratch int8 acc", "r"),
@@ -227,7 +227,11 @@ class SearchResult:
             )
             for c in self.front
         ]
-        header = tuple(name for name, _ in FRONT_COLUMNS)
+        counted = self.front and all(c.latency.instructions is not None for c in self.front)
+        header = tuple(
+            "latency (ms, Cortex-M4)" if counted and name.startswith("latency") else name
+            for name, _ in FRONT_COLUMNS
+        )
         align = "".join(side for _, side in FRONT_COLUMNS)
         lines.append(markdown.table(header, rows, align=align))
         return "\n".join(lines)

@@ -10,7 +10,7 @@ import keras
 import optuna
 
 from keras_distill._src.search import storage, training
-from keras_distill._src.search.budget import estimate_latency
+from keras_distill._src.search.budget import Latency, estimate_latency, measured_latency
 from keras_distill._src.search.preflight import preflight_candidate
 from keras_distill._src.search.progress import SearchProgress
 from keras_distill._src.search.records import Candidate, SearchResult, Trial
@@ -20,6 +20,12 @@ from keras_distill._src.utils.model_inspection import multiply_accumulates
 
 NOT_MEASURED = float(2**31)  # the second objective of a candidate that could not be measured
 REPORT_NAME = "report.md"
+
+
+def _set_constraints(trial: optuna.Trial, constraints: dict) -> None:
+    """Gives Optuna the trial's constraint values (<= 0 fits), once: it ignores a second value."""
+    for name, value in constraints.items():
+        trial.set_constraint(name, value)
 
 
 class SearchRun:
@@ -34,11 +40,14 @@ class SearchRun:
         minimize: `"flash"`, `"arena"` or `"latency"`.
         seed: Seeds each candidate's initialisation (plus its trial number).
         directory: The search's folder.
+        tflm_dir: A TFLite Micro tree: each trained candidate's latency is then
+            counted on the emulated Cortex-M4; None estimates it from MACs.
     """
 
-    def __init__(self, study, store, space, plan, budget, minimize, seed, directory):
+    def __init__(self, study, store, space, plan, budget, minimize, seed, directory, tflm_dir=None):
         self.study, self.store, self.space, self.plan = study, store, space, plan
         self.budget, self.minimize, self.seed, self.directory = budget, minimize, seed, directory
+        self.tflm_dir = tflm_dir
         self.trials = 0
         self.progress = SearchProgress(0, 0)
 
@@ -87,45 +96,53 @@ class SearchRun:
         keras.utils.set_random_seed(self._seed(trial))
         choices = Choices(trial.suggest_categorical)
         model = build_candidate(self.space, choices, self.plan.num_classes)
-        architecture = dict(choices.values)
+        architecture = dict(choices.values)  # before the recipe's choices join them
         recipe = self._recipe(choices)
-        teacher = recipe.pop("teacher")
+        shape = dict(architecture=architecture, teacher=recipe.pop("teacher"), recipe=recipe)
         latency = estimate_latency(model, self.budget.clock_hz)
         sizes = dict(params=model.count_params(), macs=multiply_accumulates(model), latency=latency)
         x_train, aware = self.plan.split.x_train, recipe["quantization_aware"]
         model, checked = preflight_candidate(model, x_train, self.budget, latency, aware)
-        for name, value in checked.constraints.items():
-            trial.set_constraint(name, value)
-        shape = dict(architecture=architecture, teacher=teacher, recipe=recipe)
-        if not checked.feasible:
-            return Trial(
-                trial.number,
-                **shape,
-                reason=checked.reason,
-                flash_bytes=checked.flash_bytes,
-                arena_bytes=checked.arena_bytes,
-                **sizes,
-                int8_accuracy=None,
-                float_accuracy=None,
-                preflight_seconds=checked.seconds,
-                seconds=time.perf_counter() - start,
-                model_path=None,
-            )
-        training.distil(self.plan, model, teacher, recipe)
-        flash, measured = training.int8_accuracy(
+        if checked.feasible:
+            return self._trained(trial, model, checked, shape, sizes, start)
+        _set_constraints(trial, checked.constraints)
+        return Trial(
+            trial.number,
+            **shape,
+            reason=checked.reason,
+            flash_bytes=checked.flash_bytes,
+            arena_bytes=checked.arena_bytes,
+            **sizes,
+            int8_accuracy=None,
+            float_accuracy=None,
+            preflight_seconds=checked.seconds,
+            seconds=time.perf_counter() - start,
+            model_path=None,
+        )
+
+    def _trained(self, trial, model, checked, shape: dict, sizes: dict, start: float) -> Trial:
+        """A feasible candidate distilled and measured; its constraints as measured then."""
+        recipe = shape["recipe"]
+        training.distil(self.plan, model, shape["teacher"], recipe)
+        int8 = training.measured_int8(
             self.plan, model, checked.arena_bytes, recipe["quantization_aware"]
         )
-        reason = self._over_flash_budget(trial, flash)  # an infeasible one leaves no student
+        if self.tflm_dir is not None:
+            sizes["latency"] = self._latency_on_target(int8, checked.arena_bytes)
+        over = self._over_budget(int8.flash_bytes, sizes["latency"])
+        _set_constraints(trial, {**checked.constraints, **{k: v for k, (v, _) in over.items()}})
+        reason = "over budget after training: " + ", ".join(w for _, w in over.values())
+        reason = reason if over else None
         path = None if reason else self._saved_student(model, f"trial_{trial.number}")
         return Trial(
             trial.number,
             **shape,
-            reason=reason,
-            flash_bytes=flash,
+            reason=reason,  # an infeasible one leaves no student
+            flash_bytes=int8.flash_bytes,
             arena_bytes=checked.arena_bytes,
             **sizes,
-            int8_accuracy=measured.int8_accuracy,
-            float_accuracy=measured.float_accuracy,
+            int8_accuracy=int8.validation.int8_accuracy,
+            float_accuracy=int8.validation.float_accuracy,
             preflight_seconds=checked.seconds,
             seconds=time.perf_counter() - start,
             model_path=path,
@@ -138,17 +155,26 @@ class SearchRun:
         model.save(path)
         return path
 
-    def _over_flash_budget(self, trial: optuna.Trial, flash: int) -> str | None:
-        """Why the trained candidate's int8 model is over the flash budget, or None.
+    def _latency_on_target(self, int8: training.Int8Measurement, arena: int) -> Latency:
+        instructions = training.instructions_on_target(self.plan, int8, arena, self.tflm_dir)
+        return measured_latency(instructions, self.budget.clock_hz)
+
+    def _over_budget(self, flash: int, latency: Latency) -> dict:
+        """The limits the trained candidate exceeds: name -> (excess, in words).
 
         The pre-flight converts weights as distinct as trained ones, so its flash
-        holds after training; this guard keeps a candidate that grew anyway off the front.
+        holds after training; this guard keeps a candidate that grew anyway off the
+        front, and one whose latency counted on the emulated core exceeds the limit
+        its estimate kept.
         """
-        limit = self.budget.flash_bytes
-        if limit is None or flash <= limit:
-            return None
-        trial.set_constraint("flash", float(flash - limit))
-        return f"over budget after training: flash {flash:,} B > {limit:,} B"
+        over = {}
+        flash_limit, latency_limit = self.budget.flash_bytes, self.budget.latency_seconds
+        if flash_limit is not None and flash > flash_limit:
+            over["flash"] = (float(flash - flash_limit), f"flash {flash:,} B > {flash_limit:,} B")
+        if latency_limit is not None and (latency.seconds or 0.0) > latency_limit:
+            words = f"latency {latency.milliseconds:.2f} ms > {1000 * latency_limit:g} ms"
+            over["latency"] = (latency.seconds - latency_limit, words)
+        return over
 
     def _recipe(self, choices: Choices) -> dict:
         trying_fm = self.space.function_matching if self.plan.augment is not None else (False,)
@@ -244,15 +270,15 @@ class SearchRun:
         start = time.perf_counter()
         model = self._rebuilt(record)
         training.distil(self.plan, model, record.teacher, record.recipe, epochs)
-        flash, measured = training.int8_accuracy(
+        int8 = training.measured_int8(
             self.plan, model, record.arena_bytes, record.recipe["quantization_aware"]
         )
         path = self._saved_student(model, f"trial_{record.number}_final")
         trained = dataclasses.replace(
             record,
-            flash_bytes=flash,
-            int8_accuracy=measured.int8_accuracy,
-            float_accuracy=measured.float_accuracy,
+            flash_bytes=int8.flash_bytes,
+            int8_accuracy=int8.validation.int8_accuracy,
+            float_accuracy=int8.validation.float_accuracy,
             seconds=time.perf_counter() - start,
             model_path=path,
         )
@@ -267,9 +293,10 @@ class SearchRun:
             return self.study.user_attrs[key]
         model = self._rebuilt(record)
         training.scratch(self.plan, model, record.recipe["function_matching"], epochs)
-        _, measured = training.int8_accuracy(
+        int8 = training.measured_int8(
             self.plan, model, record.arena_bytes, record.recipe["quantization_aware"]
         )
-        self.study.set_user_attr(key, measured.int8_accuracy)
-        self.progress.scratch(record, measured.int8_accuracy, epochs)
-        return measured.int8_accuracy
+        accuracy = int8.validation.int8_accuracy
+        self.study.set_user_attr(key, accuracy)
+        self.progress.scratch(record, accuracy, epochs)
+        return accuracy

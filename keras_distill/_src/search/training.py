@@ -16,6 +16,8 @@ import numpy as np
 
 from keras_distill._src.labelling import TeacherLabelsError, label_with_teacher, load_teacher_labels
 from keras_distill._src.micro import export_validation
+from keras_distill._src.micro.model_info import ModelInfo
+from keras_distill._src.micro.result import ValidationResult
 from keras_distill._src.micro.verify import with_margin
 from keras_distill._src.search.preflight import int8_model
 from keras_distill._src.studies.datasets import Split
@@ -34,6 +36,9 @@ CALIBRATION_EXAMPLES = 200  # representative inputs for a trained candidate's in
 TRIAL_LEARNING_RATE = 1e-2
 TRIAL_SCHEDULE = "cosine"
 LOCK_WAIT_SECONDS = 600  # how long a process waits for another one labelling the same data
+LATENCY_TARGET = "cortex-m4"
+LATENCY_EXAMPLES = 20  # inferences counted on the emulated core (the median is taken)
+VALIDATION_ARENA_MARGIN = 0.25  # room over the measured arena for the Python interpreter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,8 +130,30 @@ def scratch(
     return train_from_scratch(model, plan.split, **plan.settings(function_matching, epochs))
 
 
-def int8_accuracy(plan: TrainingPlan, model: keras.Model, arena: int, quantization_aware: bool):
-    """`(flash bytes, ValidationResult)` of the trained model converted to int8, run in TFLM.
+@dataclasses.dataclass(frozen=True)
+class Int8Measurement:
+    """A trained candidate's int8 model and what the TFLM interpreter measured of it.
+
+    Attributes:
+        model_bytes: The int8 flatbuffer.
+        info: What it holds (`inspect_model`).
+        validation: Float and int8 accuracy on the validation data.
+    """
+
+    model_bytes: bytes
+    info: ModelInfo
+    validation: ValidationResult
+
+    @property
+    def flash_bytes(self) -> int:
+        """The flatbuffer's size: the flash the model takes."""
+        return len(self.model_bytes)
+
+
+def measured_int8(
+    plan: TrainingPlan, model: keras.Model, arena: int, quantization_aware: bool
+) -> Int8Measurement:
+    """The trained model converted to int8 and run in TFLM on the validation data.
 
     A quantization-aware model converts with the ranges it learned; the others
     are calibrated on training inputs.
@@ -134,5 +161,29 @@ def int8_accuracy(plan: TrainingPlan, model: keras.Model, arena: int, quantizati
     samples = None if quantization_aware else plan.split.x_train[:CALIBRATION_EXAMPLES]
     model_bytes, info = int8_model(model, samples)
     validation = (plan.split.x_test, plan.split.y_test)
-    arena = with_margin(arena, 0.25)  # the measured minimum, with room for the Python interpreter
-    return len(model_bytes), export_validation.validate(model, model_bytes, info, validation, arena)
+    arena = with_margin(arena, VALIDATION_ARENA_MARGIN)
+    result = export_validation.validate(model, model_bytes, info, validation, arena)
+    return Int8Measurement(model_bytes, info, result)
+
+
+def instructions_on_target(
+    plan: TrainingPlan, measurement: Int8Measurement, arena: int, tflm_dir
+) -> int:
+    """Median instructions of one inference of the int8 model on the emulated Cortex-M4.
+
+    Built with TFLite Micro's Makefile from `tflm_dir` and run in QEMU on the
+    first validation inputs, whose outputs must equal the Python interpreter's
+    (`kd.micro.export(..., verify_on="cortex-m4")`).
+    """
+    arenas = (arena, with_margin(arena, VALIDATION_ARENA_MARGIN))
+    check = export_validation.check_on_target(
+        "candidate",
+        measurement.info,
+        measurement.model_bytes,
+        arenas,
+        plan.split.x_test[:LATENCY_EXAMPLES],
+        LATENCY_TARGET,
+        tflm_dir,
+        VALIDATION_ARENA_MARGIN,
+    )
+    return check.instructions
