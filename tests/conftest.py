@@ -38,19 +38,39 @@ settings.load_profile(os.environ.get("KERAS_DISTILL_HYPOTHESIS_PROFILE", "ci"))
 # inside them: each full collection walked every object (0.3-0.8 s in a test worker), and one
 # that freed an earlier test's tf.data iterator waited for the iterator's threads (5-35 s, seen
 # with py-spy). The objects the imports made are frozen, so collections do not walk them again.
-gc.disable()
-gc.freeze()
 FULL_COLLECTION_PERIOD = 30.0  # seconds of tests between collections
-_last_collection = [time.monotonic()]
+
+
+class GarbageCollector:
+    """Runs a full collection after a test once `period` seconds passed since the last one."""
+
+    def __init__(self, period: float):
+        self.period = period
+        self.last = time.monotonic()
+
+    def after_test(self) -> None:
+        if time.monotonic() - self.last >= self.period:
+            gc.collect()
+            self.last = time.monotonic()
+
+
+def pytest_configure(config):
+    """In a process that runs tests (not pytest-xdist's controller): collect between tests only."""
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # the controller only schedules
+    gc.disable()
+    gc.freeze()
+    config.stash[COLLECTOR] = GarbageCollector(FULL_COLLECTION_PERIOD)
+
+
+COLLECTOR = pytest.StashKey[GarbageCollector]()
 
 
 @pytest.fixture(autouse=True)
-def garbage_collected_between_tests():
+def garbage_collected_between_tests(request):
     """Collects all garbage after a test once `FULL_COLLECTION_PERIOD` has passed."""
     yield
-    if time.monotonic() - _last_collection[0] >= FULL_COLLECTION_PERIOD:
-        gc.collect()
-        _last_collection[0] = time.monotonic()
+    request.config.stash[COLLECTOR].after_test()
 
 
 SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
