@@ -1,6 +1,9 @@
 """find_student refuses bad input with a clear message, before anything is trained or written."""
 
+import json
+
 import keras
+import numpy as np
 import pytest
 from conftest import mlp
 
@@ -99,3 +102,18 @@ def test_a_tflm_tree_without_the_arm_compiler(untrained_teacher, digits, tmp_pat
     with pytest.raises(kd.micro.FirmwareError, match=r"arm-none-eabi-g\+\+ not found on PATH"):
         search(untrained_teacher, digits, tmp_path / "out", tflm_dir=tree)
     assert not (tmp_path / "out").exists()
+
+
+def test_recipe_options_may_be_numpy_arrays_and_are_stored_as_python_values():
+    space = kd.search.SearchSpace(
+        lambda choices: None,
+        temperatures=np.linspace(2.0, 8.0, 3),
+        alphas=[np.float32(0.5)],
+        function_matching=np.array([False, True]),
+    )
+    assert space.temperatures == (2.0, 5.0, 8.0)
+    assert space.alphas == (0.5,) and space.function_matching == (False, True)
+    assert {type(value) for value in space.temperatures + space.alphas} == {float}
+    assert json.dumps(space.recipe_options())  # as an Optuna storage holds them
+    with pytest.raises(ValueError, match=r"`temperatures` must be a tuple, list or 1-D array"):
+        kd.search.SearchSpace(lambda choices: None, temperatures=np.ones((2, 2)))

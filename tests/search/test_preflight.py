@@ -61,7 +61,12 @@ def test_a_trained_candidate_over_the_flash_budget_says_so_in_its_progress_line(
         3,
         architecture={"width": 32},
         teacher="cnn",
-        recipe={"temperature": 2.0, "alpha": 0.5, "function_matching": False},
+        recipe={
+            "temperature": 2.0,
+            "alpha": 0.5,
+            "function_matching": False,
+            "quantization_aware": False,
+        },
         reason="over budget after training: flash 14,232 B > 13,544 B",
         flash_bytes=14_232,
         arena_bytes=2_000,

@@ -192,5 +192,7 @@ def test_a_config_file_sets_the_options_of_the_default_space(digits, tmp_path, m
     chosen = searches[0]["space"]
     assert chosen.quantization_aware == (False, True)
     assert chosen.name == kd.search.default_space((64,), 10).name
-    with pytest.raises(ValueError, match="`quantization_aware` must be a tuple .* received True"):
+    with pytest.raises(
+        ValueError, match="`quantization_aware` must be a tuple, list or 1-D array .* received True"
+    ):
         run(True)

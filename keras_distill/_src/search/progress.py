@@ -12,7 +12,7 @@ def describe(trial) -> str:
     architecture = " ".join(f"{key}={value}" for key, value in trial.architecture.items())
     recipe = trial.recipe
     matching = ", function matching" if recipe["function_matching"] else ""
-    aware = ", quantization-aware" if recipe.get("quantization_aware", False) else ""
+    aware = ", quantization-aware" if recipe["quantization_aware"] else ""
     return (
         f"{architecture}; teacher {trial.teacher}, T={recipe['temperature']:g}, "
         f"alpha={recipe['alpha']:g}{matching}{aware}"

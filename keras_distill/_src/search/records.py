@@ -214,7 +214,7 @@ class SearchResult:
                 c.teacher,
                 f"T={c.recipe['temperature']:g} a={c.recipe['alpha']:g}"
                 + (" FM" if c.recipe["function_matching"] else "")
-                + (" QAT" if c.recipe.get("quantization_aware", False) else ""),
+                + (" QAT" if c.recipe["quantization_aware"] else ""),
                 "-" if c.epochs is None else str(c.epochs),
                 f"{c.params:,}",
                 f"{c.flash_bytes:,}",
@@ -319,7 +319,7 @@ class SearchResult:
         import keras
 
         model = keras.saving.load_model(candidate.model_path)
-        aware = candidate.recipe.get("quantization_aware", False)
+        aware = candidate.recipe["quantization_aware"]
         return exporter.export(
             model,
             None if aware else self.representative,

@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable
 
 import keras
+import numpy as np
 
 RECIPE_OPTIONS = ("temperatures", "alphas", "function_matching", "quantization_aware")
 FAMILIES_BY_RANK = {
@@ -125,15 +126,7 @@ class SearchSpace:
                 f"received {self.build!r}."
             )
         for field in RECIPE_OPTIONS:
-            values = getattr(self, field)
-            if not isinstance(values, (tuple, list)):
-                raise ValueError(
-                    f"`{field}` must be a tuple (or list) of the options to try; received "
-                    f"{values!r}."
-                )
-            if not values:
-                raise ValueError(f"The search space has no candidate: `{field}` is empty.")
-            object.__setattr__(self, field, tuple(values))
+            object.__setattr__(self, field, _options(field, getattr(self, field)))
         for field in ("function_matching", "quantization_aware"):
             if any(not isinstance(value, bool) for value in getattr(self, field)):
                 raise ValueError(
@@ -154,6 +147,23 @@ class SearchSpace:
     def recipe_options(self) -> dict:
         """The recipe's options by field, as JSON holds them (what a stored search is of)."""
         return {field: list(getattr(self, field)) for field in RECIPE_OPTIONS}
+
+
+def _options(field: str, values) -> tuple:
+    """A recipe field's options as a tuple of Python values (Optuna stores them as JSON).
+
+    A 1-D numpy array (e.g. `np.linspace(2, 8, 4)`) and numpy scalars are taken as their values.
+    """
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        values = values.tolist()
+    if not isinstance(values, (tuple, list)):
+        raise ValueError(
+            f"`{field}` must be a tuple, list or 1-D array of the options to try; received "
+            f"{values!r}."
+        )
+    if not values:
+        raise ValueError(f"The search space has no candidate: `{field}` is empty.")
+    return tuple(value.item() if isinstance(value, np.generic) else value for value in values)
 
 
 def build_candidate(space: SearchSpace, choices: Choices, num_classes: int) -> keras.Model:
