@@ -84,7 +84,8 @@ class SearchSpace:
         build: `build(choices) -> keras.Model`: a classifier with logits out,
             whose decisions come from `choices.choose(name, options)`
             (options smallest first).
-        temperatures: Distillation temperatures to try.
+        temperatures: Distillation temperatures to try (a tuple, list or 1-D
+            array, as are the other recipe options).
         alphas: Weights of the hard-label loss to try.
         function_matching: Whether to try function matching (the live teacher
             on the same augmented view, `Distiller(augment=)`), with
