@@ -5,6 +5,7 @@ import importlib
 import importlib.util
 import inspect
 import pkgutil
+import tempfile
 
 import pytest
 
@@ -46,7 +47,9 @@ def test_exported_object_has_a_docstring_with_an_example(name):
 
 
 @pytest.mark.parametrize("module", ALL_MODULES + [keras_distill], ids=lambda m: m.__name__)
-def test_docstring_examples_run(module):
+def test_docstring_examples_run(module, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the examples' temporary folders
+    monkeypatch.chdir(tmp_path)  # and the files they write by name
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
 
