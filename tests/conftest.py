@@ -2,6 +2,8 @@
 
 import gc
 import os
+import pathlib
+import shutil
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -11,6 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
+from keras_distill._src.micro import firmware  # noqa: E402
 from keras_distill._src.studies import datasets  # noqa: E402
 
 # Property tests: `make test` sees the same examples on every run (derandomized, no example
@@ -71,6 +74,31 @@ def garbage_collected_between_tests(request):
     """Collects all garbage after a test once `FULL_COLLECTION_PERIOD` has passed."""
     yield
     request.config.stash[COLLECTOR].after_test()
+
+
+# The firmware tests (TFLite Micro built and run on the host and an emulated Cortex-M4) need a
+# tflite-micro checkout in $KERAS_DISTILL_TFLM_DIR, g++, and for the Cortex-M4 Debian's Arm
+# toolchain and qemu-system-arm (`make test` installs those when it runs as root).
+TFLM = pathlib.Path(os.environ.get(firmware.TFLM_DIR_VARIABLE, "") or "/nonexistent")
+ARM_TOOLS = ("arm-none-eabi-g++", "qemu-system-arm")
+
+
+def tflm_missing() -> str:
+    """Why the TFLM tests cannot run here ("" when they can)."""
+    variable = firmware.TFLM_DIR_VARIABLE
+    if not os.environ.get(variable):
+        return f"${variable} is not set: point it at a tflite-micro checkout (see the README)"
+    if not (TFLM / firmware.RELATIVE_MAKEFILE).is_file():
+        return f"${variable}={TFLM} holds no {firmware.RELATIVE_MAKEFILE}"
+    return "" if shutil.which("g++") else "no g++ (apt-get install g++)"
+
+
+needs_tflm = pytest.mark.skipif(bool(tflm_missing()), reason=tflm_missing() or "-")
+needs_arm = pytest.mark.skipif(
+    any(shutil.which(tool) is None for tool in ARM_TOOLS),
+    reason=f"needs {' and '.join(ARM_TOOLS)}: apt-get install {firmware.ARM_PACKAGES} "
+    f"{firmware.QEMU_PACKAGE} (make test does it when run as root)",
+)
 
 
 SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -6,7 +6,6 @@ Needs `$KERAS_DISTILL_TFLM_DIR` pointing at a tflite-micro checkout, `make` and
 TFLM library is built once into the keras-distill cache and reused.
 """
 
-import os
 import pathlib
 import re
 import shutil
@@ -16,34 +15,13 @@ import subprocess
 import keras
 import numpy as np
 import pytest
-from conftest import SCE, mlp
+from conftest import SCE, TFLM, mlp, needs_arm, needs_tflm
 
 from keras_distill import micro
 from keras_distill._src.micro import firmware, model_info, target_run, verify
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TFLM_DIR = os.environ.get(firmware.TFLM_DIR_VARIABLE, "")
 MLPERF = ROOT.parent / "shared" / "data" / "mlperf-tiny"
-ARM_TOOLS = ("arm-none-eabi-g++", "qemu-system-arm")
-
-
-def tflm_missing() -> str:
-    """Why the TFLM tests cannot run here ("" when they can)."""
-    variable = firmware.TFLM_DIR_VARIABLE
-    if not TFLM_DIR:
-        return f"${variable} is not set: point it at a tflite-micro checkout (see the README)"
-    if not (pathlib.Path(TFLM_DIR) / firmware.RELATIVE_MAKEFILE).is_file():
-        return f"${variable}={TFLM_DIR} holds no {firmware.RELATIVE_MAKEFILE}"
-    return "" if shutil.which("g++") else "no g++ (apt-get install g++)"
-
-
-TFLM = pathlib.Path(TFLM_DIR)
-needs_tflm = pytest.mark.skipif(bool(tflm_missing()), reason=tflm_missing() or "-")
-needs_arm = pytest.mark.skipif(
-    any(shutil.which(tool) is None for tool in ARM_TOOLS),
-    reason=f"needs {' and '.join(ARM_TOOLS)}: apt-get install {firmware.ARM_PACKAGES} "
-    f"{firmware.QEMU_PACKAGE} (make test does it when run as root)",
-)
 
 
 def cnn(seed=0):
@@ -220,7 +198,7 @@ def test_missing_tree_toolchain_and_unknown_target_are_named(tmp_path, monkeypat
         firmware.find_tflm(tmp_path)
     monkeypatch.setattr(shutil, "which", lambda tool: None)
     with pytest.raises(micro.FirmwareError, match="apt-get install gcc-arm-none-eabi"):
-        firmware._check_toolchain(firmware.TARGETS["cortex-m4"])
+        firmware.check_toolchain(firmware.TARGETS["cortex-m4"])
     info = model_info.TensorInfo((1, 4), "int8", 0.1, 0)
     elf = tmp_path / "app.elf"
     elf.write_bytes(b"\x7fELF\x01" + bytes(40))

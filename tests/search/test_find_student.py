@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 import pytest
 import tensorflow as tf
-from conftest import SCE, Counting
+from conftest import SCE, TFLM, Counting, needs_arm, needs_tflm
 
 import keras_distill as kd
 from keras_distill._src.micro import export_validation, firmware
@@ -335,3 +335,26 @@ def test_with_a_tflm_tree_latency_is_counted_on_the_emulated_cortex_m4(
     for frozen in study.trials:  # Optuna's constraints say what the records say
         feasible = all(value <= 0 for value in frozen.constraints.values())
         assert feasible == (frozen.user_attrs["record"]["reason"] is None)
+
+
+@pytest.mark.slow
+@needs_tflm
+@needs_arm
+def test_latency_counted_in_qemu_is_each_trained_candidates_instructions_at_the_clock(
+    counted_teacher, digits, tmp_path
+):
+    clock = 64_000_000
+    result = search_digits(
+        counted_teacher[0], digits, tmp_path / "search", tflm_dir=TFLM, clock_hz=clock
+    )
+    trained = [t for t in result.trials if t.int8_accuracy is not None]
+    assert trained
+    for trial in trained:
+        latency = trial.latency
+        assert latency.method.startswith(f"measured: {latency.instructions:,} instructions")
+        assert latency.seconds == pytest.approx(latency.instructions / clock, abs=1e-12)
+        assert latency.instructions > trial.macs  # TFLM's reference kernels: several per MAC
+    for candidate in result.front:  # the MAC estimate is calibrated on such counts
+        model = keras.saving.load_model(candidate.model_path)
+        estimate = estimate_latency(model, clock).seconds
+        assert 0.2 < candidate.latency.seconds / estimate < 5.0
