@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_distill._src.search.budget import Budget, estimate_latency
-from keras_distill._src.search.preflight import int8_model, preflight
+from keras_distill._src.search.preflight import int8_model, preflight, preflight_candidate
 from keras_distill._src.search.progress import outcome
 from keras_distill._src.search.records import Trial
 
@@ -83,3 +83,23 @@ def test_a_trained_candidate_over_the_flash_budget_says_so_in_its_progress_line(
     assert outcome(trial) == (
         "infeasible after training (over budget after training: flash 14,232 B > 13,544 B)"
     )
+
+
+@pytest.mark.parametrize("build", [dense, conv1d_with_batch_normalization])
+def test_a_quantization_aware_candidates_preflight_holds_once_it_is_trained(build):
+    # The aware candidate converts with the ranges it holds: untrained, its initial ones.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(256, 40, 1)).astype("float32"), rng.integers(0, 10, 256)
+    keras.utils.set_random_seed(0)
+    model = build()
+    budget = Budget.from_arguments(None, 100_000, 100_000)
+    latency = estimate_latency(model, None)
+    aware, checked = preflight_candidate(model, x, budget, latency, aware=True)
+    steps = [w for w in aware.non_trainable_weights if w.path.endswith("observed_steps")]
+    assert steps and all(float(w.numpy()) == 0.0 for w in steps)  # it trains from its own start
+    aware.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    aware.fit(x, y, epochs=1, verbose=0)
+    trained = preflight(aware, None, budget, latency)
+    assert checked.feasible and trained.feasible
+    assert trained.arena_bytes == checked.arena_bytes
+    assert abs(trained.flash_bytes - checked.flash_bytes) <= 32
