@@ -19,7 +19,10 @@ TUTORIALS = sorted((pathlib.Path(__file__).parents[1] / "tutorials").glob("*.ipy
 def execute(path, tmp_path):
     """Executes a fresh copy (short settings); checks the committed file shows the same cells."""
     notebook = nbformat.read(path, as_version=4)
-    os.environ["KERAS_DISTILL_QUICK"] = "1"  # inherited by the kernel
+    # inherited by the kernel: the short settings, and temporary folders inside the test's own
+    kernel_environment = {"KERAS_DISTILL_QUICK": "1", "TMPDIR": str(tmp_path)}
+    saved = {name: os.environ.get(name) for name in kernel_environment}
+    os.environ.update(kernel_environment)
     try:
         nbclient.NotebookClient(
             notebook,
@@ -28,7 +31,11 @@ def execute(path, tmp_path):
             resources={"metadata": {"path": str(tmp_path)}},
         ).execute()
     finally:
-        del os.environ["KERAS_DISTILL_QUICK"]
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
     committed = nbformat.read(path, as_version=4)
     for index, (fresh, saved) in enumerate(zip(notebook.cells, committed.cells, strict=True)):
         if shown(fresh) and not shown(saved):
