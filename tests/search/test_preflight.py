@@ -35,17 +35,25 @@ def conv1d_with_batch_normalization():
     )
 
 
+def signals_and_budget():
+    """256 random signals of 40 steps, their labels, and a budget any candidate here fits.
+
+    Seeds Keras too, so the candidate built next starts from the same weights.
+    """
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(256, 40, 1)).astype("float32"), rng.integers(0, 10, 256)
+    keras.utils.set_random_seed(0)
+    return x, y, Budget.from_arguments(None, 100_000, 100_000)
+
+
 @pytest.mark.parametrize("build", [dense, conv1d_with_batch_normalization])
 def test_the_flash_measured_before_training_is_the_trained_models(build):
     # Zero biases and batch normalization's ones and zeros convert to shared buffers: the
     # untrained flatbuffer was 15-30% smaller than the trained one's, and a front candidate
     # passed its pre-flight only to be over the budget once trained.
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(256, 40, 1)).astype("float32"), rng.integers(0, 10, 256)
-    keras.utils.set_random_seed(0)
+    x, y, budget = signals_and_budget()
     model = build()
     weights = [w.copy() for w in model.get_weights()]
-    budget = Budget.from_arguments(None, 100_000, 100_000)
     checked = preflight(model, x, budget, estimate_latency(model, None))
     for before, after in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)  # the candidate trains from its own start
@@ -87,12 +95,9 @@ def test_a_trained_candidate_over_the_flash_budget_says_so_in_its_progress_line(
 
 @pytest.mark.parametrize("build", [dense, conv1d_with_batch_normalization])
 def test_a_quantization_aware_candidates_preflight_holds_once_it_is_trained(build):
-    # The aware candidate converts with the ranges it holds: untrained, its initial ones.
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(256, 40, 1)).astype("float32"), rng.integers(0, 10, 256)
-    keras.utils.set_random_seed(0)
+    # The aware candidate converts with the ranges it holds: untrained, they are empty.
+    x, y, budget = signals_and_budget()
     model = build()
-    budget = Budget.from_arguments(None, 100_000, 100_000)
     latency = estimate_latency(model, None)
     aware, checked = preflight_candidate(model, x, budget, latency, aware=True)
     steps = [w for w in aware.non_trainable_weights if w.path.endswith("observed_steps")]
