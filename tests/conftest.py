@@ -52,9 +52,13 @@ class GarbageCollector:
         self.last = time.monotonic()
 
     def after_test(self) -> None:
+        """Collects if `period` has passed since the last collection."""
         if time.monotonic() - self.last >= self.period:
             gc.collect()
             self.last = time.monotonic()
+
+
+COLLECTOR = pytest.StashKey[GarbageCollector]()
 
 
 def pytest_configure(config):
@@ -64,9 +68,6 @@ def pytest_configure(config):
     gc.disable()
     gc.freeze()
     config.stash[COLLECTOR] = GarbageCollector(FULL_COLLECTION_PERIOD)
-
-
-COLLECTOR = pytest.StashKey[GarbageCollector]()
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ def execute(path, tmp_path):
     notebook = nbformat.read(path, as_version=4)
     # inherited by the kernel: the short settings, and temporary folders inside the test's own
     kernel_environment = {"KERAS_DISTILL_QUICK": "1", "TMPDIR": str(tmp_path)}
-    saved = {name: os.environ.get(name) for name in kernel_environment}
+    saved_environment = {name: os.environ.get(name) for name in kernel_environment}
     os.environ.update(kernel_environment)
     try:
         nbclient.NotebookClient(
@@ -31,7 +31,7 @@ def execute(path, tmp_path):
             resources={"metadata": {"path": str(tmp_path)}},
         ).execute()
     finally:
-        for name, value in saved.items():
+        for name, value in saved_environment.items():
             if value is None:
                 del os.environ[name]
             else:

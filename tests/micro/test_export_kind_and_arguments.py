@@ -263,7 +263,8 @@ def test_a_recurrent_model_left_partly_float_by_the_converter_is_converted_again
     calls.clear()
     results = iter([partly_float] * isolated_conversion.RECURRENT_ATTEMPTS)
     with pytest.raises(
-        micro.MicroExportError, match=r"partly float in each of 4 conversions.*not fully integer"
+        micro.MicroExportError,
+        match=r"float tensors in this recurrent model in each of 4 conversions.*not fully",
     ):
         micro.export(model, x, tmp_path)  # float after the last attempt: refused
     assert len(calls) == isolated_conversion.RECURRENT_ATTEMPTS == 4

@@ -33,6 +33,7 @@ def search(teacher, digits, directory, **settings):
         (dict(final_epochs=0), "`final_epochs` must be a positive integer; received 0"),
         (dict(final_candidates=0), "`final_candidates` must be a positive integer"),
         (dict(latency_ms=5.0), "needs the board's clock"),
+        (dict(tflm_dir="tflm"), "tflm_dir= counts each candidate's instructions .* `clock_hz=`"),
     ],
 )
 def test_bad_settings(untrained_teacher, digits, tmp_path, settings, message):
@@ -89,7 +90,7 @@ def test_suggested_candidates_are_dicts_of_choices():
 
 def test_a_tflm_dir_that_is_not_a_tflm_tree(untrained_teacher, digits, tmp_path):
     with pytest.raises(kd.micro.FirmwareError, match=r"is not a TensorFlow Lite Micro tree"):
-        search(untrained_teacher, digits, tmp_path / "out", tflm_dir=tmp_path)
+        search(untrained_teacher, digits, tmp_path / "out", tflm_dir=tmp_path, clock_hz=64_000_000)
     assert not (tmp_path / "out").exists()
 
 
@@ -100,7 +101,7 @@ def test_a_tflm_tree_without_the_arm_compiler(untrained_teacher, digits, tmp_pat
     makefile.write_text("# a TFLM tree's Makefile\n")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no compiler, no make
     with pytest.raises(kd.micro.FirmwareError, match=r"arm-none-eabi-g\+\+ not found on PATH"):
-        search(untrained_teacher, digits, tmp_path / "out", tflm_dir=tree)
+        search(untrained_teacher, digits, tmp_path / "out", tflm_dir=tree, board="esp32")
     assert not (tmp_path / "out").exists()
 
 

@@ -15,8 +15,7 @@ import tensorflow as tf
 from conftest import SCE, TFLM, Counting, needs_arm, needs_tflm
 
 import keras_distill as kd
-from keras_distill._src.micro import export_validation, firmware
-from keras_distill._src.micro.result import TargetCheck
+from keras_distill._src.micro import export_validation, firmware, target_run
 from keras_distill._src.search.budget import Budget, estimate_latency
 from keras_distill._src.search.preflight import preflight
 from keras_distill._src.search.storage import STUDY_NAME, open_storage
@@ -298,28 +297,38 @@ def test_progress_lines_and_bar(counted_teacher, searched, digits, tmp_path, cap
     assert "| trial |" not in out
 
 
-def test_with_a_tflm_tree_latency_is_counted_on_the_emulated_cortex_m4(
-    counted_teacher, digits, tmp_path, monkeypatch
-):
+def fake_tflm_tree(tmp_path, monkeypatch, count):
+    """A TFLM tree (its Makefile only), the Arm tools and QEMU taken as present, and `count`
+    standing for each build and QEMU run: `count(runs)` gives the instructions, or raises."""
     tree = tmp_path / "tflm"
     (tree / firmware.RELATIVE_MAKEFILE).parent.mkdir(parents=True)
     (tree / firmware.RELATIVE_MAKEFILE).write_text("# a TFLM tree's Makefile\n")
     runs = []
 
-    def on_target(name, info, model_bytes, arenas, x, target, tflm_dir, margin):
+    def on_target(name, info, model_bytes, arenas, x, target, tflm_dir):
         runs.append((target, len(x), pathlib.Path(tflm_dir)))
-        instructions = 16_000 if len(runs) == 1 else 2_560_000  # 0.25 ms, then 40 ms
-        return TargetCheck(target, len(x), arenas[0], arenas[0], arenas[1], instructions)
+        return count(runs)
 
     monkeypatch.setattr(firmware, "check_toolchain", lambda target: None)
-    monkeypatch.setattr(export_validation, "check_on_target", on_target)
+    monkeypatch.setattr(target_run, "check_emulator", lambda target: "qemu-system-arm")
+    monkeypatch.setattr(export_validation, "instructions_on_target", on_target)
+    return tree, runs
+
+
+def test_with_a_tflm_tree_latency_is_counted_on_the_emulated_cortex_m4(
+    counted_teacher, digits, tmp_path, monkeypatch
+):
+    def count(runs):  # 0.25 ms at 64 MHz for the first candidate, 40 ms for the others
+        return 16_000 if len(runs) == 1 else 2_560_000
+
+    tree, runs = fake_tflm_tree(tmp_path, monkeypatch, count)
     result = search_digits(
         counted_teacher[0],
         digits,
         tmp_path / "search",
         tflm_dir=tree,
         clock_hz=64_000_000,
-        latency_ms=30.0,  # the estimates: two candidates within, two over the flash too
+        latency_ms=30.0,  # the estimates: two candidates within it (both also within the flash)
     )
     assert runs and all(run == ("cortex-m4", 20, tree.resolve()) for run in runs)
     trained = [t for t in result.trials if t.latency.instructions is not None]
@@ -328,13 +337,33 @@ def test_with_a_tflm_tree_latency_is_counted_on_the_emulated_cortex_m4(
     assert first.feasible and first.latency.seconds == pytest.approx(0.25e-3, abs=1e-12)
     assert first.latency.method.startswith("measured: 16,000 instructions per inference")
     for trial in later:  # within the estimate's limit before training, over it when counted
-        assert trial.reason == "over budget after training: latency 40.00 ms > 30 ms"
+        assert trial.reason == "over budget after training: latency 40.00 ms (counted) > 30 ms"
     assert [c.number for c in result.front] == [first.number]
     assert "latency (ms, Cortex-M4)" in result.to_markdown()
     study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(None, result.directory))
     for frozen in study.trials:  # Optuna's constraints say what the records say
         feasible = all(value <= 0 for value in frozen.constraints.values())
         assert feasible == (frozen.user_attrs["record"]["reason"] is None)
+
+
+def test_a_candidate_whose_build_or_run_fails_is_infeasible_with_the_error(
+    counted_teacher, digits, tmp_path, monkeypatch
+):
+    def count(runs):
+        if len(runs) == 1:
+            raise kd.micro.FirmwareError("The build of candidate failed: ld: out of memory")
+        return 16_000
+
+    tree, runs = fake_tflm_tree(tmp_path, monkeypatch, count)
+    result = search_digits(
+        counted_teacher[0], digits, tmp_path / "search", tflm_dir=tree, clock_hz=64_000_000
+    )
+    failed, *counted = [t for t in result.trials if t.int8_accuracy is not None]
+    assert failed.reason == (
+        "not counted on the cortex-m4: The build of candidate failed: ld: out of memory"
+    )
+    assert counted and all(t.feasible and t.latency.instructions == 16_000 for t in counted)
+    assert failed.number not in [c.number for c in result.front]
 
 
 @pytest.mark.slow

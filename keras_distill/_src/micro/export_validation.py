@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import tempfile
 
@@ -92,13 +93,45 @@ def check_on_target(name, info, model_bytes, arenas, data, target, tflm_dir, mar
         raise MicroExportError(
             "`verify_on` needs inputs to run: give `validation_data` (or `representative_data`)."
         )
-    arena, recommended = arenas
     x, _ = inputs.collect(data, example_rank=len(info.inputs[0].shape) - 1)
     x = np.asarray(x, "float32")[:TARGET_EXAMPLES]
+    with _sources_written(name, info, model_bytes, arenas, x) as (folder, expected):
+        return target_run.verify_on_target(
+            folder, model_bytes, x, expected, target, tflm_dir=tflm_dir, arena_margin=margin
+        )
+
+
+def instructions_on_target(name, info, model_bytes, arenas, x, target, tflm_dir) -> int:
+    """Median instructions per inference of the int8 model built once for a Cortex-M target.
+
+    Args:
+        name: The export's name.
+        info: The model's `inspect_model` result.
+        model_bytes: The int8 flatbuffer.
+        arenas: `(measured, recommended)` arena bytes in the Python interpreter.
+        x: Float inputs to run (a few suffice: the count hardly varies).
+        target: A Cortex-M key of `kd.micro.TARGETS`.
+        tflm_dir: The TFLite Micro tree.
+
+    Returns:
+        The median instruction count (QEMU `-icount`).
+
+    Raises:
+        FirmwareError: As `target_run.count_instructions` raises.
+    """
+    from keras_distill._src.micro import target_run
+
+    x = np.asarray(x, "float32")
+    with _sources_written(name, info, model_bytes, arenas, x) as (folder, expected):
+        return target_run.count_instructions(folder, x, expected, target, tflm_dir=tflm_dir)
+
+
+@contextlib.contextmanager
+def _sources_written(name, info, model_bytes, arenas, x):
+    """Yields `(folder with the export's sources, the Python TFLM interpreter's outputs on x)`."""
+    arena, recommended = arenas
     expected = verify.run_tflm(model_bytes, info, x, recommended, dequantize=False)
     files = export_files.sources(name, info, model_bytes, arena, recommended)
     with tempfile.TemporaryDirectory(prefix="keras_distill_target_") as scratch:
         export_files.write_atomically(pathlib.Path(scratch), files)
-        return target_run.verify_on_target(
-            scratch, model_bytes, x, expected, target, tflm_dir=tflm_dir, arena_margin=margin
-        )
+        yield scratch, expected

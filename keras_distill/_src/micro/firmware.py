@@ -161,7 +161,14 @@ def find_tflm(tflm_dir=None) -> pathlib.Path:
 
 
 def check_toolchain(target: Target) -> None:
-    """Refuses a target whose compiler (or `make`) is missing, naming what to install."""
+    """Refuses a target whose compiler (or `make`) is missing, naming what to install.
+
+    Args:
+        target: A `Target` of `TARGETS`.
+
+    Raises:
+        FirmwareError: Naming the missing tools and the Debian packages.
+    """
     missing = [tool for tool in ("make", target.compiler) if shutil.which(tool) is None]
     if missing:
         install = ARM_PACKAGES if target.machine else "make g++"

@@ -75,7 +75,16 @@ def _float_tflite_message(info: ModelInfo, source) -> str:
 
 
 def fallback_message(info: ModelInfo, boundary: list, keras_model) -> str:
-    """The refusal of a conversion left partly float: its float tensors, their layers, hints."""
+    """The refusal of a conversion left partly float: its float tensors, their layers, hints.
+
+    Args:
+        info: The converted model's `inspect_model` result.
+        boundary: Its float inputs and outputs not asked for, in words.
+        keras_model: The Keras model it was converted from (its layers are named).
+
+    Returns:
+        The message, ending with "Nothing was written."
+    """
     partly_quantized = any(t in QUANTIZED_TYPES for t in info.compute_types)
     layers = _float_layers(info.float_tensors, keras_model) if partly_quantized else {}
     named = _named(boundary + list(info.float_tensors)) or "none inside"

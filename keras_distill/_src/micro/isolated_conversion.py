@@ -110,9 +110,10 @@ def to_int8_tflite_for_tflm(model, samples: np.ndarray | None, float_io: bool = 
     """The int8 conversion for TFLM: isolated for a recurrent loop, repeated for unrolled layers.
 
     A model with a recurrent loop converts once, in a subprocess
-    (`to_int8_tflite_isolated`). A model with unrolled recurrent layers converts
-    in this process, again while it is left partly float, up to
-    `RECURRENT_ATTEMPTS` conversions in all (see the module's note).
+    (`to_int8_tflite_isolated`), even if it also holds unrolled layers. A model
+    with unrolled recurrent layers converts in this process, again while float
+    tensors are left in it, up to `RECURRENT_ATTEMPTS` conversions in all (see
+    the module's note). A quantization-aware model (no `samples`) converts once.
 
     Args:
         model: A Keras 3 or tf_keras model with a single input.
@@ -144,7 +145,7 @@ def _converted_until_fully_integer(model, samples: np.ndarray, float_io: bool) -
         if info.fully_integer:
             return model_bytes
     raise MicroExportError(
-        f"TensorFlow Lite's converter left this recurrent model partly float in each of "
+        f"TensorFlow Lite's converter left float tensors in this recurrent model in each of "
         f"{RECURRENT_ATTEMPTS} conversions. " + integer_check.fallback_message(info, [], model)
     )
 

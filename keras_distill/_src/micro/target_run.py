@@ -94,16 +94,34 @@ def _vector_table(firmware: Firmware, path: pathlib.Path) -> None:
     path.write_bytes(struct.pack("<II", INITIAL_STACK_POINTER, entry | 1))
 
 
-def _command(firmware: Firmware, folder: pathlib.Path) -> list:
-    machine = TARGETS[firmware.target].machine
-    if machine is None:
-        return [str(firmware.binary), INPUTS_FILE]
+def check_emulator(target: str) -> str | None:
+    """The emulator that runs `target`'s binaries (None on the host); refuses a missing one.
+
+    Args:
+        target: A key of `kd.micro.TARGETS`.
+
+    Returns:
+        The path of `qemu-system-arm` for a Cortex-M target, or None for the host.
+
+    Raises:
+        FirmwareError: If `qemu-system-arm` is not installed (naming the package).
+    """
+    if TARGETS[target].machine is None:
+        return None
     qemu = shutil.which("qemu-system-arm")
     if qemu is None:
         raise FirmwareError(
             f"qemu-system-arm not found; install it (`apt-get install "
-            f"{QEMU_PACKAGE}`) to run {firmware.target} binaries."
+            f"{QEMU_PACKAGE}`) to run {target} binaries."
         )
+    return qemu
+
+
+def _command(firmware: Firmware, folder: pathlib.Path) -> list:
+    machine = TARGETS[firmware.target].machine
+    qemu = check_emulator(firmware.target)
+    if qemu is None:
+        return [str(firmware.binary), INPUTS_FILE]
     _vector_table(firmware, folder / "vectors.bin")
     return [
         qemu,
@@ -263,6 +281,39 @@ def _check_identical(run: TargetRun, expected: np.ndarray, arena: int) -> None:
             f"example {first}: {run.raw_outputs[first].ravel()[:8]} against "
             f"{expected[first].ravel()[:8]}). Nothing was written."
         )
+
+
+def count_instructions(
+    folder, x, expected: np.ndarray, target: str, *, tflm_dir=None, cache_dir=None
+) -> int:
+    """Median instructions per inference of an export built once for a Cortex-M target.
+
+    The application is built with the export's arena (quietly), run on `x` in
+    QEMU, and its outputs must equal `expected` bit for bit.
+
+    Args:
+        folder: A folder with the export's files.
+        x: Float inputs.
+        expected: The Python TFLM interpreter's raw outputs on `x`.
+        target: A Cortex-M key of `kd.micro.TARGETS`.
+        tflm_dir: The TFLite Micro tree (see `kd.micro.build`).
+        cache_dir: Build cache (see `build`).
+
+    Returns:
+        The median of the instructions each inference ran.
+
+    Raises:
+        FirmwareError: For the host target (it counts no instructions), outputs
+            that differ, or as `build` and `run_on_target` raise.
+    """
+    from keras_distill._src.micro.firmware import build
+
+    if TARGETS.get(target) is None or TARGETS[target].machine is None:
+        raise FirmwareError(f"Instructions are counted on a Cortex-M target; received {target!r}.")
+    firmware = build(folder, tflm_dir, target, cache_dir=cache_dir, verbose=0)
+    run = run_on_target(firmware, x)
+    _check_identical(run, expected, firmware.arena_bytes)
+    return int(np.median(run.instructions))
 
 
 def verify_on_target(

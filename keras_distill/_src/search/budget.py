@@ -103,9 +103,11 @@ def measured_latency(instructions: int, clock_hz: int | None) -> Latency:
     >>> measured_latency(53_560, 64_000_000).milliseconds
     0.836875
     """
-    method = MEASURED_METHOD.format(instructions=instructions, clock=clock_hz or 0)
-    seconds = instructions / clock_hz if clock_hz else None
-    return Latency(seconds, method, instructions)
+    if not clock_hz:
+        method = f"measured: {instructions:,} instructions per inference; no clock to time them"
+        return Latency(None, method, instructions)
+    method = MEASURED_METHOD.format(instructions=instructions, clock=clock_hz)
+    return Latency(instructions / clock_hz, method, instructions)
 
 
 @dataclasses.dataclass(frozen=True)

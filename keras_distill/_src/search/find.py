@@ -8,7 +8,7 @@ import os
 import keras
 import optuna
 
-from keras_distill._src.micro import firmware
+from keras_distill._src.micro import firmware, target_run
 from keras_distill._src.search import training
 from keras_distill._src.search.budget import Budget, estimate_latency
 from keras_distill._src.search.inputs import checked_inputs, identity
@@ -94,8 +94,9 @@ def find_student(
         tflm_dir: A tflite-micro checkout (as `kd.micro.build` takes it): each
             trained candidate is then built for the Cortex-M4 and run in QEMU,
             and its latency is the instructions it ran per inference at the
-            clock (`Latency.method` says "measured"). None estimates latency
-            from MACs (calibrated on such counts; the method says so).
+            clock (`Latency.method` says "measured"; needs a clock). None
+            estimates latency from MACs (calibrated on such counts; the method
+            says so).
         minimize: The second objective: `"flash"`, `"arena"` or `"latency"`.
         space: None (`kd.search.default_space` of the input shape), a
             `kd.search.SearchSpace`, or a function `build(choices) -> keras.Model`.
@@ -128,7 +129,9 @@ def find_student(
             is missing (the package is named), a space with no candidate, or a
             storage holding another search (what differs is named).
         FirmwareError: Before anything is trained: a `tflm_dir` that is not a
-            TFLite Micro tree, or no Arm compiler (the packages are named).
+            TFLite Micro tree, no Arm compiler or no QEMU (the packages are
+            named). A candidate whose build or run fails later is infeasible,
+            with the error as its reason.
 
     Example:
     >>> import keras, numpy as np, tempfile
@@ -147,9 +150,7 @@ def find_student(
     space = _space(space, inputs.split.x_train.shape[1:], inputs.num_classes)
     directory = os.fspath(directory)
     check_storage(storage)
-    if tflm_dir is not None:
-        tflm_dir = firmware.find_tflm(tflm_dir)
-        firmware.check_toolchain(firmware.TARGETS[training.LATENCY_TARGET])
+    tflm_dir = None if tflm_dir is None else _checked_tflm(tflm_dir, budget)
     _check_smallest(space, inputs, budget)
     store = open_storage(storage, directory)
     with quiet_optuna(verbose):
@@ -158,7 +159,8 @@ def find_student(
             inputs.split, inputs.teachers, {}, inputs.num_classes, epochs, batch_size, augment
         )
         settings = {**plan.settings(function_matching=False), "minimize": minimize}
-        settings["latency"] = "estimated" if tflm_dir is None else training.LATENCY_TARGET
+        if tflm_dir is not None:  # counted latencies make another search than estimated ones
+            settings["latency"] = f"counted on the {training.LATENCY_TARGET}"
         check_identity(study, identity(inputs, budget, space, augment, settings))
         labels = training.label_once(inputs.teachers, *inputs.split[:2], directory)
         plan = dataclasses.replace(plan, labels=labels)
@@ -189,6 +191,19 @@ def _check_minimize(minimize: str, budget: Budget) -> None:
         raise ValueError(f"`minimize` must be one of {MINIMIZE}; received {minimize!r}.")
     if minimize == "latency" and not budget.clock_hz:
         raise ValueError("minimize='latency' needs a clock: give `clock_hz=` or a board preset.")
+
+
+def _checked_tflm(tflm_dir, budget: Budget):
+    """The TFLite Micro tree, once the clock, the Arm compiler and QEMU are there."""
+    if not budget.clock_hz:
+        raise ValueError(
+            "tflm_dir= counts each candidate's instructions per inference; give `clock_hz=` "
+            "or a board preset to turn them into a latency."
+        )
+    tree = firmware.find_tflm(tflm_dir)
+    firmware.check_toolchain(firmware.TARGETS[training.LATENCY_TARGET])
+    target_run.check_emulator(training.LATENCY_TARGET)
+    return tree
 
 
 def _space(space, input_shape: tuple, num_classes: int) -> SearchSpace:

@@ -115,13 +115,12 @@ def preflight(
         return Preflight(
             flash, None, f"not for TFLite Micro: {error}", dict.fromkeys(CONSTRAINTS, 1.0), seconds
         )
-    values = [*budget.excess(flash, arena, latency), -1.0]
-    constraints = dict(zip(CONSTRAINTS, values, strict=True))
+    constraints, problems = over_budget(flash, arena, latency, budget)
     return Preflight(
         flash,
         arena,
-        _reason(flash, arena, latency, budget),
-        constraints,
+        None if problems is None else f"over budget: {problems}",
+        {**constraints, "tflm_ops": -1.0},
         time.perf_counter() - start,
     )
 
@@ -157,18 +156,40 @@ def ranges_observed(model: keras.Model, samples: np.ndarray):
     so, it came out up to 144 B smaller than trained (a 1-D CNN with batch
     normalization). One training-mode call on the samples sets each range to
     what it saw, as the first training step does.
+
+    Args:
+        model: A `kd.quantization_aware` model.
+        samples: Inputs to observe (a batch).
+
+    Yields:
+        The model; its non-trainable state (ranges, moving statistics, seed
+        generators) is what it was before, once the block ends.
     """
-    originals = [variable.numpy() for variable in model.non_trainable_weights]
+    originals = [variable.numpy() for variable in model.non_trainable_variables]
     try:
         model(samples, training=True)
         yield model
     finally:
-        for variable, values in zip(model.non_trainable_weights, originals, strict=True):
+        for variable, values in zip(model.non_trainable_variables, originals, strict=True):
             variable.assign(values)
 
 
-def _reason(flash: int, arena: int | None, latency: Latency, budget: Budget) -> str | None:
-    """What is over the budget, in words; None when the candidate fits."""
+def over_budget(
+    flash: int, arena: int | None, latency: Latency, budget: Budget
+) -> tuple[dict, str | None]:
+    """A candidate's flash, arena and latency held against the budget.
+
+    Args:
+        flash: The int8 model's bytes.
+        arena: Its smallest arena, or None if not measured.
+        latency: Its latency (estimated, or counted on the emulated core).
+        budget: The `Budget`.
+
+    Returns:
+        `(constraints, problems)`: Optuna's constraint values of `"flash"`,
+        `"arena"` and `"latency"` (<= 0 fits), and what exceeds the budget in
+        words (None when the candidate fits).
+    """
     excess = budget.excess(flash, arena, latency)
     problems = []
     if excess[0] > 0:
@@ -179,8 +200,9 @@ def _reason(flash: int, arena: int | None, latency: Latency, budget: Budget) -> 
             f"{verify.with_margin(arena, budget.arena_margin):,} B) > RAM {budget.ram_bytes:,} B"
         )
     if excess[2] > 0:
+        how = "estimated" if latency.instructions is None else "counted"
         problems.append(
-            f"latency {latency.milliseconds:.2f} ms (estimated) > "
-            f"{1000 * budget.latency_seconds:g} ms"
+            f"latency {latency.milliseconds:.2f} ms ({how}) > {1000 * budget.latency_seconds:g} ms"
         )
-    return "over budget: " + "; ".join(problems) if problems else None
+    constraints = dict(zip(CONSTRAINTS[:3], excess, strict=True))
+    return constraints, "; ".join(problems) or None

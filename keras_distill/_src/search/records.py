@@ -39,7 +39,7 @@ class Trial:
         architecture: The architecture's choices (e.g. `{"family": "dense", ...}`).
         teacher: The name of the teacher it learned from.
         recipe: `temperature`, `alpha`, `function_matching`,
-            `quantization_aware` (absent: False).
+            `quantization_aware`.
         reason: Why it is infeasible (never trained, or over the budget once trained), or None.
         flash_bytes: Bytes of the int8 model.
         arena_bytes: Smallest tensor arena measured in TFLite Micro.
@@ -102,7 +102,7 @@ class Candidate:
         architecture: The architecture's choices.
         teacher: The teacher's name.
         recipe: `temperature`, `alpha`, `function_matching`,
-            `quantization_aware` (absent: False).
+            `quantization_aware`.
         params: Parameters.
         macs: Multiply-accumulates per inference.
         flash_bytes: Bytes of the int8 model.

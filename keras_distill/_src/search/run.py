@@ -9,9 +9,10 @@ import time
 import keras
 import optuna
 
+from keras_distill._src.micro.firmware import FirmwareError
 from keras_distill._src.search import storage, training
 from keras_distill._src.search.budget import Latency, estimate_latency, measured_latency
-from keras_distill._src.search.preflight import preflight_candidate
+from keras_distill._src.search.preflight import over_budget, preflight_candidate
 from keras_distill._src.search.progress import SearchProgress
 from keras_distill._src.search.records import Candidate, SearchResult, Trial
 from keras_distill._src.search.space import Choices, build_candidate
@@ -127,12 +128,8 @@ class SearchRun:
         int8 = training.measured_int8(
             self.plan, model, checked.arena_bytes, recipe["quantization_aware"]
         )
-        if self.tflm_dir is not None:
-            sizes["latency"] = self._latency_on_target(int8, checked.arena_bytes)
-        over = self._over_budget(int8.flash_bytes, sizes["latency"])
-        _set_constraints(trial, {**checked.constraints, **{k: v for k, (v, _) in over.items()}})
-        reason = "over budget after training: " + ", ".join(w for _, w in over.values())
-        reason = reason if over else None
+        constraints, reason = self._held_after_training(int8, checked, sizes)
+        _set_constraints(trial, {**checked.constraints, **constraints})
         path = None if reason else self._saved_student(model, f"trial_{trial.number}")
         return Trial(
             trial.number,
@@ -148,6 +145,27 @@ class SearchRun:
             model_path=path,
         )
 
+    def _held_after_training(self, int8, checked, sizes: dict) -> tuple[dict, str | None]:
+        """The trained candidate against the budget: `(constraints, reason or None)`.
+
+        With a TFLM tree its latency is counted first (into `sizes`); a build or
+        run that fails makes the candidate infeasible, with the error. The
+        pre-flight's flash holds after training (it converts weights as
+        distinct as trained ones); this keeps a candidate that grew anyway, or
+        whose counted latency exceeds the limit its estimate kept, off the front.
+        """
+        if self.tflm_dir is not None:
+            try:
+                sizes["latency"] = self._latency_on_target(int8, checked.arena_bytes)
+            except FirmwareError as error:
+                reason = f"not counted on the {training.LATENCY_TARGET}: {error}"
+                return {"latency": 1.0}, reason
+        latency = sizes["latency"]
+        constraints, problems = over_budget(
+            int8.flash_bytes, checked.arena_bytes, latency, self.budget
+        )
+        return constraints, None if problems is None else f"over budget after training: {problems}"
+
     def _saved_student(self, model: keras.Model, name: str) -> str:
         """Saves a trained student in the search's folder; returns its path."""
         path = os.path.join(self.directory, "students", f"{name}.keras")
@@ -156,25 +174,9 @@ class SearchRun:
         return path
 
     def _latency_on_target(self, int8: training.Int8Measurement, arena: int) -> Latency:
+        """The latency of the trained candidate's instructions counted on the emulated core."""
         instructions = training.instructions_on_target(self.plan, int8, arena, self.tflm_dir)
         return measured_latency(instructions, self.budget.clock_hz)
-
-    def _over_budget(self, flash: int, latency: Latency) -> dict:
-        """The limits the trained candidate exceeds: name -> (excess, in words).
-
-        The pre-flight converts weights as distinct as trained ones, so its flash
-        holds after training; this guard keeps a candidate that grew anyway off the
-        front, and one whose latency counted on the emulated core exceeds the limit
-        its estimate kept.
-        """
-        over = {}
-        flash_limit, latency_limit = self.budget.flash_bytes, self.budget.latency_seconds
-        if flash_limit is not None and flash > flash_limit:
-            over["flash"] = (float(flash - flash_limit), f"flash {flash:,} B > {flash_limit:,} B")
-        if latency_limit is not None and (latency.seconds or 0.0) > latency_limit:
-            words = f"latency {latency.milliseconds:.2f} ms > {1000 * latency_limit:g} ms"
-            over["latency"] = (latency.seconds - latency_limit, words)
-        return over
 
     def _recipe(self, choices: Choices) -> dict:
         trying_fm = self.space.function_matching if self.plan.augment is not None else (False,)

@@ -171,19 +171,19 @@ def instructions_on_target(
 ) -> int:
     """Median instructions of one inference of the int8 model on the emulated Cortex-M4.
 
-    Built with TFLite Micro's Makefile from `tflm_dir` and run in QEMU on the
-    first validation inputs, whose outputs must equal the Python interpreter's
-    (`kd.micro.export(..., verify_on="cortex-m4")`).
+    Built once with TFLite Micro's Makefile from `tflm_dir` and run in QEMU on
+    the first validation inputs, whose outputs must equal the Python
+    interpreter's bit for bit.
+
+    Raises:
+        FirmwareError: If the build or the run fails, or the outputs differ.
     """
-    arenas = (arena, with_margin(arena, VALIDATION_ARENA_MARGIN))
-    check = export_validation.check_on_target(
+    return export_validation.instructions_on_target(
         "candidate",
         measurement.info,
         measurement.model_bytes,
-        arenas,
+        (arena, with_margin(arena, VALIDATION_ARENA_MARGIN)),
         plan.split.x_test[:LATENCY_EXAMPLES],
         LATENCY_TARGET,
         tflm_dir,
-        VALIDATION_ARENA_MARGIN,
     )
-    return check.instructions
