@@ -10,7 +10,7 @@ from keras_distill._src.demo import job
 from keras_distill._src.search.budget import Budget, Latency
 from keras_distill._src.search.records import Candidate, SearchResult, Trial
 
-RECIPE = {"temperature": 2.0, "alpha": 0.5, "function_matching": True}
+RECIPE = {"temperature": 2.0, "alpha": 0.5, "function_matching": True, "quantization_aware": False}
 
 
 def front_candidate(number, int8, scratch, flash):
