@@ -6,6 +6,7 @@ Needs `$KERAS_DISTILL_TFLM_DIR` pointing at a tflite-micro checkout, `make` and
 TFLM library is built once into the keras-distill cache and reused.
 """
 
+import concurrent.futures
 import pathlib
 import re
 import shutil
@@ -222,6 +223,33 @@ def test_a_crash_or_a_hang_on_the_target_is_reported(tmp_path):
     application = micro.Firmware("m", "host", hang, 4096, (info,), (info,), tmp_path)
     with pytest.raises(micro.FirmwareError, match="did not finish within 0.5 s"):
         micro.run_on_target(application, np.zeros((1, 4)), timeout=0.5)
+
+
+# A stand-in for TFLM's Makefile: its `microlite_test` rule logs when a build starts and ends.
+LOGGING_MAKEFILE = """define microlite_test
+$(1):
+	echo start >> builds.log; sleep 0.3; echo end >> builds.log
+	mkdir -p gen/host/bin && touch gen/host/bin/$(1)
+endef
+"""
+
+
+def test_builds_sharing_a_cache_run_one_at_a_time(tmp_path):
+    """Two builds into one cache (a search's processes) never run `make` at the same time."""
+    tree = tmp_path / "tflm"
+    (tree / firmware.RELATIVE_MAKEFILE).parent.mkdir(parents=True)
+    (tree / firmware.RELATIVE_MAKEFILE).write_text(LOGGING_MAKEFILE)
+    export = micro.export(mlp([4]), np.random.default_rng(0).random((20, 64)), tmp_path / "e")
+    cache = tmp_path / "cache"
+
+    def build(_):
+        return micro.build(export, tree, "host", cache_dir=cache, verbose=0)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        built = list(pool.map(build, range(2)))
+    assert built[0].binary == built[1].binary and built[0].binary.is_file()
+    log = next(cache.glob("tflm/*-host/builds.log")).read_text().split()
+    assert log == ["start", "end", "start", "end"]
 
 
 def test_the_inputs_file_holds_the_quantized_examples(tmp_path):

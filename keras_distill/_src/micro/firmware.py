@@ -12,7 +12,9 @@ application seconds).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import os
 import pathlib
@@ -43,6 +45,11 @@ class Target:
     make_variables: tuple  # ("TARGET=...", ...) for TFLM's Makefile
     machine: str | None = None  # qemu-system-arm -M, or None to run on the host
     compiler: str = "g++"
+
+    @property
+    def emulated(self) -> bool:
+        """Whether its binaries run in QEMU (a Cortex-M target) rather than on the host."""
+        return self.machine is not None
 
 
 TARGETS = {
@@ -171,7 +178,7 @@ def check_toolchain(target: Target) -> None:
     """
     missing = [tool for tool in ("make", target.compiler) if shutil.which(tool) is None]
     if missing:
-        install = ARM_PACKAGES if target.machine else "make g++"
+        install = ARM_PACKAGES if target.emulated else "make g++"
         raise FirmwareError(
             f"{', '.join(missing)} not found on PATH; install it, e.g. `apt-get install {install}`."
         )
@@ -209,7 +216,7 @@ def _link_downloads(cache: pathlib.Path, tflm: pathlib.Path, target: Target) -> 
         link = downloads / entry.name
         if not link.exists() and entry.name != "gcc_embedded":
             link.symlink_to(entry)
-    if target.machine:  # TFLM's Makefile uses downloads/gcc_embedded/bin, else downloads one
+    if target.emulated:  # TFLM's Makefile uses downloads/gcc_embedded/bin, else downloads one
         bin_dir = downloads / "gcc_embedded" / "bin"
         bin_dir.mkdir(parents=True, exist_ok=True)
         compiler = pathlib.Path(shutil.which(target.compiler)).resolve()
@@ -269,6 +276,18 @@ def _make(cache: pathlib.Path, app_dir: pathlib.Path, arguments: list) -> None:
         raise FirmwareError(
             f"TFLM's Makefile failed (exit {result.returncode}); the end of {log_path}:\n{tail}"
         )
+
+
+@contextlib.contextmanager
+def _one_build_at_a_time(cache: pathlib.Path):
+    """Holds the cache's build lock: processes sharing a cache (a search's workers) build in turn.
+
+    Two `make` runs in one cache would write the same library objects at once.
+    The lock is the operating system's (`flock`): a process that dies releases it.
+    """
+    with open(cache / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _announce_first_build(cache: pathlib.Path, target: str) -> None:
@@ -337,28 +356,29 @@ def build(
     tflm = find_tflm(tflm_dir)
     check_toolchain(spec)
     cache = _cache_dir(cache_dir, tflm, target)
-    downloads = _link_downloads(cache, tflm, spec)
-    app, app_dir = _write_application(cache, name, folder, arena, target)
-    if verbose:
-        _announce_first_build(cache, target)
-    _make(
-        cache,
-        app_dir,
-        [
-            "-f",
-            str(app_dir / "app.mk"),
-            f"-j{jobs or os.cpu_count() or 1}",
-            f"TENSORFLOW_ROOT={_tree_link(cache, tflm)}/",
-            f"DOWNLOADS_DIR={downloads}",
-            *spec.make_variables,
-            app,
-        ],
-    )
-    binary = next(cache.glob(f"gen/*/bin/{app}"), None)
-    if binary is None:
-        raise FirmwareError(
-            f"The build finished but {app} is not in {cache}/gen/*/bin/; see "
-            f"{app_dir / 'build.log'}."
+    with _one_build_at_a_time(cache):
+        downloads = _link_downloads(cache, tflm, spec)
+        app, app_dir = _write_application(cache, name, folder, arena, target)
+        if verbose:
+            _announce_first_build(cache, target)
+        _make(
+            cache,
+            app_dir,
+            [
+                "-f",
+                str(app_dir / "app.mk"),
+                f"-j{jobs or os.cpu_count() or 1}",
+                f"TENSORFLOW_ROOT={_tree_link(cache, tflm)}/",
+                f"DOWNLOADS_DIR={downloads}",
+                *spec.make_variables,
+                app,
+            ],
         )
+        binary = next(cache.glob(f"gen/*/bin/{app}"), None)
+        if binary is None:
+            raise FirmwareError(
+                f"The build finished but {app} is not in {cache}/gen/*/bin/; see "
+                f"{app_dir / 'build.log'}."
+            )
     info = model_info.inspect_model(tflite_path.read_bytes())
     return Firmware(name, target, binary, arena, info.inputs, info.outputs, app_dir)

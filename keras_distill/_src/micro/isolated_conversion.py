@@ -58,19 +58,6 @@ with open(folder + "/model.tflite", "wb") as file:
 """
 
 
-def recurrent_layers(model) -> list[str]:
-    """Names of the layers that run a recurrent loop (an RNN layer without `unroll=True`).
-
-    Example:
-    >>> import keras
-    >>> model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4, name="lstm"),
-    ...                           keras.layers.Dense(2)])
-    >>> recurrent_layers(model)
-    ['lstm']
-    """
-    return [layer.name for layer in _rnn_layers(model) if layer.unroll is False]
-
-
 def _rnn_layers(model) -> list:
     """The layers inside `model` that step through time (those with an `unroll` setting)."""
     return [layer for layer in sublayers(model) if layer is not model and hasattr(layer, "unroll")]
@@ -100,10 +87,8 @@ def to_int8_tflite_safely(
     >>> to_int8_tflite_safely(model, np.random.rand(8, 4))[4:8]
     b'TFL3'
     """
-    layers = recurrent_layers(model)
-    if layers and samples is not None and not is_tf_keras(model):
-        return to_int8_tflite_isolated(model, samples, float_io, layers, batch_size)
-    return convert.to_int8_tflite(model, samples, float_io=float_io, batch_size=batch_size)
+    looping = _loops_to_isolate(model, _rnn_layers(model), samples)
+    return _converted_once(model, samples, float_io, batch_size, looping)
 
 
 def to_int8_tflite_for_tflm(model, samples: np.ndarray | None, float_io: bool = False) -> bytes:
@@ -129,12 +114,26 @@ def to_int8_tflite_for_tflm(model, samples: np.ndarray | None, float_io: bool = 
             conversion (naming the conversions and the float layers).
     """
     time_steppers = _rnn_layers(model)
-    looping = [layer.name for layer in time_steppers if layer.unroll is False]
-    if looping and samples is not None and not is_tf_keras(model):
-        return to_int8_tflite_isolated(model, samples, float_io, looping)
-    if samples is None or not time_steppers:
-        return convert.to_int8_tflite(model, samples, float_io=float_io)
+    looping = _loops_to_isolate(model, time_steppers, samples)
+    if looping or samples is None or not time_steppers:
+        return _converted_once(model, samples, float_io, 1, looping)
     return _converted_until_fully_integer(model, samples, float_io)
+
+
+def _loops_to_isolate(model, time_steppers: list, samples: np.ndarray | None) -> list[str]:
+    """The looping layers' names when calibrating them could crash this process, else []."""
+    if samples is None or is_tf_keras(model):
+        return []
+    return [layer.name for layer in time_steppers if layer.unroll is False]
+
+
+def _converted_once(
+    model, samples: np.ndarray | None, float_io: bool, batch_size: int | None, looping: list
+) -> bytes:
+    """One conversion: in a subprocess when `looping` names layers, else in this process."""
+    if looping:
+        return to_int8_tflite_isolated(model, samples, float_io, looping, batch_size)
+    return convert.to_int8_tflite(model, samples, float_io=float_io, batch_size=batch_size)
 
 
 def _converted_until_fully_integer(model, samples: np.ndarray, float_io: bool) -> bytes:

@@ -106,7 +106,7 @@ def check_emulator(target: str) -> str | None:
     Raises:
         FirmwareError: If `qemu-system-arm` is not installed (naming the package).
     """
-    if TARGETS[target].machine is None:
+    if not TARGETS[target].emulated:
         return None
     qemu = shutil.which("qemu-system-arm")
     if qemu is None:
@@ -118,7 +118,6 @@ def check_emulator(target: str) -> str | None:
 
 
 def _command(firmware: Firmware, folder: pathlib.Path) -> list:
-    machine = TARGETS[firmware.target].machine
     qemu = check_emulator(firmware.target)
     if qemu is None:
         return [str(firmware.binary), INPUTS_FILE]
@@ -126,7 +125,7 @@ def _command(firmware: Firmware, folder: pathlib.Path) -> list:
     return [
         qemu,
         "-M",
-        machine,
+        TARGETS[firmware.target].machine,
         "-nographic",
         "-monitor",
         "none",
@@ -261,7 +260,7 @@ def _parse(firmware: Firmware, text: str, count: int) -> TargetRun:
     used = int(
         next(line.split()[1] for line in text.splitlines() if line.startswith("KD_ARENA_USED"))
     )
-    on_arm = TARGETS[firmware.target].machine is not None
+    on_arm = TARGETS[firmware.target].emulated
     ticks = np.array([int(line[2]) for line in lines], dtype=np.int64)
     instructions = ticks * INSTRUCTIONS_PER_TICK
     return TargetRun(
@@ -308,7 +307,7 @@ def count_instructions(
     """
     from keras_distill._src.micro.firmware import build
 
-    if TARGETS.get(target) is None or TARGETS[target].machine is None:
+    if target not in TARGETS or not TARGETS[target].emulated:
         raise FirmwareError(f"Instructions are counted on a Cortex-M target; received {target!r}.")
     firmware = build(folder, tflm_dir, target, cache_dir=cache_dir, verbose=0)
     run = run_on_target(firmware, x)

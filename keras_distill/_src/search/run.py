@@ -128,7 +128,8 @@ class SearchRun:
         int8 = training.measured_int8(
             self.plan, model, checked.arena_bytes, recipe["quantization_aware"]
         )
-        constraints, reason = self._held_after_training(int8, checked, sizes)
+        latency, constraints, reason = self._held_after_training(int8, checked, sizes["latency"])
+        sizes = {**sizes, "latency": latency}
         _set_constraints(trial, {**checked.constraints, **constraints})
         path = None if reason else self._saved_student(model, f"trial_{trial.number}")
         return Trial(
@@ -145,26 +146,27 @@ class SearchRun:
             model_path=path,
         )
 
-    def _held_after_training(self, int8, checked, sizes: dict) -> tuple[dict, str | None]:
-        """The trained candidate against the budget: `(constraints, reason or None)`.
+    def _held_after_training(self, int8, checked, estimate: Latency) -> tuple:
+        """The trained candidate against the budget: `(latency, constraints, reason or None)`.
 
-        With a TFLM tree its latency is counted first (into `sizes`); a build or
-        run that fails makes the candidate infeasible, with the error. The
-        pre-flight's flash holds after training (it converts weights as
+        With a TFLM tree its latency is counted, replacing the `estimate`; a
+        build or run that fails makes the candidate infeasible, with the error.
+        The pre-flight's flash holds after training (it converts weights as
         distinct as trained ones); this keeps a candidate that grew anyway, or
         whose counted latency exceeds the limit its estimate kept, off the front.
         """
+        latency, not_counted = estimate, None
         if self.tflm_dir is not None:
             try:
-                sizes["latency"] = self._latency_on_target(int8, checked.arena_bytes)
+                latency = self._latency_on_target(int8, checked.arena_bytes)
             except FirmwareError as error:
-                reason = f"not counted on the {training.LATENCY_TARGET}: {error}"
-                return {"latency": 1.0}, reason
-        latency = sizes["latency"]
-        constraints, problems = over_budget(
-            int8.flash_bytes, checked.arena_bytes, latency, self.budget
-        )
-        return constraints, None if problems is None else f"over budget after training: {problems}"
+                not_counted = f"not counted on the {training.LATENCY_TARGET}: {error}"
+        flash, arena = int8.flash_bytes, checked.arena_bytes
+        constraints, problems = over_budget(flash, arena, latency, self.budget)
+        if not_counted is not None:
+            return latency, {**constraints, "latency": 1.0}, not_counted
+        reason = None if problems is None else f"over budget after training: {problems}"
+        return latency, constraints, reason
 
     def _saved_student(self, model: keras.Model, name: str) -> str:
         """Saves a trained student in the search's folder; returns its path."""
