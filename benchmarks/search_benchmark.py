@@ -17,10 +17,12 @@ front's best trained again for `final_epochs` (and its scratch twin), every fron
 exported again (`SearchResult.export`, validated on the test data) and checked within the budget
 as TFLM measures it, with int8 accuracy within 1 point of the float one.
 
-Usage: python benchmarks/search_benchmark.py [--quick] [--seeds 3] [--trials 40]
+Usage: python benchmarks/search_benchmark.py [--quick] [--seeds 3 | --seed-values 0,2]
+       [--trials 40] [--tasks mnist1d_cnn,digits] [--quantization-aware never|sampled|always]
        [--out benchmarks/results/search.md]
 """
 
+import dataclasses
 import os
 import pathlib
 import tempfile
@@ -39,6 +41,7 @@ from keras_distill._src.utils import markdown  # noqa: E402
 BOARD = "arduino_nano_33_ble_sense"
 FULL = {"epochs": 15, "final_epochs": 300, "teacher_epochs": 60, "hand_built_epochs": 300}
 QUICK = {"epochs": 3, "final_epochs": 6, "teacher_epochs": 3, "hand_built_epochs": 3}
+QUANTIZATION_AWARE = {"never": (False,), "sampled": (False, True), "always": (True,)}
 DIGITS_BUDGET = {"board": BOARD, "model_share": 1 / 64}
 # `mnist1d_large`'s teacher: four convolutions of 64 (the demo's has three of 32)
 LARGE_TEACHER = {"filters": 64, "strides": (1, 2, 1, 2), "name": "large_teacher"}
@@ -84,7 +87,7 @@ def hand_built(teacher, split, config, seed, folder) -> dict:
     }
 
 
-def run_task(task: str, seed: int, config: dict, trials: int, folder: pathlib.Path) -> dict:
+def run_task(task: str, seed: int, config: dict, arguments, folder: pathlib.Path) -> dict:
     """One search of `task` with `seed`: what the report needs."""
     if task == "digits":
         split, validation = digits(seed)
@@ -107,13 +110,16 @@ def run_task(task: str, seed: int, config: dict, trials: int, folder: pathlib.Pa
         budget = {"board": BOARD, "flash_bytes": reference["flash_bytes"]}
         budget["ram_bytes"] = reference["ram_bytes"]
         shape = (40,)
+    space = kd.search.default_space(shape, 10)
+    aware = QUANTIZATION_AWARE[arguments.quantization_aware]
     started = time.perf_counter()
     result = kd.find_student(
         {"teacher": teacher},
         split[:2],
         validation,
         **budget,
-        trials=trials,
+        space=dataclasses.replace(space, quantization_aware=aware),
+        trials=arguments.trials,
         epochs=config["epochs"],
         final_epochs=config["final_epochs"],
         batch_size=128,  # as the demo and function matching take them
@@ -213,8 +219,9 @@ def report(rows: list, arguments) -> list:
         "",
         provenance(),
         "",
-        f"Settings: {arguments.trials} trials per search, {arguments.seeds} seed(s), "
-        f"{arguments.config}.",
+        f"Settings: {arguments.trials} trials per search, seeds {arguments.seed_values}, "
+        f"{arguments.config}, quantization-aware training {arguments.quantization_aware} "
+        f"(`SearchSpace(quantization_aware={QUANTIZATION_AWARE[arguments.quantization_aware]})`).",
         "",
         markdown.table(header, table),
         "",
@@ -263,20 +270,32 @@ def main() -> None:
     arguments = parser(__doc__, "benchmarks/results/search.md")
     arguments.add_argument("--seeds", type=int, default=3)
     arguments.add_argument("--trials", type=int, default=40)
+    arguments.add_argument("--seed-values", help="comma-separated seeds (instead of --seeds)")
     arguments.add_argument("--tasks", default="mnist1d_cnn,mnist1d_large,digits")
+    arguments.add_argument(
+        "--quantization-aware",
+        choices=sorted(QUANTIZATION_AWARE),
+        default="never",
+        help="whether candidates train quantization-aware: never (the default space), "
+        "sampled per candidate, or always",
+    )
     arguments = arguments.parse_args()
     if arguments.quick:
         arguments.seeds, arguments.trials = 1, min(arguments.trials, 4)
         if arguments.out == "benchmarks/results/search.md":
             arguments.out = "benchmarks/results/search_quick.md"
+    seeds = range(arguments.seeds)
+    if arguments.seed_values:
+        seeds = [int(seed) for seed in arguments.seed_values.split(",")]
+    arguments.seed_values = ", ".join(str(seed) for seed in seeds)
     config = QUICK if arguments.quick else FULL
     arguments.config = ", ".join(f"{key} {value}" for key, value in config.items())
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for task in arguments.tasks.split(","):
-            for seed in range(arguments.seeds):
+            for seed in seeds:
                 folder = pathlib.Path(scratch) / f"{task}_{seed}"
-                rows.append(run_task(task, seed, config, arguments.trials, folder))
+                rows.append(run_task(task, seed, config, arguments, folder))
     write_report(report(rows, arguments), arguments.out)
 
 
