@@ -110,7 +110,7 @@ def run_task(task: str, seed: int, config: dict, arguments, folder: pathlib.Path
         budget = {"board": BOARD, "flash_bytes": reference["flash_bytes"]}
         budget["ram_bytes"] = reference["ram_bytes"]
         shape = (40,)
-    space = kd.search.default_space(shape, 10)
+    space = kd.search.default_space(shape, int(split.y_train.max()) + 1)
     aware = QUANTIZATION_AWARE[arguments.quantization_aware]
     started = time.perf_counter()
     result = kd.find_student(
