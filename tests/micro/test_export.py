@@ -109,6 +109,14 @@ def test_cnn_has_batch_one_ops_only(cnn_export):
     assert cnn_export.ops == ("CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED")
 
 
+def test_the_flash_does_not_grow_with_the_models_made_before(cnn, digits):
+    samples = images(digits.x_train[:20])
+    before = convert.to_int8_tflite(cnn, samples)
+    for _ in range(150):  # Keras' automatic model names count up: functional_3 -> functional_153
+        keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    assert len(convert.to_int8_tflite(cnn, samples)) == len(before)
+
+
 def test_summary_and_repr_report_the_numbers(mlp_export):
     text = mlp_export.summary()
     arena = f"{mlp_export.arena_bytes:,} B"

@@ -150,9 +150,12 @@ def int8_converter(model, samples, float_io: bool = False, batch_size: int | Non
     # a tf_keras model (e.g. a tensorflow-model-optimization student) is wrapped with tf_keras
     flavour = importlib.import_module("tf_keras" if is_tf_keras(model) else "keras")
     # A fixed batch of one, as on the device: no dynamic-shape ops (SHAPE,
-    # STRIDED_SLICE, PACK) around reshapes such as Flatten.
+    # STRIDED_SLICE, PACK) around reshapes such as Flatten. The wrapper's fixed
+    # name keeps the flatbuffer's size (tensor names start with it) from growing
+    # with the models the process made before (functional_3 or functional_123).
     inputs = flavour.Input(tuple(model.inputs[0].shape[1:]), batch_size=batch_size)
-    converter = tf.lite.TFLiteConverter.from_keras_model(flavour.Model(inputs, model(inputs)))
+    wrapper = flavour.Model(inputs, model(inputs), name="int8")
+    converter = tf.lite.TFLiteConverter.from_keras_model(wrapper)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if samples is not None:
         samples = np.asarray(samples, dtype="float32")
