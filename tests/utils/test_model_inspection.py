@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_distill as kd
 from keras_distill._src.utils import model_inspection
 
 
@@ -20,6 +21,24 @@ def test_multiply_accumulates_counts_dense_and_convolutions_in_nested_models():
     )
     # 8 positions x 3 x 3 x 4, then 4 positions x 3 x 4 x 2, then 8 x 5
     assert model_inspection.multiply_accumulates(model) == 8 * 36 + 4 * 24 + 40
+
+
+def test_a_wrapper_counts_the_kernel_of_the_layer_it_wraps():
+    model = keras.Sequential(
+        [
+            keras.Input((8, 3)),
+            keras.layers.Conv1D(4, 3, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5),
+        ]
+    )
+    # a quantization-aware model costs what its float model does: 8 x 3 x 3 x 4, then 32 x 5
+    assert model_inspection.multiply_accumulates(kd.quantization_aware(model)) == 288 + 160
+    assert model_inspection.multiply_accumulates(model) == 288 + 160
+    per_step = keras.Sequential(
+        [keras.Input((6, 3)), keras.layers.TimeDistributed(keras.layers.Dense(2))]
+    )
+    assert model_inspection.multiply_accumulates(per_step) == 6 * 3 * 2
 
 
 def test_multiply_accumulates_refuses_a_model_without_output_shapes():

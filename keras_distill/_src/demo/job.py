@@ -130,13 +130,18 @@ class StudentOnBoard:
     int8_accuracy: float
 
     @classmethod
-    def measured(cls, name: str, training: str, model: keras.Model, micro) -> StudentOnBoard:
-        """The row of a model from its verified micro export (validated on the test signals)."""
+    def measured(cls, name: str, training: str, sizes: tuple, micro) -> StudentOnBoard:
+        """The row of a student from its verified micro export (validated on the test signals).
+
+        `sizes` is `(parameters, multiply-accumulates)` of the float model (a
+        quantization-aware model's range variables are not parameters).
+        """
+        params, macs = sizes
         return cls(
             name,
             training,
-            model.count_params(),
-            multiply_accumulates(model),
+            params,
+            macs,
             micro.model_bytes,
             micro.recommended_arena_bytes,
             micro.validation.float_accuracy,
@@ -290,8 +295,9 @@ def _teacher_and_hand_built(split, config, seed, progress, folder):
         callbacks=bars("hand-built student: MLP 64-64, function matching"),
     )
     micro = _export(student, split, folder, "hand_built", quiet=True)
+    sizes = (student.count_params(), multiply_accumulates(student))
     row = StudentOnBoard.measured(
-        "hand-built student: MLP 64-64", f"function matching, {epochs} epochs", student, micro
+        "hand-built student: MLP 64-64", f"function matching, {epochs} epochs", sizes, micro
     )
     return teacher, (teacher.count_params(), multiply_accumulates(teacher), accuracy), row
 
@@ -362,7 +368,8 @@ def run_demo(
     best = search.front[0]
     model = keras.saving.load_model(best.model_path)
     micro = _export(model, split, micro_dir, "student", search.budget)
-    searched = StudentOnBoard.measured(_describe(best), _recipe_text(best, epochs), model, micro)
+    sizes = (best.params, best.macs)  # the float model's, as the front reports them
+    searched = StudentOnBoard.measured(_describe(best), _recipe_text(best, epochs), sizes, micro)
     result = DemoResult(teacher_row, hand_built, searched, search, micro, search_seconds)
     result.figure = search.plot(out / "front.png")
     result.seconds = time.perf_counter() - started

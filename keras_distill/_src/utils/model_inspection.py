@@ -322,8 +322,9 @@ def multiply_accumulates(model) -> int:
 
     Counts the layers with a `kernel` (Dense, convolutions, depthwise
     convolutions): kernel size times the output's spatial positions, which is
-    what those layers cost on a microcontroller; nested models are walked.
-    Biases, activations and pooling are not counted.
+    what those layers cost on a microcontroller; nested models are walked, and
+    a wrapper (a `kd.quantization_aware` layer, `TimeDistributed`) counts the
+    kernel of the layer it wraps. Biases, activations and pooling are not counted.
 
     Args:
         model: A built Functional or Sequential Keras model.
@@ -346,7 +347,7 @@ def multiply_accumulates(model) -> int:
         if isinstance(layer, keras.Model):
             total += multiply_accumulates(layer)
             continue
-        kernel = getattr(layer, "kernel", None)
+        kernel = _kernel(layer)
         if kernel is None:
             continue
         try:
@@ -358,6 +359,15 @@ def multiply_accumulates(model) -> int:
             ) from error
         total += int(np.prod(kernel.shape)) * int(np.prod(shape[1:-1], dtype=np.int64))
     return total
+
+
+def _kernel(layer):
+    """The layer's kernel, or that of the layer it wraps, or None."""
+    kernel = getattr(layer, "kernel", None)
+    wrapped = getattr(layer, "layer", None)
+    if kernel is None and isinstance(wrapped, keras.layers.Layer):
+        return getattr(wrapped, "kernel", None)
+    return kernel
 
 
 def predictions(model, x, batch_size: int = 1024) -> np.ndarray:
