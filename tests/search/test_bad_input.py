@@ -47,7 +47,7 @@ def test_a_budget_even_the_smallest_candidate_exceeds(untrained_teacher, digits,
         ValueError, match=r"Even the smallest candidate of the space \(610 param"
     ) as e:
         search(untrained_teacher, digits, tmp_path / "out", flash_bytes=1_000)
-    assert "flash 2," in str(e.value) and "> 1,000 B" in str(e.value)
+    assert "flash 3," in str(e.value) and "> 1,000 B" in str(e.value)
     assert not (tmp_path / "out").exists()
 
 

@@ -71,7 +71,8 @@ def search_from_config(path: str | os.PathLike, verbose: int = 1) -> SearchResul
     (arrays `x_train`, `y_train`, `x_val`, `y_val`), any keyword of
     `find_student` that JSON can hold (`board`, `flash_bytes`, `trials`, ...)
     and `"quantization_aware"`: the options of the default space's
-    `SearchSpace.quantization_aware` (`[false, true]`: chosen per candidate).
+    `SearchSpace.quantization_aware` (`[true]` unless given; `[false]`:
+    post-training int8; `[false, true]`: chosen per candidate).
 
     Returns:
         The `SearchResult`.
