@@ -16,16 +16,19 @@ import pytest
 from keras_distill._src.search.storage import JOURNAL_NAME, STUDY_NAME, finished, open_storage
 
 TRIALS = 4
+# Post-training int8: these tests are about sharing a search, and a quantization-aware
+# candidate's conversions double the cost of a one-epoch trial.
 CHILD = """
-import sys, keras
+import dataclasses, sys, keras
 import keras_distill as kd
 from keras_distill._src.studies import datasets
 d = datasets.load_digits()
 keras.utils.set_random_seed(0)
 teacher = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)], name="teacher")
+space = dataclasses.replace(kd.search.default_space((64,), 10), quantization_aware=(False,))
 kd.find_student(teacher, (d.x_train, d.y_train), (d.x_test, d.y_test), flash_bytes=20_000,
                 ram_bytes=8_000, trials=int(sys.argv[4]), epochs=1, directory=sys.argv[1],
-                storage=sys.argv[2] or None, seed=int(sys.argv[3]), verbose=0)
+                storage=sys.argv[2] or None, seed=int(sys.argv[3]), space=space, verbose=0)
 """
 
 
