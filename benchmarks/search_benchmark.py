@@ -18,8 +18,9 @@ exported again (`SearchResult.export`, validated on the test data) and checked w
 as TFLM measures it, with int8 accuracy within 1 point of the float one.
 
 Usage: python benchmarks/search_benchmark.py [--quick] [--seeds 3 | --seed-values 0,2]
-       [--trials 40] [--tasks mnist1d_cnn,digits] [--quantization-aware never|sampled|always]
-       [--out benchmarks/results/search.md]
+       [--trials 40] [--tasks mnist1d_cnn,digits] [--quantization-aware always|sampled|never]
+       [--out FILE: by default results/search_quantization_aware.md for always, search.md for
+       never]
 """
 
 import dataclasses
@@ -42,6 +43,11 @@ BOARD = "arduino_nano_33_ble_sense"
 FULL = {"epochs": 15, "final_epochs": 300, "teacher_epochs": 60, "hand_built_epochs": 300}
 QUICK = {"epochs": 3, "final_epochs": 6, "teacher_epochs": 3, "hand_built_epochs": 3}
 QUANTIZATION_AWARE = {"never": (False,), "sampled": (False, True), "always": (True,)}
+RESULTS = {  # the report of each setting, unless --out or --quick
+    "always": "benchmarks/results/search_quantization_aware.md",
+    "never": "benchmarks/results/search.md",
+    "sampled": "benchmarks/results/search_sampled.md",
+}
 DIGITS_BUDGET = {"board": BOARD, "model_share": 1 / 64}
 # `mnist1d_large`'s teacher: four convolutions of 64 (the demo's has three of 32)
 LARGE_TEACHER = {"filters": 64, "strides": (1, 2, 1, 2), "name": "large_teacher"}
@@ -267,7 +273,7 @@ def checks_text(rows: list) -> list:
 
 
 def main() -> None:
-    arguments = parser(__doc__, "benchmarks/results/search.md")
+    arguments = parser(__doc__, None, out_help="the report (.md); by default one per setting")
     arguments.add_argument("--seeds", type=int, default=3)
     arguments.add_argument("--trials", type=int, default=40)
     arguments.add_argument("--seed-values", help="comma-separated seeds (instead of --seeds)")
@@ -275,15 +281,16 @@ def main() -> None:
     arguments.add_argument(
         "--quantization-aware",
         choices=sorted(QUANTIZATION_AWARE),
-        default="never",
-        help="whether candidates train quantization-aware: never (the default space), "
-        "sampled per candidate, or always",
+        default="always",
+        help="whether candidates train quantization-aware: always (the default space), "
+        "sampled per candidate, or never (post-training int8)",
     )
     arguments = arguments.parse_args()
     if arguments.quick:
         arguments.seeds, arguments.trials = 1, min(arguments.trials, 4)
-        if arguments.out == "benchmarks/results/search.md":
-            arguments.out = "benchmarks/results/search_quick.md"
+    if arguments.out is None:
+        quick = "benchmarks/results/search_quick.md"
+        arguments.out = quick if arguments.quick else RESULTS[arguments.quantization_aware]
     seeds = range(arguments.seeds)
     if arguments.seed_values:
         seeds = [int(seed) for seed in arguments.seed_values.split(",")]
