@@ -30,7 +30,9 @@ def files(tmp_path):
 
 
 def test_a_config_file_runs_the_search_and_writes_its_report(files, tmp_path, capsys):
-    config = files(flash_bytes=40_000, trials=1, epochs=1, batch_size=32, directory="out")
+    # post-training candidates: one trial of one epoch is mostly conversions, twice as long aware
+    settings = dict(trials=1, epochs=1, batch_size=32, quantization_aware=[False])
+    config = files(flash_bytes=40_000, directory="out", **settings)
     assert cli.main(["search", "--config", config]) == 0
     out = capsys.readouterr().out
     report = (tmp_path / "out" / "report.md").read_text()  # relative to the config's folder

@@ -1,6 +1,7 @@
 """find_student end to end on digits: pre-flight, outputs stored once, front, progress, export."""
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -24,6 +25,9 @@ from keras_distill._src.search.storage import STUDY_NAME, open_storage
 pytestmark = pytest.mark.xdist_group("find_student")
 
 BUDGET = dict(flash_bytes=12_000, ram_bytes=6_000)
+# For the tests of what is not the default space's (progress, latency counting): post-training
+# candidates, whose conversions take half the time of quantization-aware ones.
+POST_TRAINING = dataclasses.replace(kd.search.default_space((64,), 10), quantization_aware=(False,))
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +282,7 @@ def test_progress_lines_and_bar(counted_teacher, searched, digits, tmp_path, cap
     teacher, _ = counted_teacher
     *_, silent = searched  # the module's search, with verbose=0
     assert silent == dict(printed="", optuna=[])
-    arguments = dict(trials=2, epochs=1, seed=3, **BUDGET)
+    arguments = dict(trials=2, epochs=1, seed=3, space=POST_TRAINING, **BUDGET)
     data = ((digits.x_train, digits.y_train), (digits.x_test, digits.y_test))
     verbosity = optuna.logging.get_verbosity()
     with optuna_messages() as logged:
@@ -329,6 +333,7 @@ def test_with_a_tflm_tree_latency_is_counted_on_the_emulated_cortex_m4(
         tflm_dir=tree,
         clock_hz=64_000_000,
         latency_ms=30.0,  # the estimates: two candidates within it (both also within the flash)
+        space=POST_TRAINING,
     )
     assert runs and all(run == ("cortex-m4", 20, tree.resolve()) for run in runs)
     trained = [t for t in result.trials if t.latency.instructions is not None]
@@ -356,7 +361,12 @@ def test_a_candidate_whose_build_or_run_fails_is_infeasible_with_the_error(
 
     tree, runs = fake_tflm_tree(tmp_path, monkeypatch, count)
     result = search_digits(
-        counted_teacher[0], digits, tmp_path / "search", tflm_dir=tree, clock_hz=64_000_000
+        counted_teacher[0],
+        digits,
+        tmp_path / "search",
+        tflm_dir=tree,
+        clock_hz=64_000_000,
+        space=POST_TRAINING,
     )
     failed, *counted = [t for t in result.trials if t.int8_accuracy is not None]
     assert failed.reason == (
