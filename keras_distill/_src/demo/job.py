@@ -248,8 +248,13 @@ def _splits(seed: int) -> tuple[datasets.Split, tuple]:
     return split, (data.x_train[held], data.y_train[held])
 
 
-def _export(model, split, folder, name, budget=None, quiet=False):
-    """The verified micro export of `model`, validated on the test signals."""
+def _export(model, split, folder, name, budget=None, quiet=False, aware=False):
+    """The verified micro export of `model`, validated on the test signals.
+
+    A quantization-aware model converts with the ranges it learned, as the
+    search measured it (`SearchResult.export`); the others are calibrated on
+    the training signals.
+    """
     limits = (
         {} if budget is None else {"flash_bytes": budget.flash_bytes, "ram_bytes": budget.ram_bytes}
     )
@@ -258,7 +263,7 @@ def _export(model, split, folder, name, budget=None, quiet=False):
             warnings.simplefilter("ignore", UserWarning)
         return exporter.export(
             model,
-            split.x_train,
+            None if aware else split.x_train,
             folder,
             name=name,
             board=BOARD,
@@ -367,7 +372,8 @@ def run_demo(
     search_seconds = time.perf_counter() - search_started
     best = search.front[0]
     model = keras.saving.load_model(best.model_path)
-    micro = _export(model, split, micro_dir, "student", search.budget)
+    aware = best.recipe["quantization_aware"]
+    micro = _export(model, split, micro_dir, "student", search.budget, aware=aware)
     sizes = (best.params, best.macs)  # the float model's, as the front reports them
     searched = StudentOnBoard.measured(_describe(best), _recipe_text(best, epochs), sizes, micro)
     result = DemoResult(teacher_row, hand_built, searched, search, micro, search_seconds)
