@@ -1,8 +1,10 @@
 """A search's budget: where each limit comes from, and how it is described."""
 
+import keras
 import pytest
 
-from keras_distill._src.search.budget import Budget
+import keras_distill as kd
+from keras_distill._src.search.budget import Budget, estimate_latency
 
 
 def test_limits_given_by_number_are_described_as_given_not_as_a_share_of_the_board():
@@ -32,3 +34,18 @@ def test_one_limit_given_and_one_from_the_board_are_each_described():
 )
 def test_numbers_without_a_board(arguments, described):
     assert Budget.from_arguments(*arguments).describe() == described
+
+
+def test_a_quantization_aware_model_has_its_float_models_latency_estimate():
+    model = keras.Sequential(
+        [
+            keras.Input((40, 1)),
+            keras.layers.Conv1D(8, 5, strides=2, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
+    float_estimate = estimate_latency(model, 64_000_000)
+    aware_estimate = estimate_latency(kd.quantization_aware(model), 64_000_000)
+    assert aware_estimate.method == float_estimate.method  # the dense and conv MACs, as counted
+    assert aware_estimate.seconds == pytest.approx(float_estimate.seconds, abs=1e-12)

@@ -5,9 +5,21 @@ import numpy as np
 import pytest
 
 from keras_distill._src.search.budget import Budget, estimate_latency
-from keras_distill._src.search.preflight import int8_model, preflight, preflight_candidate
+from keras_distill._src.search.preflight import (
+    int8_model,
+    preflight,
+    preflight_candidate,
+    ranges_observed,
+)
 from keras_distill._src.search.progress import outcome
 from keras_distill._src.search.records import Trial
+from keras_distill._src.search.space import (
+    FAMILIES_BY_RANK,
+    Choices,
+    build_candidate,
+    default_space,
+)
+from keras_distill._src.training.quantization_aware import quantization_aware
 
 
 def dense():
@@ -108,3 +120,33 @@ def test_a_quantization_aware_candidates_preflight_holds_once_it_is_trained(buil
     assert checked.feasible and trained.feasible
     assert trained.arena_bytes == checked.arena_bytes
     assert abs(trained.flash_bytes - checked.flash_bytes) <= 32
+
+
+def test_an_architecture_built_again_converts_to_as_many_bytes():
+    # a trial and its final training build one architecture at two points of the process
+    space = default_space((40,), 10)
+    suggested = Choices.stored(space.suggested[0])
+    x, _, _ = signals_and_budget()
+    sizes = []
+    for _ in range(2):
+        model = quantization_aware(build_candidate(space, suggested, 10))
+        with ranges_observed(model, x[:32, :, 0]):
+            sizes.append(len(int8_model(model, None)[0]))
+        for _ in range(150):  # Keras' automatic layer names count up in between
+            keras.layers.Dense(1)
+    assert sizes[0] == sizes[1]
+
+
+@pytest.mark.parametrize("input_shape", [(40,), (49, 10), (16, 16, 1)])
+def test_every_family_of_the_default_spaces_trains_quantization_aware(input_shape):
+    space = default_space(input_shape, 4)
+    assert space.quantization_aware == (True,)
+    for family in FAMILIES_BY_RANK[len(input_shape)]:
+        for settings in ({}, *space.suggested):  # the smallest candidate, then each suggested one
+
+            def pick(name, options, settings=settings, family=family):
+                return family if name == "family" else settings.get(name, options[0])
+
+            model = build_candidate(space, Choices(pick), 4)
+            aware = quantization_aware(model)  # raises for a layer it cannot model
+            assert aware.count_params() > model.count_params()  # its ranges come on top

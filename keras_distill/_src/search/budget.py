@@ -9,7 +9,7 @@ import keras
 from keras_distill._src.micro.boards import Board, get_board
 from keras_distill._src.micro.exporter import DEFAULT_ARENA_MARGIN
 from keras_distill._src.micro.verify import with_margin
-from keras_distill._src.utils.model_inspection import multiply_accumulates
+from keras_distill._src.utils.model_inspection import computing_layer, multiply_accumulates
 
 # Core clocks of the board presets (Hz), from the same datasheets as their memories.
 CLOCK_HZ = {
@@ -76,11 +76,12 @@ def estimate_latency(model: keras.Model, clock_hz: int | None) -> Latency:
     46.2
     """
     total = multiply_accumulates(model)
-    dense = sum(
-        int(layer.kernel.shape[0] * layer.kernel.shape[1])
+    dense_layers = [
+        computing_layer(layer)
         for layer in model.layers
-        if isinstance(layer, keras.layers.Dense) and len(layer.output.shape) == 2
-    )
+        if isinstance(computing_layer(layer), keras.layers.Dense) and len(layer.output.shape) == 2
+    ]
+    dense = sum(int(layer.kernel.shape[0] * layer.kernel.shape[1]) for layer in dense_layers)
     conv = total - dense
     method = ESTIMATE_METHOD.format(dense=dense, conv=conv, clock=clock_hz or 0)
     if not clock_hz:

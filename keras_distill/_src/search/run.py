@@ -266,7 +266,8 @@ class SearchRun:
     def _final(self, record: Trial, epochs: int) -> Trial:
         """The trial's candidate distilled again from the start for `epochs`, measured.
 
-        Its flash is its trial's (the same layers, weights as distinct), within the budget.
+        Its flash is its trial's when the space names its layers (the default
+        space does; the int8 model stores the names), so it stays within the budget.
         """
         key = f"final_{record.number}_{epochs}"
         if key in self.study.user_attrs:

@@ -83,7 +83,9 @@ class SearchSpace:
     Attributes:
         build: `build(choices) -> keras.Model`: a classifier with logits out,
             whose decisions come from `choices.choose(name, options)`
-            (options smallest first).
+            (options smallest first). Give its layers names (`name=`): the
+            int8 model stores them, and Keras' automatic ones grow longer with
+            the layers the process made before.
         temperatures: Distillation temperatures to try (a tuple, list or 1-D
             array, as are the other recipe options).
         alphas: Weights of the hard-label loss to try.
@@ -229,9 +231,11 @@ def default_space(input_shape: tuple, num_classes: int) -> SearchSpace:
 
     def build(choices: Choices) -> keras.Model:
         family = choices.choose("family", FAMILIES_BY_RANK[len(input_shape)])
-        inputs = keras.Input(input_shape)
-        x = BODIES[family](_as_signal(inputs, family), choices)
-        return keras.Model(inputs, keras.layers.Dense(int(num_classes))(x), name=family)
+        names = LayerNames()
+        inputs = keras.Input(input_shape, name="input")
+        x = BODIES[family](_as_signal(inputs, family, names), choices, names)
+        outputs = keras.layers.Dense(int(num_classes), name=names("logits"))(x)
+        return keras.Model(inputs, outputs, name=family)
 
     return SearchSpace(
         build,
@@ -241,17 +245,40 @@ def default_space(input_shape: tuple, num_classes: int) -> SearchSpace:
     )
 
 
-def _as_signal(inputs, family: str):
+class LayerNames:
+    """Names a model's layers by kind and place (`conv_1`, `conv_2`, ...).
+
+    Keras' automatic names count over the whole process, and the int8
+    flatbuffer stores the names: the same architecture built twice would
+    convert to sizes that differ by their lengths (96 B between two trials of
+    one architecture), and a final training's flash could differ from its
+    trial's.
+
+    Example:
+    >>> names = LayerNames()
+    >>> names("conv"), names("conv"), names("relu")
+    ('conv_1', 'conv_2', 'relu_1')
+    """
+
+    def __init__(self):
+        self.counts = {}
+
+    def __call__(self, kind: str) -> str:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        return f"{kind}_{self.counts[kind]}"
+
+
+def _as_signal(inputs, family: str, names: LayerNames):
     """A feature vector seen as a one-channel signal by the 1-D families."""
     if family.endswith("conv1d") and len(inputs.shape) == 2:
-        return keras.layers.Reshape((inputs.shape[1], 1))(inputs)
+        return keras.layers.Reshape((inputs.shape[1], 1), name=names("reshape"))(inputs)
     return inputs
 
 
-def _dense(x, choices: Choices):
+def _dense(x, choices: Choices, names: LayerNames):
     width = choices.choose("width", (8, 16, 32, 64, 128))
     for _ in range(choices.choose("depth", (1, 2, 3))):
-        x = keras.layers.Dense(width, activation="relu")(x)
+        x = keras.layers.Dense(width, activation="relu", name=names("dense"))(x)
     return x
 
 
@@ -266,43 +293,49 @@ def _conv_settings(choices: Choices, kernels: tuple) -> tuple:
     )
 
 
-def _conv1d(x, choices: Choices, separable: bool = False):
+def _conv1d(x, choices: Choices, names: LayerNames, separable: bool = False):
     blocks, filters, kernel, stride, pooling, head = _conv_settings(choices, (3, 5, 7))
     for block in range(blocks):
         if separable and block > 0:
-            x = keras.layers.DepthwiseConv1D(kernel, strides=stride, padding="same")(x)
-            x = keras.layers.Conv1D(filters, 1, activation="relu")(x)
+            depthwise = keras.layers.DepthwiseConv1D
+            x = depthwise(kernel, strides=stride, padding="same", name=names("depthwise"))(x)
+            x = keras.layers.Conv1D(filters, 1, activation="relu", name=names("pointwise"))(x)
         else:
-            x = keras.layers.Conv1D(filters, kernel, strides=stride, padding="same")(x)
-            x = keras.layers.ReLU()(x)
+            convolution = keras.layers.Conv1D
+            x = convolution(filters, kernel, strides=stride, padding="same", name=names("conv"))(x)
+            x = keras.layers.ReLU(name=names("relu"))(x)
         if pooling == "max" and x.shape[1] >= 2:
-            x = keras.layers.MaxPooling1D(2)(x)
-    return _head(x, head, keras.layers.GlobalAveragePooling1D)
+            x = keras.layers.MaxPooling1D(2, name=names("pool"))(x)
+    return _head(x, head, keras.layers.GlobalAveragePooling1D, names)
 
 
-def _conv2d(x, choices: Choices, separable: bool = False):
+def _conv2d(x, choices: Choices, names: LayerNames, separable: bool = False):
     blocks, filters, kernel, stride, pooling, head = _conv_settings(choices, (3, 5))
     for block in range(blocks):
         if separable and block > 0:  # DS-CNN: depthwise 3x3, then pointwise 1x1
-            x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same")(x)
-            x = keras.layers.Conv2D(filters, 1, activation="relu")(x)
+            depthwise = keras.layers.DepthwiseConv2D
+            x = depthwise(kernel, strides=stride, padding="same", name=names("depthwise"))(x)
+            x = keras.layers.Conv2D(filters, 1, activation="relu", name=names("pointwise"))(x)
         else:
-            x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same")(x)
-            x = keras.layers.ReLU()(x)
+            convolution = keras.layers.Conv2D
+            x = convolution(filters, kernel, strides=stride, padding="same", name=names("conv"))(x)
+            x = keras.layers.ReLU(name=names("relu"))(x)
         if pooling == "max" and min(x.shape[1:3]) >= 2:
-            x = keras.layers.MaxPooling2D(2)(x)
-    return _head(x, head, keras.layers.GlobalAveragePooling2D)
+            x = keras.layers.MaxPooling2D(2, name=names("pool"))(x)
+    return _head(x, head, keras.layers.GlobalAveragePooling2D, names)
 
 
-def _head(x, head: str, average):
+def _head(x, head: str, average, names: LayerNames):
     """Features for the classifier: averaged over positions, or every position kept."""
-    return average()(x) if head == "average" else keras.layers.Flatten()(x)
+    if head == "average":
+        return average(name=names("average"))(x)
+    return keras.layers.Flatten(name=names("flatten"))(x)
 
 
 BODIES = {
     "dense": _dense,
     "conv1d": _conv1d,
-    "ds_conv1d": lambda x, choices: _conv1d(x, choices, separable=True),
+    "ds_conv1d": lambda x, choices, names: _conv1d(x, choices, names, separable=True),
     "conv2d": _conv2d,
-    "ds_cnn": lambda x, choices: _conv2d(x, choices, separable=True),
+    "ds_cnn": lambda x, choices, names: _conv2d(x, choices, names, separable=True),
 }

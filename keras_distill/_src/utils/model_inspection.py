@@ -347,7 +347,7 @@ def multiply_accumulates(model) -> int:
         if isinstance(layer, keras.Model):
             total += multiply_accumulates(layer)
             continue
-        kernel = _kernel(layer)
+        kernel = getattr(computing_layer(layer), "kernel", None)
         if kernel is None:
             continue
         try:
@@ -361,13 +361,16 @@ def multiply_accumulates(model) -> int:
     return total
 
 
-def _kernel(layer):
-    """The layer's kernel, or that of the layer it wraps, or None."""
-    kernel = getattr(layer, "kernel", None)
+def computing_layer(layer):
+    """The layer whose kernel `layer` computes: itself, or the layer a wrapper wraps.
+
+    A `kd.quantization_aware` layer or a `TimeDistributed` holds no kernel of
+    its own; it computes its inner layer's.
+    """
     wrapped = getattr(layer, "layer", None)
-    if kernel is None and isinstance(wrapped, keras.layers.Layer):
-        return getattr(wrapped, "kernel", None)
-    return kernel
+    if getattr(layer, "kernel", None) is None and isinstance(wrapped, keras.layers.Layer):
+        return wrapped
+    return layer
 
 
 def predictions(model, x, batch_size: int = 1024) -> np.ndarray:
