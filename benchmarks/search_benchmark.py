@@ -20,7 +20,7 @@ as TFLM measures it, with int8 accuracy within 1 point of the float one.
 Usage: python benchmarks/search_benchmark.py [--quick] [--seeds 3 | --seed-values 0,2]
        [--trials 40] [--tasks mnist1d_cnn,digits] [--quantization-aware always|sampled|never]
        [--out FILE: by default results/search_quantization_aware.md for always, search.md for
-       never]
+       never, search_sampled.md for sampled, search_quick.md with --quick]
 """
 
 import dataclasses
@@ -43,7 +43,7 @@ BOARD = "arduino_nano_33_ble_sense"
 FULL = {"epochs": 15, "final_epochs": 300, "teacher_epochs": 60, "hand_built_epochs": 300}
 QUICK = {"epochs": 3, "final_epochs": 6, "teacher_epochs": 3, "hand_built_epochs": 3}
 QUANTIZATION_AWARE = {"never": (False,), "sampled": (False, True), "always": (True,)}
-RESULTS = {  # the report of each setting, unless --out or --quick
+REPORT_BY_SETTING = {  # unless --out or --quick
     "always": "benchmarks/results/search_quantization_aware.md",
     "never": "benchmarks/results/search.md",
     "sampled": "benchmarks/results/search_sampled.md",
@@ -289,8 +289,9 @@ def main() -> None:
     if arguments.quick:
         arguments.seeds, arguments.trials = 1, min(arguments.trials, 4)
     if arguments.out is None:
-        quick = "benchmarks/results/search_quick.md"
-        arguments.out = quick if arguments.quick else RESULTS[arguments.quantization_aware]
+        quick_report = "benchmarks/results/search_quick.md"
+        setting = arguments.quantization_aware
+        arguments.out = quick_report if arguments.quick else REPORT_BY_SETTING[setting]
     seeds = range(arguments.seeds)
     if arguments.seed_values:
         seeds = [int(seed) for seed in arguments.seed_values.split(",")]

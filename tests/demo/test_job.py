@@ -111,7 +111,8 @@ def test_demo_quick_searches_compares_exports_and_plots(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout
     assert "hand-built student: MLP 64-64, function matching" in text  # a progress bar
-    assert len(re.findall(r"^trial \d+: ", text, re.MULTILINE)) == 3  # a line per trial
+    trials = re.findall(r"^trial \d+: .*$", text, re.MULTILINE)  # a line per trial
+    assert len(trials) == 3 and all(line.endswith(", quantization-aware") for line in trials)
     rows = dict(
         (name, [int(number.replace(",", "")) for number in numbers])
         for name, *numbers in re.findall(

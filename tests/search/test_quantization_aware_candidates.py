@@ -185,11 +185,14 @@ def test_a_config_file_sets_the_options_of_the_default_space(digits, tmp_path, m
     def run(options):
         path = tmp_path / "search.json"
         keys = {"teachers": {"t": "teacher.keras"}, "data": "data.npz", "board": "esp32"}
-        path.write_text(json.dumps({**keys, "quantization_aware": options}))
+        options = {} if options is None else {"quantization_aware": options}
+        path.write_text(json.dumps({**keys, **options}))
         return config.search_from_config(path)
 
+    run(None)  # find_student's default: default_space, every candidate quantization-aware
+    assert "space" not in searches[0]
     run([False, True])
-    chosen = searches[0]["space"]
+    chosen = searches[1]["space"]
     assert chosen.quantization_aware == (False, True)
     assert chosen.name == kd.search.default_space((64,), 10).name
     with pytest.raises(

@@ -151,9 +151,8 @@ def int8_converter(model, samples, float_io: bool = False, batch_size: int | Non
     flavour = importlib.import_module("tf_keras" if is_tf_keras(model) else "keras")
     # A fixed batch of one, as on the device: no dynamic-shape ops (SHAPE,
     # STRIDED_SLICE, PACK) around reshapes such as Flatten. Fixed names for the
-    # wrapper and its input keep the flatbuffer's size (it holds tensor names) from
-    # growing with the models the process made before (functional_3, keras_tensor_17
-    # or functional_123, keras_tensor_4180).
+    # wrapper and its input: the flatbuffer stores tensor names, and Keras'
+    # automatic ones grow longer with the models the process made before.
     shape = tuple(model.inputs[0].shape[1:])
     inputs = flavour.Input(shape, batch_size=batch_size, name="input")
     wrapper = flavour.Model(inputs, model(inputs), name="int8")

@@ -57,12 +57,14 @@ def find_student(
 
     The teachers label the training data once (stored outputs, shared by every
     trial and process). For each candidate the Optuna sampler proposes
-    (architecture, teacher, temperature, alpha, function matching), the
-    untrained model is converted to int8 and loaded in the TFLite Micro
+    (architecture, teacher, temperature, alpha, function matching,
+    quantization-aware training: on for every candidate of the default space),
+    the untrained model is converted to int8 and loaded in the TFLite Micro
     interpreter first: its flash, smallest arena and ops are measured there, and
     a candidate over the budget (or with an op TFLM lacks) is recorded as
     infeasible with the reason and never trained. Feasible candidates are
-    distilled, converted to int8 and measured in TFLM on the validation data.
+    distilled, converted to int8 (a quantization-aware one with the ranges it
+    learned) and measured in TFLM on the validation data.
     The front maximises int8 accuracy and minimises `minimize`; each front
     candidate is also trained from scratch (same epochs and augmentation).
 

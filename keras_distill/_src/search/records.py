@@ -50,7 +50,8 @@ class Trial:
         float_accuracy: Accuracy of the float model on the validation data.
         preflight_seconds: Time of the pre-flight (conversion and TFLM measurement).
         seconds: Time of the whole trial.
-        model_path: The saved float student (`.keras`), or None.
+        model_path: The saved Keras student (`.keras`; quantization-aware if
+            its recipe is), or None.
 
     Example:
     >>> trial = Trial(3, {"family": "dense", "width": 8, "depth": 1}, "cnn",
@@ -103,7 +104,8 @@ class Candidate:
         teacher: The teacher's name.
         recipe: `temperature`, `alpha`, `function_matching`,
             `quantization_aware`.
-        params: Parameters.
+        params: Parameters of the float model (a quantization-aware model's
+            range variables left out).
         macs: Multiply-accumulates per inference.
         flash_bytes: Bytes of the int8 model.
         arena_bytes: Smallest tensor arena measured in TFLM.
@@ -112,7 +114,8 @@ class Candidate:
         scratch_accuracy: Int8 accuracy in TFLM of the same architecture trained
             on the labels alone (same epochs and augmentation); None until it ran.
         latency: A `Latency` (measured, or estimated and how).
-        model_path: The saved float student (`.keras`).
+        model_path: The saved Keras student (`.keras`; quantization-aware if
+            its recipe is).
         epochs: Epochs it (and its scratch twin) trained: the search's, or
             `find_student(final_epochs=)` for the candidates trained again
             after the search; None if not recorded.
@@ -306,7 +309,7 @@ class SearchResult:
         training inputs.
 
         Args:
-            candidate: A `Candidate` of the front (its saved float student is exported).
+            candidate: A `Candidate` of the front (its saved student is exported).
             directory: Where the `.tflite`, C++ source and header go (replaced).
             name: The C identifier prefix of the sources.
             validation_data: Where the int8 model's accuracy in TFLM is measured:
@@ -325,6 +328,7 @@ class SearchResult:
             None if aware else self.representative,
             directory,
             name=name,
+            board=self.budget.board,
             flash_bytes=self.budget.flash_bytes,
             ram_bytes=self.budget.ram_bytes,
             validation_data=self.validation if validation_data is None else validation_data,
