@@ -76,12 +76,12 @@ def estimate_latency(model: keras.Model, clock_hz: int | None) -> Latency:
     46.2
     """
     total = multiply_accumulates(model)
-    dense_layers = [
-        computing_layer(layer)
-        for layer in model.layers
-        if isinstance(computing_layer(layer), keras.layers.Dense) and len(layer.output.shape) == 2
-    ]
-    dense = sum(int(layer.kernel.shape[0] * layer.kernel.shape[1]) for layer in dense_layers)
+    computing = [(layer, computing_layer(layer)) for layer in model.layers]
+    dense = sum(
+        int(inner.kernel.shape[0] * inner.kernel.shape[1])
+        for layer, inner in computing
+        if isinstance(inner, keras.layers.Dense) and len(layer.output.shape) == 2
+    )
     conv = total - dense
     method = ESTIMATE_METHOD.format(dense=dense, conv=conv, clock=clock_hz or 0)
     if not clock_hz:

@@ -11,6 +11,7 @@ is the smallest of the space, the one the budget is checked against first.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import keras
@@ -250,9 +251,8 @@ class LayerNames:
 
     Keras' automatic names count over the whole process, and the int8
     flatbuffer stores the names: the same architecture built twice would
-    convert to sizes that differ by their lengths (96 B between two trials of
-    one architecture), and a final training's flash could differ from its
-    trial's.
+    convert to sizes that differ by their lengths, and a final training's
+    flash could differ from its trial's.
 
     Example:
     >>> names = LayerNames()
@@ -293,36 +293,41 @@ def _conv_settings(choices: Choices, kernels: tuple) -> tuple:
     )
 
 
-def _conv1d(x, choices: Choices, names: LayerNames, separable: bool = False):
-    blocks, filters, kernel, stride, pooling, head = _conv_settings(choices, (3, 5, 7))
-    for block in range(blocks):
-        if separable and block > 0:
-            depthwise = keras.layers.DepthwiseConv1D
-            x = depthwise(kernel, strides=stride, padding="same", name=names("depthwise"))(x)
-            x = keras.layers.Conv1D(filters, 1, activation="relu", name=names("pointwise"))(x)
-        else:
-            convolution = keras.layers.Conv1D
-            x = convolution(filters, kernel, strides=stride, padding="same", name=names("conv"))(x)
-            x = keras.layers.ReLU(name=names("relu"))(x)
-        if pooling == "max" and x.shape[1] >= 2:
-            x = keras.layers.MaxPooling1D(2, name=names("pool"))(x)
-    return _head(x, head, keras.layers.GlobalAveragePooling1D, names)
+# The layers of the convolutional families by rank: the convolution, the depthwise
+# one, max pooling, global average pooling; and the kernel sizes searched.
+CONVOLUTION_LAYERS_BY_RANK = {
+    1: (
+        keras.layers.Conv1D,
+        keras.layers.DepthwiseConv1D,
+        keras.layers.MaxPooling1D,
+        keras.layers.GlobalAveragePooling1D,
+    ),
+    2: (
+        keras.layers.Conv2D,
+        keras.layers.DepthwiseConv2D,
+        keras.layers.MaxPooling2D,
+        keras.layers.GlobalAveragePooling2D,
+    ),
+}
+KERNEL_SIZES_BY_RANK = {1: (3, 5, 7), 2: (3, 5)}
 
 
-def _conv2d(x, choices: Choices, names: LayerNames, separable: bool = False):
-    blocks, filters, kernel, stride, pooling, head = _conv_settings(choices, (3, 5))
+def _convolutional(x, choices: Choices, names: LayerNames, rank: int, separable: bool = False):
+    """Convolution blocks; depthwise-separable after the first (DS-CNN) if `separable`."""
+    convolution, depthwise, max_pooling, average = CONVOLUTION_LAYERS_BY_RANK[rank]
+    blocks, filters, kernel, stride, pooling, head = _conv_settings(
+        choices, KERNEL_SIZES_BY_RANK[rank]
+    )
     for block in range(blocks):
-        if separable and block > 0:  # DS-CNN: depthwise 3x3, then pointwise 1x1
-            depthwise = keras.layers.DepthwiseConv2D
+        if separable and block > 0:  # depthwise, then a pointwise (1x1) convolution
             x = depthwise(kernel, strides=stride, padding="same", name=names("depthwise"))(x)
-            x = keras.layers.Conv2D(filters, 1, activation="relu", name=names("pointwise"))(x)
+            x = convolution(filters, 1, activation="relu", name=names("pointwise"))(x)
         else:
-            convolution = keras.layers.Conv2D
             x = convolution(filters, kernel, strides=stride, padding="same", name=names("conv"))(x)
             x = keras.layers.ReLU(name=names("relu"))(x)
-        if pooling == "max" and min(x.shape[1:3]) >= 2:
-            x = keras.layers.MaxPooling2D(2, name=names("pool"))(x)
-    return _head(x, head, keras.layers.GlobalAveragePooling2D, names)
+        if pooling == "max" and min(x.shape[1:-1]) >= 2:
+            x = max_pooling(2, name=names("pool"))(x)
+    return _head(x, head, average, names)
 
 
 def _head(x, head: str, average, names: LayerNames):
@@ -334,8 +339,8 @@ def _head(x, head: str, average, names: LayerNames):
 
 BODIES = {
     "dense": _dense,
-    "conv1d": _conv1d,
-    "ds_conv1d": lambda x, choices, names: _conv1d(x, choices, names, separable=True),
-    "conv2d": _conv2d,
-    "ds_cnn": lambda x, choices, names: _conv2d(x, choices, names, separable=True),
+    "conv1d": functools.partial(_convolutional, rank=1),
+    "ds_conv1d": functools.partial(_convolutional, rank=1, separable=True),
+    "conv2d": functools.partial(_convolutional, rank=2),
+    "ds_cnn": functools.partial(_convolutional, rank=2, separable=True),
 }
