@@ -4,6 +4,7 @@ import gc
 import os
 import pathlib
 import shutil
+import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,25 +38,38 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("KERAS_DISTILL_HYPOTHESIS_PROFILE", "ci"))
 
-# Python's cyclic garbage collector runs between tests every 30 s, instead of every few seconds
-# inside them: each full collection walked every object (0.3-0.8 s in a test worker), and one
-# that freed an earlier test's tf.data iterator waited for the iterator's threads (5-35 s, seen
-# with py-spy). The objects the imports made are frozen, so collections do not walk them again.
-FULL_COLLECTION_PERIOD = 30.0  # seconds of tests between collections
+# Python's cyclic garbage collector runs every 30 s, started between tests in a thread of its own,
+# instead of every few seconds inside them: each full collection walked every object (0.3-0.8 s
+# in a test worker), and one that freed an earlier test's tf.data iterator waited for the
+# iterator's threads (5-35 s, seen with py-spy). TensorFlow releases the GIL while it waits, so
+# the tests go on meanwhile (in the main thread, two such waits took 35 s of a 150 s run). The
+# objects the imports made are frozen, so collections do not walk them again.
+FULL_COLLECTION_PERIOD = 30.0  # seconds between the starts of two collections
 
 
 class GarbageCollector:
-    """Runs a full collection after a test once `period` seconds passed since the last one."""
+    """Starts a full collection in a thread after a test once `period` seconds have passed."""
 
     def __init__(self, period: float):
         self.period = period
         self.last = time.monotonic()
+        self.collection = None  # the thread of the last collection started
 
     def after_test(self) -> None:
-        """Collects if `period` has passed since the last collection."""
-        if time.monotonic() - self.last >= self.period:
-            gc.collect()
-            self.last = time.monotonic()
+        """Starts a collection if `period` has passed and none is running."""
+        if time.monotonic() - self.last < self.period or self.collecting():
+            return
+        self.collection = threading.Thread(target=gc.collect, name="gc", daemon=True)
+        self.collection.start()
+        self.last = time.monotonic()
+
+    def collecting(self) -> bool:
+        return self.collection is not None and self.collection.is_alive()
+
+    def finish(self) -> None:
+        """Waits for a running collection, so that none runs while the interpreter exits."""
+        if self.collection is not None:
+            self.collection.join()
 
 
 COLLECTOR = pytest.StashKey[GarbageCollector]()
@@ -68,6 +82,13 @@ def pytest_configure(config):
     gc.disable()
     gc.freeze()
     config.stash[COLLECTOR] = GarbageCollector(FULL_COLLECTION_PERIOD)
+
+
+def pytest_unconfigure(config):
+    """Lets a collection still running finish before the process exits."""
+    collector = config.stash.get(COLLECTOR, None)
+    if collector is not None:
+        collector.finish()
 
 
 @pytest.fixture(autouse=True)
@@ -138,6 +159,7 @@ LONG_MODULES = (
     "search/test_processes.py",
     "demo/test_job.py",
     "training/test_multi_worker.py",
+    "search/test_find_student.py",
     "search/test_resume.py",
     "training/test_quantization_aware.py",
     "search/test_config_file.py",
