@@ -271,6 +271,15 @@ def test_a_recurrent_model_left_partly_float_by_the_converter_is_converted_again
     assert_nothing_written(tmp_path)
 
 
+@pytest.mark.slow  # starts a Python process
+def test_a_conversion_in_a_subprocess_gives_the_bytes_of_one_in_this_process():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).random((8, 4)).astype("float32")
+    isolated = isolated_conversion.to_int8_tflite_isolated(model, x, False, [])
+    assert isolated == convert.to_int8_tflite(model, x)
+
+
 def test_a_model_with_a_recurrent_loop_is_converted_once_in_a_subprocess(monkeypatch):
     model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
     x = np.random.default_rng(0).random((16, 5, 3)).astype("float32")

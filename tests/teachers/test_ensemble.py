@@ -9,6 +9,8 @@ import keras_distill as kd
 from keras_distill import Distiller
 from keras_distill._src.teachers import ensemble
 
+pytestmark = pytest.mark.xdist_group("ensemble")  # one worker trains the teachers once
+
 
 def softmax(z):
     z = z - z.max(-1, keepdims=True)

@@ -61,6 +61,10 @@ def int8_predictions(model, x):
     return np.concatenate(rows), kinds
 
 
+# The tests of this trained student run in one worker, which trains it once.
+ON_THE_DISTILLED_STUDENT = pytest.mark.xdist_group("distilled_conv_student")
+
+
 @pytest.fixture(scope="module")
 def distilled_conv_student(digits):
     """A conv student with batch norms, trained float, made aware, distilled for 6 epochs."""
@@ -80,6 +84,7 @@ def distilled_conv_student(digits):
     return student, float_weights, aware
 
 
+@ON_THE_DISTILLED_STUDENT
 def test_the_int8_model_computes_what_the_aware_student_computed(distilled_conv_student, digits):
     _, x_test = images(digits)
     _, _, aware = distilled_conv_student
@@ -91,12 +96,14 @@ def test_the_int8_model_computes_what_the_aware_student_computed(distilled_conv_
     assert kinds <= {np.int8, np.int32}  # no float tensor anywhere: fully int8
 
 
+@ON_THE_DISTILLED_STUDENT
 def test_the_float_student_is_not_changed(distilled_conv_student):
     student, float_weights, _ = distilled_conv_student
     for before, after in zip(float_weights, student.get_weights()):
         np.testing.assert_array_equal(before, after)
 
 
+@ON_THE_DISTILLED_STUDENT
 def test_batch_norms_are_folded_and_relus_fused(distilled_conv_student):
     _, _, aware = distilled_conv_student
     names = [layer.name for layer in aware.layers]
@@ -106,6 +113,7 @@ def test_batch_norms_are_folded_and_relus_fused(distilled_conv_student):
     assert len(quantizers) == 5
 
 
+@ON_THE_DISTILLED_STUDENT
 def test_batch_statistics_in_training_update_the_moving_ones(distilled_conv_student):
     student, _, aware = distilled_conv_student
     norms = [
@@ -117,6 +125,7 @@ def test_batch_statistics_in_training_update_the_moving_ones(distilled_conv_stud
         assert np.abs(after.moving_mean.numpy() - before.moving_mean.numpy()).max() > 1e-4
 
 
+@ON_THE_DISTILLED_STUDENT
 def test_saved_and_loaded_with_its_ranges(distilled_conv_student, digits, tmp_path):
     _, x_test = images(digits)
     _, _, aware = distilled_conv_student
@@ -326,6 +335,7 @@ print(json.dumps({"state": state, "outputs": model.predict(x, verbose=0).tolist(
 
 
 @pytest.mark.slow
+@ON_THE_DISTILLED_STUDENT
 def test_loaded_in_a_new_process_with_ranges_and_step_counter(
     distilled_conv_student, digits, tmp_path
 ):

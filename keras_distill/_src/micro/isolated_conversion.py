@@ -167,12 +167,6 @@ def to_int8_tflite_isolated(
     Raises:
         MicroExportError: If the converter crashes (naming the layers, with the
             `unroll=True` hint) or refuses the model.
-
-    Example:
-    >>> import keras
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> to_int8_tflite_isolated(model, np.random.rand(8, 4), False, [])[4:8]
-    b'TFL3'
     """
     with tempfile.TemporaryDirectory(prefix="keras_distill_convert_") as folder:
         try:
