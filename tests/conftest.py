@@ -64,6 +64,7 @@ class GarbageCollector:
         self.last = time.monotonic()
 
     def collecting(self) -> bool:
+        """Whether the last collection started is still running."""
         return self.collection is not None and self.collection.is_alive()
 
     def finish(self) -> None:
@@ -93,7 +94,7 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(autouse=True)
 def garbage_collected_between_tests(request):
-    """Collects all garbage after a test once `FULL_COLLECTION_PERIOD` has passed."""
+    """After a test, starts a collection in a thread once `FULL_COLLECTION_PERIOD` has passed."""
     yield
     request.config.stash[COLLECTOR].after_test()
 
