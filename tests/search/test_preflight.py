@@ -141,12 +141,18 @@ def test_an_architecture_built_again_converts_to_as_many_bytes():
 def test_every_family_of_the_default_spaces_trains_quantization_aware(input_shape):
     space = default_space(input_shape, 4)
     assert space.quantization_aware == (True,)
+    batch = np.zeros((2, *input_shape), "float32")
     for family in FAMILIES_BY_RANK[len(input_shape)]:
-        for settings in ({}, *space.suggested):  # the smallest candidate, then each suggested one
+        # the first option of each choice, then each suggested candidate, then the last options
+        # (the largest strides among them: a strided 1-D depthwise convolution once failed)
+        for settings in ({}, *space.suggested, None):
 
             def pick(name, options, settings=settings, family=family):
-                return family if name == "family" else settings.get(name, options[0])
+                if name == "family":
+                    return family
+                return options[-1] if settings is None else settings.get(name, options[0])
 
             model = build_candidate(space, Choices(pick), 4)
             aware = quantization_aware(model)  # raises for a layer it cannot model
             assert aware.count_params() > model.count_params()  # its ranges come on top
+            assert tuple(aware(batch, training=True).shape) == (2, 4)

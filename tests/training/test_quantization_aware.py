@@ -404,6 +404,30 @@ def test_separable_and_depthwise_students_export_fully_int8_per_channel(kind, di
         assert 8 in scales  # the 1x1 convolution's kernel, per channel too
 
 
+@pytest.mark.parametrize("kind", ["SeparableConv1D", "DepthwiseConv1D"])
+def test_strided_1d_depthwise_students_train_and_export(kind, digits, tmp_path):
+    keras.utils.set_random_seed(3)
+    options = {} if kind.startswith("Depthwise") else {"filters": 8}
+    strided = getattr(keras.layers, kind)(kernel_size=3, strides=2, padding="same", **options)
+    student = keras.Sequential(
+        [keras.Input((64, 1)), keras.layers.Conv1D(4, 3), strided, keras.layers.ReLU()]
+        + [keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(10)]
+    )
+    x_train, x_test = digits.x_train[..., None], digits.x_test[..., None]
+    aware = kd.quantization_aware(student)
+    # computed as a 2D convolution of height 1, whose CPU kernel takes equal strides only
+    assert tuple(aware(x_test[:4], training=True).shape) == (4, 10)
+    np.testing.assert_allclose(aware(x_test[:64]), student(x_test[:64]), rtol=0, atol=0.1)
+    aware.compile(keras.optimizers.Adam(1e-2), SCE)
+    aware.fit(x_train, digits.y_train, epochs=2, batch_size=64, verbose=0)
+    result = kd.micro.export(
+        aware, None, tmp_path, name="student", validation_data=(x_test, digits.y_test)
+    )
+    assert result.kind == "int8"
+    assert result.validation.agreement >= 0.97
+    assert "DEPTHWISE_CONV_2D" in result.ops
+
+
 def test_the_range_settings_reach_every_quantizer_and_survive_saving(tmp_path):
     aware = kd.quantization_aware(
         separable_student("SeparableConv1D"), momentum=0.5, freeze_after_steps=3

@@ -300,7 +300,8 @@ class QuantizedWeights(keras.layers.Layer):
             inputs, kernel, depthwise = (
                 ops.expand_dims(v, i) for v, i in ((inputs, 1), (kernel, 0), (depthwise, 0))
             )
-            strides, dilation = (1, *strides), (1, *dilation)
+            # the height of 1 takes any stride; TensorFlow's depthwise kernel takes equal ones only
+            strides, dilation = (strides[0], *strides), (1, *dilation)
         if self.kind != "depthwise":  # the convolution's or the 1x1 step's kernel, in 2D
             kernel = ops.cast(_symmetric_weights(kernel), compute)
         if self.kind == "conv":
