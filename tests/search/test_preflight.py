@@ -155,4 +155,4 @@ def test_every_family_of_the_default_spaces_trains_quantization_aware(input_shap
             model = build_candidate(space, Choices(pick), 4)
             aware = quantization_aware(model)  # raises for a layer it cannot model
             assert aware.count_params() > model.count_params()  # its ranges come on top
-            assert tuple(aware(batch, training=True).shape) == (2, 4)
+            assert tuple(aware(batch, training=True).shape) == (2, 4)  # a training-mode pass

@@ -415,9 +415,11 @@ def test_strided_1d_depthwise_students_train_and_export(kind, digits, tmp_path):
     )
     x_train, x_test = digits.x_train[..., None], digits.x_test[..., None]
     aware = kd.quantization_aware(student)
-    # computed as a 2D convolution of height 1, whose CPU kernel takes equal strides only
-    assert tuple(aware(x_test[:4], training=True).shape) == (4, 10)
-    np.testing.assert_allclose(aware(x_test[:64]), student(x_test[:64]), rtol=0, atol=0.1)
+    # computed as a 2D convolution of height 1, whose CPU kernel takes equal strides only; a
+    # training-mode pass sets the ranges, and the fake-quantized logits (at most about 0.2)
+    # then stay close to the float ones
+    assert tuple(aware(x_test[:64], training=True).shape) == (64, 10)
+    np.testing.assert_allclose(aware(x_test[:64]), student(x_test[:64]), rtol=0, atol=0.01)
     aware.compile(keras.optimizers.Adam(1e-2), SCE)
     aware.fit(x_train, digits.y_train, epochs=2, batch_size=64, verbose=0)
     result = kd.micro.export(
