@@ -361,16 +361,20 @@ def test_loaded_in_a_new_process_with_ranges_and_step_counter(
     np.testing.assert_allclose(loaded["outputs"], aware.predict(x_test[:50], verbose=0), atol=1e-5)
 
 
+def depthwise_layer(kind, **settings):
+    """A `kind` layer ("DepthwiseConv1D", ...) of kernel 3, with 8 filters if separable."""
+    options = {} if kind.startswith("Depthwise") else {"filters": 8}
+    return getattr(keras.layers, kind)(kernel_size=3, padding="same", **options, **settings)
+
+
 def separable_student(kind, seed=8):
     keras.utils.set_random_seed(seed)
     two_d = kind.endswith("2D")
-    layer = getattr(keras.layers, kind)
-    options = {} if kind.startswith("Depthwise") else {"filters": 8}
     return keras.Sequential(
         [
             keras.Input((8, 8, 1) if two_d else (64, 1)),
             keras.layers.Conv2D(4, 3, padding="same") if two_d else keras.layers.Conv1D(4, 3),
-            layer(kernel_size=3, padding="same", depth_multiplier=2, **options),
+            depthwise_layer(kind, depth_multiplier=2),
             keras.layers.BatchNormalization(),
             keras.layers.ReLU(),
             keras.layers.GlobalAveragePooling2D()
@@ -407,8 +411,7 @@ def test_separable_and_depthwise_students_export_fully_int8_per_channel(kind, di
 @pytest.mark.parametrize("kind", ["SeparableConv1D", "DepthwiseConv1D"])
 def test_strided_1d_depthwise_students_train_and_export(kind, digits, tmp_path):
     keras.utils.set_random_seed(3)
-    options = {} if kind.startswith("Depthwise") else {"filters": 8}
-    strided = getattr(keras.layers, kind)(kernel_size=3, strides=2, padding="same", **options)
+    strided = depthwise_layer(kind, strides=2)
     student = keras.Sequential(
         [keras.Input((64, 1)), keras.layers.Conv1D(4, 3), strided, keras.layers.ReLU()]
         + [keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(10)]
